@@ -19,6 +19,7 @@ JOBS ?= $(shell nproc)
 PROMPT ?= In the beginning
 FUZZ_SECONDS ?= 60
 CMAKE_FLAGS ?=
+CTEST_ARGS ?=
 
 .PHONY: all deps configure build run test test-gpu install fuzz clean bench
 
