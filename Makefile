@@ -20,6 +20,7 @@ PROMPT ?= In the beginning
 FUZZ_SECONDS ?= 60
 CMAKE_FLAGS ?=
 CTEST_ARGS ?=
+CTEST_ARGS ?=
 
 .PHONY: all deps configure build run test test-gpu install fuzz clean bench
 
@@ -41,10 +42,10 @@ run: deps build
 	./$(BUILD)/bin/kiln run -p "$(PROMPT)" -n 64
 
 test: deps build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE 'gpu|soak'
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE 'gpu|soak' $(CTEST_ARGS)
 
 test-gpu: deps build
-	cd $(BUILD) && ctest --output-on-failure -L gpu
+	cd $(BUILD) && ctest --output-on-failure -L gpu $(CTEST_ARGS)
 
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
