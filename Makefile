@@ -20,7 +20,6 @@ PROMPT ?= In the beginning
 FUZZ_SECONDS ?= 60
 CMAKE_FLAGS ?=
 CTEST_ARGS ?=
-CTEST_ARGS ?=
 
 .PHONY: all deps configure build run test test-gpu install fuzz clean bench
 
