@@ -1,0 +1,214 @@
+/*
+ * The AVX2/FMA/F16C kernel table (see cpu_kernels.h).
+ *
+ * Every function carries a target attribute, so this file builds without -mavx2 and the table is only handed out
+ * when __builtin_cpu_supports() says the CPU runs it.
+ *
+ * Weights are consumed 16 at a time as two vectors of 8 f32 ("lo" and "hi"):
+ *   bf16: one 32-byte load; a bf16 is the top half of an f32, so shifting each 32-bit lane left by 16 gives the
+ *         even elements and masking off the low half gives the odd ones (2 integer ops for 16 weights). x is
+ *         prepared as the matching 8 evens then 8 odds per block of 16.
+ *   f16:  two vcvtph2ps of 8;  f32: two loads of 8. x keeps its natural order.
+ * A row tail shorter than 16 is done in scalar code on the natural order (prep_x leaves the tail as is).
+ *
+ * Decode (one token) is bound by the bandwidth at which the weights stream from DRAM: 4 rows are read at once
+ * (8 independent accumulators, x loaded once for the 4). Prefill multiplies a tile of 4 tokens by 2 rows per pass
+ * (8 accumulators, 16 FMAs per 16 weights and 2 weight loads), and rows are taken in blocks of about 64 KiB that
+ * stay in L2 while all token tiles go by, so each weight row comes from DRAM once per call.
+ */
+#include "backend/cpu/cpu_kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#include <string.h>
+
+#include "backend/cpu/ref_ops.h"
+
+#define AVX2_FN __attribute__((target("avx2,fma,f16c")))
+#define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+
+AVX2_INLINE float hsum_(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* ---- loading 16 weights as lo/hi vectors ---- */
+
+AVX2_INLINE void load_bf16_(const void *w, int64_t k, __m256 *lo, __m256 *hi) {
+  __m256i v = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + k));
+  *lo = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+  *hi = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u)));
+}
+
+AVX2_INLINE void load_f16_(const void *w, int64_t k, __m256 *lo, __m256 *hi) {
+  const uint16_t *p = (const uint16_t *)w + k;
+  *lo = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+  *hi = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)));
+}
+
+AVX2_INLINE void load_f32_(const void *w, int64_t k, __m256 *lo, __m256 *hi) {
+  const float *p = (const float *)w + k;
+  *lo = _mm256_loadu_ps(p);
+  *hi = _mm256_loadu_ps(p + 8);
+}
+
+/* ---- prep_x ---- */
+
+AVX2_FN static void prep_x_(float *xp, const float *x, int64_t n, int64_t in, kiln_dtype dt) {
+  if (dt != KILN_BF16) {
+    memcpy(xp, x, (size_t)(n * in) * sizeof *x);
+    return;
+  }
+  const int64_t in16 = in & ~(int64_t)15;
+  const __m256i idx = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  for (int64_t t = 0; t < n; t++) {
+    const float *xr = x + t * in;
+    float *pr = xp + t * in;
+    for (int64_t k = 0; k < in16; k += 16) {
+      /* a = x0..x7 -> [x0 x2 x4 x6 | x1 x3 x5 x7]; b likewise for x8..x15; then gather evens and odds. */
+      __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xr + k), idx);
+      __m256 b = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xr + k + 8), idx);
+      _mm256_storeu_ps(pr + k, _mm256_permute2f128_ps(a, b, 0x20));
+      _mm256_storeu_ps(pr + k + 8, _mm256_permute2f128_ps(a, b, 0x31));
+    }
+    for (int64_t k = in16; k < in; k++) pr[k] = xr[k];
+  }
+}
+
+/* ---- matmul, instantiated per weight dtype ---- */
+
+#define KILN_DEFINE_MATMUL(SUF, LOADW)                                                                            \
+  /* one token, one row */                                                                                        \
+  AVX2_INLINE float mm_1x1_##SUF(const float *x, const void *w, kiln_dtype dt, int64_t in, int64_t o) {           \
+    const int64_t in16 = in & ~(int64_t)15;                                                                       \
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                                    \
+    for (int64_t k = 0; k < in16; k += 16) {                                                                      \
+      __m256 lo, hi;                                                                                              \
+      LOADW(w, o * in + k, &lo, &hi);                                                                             \
+      a0 = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x + k), a0);                                                       \
+      a1 = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + k + 8), a1);                                                   \
+    }                                                                                                             \
+    float s = hsum_(_mm256_add_ps(a0, a1));                                                                       \
+    for (int64_t k = in16; k < in; k++) s += x[k] * kiln_weight_at(w, dt, o * in + k);                            \
+    return s;                                                                                                     \
+  }                                                                                                               \
+  /* one token, four rows o..o+3 */                                                                               \
+  AVX2_INLINE void mm_1x4_##SUF(float *y, const float *x, const void *w, kiln_dtype dt, int64_t in, int64_t o) {  \
+    const int64_t in16 = in & ~(int64_t)15;                                                                       \
+    __m256 a[8];                                                                                                  \
+    for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();                                                       \
+    for (int64_t k = 0; k < in16; k += 16) {                                                                      \
+      const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);                                 \
+      _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {                                                       \
+        __m256 lo, hi;                                                                                            \
+        LOADW(w, (o + r) * in + k, &lo, &hi);                                                                     \
+        a[2 * r] = _mm256_fmadd_ps(lo, x0, a[2 * r]);                                                             \
+        a[2 * r + 1] = _mm256_fmadd_ps(hi, x1, a[2 * r + 1]);                                                     \
+      }                                                                                                           \
+    }                                                                                                             \
+    for (int r = 0; r < 4; r++) {                                                                                 \
+      float s = hsum_(_mm256_add_ps(a[2 * r], a[2 * r + 1]));                                                     \
+      for (int64_t k = in16; k < in; k++) s += x[k] * kiln_weight_at(w, dt, (o + r) * in + k);                    \
+      y[r] = s;                                                                                                   \
+    }                                                                                                             \
+  }                                                                                                               \
+  /* four tokens (x rows t..t+3, stride in), two rows o, o+1; y rows stride ldy */                                \
+  AVX2_INLINE void mm_4x2_##SUF(float *y, int64_t ldy, const float *x, const void *w, kiln_dtype dt, int64_t in,   \
+                                int64_t o) {                                                                      \
+    const int64_t in16 = in & ~(int64_t)15;                                                                       \
+    __m256 a[8];                                                                                                  \
+    for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();                                                       \
+    for (int64_t k = 0; k < in16; k += 16) {                                                                      \
+      __m256 l0, h0, l1, h1;                                                                                      \
+      LOADW(w, o * in + k, &l0, &h0);                                                                             \
+      LOADW(w, (o + 1) * in + k, &l1, &h1);                                                                       \
+      _Pragma("GCC unroll 4") for (int t = 0; t < 4; t++) {                                                       \
+        const __m256 x0 = _mm256_loadu_ps(x + t * in + k), x1 = _mm256_loadu_ps(x + t * in + k + 8);             \
+        a[2 * t] = _mm256_fmadd_ps(l0, x0, a[2 * t]);                                                             \
+        a[2 * t] = _mm256_fmadd_ps(h0, x1, a[2 * t]);                                                             \
+        a[2 * t + 1] = _mm256_fmadd_ps(l1, x0, a[2 * t + 1]);                                                     \
+        a[2 * t + 1] = _mm256_fmadd_ps(h1, x1, a[2 * t + 1]);                                                     \
+      }                                                                                                           \
+    }                                                                                                             \
+    for (int t = 0; t < 4; t++)                                                                                   \
+      for (int r = 0; r < 2; r++) {                                                                               \
+        float s = hsum_(a[2 * t + r]);                                                                            \
+        for (int64_t k = in16; k < in; k++) s += x[t * in + k] * kiln_weight_at(w, dt, (o + r) * in + k);         \
+        y[t * ldy + r] = s;                                                                                       \
+      }                                                                                                           \
+  }                                                                                                               \
+  AVX2_FN static void matmul_##SUF(float *y, int64_t ldy, const float *xp, int64_t n, const void *w,             \
+                                   kiln_dtype dt, int64_t in, int64_t o0, int64_t o1) {                           \
+    /* rows per block: about 64 KiB of weights, a multiple of 4 */                                                \
+    int64_t rb = (64 * 1024) / (in * (int64_t)kiln_dtype_size(dt));                                               \
+    rb = rb < 4 ? 4 : rb & ~(int64_t)3;                                                                           \
+    for (int64_t ob = o0; ob < o1; ob += rb) {                                                                    \
+      const int64_t oe = ob + rb < o1 ? ob + rb : o1;                                                             \
+      int64_t t = 0;                                                                                              \
+      for (; n >= 4 && t + 4 <= n; t += 4) {                                                                      \
+        int64_t o = ob;                                                                                           \
+        for (; o + 2 <= oe; o += 2) mm_4x2_##SUF(y + t * ldy + o, ldy, xp + t * in, w, dt, in, o);                \
+        for (; o < oe; o++)                                                                                       \
+          for (int64_t u = t; u < t + 4; u++) y[u * ldy + o] = mm_1x1_##SUF(xp + u * in, w, dt, in, o);          \
+      }                                                                                                           \
+      for (; t < n; t++) {                                                                                        \
+        int64_t o = ob;                                                                                           \
+        for (; o + 4 <= oe; o += 4) mm_1x4_##SUF(y + t * ldy + o, xp + t * in, w, dt, in, o);                     \
+        for (; o < oe; o++) y[t * ldy + o] = mm_1x1_##SUF(xp + t * in, w, dt, in, o);                             \
+      }                                                                                                           \
+    }                                                                                                             \
+  }
+
+KILN_DEFINE_MATMUL(bf16, load_bf16_)
+KILN_DEFINE_MATMUL(f16, load_f16_)
+KILN_DEFINE_MATMUL(f32, load_f32_)
+
+AVX2_FN static void matmul_(float *y, int64_t ldy, const float *xp, int64_t n, const void *w, kiln_dtype dt,
+                            int64_t in, int64_t o0, int64_t o1) {
+  switch (dt) {
+  case KILN_BF16: matmul_bf16(y, ldy, xp, n, w, dt, in, o0, o1); break;
+  case KILN_F16: matmul_f16(y, ldy, xp, n, w, dt, in, o0, o1); break;
+  default: matmul_f32(y, ldy, xp, n, w, dt, in, o0, o1); break;
+  }
+}
+
+/* ---- attention helpers ---- */
+
+AVX2_FN static float dot_(const float *a, const float *b, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  float s = hsum_(_mm256_add_ps(s0, s1));
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+AVX2_FN static void axpy_(float *y, float a, const float *x, int64_t n) {
+  const __m256 av = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] += a * x[i];
+}
+
+static const kiln_cpu_kernels avx2_table_ = {
+    .name = "avx2", .prep_x = prep_x_, .matmul = matmul_, .dot = dot_, .axpy = axpy_,
+};
+
+const kiln_cpu_kernels *kiln_cpu_kernels_avx2(void) {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    return &avx2_table_;
+  return NULL;
+}
+
+#else /* not x86-64 with GCC/Clang */
+
+const kiln_cpu_kernels *kiln_cpu_kernels_avx2(void) { return NULL; }
+
+#endif
