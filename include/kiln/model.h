@@ -97,6 +97,8 @@ typedef void (*kiln_progress_fn)(void *user, uint64_t done, uint64_t total);
 int kiln_config_parse(kiln_config *cfg, const char *json, size_t len, const char *path);
 /* Reads DIR/config.json and, when present, DIR/generation_config.json. */
 int kiln_config_load(kiln_config *cfg, const char *dir);
+/* Reads one config.json at `path` (e.g. bench/configs/qwen3-0.6b.json for --random-weights). */
+int kiln_config_load_file(kiln_config *cfg, const char *path);
 
 /* Loads the checkpoint in `dir`. On error *out is NULL and kiln_last_error() names the file and the problem. */
 int kiln_model_load(kiln_model **out, const char *dir, kiln_progress_fn progress, void *user);
