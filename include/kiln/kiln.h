@@ -7,4 +7,5 @@
 #include "kiln/engine.h"
 #include "kiln/sampler.h"
 #include "kiln/generate.h"
+#include "kiln/eval.h"
 #endif
