@@ -8,4 +8,5 @@
 #include "kiln/sampler.h"
 #include "kiln/generate.h"
 #include "kiln/eval.h"
+#include "kiln/chat.h"
 #endif
