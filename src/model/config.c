@@ -155,7 +155,8 @@ static int parse_rope(kiln_config *c, json_t *root, const char *path) {
       if (!got)
         TRY(got = get_int32(root, "original_max_position_embeddings", 1, INT32_MAX, &c->rope_original_max_position,
                             path));
-      if (!got) return kiln_error(KILN_EFORMAT, "%s: llama3 rope scaling without 'original_max_position_embeddings'", path);
+      if (!got)
+        return kiln_error(KILN_EFORMAT, "%s: llama3 rope scaling without 'original_max_position_embeddings'", path);
     } else {
       return kiln_error(KILN_EUNSUPPORTED, "%s: rope_type '%s' is not supported (default, llama3)", path, type);
     }
@@ -201,10 +202,12 @@ int kiln_config_check(const kiln_config *c, const char *path) {
   if (c->n_heads % c->n_kv_heads != 0)
     return kiln_error(KILN_EFORMAT, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", path,
                       c->n_heads, c->n_kv_heads);
-  if (c->head_dim % 2 != 0) return kiln_error(KILN_EFORMAT, "%s: head_dim %d is odd (RoPE rotates pairs)", path, c->head_dim);
+  if (c->head_dim % 2 != 0)
+    return kiln_error(KILN_EFORMAT, "%s: head_dim %d is odd (RoPE rotates pairs)", path, c->head_dim);
   if (!(c->rms_norm_eps > 0) || !isfinite(c->rms_norm_eps))
     return kiln_error(KILN_ERANGE, "%s: rms_norm_eps must be positive", path);
-  if (!(c->rope_theta > 0) || !isfinite(c->rope_theta)) return kiln_error(KILN_ERANGE, "%s: rope_theta must be positive", path);
+  if (!(c->rope_theta > 0) || !isfinite(c->rope_theta))
+    return kiln_error(KILN_ERANGE, "%s: rope_theta must be positive", path);
   if (c->n_eos < 0 || c->n_eos > KILN_MAX_EOS) return kiln_error(KILN_ERANGE, "%s: bad eos count", path);
   return KILN_OK;
 }

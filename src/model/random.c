@@ -4,9 +4,9 @@
  * Every element is a pure function of (seed, tensor index, element index), so the result does not depend on how
  * many threads fill it. The generator is one splitmix64 finaliser per pair of elements; each normal deviate is the
  * Irwin-Hall sum of four 8-bit lanes of its 32-bit half, rescaled to unit variance (close to normal, bounded at
- * +-3.46 sigma, in steps of 1/148 sigma: all a benchmark or a shape test needs, and far cheaper than Box-Muller). Matrices and biases get
- * std 0.02; RMSNorm weights 1 + 0.02 * z. Threads split the elements of all tensors evenly, so a 0.6B-parameter
- * model fills in about a second.
+ * +-3.46 sigma, in steps of 1/148 sigma: all a benchmark or a shape test needs, and far cheaper than Box-Muller).
+ * Matrices and biases get std 0.02; RMSNorm weights 1 + 0.02 * z. Threads split the elements of all tensors
+ * evenly; a Qwen3-0.6B-shaped model (1.2 GB of bf16) takes about 2 s of CPU time.
  */
 #include <pthread.h>
 #include <stdlib.h>

@@ -64,17 +64,18 @@ static int parse_entry(kiln_st_tensor *t, const char *name, json_t *v, uint64_t 
                       KILN_ST_MAX_DIMS);
   t->ndim = (int)nd;
   uint64_t numel = 1;
-  bool overflow = false;
+  bool overflow = false, empty = false;
   for (size_t i = 0; i < nd; i++) {
     json_t *d = json_array_get(js, i);
     if (!json_is_integer(d) || json_integer_value(d) < 0)
       return kiln_error(KILN_EFORMAT, "%s: tensor '%s': shape[%zu] is not a non-negative integer", path, name, i);
     t->shape[i] = (int64_t)json_integer_value(d);
+    if (t->shape[i] == 0) empty = true;
     if (__builtin_mul_overflow(numel, (uint64_t)t->shape[i], &numel)) overflow = true;
   }
   uint64_t bytes = 0;
-  /* A zero dimension makes the tensor empty whatever the others say, so overflow only matters when numel > 0. */
-  if (numel != 0 && (overflow || __builtin_mul_overflow(numel, kiln_st_dtype_size(t->dtype), &bytes)))
+  /* A zero dimension makes the tensor empty whatever the others say, so overflow only matters otherwise. */
+  if (!empty && (overflow || __builtin_mul_overflow(numel, kiln_st_dtype_size(t->dtype), &bytes)))
     return kiln_error(KILN_EFORMAT, "%s: tensor '%s': shape too large", path, name);
   if (!json_is_array(jo) || json_array_size(jo) != 2)
     return kiln_error(KILN_EFORMAT, "%s: tensor '%s': data_offsets is not a pair", path, name);

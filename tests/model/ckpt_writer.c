@@ -34,8 +34,8 @@ int stw_write(const char *path, const stw_entry *e, size_t n, const char *metada
   len += (size_t)snprintf(h + len, cap - len, "{");
   if (metadata_json) len += (size_t)snprintf(h + len, cap - len, "\"__metadata__\":%s", metadata_json);
   for (size_t i = 0; i < n; i++) {
-    len += (size_t)snprintf(h + len, cap - len, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", (i || metadata_json) ? "," : "",
-                            e[i].name, e[i].dtype);
+    const char *sep = (i || metadata_json) ? "," : "";
+    len += (size_t)snprintf(h + len, cap - len, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", sep, e[i].name, e[i].dtype);
     for (int d = 0; d < e[i].ndim; d++)
       len += (size_t)snprintf(h + len, cap - len, "%s%lld", d ? "," : "", (long long)e[i].shape[d]);
     len += (size_t)snprintf(h + len, cap - len, "],\"data_offsets\":[%zu,%zu]}", data_len, data_len + e[i].bytes);
@@ -152,6 +152,18 @@ int ckpt_write(const char *dir, const char *cfg_json, const kiln_model *m, const
   free(e);
   free(extra);
   return rc;
+}
+
+int cfg_equal(const kiln_config *a, const kiln_config *b) {
+#define EQ(f) (a->f == b->f)
+  int eq = EQ(arch) && EQ(vocab_size) && EQ(hidden_size) && EQ(intermediate_size) && EQ(n_layers) && EQ(n_heads) &&
+           EQ(n_kv_heads) && EQ(head_dim) && EQ(max_position_embeddings) && EQ(rms_norm_eps) && EQ(rope_theta) &&
+           EQ(rope_type) && EQ(rope_factor) && EQ(rope_low_freq_factor) && EQ(rope_high_freq_factor) &&
+           EQ(rope_original_max_position) && EQ(tie_word_embeddings) && EQ(attention_bias) && EQ(qk_norm) &&
+           EQ(torch_dtype) && EQ(bos_token_id) && EQ(n_eos);
+  for (int i = 0; eq && i < a->n_eos; i++) eq = EQ(eos_token_ids[i]);
+#undef EQ
+  return eq;
 }
 
 char *ckpt_tmpdir(void) {

@@ -40,6 +40,9 @@ typedef struct ckpt_opts {
 /* Writes `cfg_json` as DIR/config.json and the weights of `m` (its config must match cfg_json) as safetensors. */
 int ckpt_write(const char *dir, const char *cfg_json, const kiln_model *m, const ckpt_opts *o);
 
+/* Field-by-field equality (padding bytes make memcmp unreliable). */
+int cfg_equal(const kiln_config *a, const kiln_config *b);
+
 /* A fresh temporary directory (malloc'd path); ckpt_rmdir removes it and everything in it. */
 char *ckpt_tmpdir(void);
 void ckpt_rmdir(char *dir);
