@@ -73,6 +73,7 @@ typedef struct kiln_layer_weights {
   kiln_tensor attn_norm;           /* [hidden] input_layernorm */
   kiln_tensor wq, wk, wv, wo;      /* [n_heads*head_dim][hidden], [n_kv*hd][hidden] x2, [hidden][n_heads*hd] */
   kiln_tensor bq, bk, bv;          /* biases when attention_bias, else data == NULL */
+  kiln_tensor bo;                  /* [hidden] o_proj bias when attention_bias (HF Llama/Qwen3), else NULL data */
   kiln_tensor q_norm, k_norm;      /* [head_dim] when qk_norm, else data == NULL */
   kiln_tensor ffn_norm;            /* [hidden] post_attention_layernorm */
   kiln_tensor w_gate, w_up;        /* [intermediate][hidden] */

@@ -52,7 +52,7 @@ static void spec_set(kiln_wspec *s, kiln_tensor *slot, int ndim, int64_t d0, int
 
 int kiln_model_specs_(kiln_model *m, kiln_wspec **out, size_t *n) {
   const kiln_config *c = &m->cfg;
-  size_t cap = 3 + (size_t)c->n_layers * 14, k = 0;
+  size_t cap = 3 + (size_t)c->n_layers * 15, k = 0;
   kiln_wspec *s = calloc(cap, sizeof *s);
   if (!s) return kiln_error(KILN_ENOMEM, "model: out of memory");
   int64_t H = c->hidden_size, V = c->vocab_size, I = c->intermediate_size, D = c->head_dim;
@@ -74,6 +74,8 @@ int kiln_model_specs_(kiln_model *m, kiln_wspec **out, size_t *n) {
       spec_set(&s[k++], &w->k_norm, 1, D, 0, true, "model.layers.%d.self_attn.k_norm.weight", l);
     }
     spec_set(&s[k++], &w->wo, 2, H, Q, false, "model.layers.%d.self_attn.o_proj.weight", l);
+    /* transformers gives o_proj a bias too when attention_bias is set (LlamaAttention, Qwen3Attention) */
+    if (c->attention_bias) spec_set(&s[k++], &w->bo, 1, H, 0, false, "model.layers.%d.self_attn.o_proj.bias", l);
     spec_set(&s[k++], &w->ffn_norm, 1, H, 0, true, "model.layers.%d.post_attention_layernorm.weight", l);
     spec_set(&s[k++], &w->w_gate, 2, I, H, false, "model.layers.%d.mlp.gate_proj.weight", l);
     spec_set(&s[k++], &w->w_up, 2, I, H, false, "model.layers.%d.mlp.up_proj.weight", l);
