@@ -107,7 +107,7 @@ int rand_model_create(kiln_model **out, const rand_model_spec *s) {
   const int64_t H = s->hidden, I = s->inter, V = s->vocab, hd = s->head_dim;
   const int64_t qd = (int64_t)s->heads * hd, kvd = (int64_t)s->kv_heads * hd;
   size_t es = kiln_dtype_size(s->dtype);
-  size_t cap = (size_t)(2 * V * H + 4 * H + s->layers * (2 * H + qd * H * 2 + kvd * H * 2 + qd + 2 * kvd + 2 * hd +
+  size_t cap = (size_t)(2 * V * H + 4 * H + s->layers * (3 * H + qd * H * 2 + kvd * H * 2 + qd + 2 * kvd + 2 * hd +
                                                        3 * I * H)) * es + (size_t)(40 + 20 * s->layers) * 64;
   arena a = {malloc(cap), 0, cap};
   m->layers = calloc((size_t)s->layers, sizeof *m->layers);
@@ -127,6 +127,7 @@ int rand_model_create(kiln_model **out, const rand_model_spec *s) {
     fill_(&a, &L->wk, s->dtype, kvd, H, &rs, 0, s->std);
     fill_(&a, &L->wv, s->dtype, kvd, H, &rs, 0, s->std);
     fill_(&a, &L->wo, s->dtype, H, qd, &rs, 0, s->std);
+    if (s->bias) fill_(&a, &L->bo, s->dtype, H, 0, &rs, 0, 0.1f);
     if (s->bias) {
       fill_(&a, &L->bq, s->dtype, qd, 0, &rs, 0, 0.1f);
       fill_(&a, &L->bk, s->dtype, kvd, 0, &rs, 0, 0.1f);

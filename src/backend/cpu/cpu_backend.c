@@ -204,6 +204,7 @@ static void forward_chunk_(kiln_backend *b, int seq, int64_t pos, const int32_t 
     kiln_cpu_pool_run(b->pool, attn_run_, &aj);
     mm_seg o = {&L->wo, b->tmp, H, H};
     matmul_segs_(b, b->att, n, b->q_dim, &o, 1);
+    add_bias_(b->tmp, H, &L->bo, n, H);
     kiln_cpu_add_rmsnorm(b->xn, b->x, b->tmp, L->ffn_norm.data, L->ffn_norm.dtype, n, H, c->rms_norm_eps);
     /* gate and up share one prepared input; the job applies SwiGLU to its own rows */
     b->kern->prep_x(b->xp, b->xn, n, H, L->w_gate.dtype);

@@ -45,6 +45,7 @@ int kiln_ref_model_forward(const kiln_model *m, const int32_t *tokens, int64_t n
     kiln_ref_rope(k, pos, n, c->n_kv_heads, hd, inv_freq);
     kiln_ref_attention(att, q, k, v, n, 0, c->n_heads, c->n_kv_heads, hd);
     kiln_ref_matmul(tmp, att, L->wo.data, L->wo.dtype, n, qd, H);
+    if (L->bo.data) kiln_ref_add_bias(tmp, L->bo.data, L->bo.dtype, n, H);
     kiln_ref_add_rmsnorm(xn, x, tmp, L->ffn_norm.data, L->ffn_norm.dtype, n, H, eps);
     kiln_ref_matmul(g, xn, L->w_gate.data, L->w_gate.dtype, n, H, I);
     kiln_ref_matmul(u, xn, L->w_up.data, L->w_up.dtype, n, H, I);
