@@ -243,7 +243,8 @@ static int bind_one(load_ctx *x, const kiln_wspec *s) {
   s->slot->data = data;
   s->slot->dtype = dt;
   s->slot->ndim = s->ndim;
-  for (int i = 0; i < 4; i++) s->slot->shape[i] = i < s->ndim ? s->shape[i] : 0;
+  memset(s->slot->shape, 0, sizeof s->slot->shape);
+  for (int i = 0; i < s->ndim && i < 2; i++) s->slot->shape[i] = s->shape[i];
   x->m->weight_bytes += bytes;
   return KILN_OK;
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "kiln/model.h"
@@ -203,6 +204,89 @@ static void test_bad_directory(void **s) {
   assert_int_equal(kiln_model_load(NULL, ".", NULL, NULL), KILN_EINVAL);
 }
 
+/* A checkpoint directory with QWEN3_TINY_V4 as config.json and `hdr` + `data_len` zero bytes as model.safetensors;
+ * loading must fail with `want` and `needle`. */
+static void expect_bad_file(uint64_t hlen, const char *hdr, size_t data_len, int want, const char *needle) {
+  char *dir = ckpt_tmpdir();
+  assert_non_null(dir);
+  char path[512];
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  assert_int_equal(stw_write_text(path, QWEN3_TINY_V4), 0);
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  void *zeros = calloc(1, data_len + 1);
+  assert_non_null(zeros);
+  assert_int_equal(stw_write_raw(path, hlen ? hlen : strlen(hdr), hdr, zeros, data_len), 0);
+  free(zeros);
+  kiln_model *m = NULL;
+  int rc = kiln_model_load(&m, dir, NULL, NULL);
+  if (rc != want || !strstr(kiln_last_error(), needle) || !strstr(kiln_last_error(), "/model.safetensors: "))
+    fail_msg("want %s '%s', got %s '%s'", kiln_err_name(want), needle, kiln_err_name(rc), kiln_last_error());
+  assert_null(m);
+  ckpt_rmdir(dir);
+}
+
+static void test_corrupt_files(void **s) {
+  (void)s;
+  expect_bad_file(0, "", 0, KILN_EFORMAT, "header does not start with a JSON object");
+  expect_bad_file(4096, "{}", 0, KILN_EFORMAT, "header length 4096 past end of file (10 bytes)");
+  expect_bad_file(0, "{\"a\":", 0, KILN_EFORMAT, "header JSON");
+  expect_bad_file(0, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                  "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+                  16, KILN_EFORMAT, "tensors 'a' [0, 8] and 'b' [4, 12] overlap");
+  expect_bad_file(0, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 12, KILN_EFORMAT,
+                  "tensor 'a': data_offsets [8, 16] past the end of the data (12 bytes)");
+  expect_bad_file(0, "{\"a\":{\"dtype\":\"F4\",\"shape\":[2],\"data_offsets\":[0,1]}}", 1, KILN_EUNSUPPORTED,
+                  "tensor 'a': unknown dtype 'F4'");
+}
+
+/* A real checkpoint cut short: the last tensors end past the end of the file. */
+static void test_truncated_checkpoint(void **s) {
+  (void)s;
+  kiln_model *m = random_model(QWEN3_TINY_V4, KILN_BF16, 1);
+  char *dir = ckpt_tmpdir();
+  assert_non_null(dir);
+  assert_int_equal(ckpt_write(dir, QWEN3_TINY_V4, m, &(ckpt_opts){.shards = 2}), 0);
+  char path[512];
+  snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", dir);
+  FILE *fp = fopen(path, "r+b");
+  assert_non_null(fp);
+  assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+  long size = ftell(fp);
+  fclose(fp);
+  assert_int_equal(truncate(path, size - 100), 0);
+  kiln_model *got = NULL;
+  assert_int_equal(kiln_model_load(&got, dir, NULL, NULL), KILN_EFORMAT);
+  assert_non_null(strstr(kiln_last_error(), "model-00002-of-00002.safetensors: tensor '"));
+  assert_non_null(strstr(kiln_last_error(), "past the end of the data"));
+  /* Malformed and unsupported config.json, with good weights. */
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  assert_int_equal(stw_write_text(path, "{\"model_type\": \"qwen3\", \"hidden_size\": }"), 0);
+  assert_int_equal(kiln_model_load(&got, dir, NULL, NULL), KILN_EFORMAT);
+  assert_non_null(strstr(kiln_last_error(), "/config.json: malformed JSON"));
+  assert_int_equal(stw_write_text(path, "{\"model_type\": \"phi3\"}"), 0);
+  assert_int_equal(kiln_model_load(&got, dir, NULL, NULL), KILN_EUNSUPPORTED);
+  assert_non_null(strstr(kiln_last_error(), "/config.json: model_type 'phi3' is not supported"));
+  /* An index entry for a tensor its shard does not hold. */
+  assert_int_equal(stw_write_text(path, QWEN3_TINY_V4), 0);
+  snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+  assert_int_equal(stw_write_text(path, "{\"weight_map\":{"
+                                        "\"model.embed_tokens.weight\":\"model-00001-of-00002.safetensors\","
+                                        "\"ghost\":\"model-00001-of-00002.safetensors\"}}"),
+                   0);
+  assert_int_equal(kiln_model_load(&got, dir, NULL, NULL), KILN_EFORMAT);
+  assert_non_null(strstr(kiln_last_error(), "model-00001-of-00002.safetensors: tensor 'ghost' listed in"));
+  /* A shard cut to less than the 8-byte length field. */
+  assert_int_equal(
+      stw_write_text(path, "{\"weight_map\":{\"model.embed_tokens.weight\":\"model-00002-of-00002.safetensors\"}}"), 0);
+  snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", dir);
+  assert_int_equal(truncate(path, 5), 0);
+  assert_int_equal(kiln_model_load(&got, dir, NULL, NULL), KILN_EFORMAT);
+  assert_non_null(strstr(kiln_last_error(), "model-00002-of-00002.safetensors: truncated: 5 bytes"));
+  assert_null(got);
+  kiln_model_free(m);
+  ckpt_rmdir(dir);
+}
+
 /* A file whose data starts at an odd offset still loads (through aligned copies), with the right values. */
 static void test_misaligned_data(void **s) {
   (void)s;
@@ -253,6 +337,8 @@ int main(void) {
       cmocka_unit_test(test_missing_shard),
       cmocka_unit_test(test_bad_directory),
       cmocka_unit_test(test_misaligned_data),
+      cmocka_unit_test(test_corrupt_files),
+      cmocka_unit_test(test_truncated_checkpoint),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
