@@ -1,0 +1,125 @@
+/*
+ * Sleeping on a ring (Linux): bounded spin, then a futex wait on the low 32 bits of the peer's counter.
+ *
+ * No lost wake-up. The sleeper raises its own sleep flag, issues a full fence, re-reads the peer's counter and only
+ * then sleeps with FUTEX_WAIT on the 32-bit value it just read. The publisher stores its counter (release), issues
+ * a full fence and reads the flag (kiln_ring__publish_tail/head). With both fences, the two stores cannot both be
+ * missed by the two loads (store-buffering litmus test): either the sleeper sees the new counter and does not
+ * sleep, or the publisher sees the flag and wakes. If the wake comes between the sleeper's re-read and its
+ * FUTEX_WAIT, the kernel's check of the futex word against the value read (done atomically with queueing the
+ * sleeper) fails with EAGAIN, because the counter already moved. The word is unambiguous: while we sleep our own
+ * counter is fixed, so the peer's can move at most cap < 2^32 bytes past the value we read.
+ *
+ * The futex is shared (no FUTEX_PRIVATE_FLAG) because rings live in memory shared between processes. Rings whose
+ * publishers do not check the flags (no KILN_RING_FLAG_WAKE) cannot be slept on; waiting on them backs off with
+ * short sleeps instead.
+ */
+#include "kiln/ring.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax_() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax_() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax_() ((void)0)
+#endif
+
+static uint32_t *low_word_(_Atomic uint64_t *word) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  return (uint32_t *)(void *)word;
+#else
+  return (uint32_t *)(void *)word + 1;
+#endif
+}
+
+static int64_t now_ns_(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void kiln_ring__wake(_Atomic uint64_t *word) {
+  /* One sleeper per side in SPSC; INT32_MAX costs nothing extra and is robust to a replaced peer. */
+  syscall(SYS_futex, low_word_(word), FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+}
+
+/* Sleeps until *word's low half differs from `seen` or `ns` passes (spurious returns are fine: callers re-check). */
+static void futex_sleep_(_Atomic uint64_t *word, uint32_t seen, int64_t ns) {
+  struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+  syscall(SYS_futex, low_word_(word), FUTEX_WAIT, seen, &ts, NULL, 0);
+}
+
+/* Without KILN_RING_FLAG_WAKE the publisher never looks at our flag: back off instead of sleeping. */
+static void backoff_(int64_t ns) {
+  struct timespec ts = {0, ns < 50000 ? (long)ns : 50000};
+  nanosleep(&ts, NULL);
+}
+
+int kiln_ring_wait_readable(kiln_ring_cons *c, int64_t spin, int64_t timeout_ns) {
+  if (c->err) return c->err;
+  int64_t deadline = timeout_ns >= 0 ? now_ns_() + timeout_ns : INT64_MAX;
+  for (int64_t i = 0;; i++) {
+    if (c->rd != c->tail_cache) return KILN_OK;
+    if (kiln_ring__refresh_tail(c) != KILN_OK) return c->err;
+    if (c->rd != c->tail_cache) return KILN_OK;
+    if (i < spin) {
+      cpu_relax_();
+      continue;
+    }
+    kiln_ring_cons_flush(c); /* the producer may be waiting for these bytes: publish before we sleep */
+    int64_t left = deadline - now_ns_();
+    if (left <= 0) return KILN_ETIMEDOUT;
+    if (!c->wake) {
+      backoff_(left);
+      continue;
+    }
+    kiln_ring *r = c->ring;
+    kiln_ring__st32_rlx(&r->cons_sleeping, 1);
+    /* Full fence: orders the flag store before the tail re-read (pairs with the fence in publish_tail). */
+    kiln_ring__fence_sc();
+    uint64_t t = kiln_ring__ld_acq(&r->tail);
+    if (t == c->tail_cache) futex_sleep_(&r->tail, (uint32_t)t, left);
+    kiln_ring__st32_rlx(&r->cons_sleeping, 0);
+  }
+}
+
+int kiln_ring_wait_writable(kiln_ring_prod *p, uint64_t size, int64_t spin, int64_t timeout_ns) {
+  if (p->err) return p->err;
+  if (size > kiln_ring_max_payload(p->cap)) return KILN_ERANGE;
+  /* Worst case: a skip marker to the end plus the record. Waiting for that much room is never more than the ring
+   * allows, because acquire commits the skip marker as soon as it fits (see kiln_ring_acquire). */
+  uint64_t span = kiln_rec_span(size), to_end = p->cap - (p->tail & p->mask);
+  uint64_t need = span <= to_end ? span : to_end;
+  int64_t deadline = timeout_ns >= 0 ? now_ns_() + timeout_ns : INT64_MAX;
+  for (int64_t i = 0;; i++) {
+    if (kiln_ring__room(p) >= need) return KILN_OK;
+    if (kiln_ring__refresh_head(p) != KILN_OK) return p->err;
+    if (kiln_ring__room(p) >= need) return KILN_OK;
+    if (i < spin) {
+      cpu_relax_();
+      continue;
+    }
+    kiln_ring_flush(p); /* the consumer may be waiting for these records: publish before we sleep */
+    int64_t left = deadline - now_ns_();
+    if (left <= 0) return KILN_ETIMEDOUT;
+    if (!p->wake) {
+      backoff_(left);
+      continue;
+    }
+    kiln_ring *r = p->ring;
+    kiln_ring__st32_rlx(&r->prod_sleeping, 1);
+    /* Full fence: orders the flag store before the head re-read (pairs with the fence in publish_head). */
+    kiln_ring__fence_sc();
+    uint64_t h = kiln_ring__ld_acq(&r->head);
+    if (h == p->head_cache) futex_sleep_(&r->head, (uint32_t)h, left);
+    kiln_ring__st32_rlx(&r->prod_sleeping, 0);
+  }
+}
