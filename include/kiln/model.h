@@ -65,7 +65,7 @@ typedef struct kiln_config {
   bool qk_norm;           /* per-head RMSNorm of q and k before RoPE (Qwen3) */
   kiln_dtype torch_dtype; /* as declared by config.json (informational) */
   int bos_token_id;       /* -1 when none */
-  int eos_token_ids[KILN_MAX_EOS]; /* generation_config.json's list, else config.json's */
+  int eos_token_ids[KILN_MAX_EOS]; /* generation_config.json's list (when not null), else config.json's */
   int n_eos;
 } kiln_config;
 

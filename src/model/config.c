@@ -82,7 +82,7 @@ static const char *get_str(json_t *o, const char *key, bool *bad) {
     if (rc_ < 0) return rc_;                                                                                       \
   } while (0)
 
-/* eos_token_id: an int or a list of ints; null or absent leaves the ids as they are. */
+/* eos_token_id: an int or a list of ints (unused slots become -1); null or absent leaves the ids as they are. */
 static int get_token_ids(json_t *o, const char *key, int *ids, int *n, const char *path) {
   json_t *v = json_object_get(o, key);
   if (!v || json_is_null(v)) return 0;
@@ -96,12 +96,14 @@ static int get_token_ids(json_t *o, const char *key, int *ids, int *n, const cha
         return kiln_error(KILN_EFORMAT, "%s: '%s'[%zu] is not a token id", path, key, i);
       ids[i] = (int)json_integer_value(e);
     }
+    for (size_t i = k; i < KILN_MAX_EOS; i++) ids[i] = -1;
     *n = (int)k;
     return 1;
   }
   int64_t x;
   TRY(get_int(o, key, 0, INT32_MAX, &x, path));
   ids[0] = (int)x;
+  for (int i = 1; i < KILN_MAX_EOS; i++) ids[i] = -1;
   *n = 1;
   return 1;
 }
@@ -226,6 +228,7 @@ static int parse_root(kiln_config *c, json_t *root, const char *path) {
   if (bad) return kiln_error(KILN_EFORMAT, "%s: 'model_type' is not a string", path);
   if (!mt) return kiln_error(KILN_EFORMAT, "%s: no model_type", path);
   memset(c, 0, sizeof *c);
+  for (int i = 0; i < KILN_MAX_EOS; i++) c->eos_token_ids[i] = -1; /* unused slots */
   if (strcmp(mt, "qwen3") == 0) {
     c->arch = KILN_ARCH_QWEN3;
     c->vocab_size = 151936;
