@@ -1,0 +1,350 @@
+/*
+ * kiln bench: prefill and decode speed, with the memory-bandwidth floor beside them (PERF.md).
+ *
+ * The model is a checkpoint (-m DIR) or random weights of a config.json (--random-weights FILE, --dtype). Each
+ * repeat measures, in this order, the copy bandwidth of the machine with the same number of threads (memcpy of
+ * 2 x KILN_BENCH_COPY_MB MiB buffers, counted as bytes read + bytes written, as PERF.md defines it), a prefill of
+ * --prompt-tokens tokens from an empty cache, and --gen-tokens one-token decode steps after it (greedy, the
+ * argmax on the host, as a user's generation would run). The floor of decode is the bytes of weights one token
+ * reads (every matrix and norm once, the head once, one row of the embedding table) divided by the best copy
+ * bandwidth measured; the fraction reached is decode tokens/s over floor tokens/s. Medians over the repeats are
+ * printed, and written with the machine, date and commit as JSON with --json FILE.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "cli_common.h"
+#include "engine/engine_impl.h"
+
+enum { OPT_RANDOM = CLI_OPT_LONG, OPT_DTYPE, OPT_DEVICE, OPT_PROMPT, OPT_GEN, OPT_JSON, OPT_REPEATS };
+
+#define KILN_BENCH_COPY_MB 512
+
+static const cli_opt opts_[] = {
+    {'m', "model", "DIR", "checkpoint directory"},
+    {OPT_RANDOM, "random-weights", "CONFIG_JSON", "random weights of this config.json instead of a checkpoint"},
+    {OPT_DTYPE, "dtype", "T", "dtype of the random weights: bf16 (default), f16 or f32"},
+    {'t', "threads", "N", "CPU threads (default: $KILN_THREADS, else all cores)"},
+    {OPT_DEVICE, "device", "D", "cpu, cuda or cuda:N (default: $KILN_DEVICE, else cuda when present)"},
+    {OPT_PROMPT, "prompt-tokens", "P", "prompt length for prefill (default 128)"},
+    {OPT_GEN, "gen-tokens", "G", "decode steps after the prompt (default 64)"},
+    {OPT_REPEATS, "repeats", "R", "repeats; medians are reported (default 3)"},
+    {OPT_JSON, "json", "FILE", "write the results as JSON to FILE"},
+    {'q', "quiet", NULL, "print only the summary line"},
+    {0},
+};
+
+/* ---- copy bandwidth ---- */
+
+typedef struct copy_go {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int go;
+} copy_go;
+
+typedef struct copy_arg {
+  char *dst;
+  const char *src;
+  size_t len;
+  copy_go *go;
+} copy_arg;
+
+static void *copy_main_(void *a) {
+  copy_arg *c = a;
+  pthread_mutex_lock(&c->go->mu);
+  while (!c->go->go) pthread_cond_wait(&c->go->cv, &c->go->mu);
+  pthread_mutex_unlock(&c->go->mu);
+  memcpy(c->dst, c->src, c->len);
+  return NULL;
+}
+
+/* Bytes read + written per second by `threads` threads each copying its own slice; < 0 on failure. */
+static double copy_bandwidth_(char *dst, const char *src, size_t len, int threads) {
+  pthread_t th[64];
+  copy_arg ca[64];
+  copy_go go = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+  if (threads > 64) threads = 64;
+  size_t per = (len / (size_t)threads) & ~(size_t)4095;
+  int started = 0;
+  for (int i = 0; i < threads; i++) {
+    ca[i] = (copy_arg){dst + (size_t)i * per, src + (size_t)i * per, per, &go};
+    if (pthread_create(&th[i], NULL, copy_main_, &ca[i]) != 0) break;
+    started++;
+  }
+  usleep(2000); /* let every thread reach its wait, so the start is not staggered by thread creation */
+  pthread_mutex_lock(&go.mu);
+  go.go = 1;
+  double t0 = cli_now_ms();
+  pthread_cond_broadcast(&go.cv);
+  pthread_mutex_unlock(&go.mu);
+  for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+  double ms = cli_now_ms() - t0;
+  if (started < threads) return -1;
+  return 2.0 * (double)(per * (size_t)threads) / (ms / 1e3);
+}
+
+/* ---- helpers ---- */
+
+static int cmp_double_(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median_(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double_);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Bytes of weights one decode step reads. */
+static int64_t bytes_per_token_(const kiln_model *m) {
+  const kiln_config *c = &m->cfg;
+  int64_t b = 0;
+  const kiln_tensor *t;
+#define ADD(x) (t = (x), b += t->data ? kiln_tensor_numel(t) * (int64_t)kiln_dtype_size(t->dtype) : 0)
+  for (int l = 0; l < c->n_layers; l++) {
+    const kiln_layer_weights *L = &m->layers[l];
+    ADD(&L->attn_norm), ADD(&L->wq), ADD(&L->wk), ADD(&L->wv), ADD(&L->wo), ADD(&L->bq), ADD(&L->bk), ADD(&L->bv);
+    ADD(&L->bo), ADD(&L->q_norm), ADD(&L->k_norm), ADD(&L->ffn_norm), ADD(&L->w_gate), ADD(&L->w_up);
+    ADD(&L->w_down);
+  }
+  ADD(&m->final_norm);
+  ADD(m->lm_head.data ? &m->lm_head : &m->embed);
+#undef ADD
+  b += (int64_t)c->hidden_size * (int64_t)kiln_dtype_size(m->embed.dtype); /* one embedding row */
+  return b;
+}
+
+static int64_t params_(const kiln_model *m) {
+  const kiln_config *c = &m->cfg;
+  int64_t n = kiln_tensor_numel(&m->embed) + kiln_tensor_numel(&m->final_norm);
+  if (m->lm_head.data && m->lm_head.data != m->embed.data) n += kiln_tensor_numel(&m->lm_head);
+  for (int l = 0; l < c->n_layers; l++) {
+    const kiln_layer_weights *L = &m->layers[l];
+    const kiln_tensor *ts[] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->wo, &L->bq, &L->bk, &L->bv,
+                               &L->bo, &L->q_norm, &L->k_norm, &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
+    for (size_t i = 0; i < sizeof ts / sizeof *ts; i++)
+      if (ts[i]->data) n += kiln_tensor_numel(ts[i]);
+  }
+  return n;
+}
+
+static void cpu_name_(char *out, size_t cap) {
+  snprintf(out, cap, "unknown");
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  if (!f) return;
+  char line[512];
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, "model name", 10) == 0) {
+      char *v = strchr(line, ':');
+      if (v) {
+        v++;
+        while (*v == ' ') v++;
+        v[strcspn(v, "\n")] = '\0';
+        snprintf(out, cap, "%s", v);
+      }
+      break;
+    }
+  fclose(f);
+}
+
+static void git_commit_(char *out, size_t cap) {
+  snprintf(out, cap, "unknown");
+  FILE *p = popen("git rev-parse --short=12 HEAD 2>/dev/null", "r");
+  if (!p) return;
+  char buf[64];
+  if (fgets(buf, sizeof buf, p)) {
+    buf[strcspn(buf, "\n")] = '\0';
+    if (buf[0]) snprintf(out, cap, "%s", buf);
+  }
+  pclose(p);
+}
+
+/* Argmax of the logits (the greedy choice; lowest id on ties). */
+static int32_t argmax_(const float *x, int n) {
+  int32_t b = 0;
+  for (int i = 1; i < n; i++)
+    if (x[i] > x[b]) b = i;
+  return b;
+}
+
+int cmd_bench(int argc, char **argv) {
+  cli_parser p;
+  cli_parser_init(&p, "bench", "[-m DIR | --random-weights CONFIG_JSON [--dtype T]] [-t N] [options]",
+                  "Prefill and decode tokens/s, and the decode floor: bytes of weights per token divided by the "
+                  "copy bandwidth (read + write) measured in the same run with the same thread count.",
+                  opts_, argc, argv);
+  cli_run_opts ro = {.n_threads = -1};
+  const char *random_cfg = NULL, *json_path = NULL, *arg;
+  kiln_dtype dt = KILN_BF16;
+  int P = 128, G = 64, R = 3, c, rc = 0;
+  while (rc == 0 && (c = cli_next(&p, &arg)) >= 0) {
+    switch (c) {
+    case 'm': ro.model = arg; break;
+    case OPT_RANDOM: random_cfg = arg; break;
+    case OPT_DTYPE:
+      if (strcmp(arg, "bf16") == 0) dt = KILN_BF16;
+      else if (strcmp(arg, "f16") == 0) dt = KILN_F16;
+      else if (strcmp(arg, "f32") == 0) dt = KILN_F32;
+      else rc = cli_usage(&p, "--dtype: expected bf16, f16 or f32, not '%s'", arg);
+      break;
+    case 't': rc = cli_parse_int(&p, "-t", arg, 0, 64, &ro.n_threads); break;
+    case OPT_DEVICE:
+      rc = cli_parse_device(&p, "--device", arg);
+      ro.device = arg;
+      break;
+    case OPT_PROMPT: rc = cli_parse_int(&p, "--prompt-tokens", arg, 1, 1 << 20, &P); break;
+    case OPT_GEN: rc = cli_parse_int(&p, "--gen-tokens", arg, 1, 1 << 20, &G); break;
+    case OPT_REPEATS: rc = cli_parse_int(&p, "--repeats", arg, 1, 1000, &R); break;
+    case OPT_JSON: json_path = arg; break;
+    case 'q': ro.quiet = true; break;
+    }
+  }
+  if (rc) return rc;
+  if (c == CLI_HELP) return CLI_EXIT_OK;
+  if (c == CLI_BAD) return CLI_EXIT_USAGE;
+  if (random_cfg && ro.model) return cli_usage(&p, "-m and --random-weights exclude each other");
+  if ((rc = cli_run_opts_env(&p, &ro))) return rc;
+
+  kiln_model *model = NULL;
+  kiln_engine *eng = NULL;
+  char *dir = NULL, *cfg_text = NULL, *src = NULL, *dst = NULL;
+  float *logits = NULL;
+  int32_t *prompt = NULL;
+  double *pre = NULL, *dec = NULL, *bw = NULL;
+  json_t *out = NULL;
+  int st;
+  const size_t copy_len = (size_t)KILN_BENCH_COPY_MB << 20;
+
+  if (random_cfg) {
+    size_t len;
+    kiln_config cfg;
+    if ((st = cli_read_file(random_cfg, &cfg_text, &len)) < 0 ||
+        (st = kiln_config_parse(&cfg, cfg_text, len, random_cfg)) < 0 ||
+        (st = kiln_model_random(&model, &cfg, dt, 1)) < 0) {
+      rc = cli_fail_in(random_cfg, st);
+      goto done;
+    }
+  } else {
+    double load_ms;
+    if ((rc = cli_model_dir(ro.model, &dir)) || (rc = cli_load_model(dir, ro.quiet, &model, &load_ms))) goto done;
+  }
+  const kiln_config *cfg = &model->cfg;
+  if (P + G > cfg->max_position_embeddings) {
+    rc = cli_errorf("--prompt-tokens + --gen-tokens = %d is past max_position_embeddings (%d)", P + G,
+                    cfg->max_position_embeddings);
+    goto done;
+  }
+  if ((rc = cli_engine_create(model, &ro, P + G, &eng))) goto done;
+  const int threads = ro.n_threads > 0 ? ro.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  const int V = cfg->vocab_size;
+  logits = malloc((size_t)V * sizeof *logits);
+  prompt = malloc((size_t)P * sizeof *prompt);
+  pre = calloc((size_t)R, sizeof *pre);
+  dec = calloc((size_t)R, sizeof *dec);
+  bw = calloc((size_t)R, sizeof *bw);
+  src = malloc(copy_len);
+  dst = malloc(copy_len);
+  if (!logits || !prompt || !pre || !dec || !bw || !src || !dst) {
+    rc = cli_errorf("out of memory");
+    goto done;
+  }
+  memset(src, 1, copy_len); /* fault the pages in before timing */
+  memset(dst, 2, copy_len);
+  uint64_t s = 0x9e3779b97f4a7c15ull;
+  for (int i = 0; i < P; i++) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    prompt[i] = (int32_t)((s >> 33) % (uint64_t)V);
+  }
+  const int64_t bpt = bytes_per_token_(model);
+  /* warm-up: one short prefill and decode, so first-touch costs are not timed */
+  if ((st = kiln_engine_forward(eng, 0, prompt, P < 8 ? P : 8, logits, false)) < 0 ||
+      (st = kiln_engine_forward(eng, 0, prompt, 1, logits, false)) < 0) {
+    rc = cli_fail(st);
+    goto done;
+  }
+  for (int r = 0; r < R; r++) {
+    bw[r] = copy_bandwidth_(dst, src, copy_len, threads);
+    if (bw[r] < 0) {
+      rc = cli_errorf("copy bandwidth: cannot start %d threads", threads);
+      goto done;
+    }
+    kiln_engine_seq_reset(eng, 0);
+    double t0 = cli_now_ms();
+    if ((st = kiln_engine_forward(eng, 0, prompt, P, logits, false)) < 0) {
+      rc = cli_fail(st);
+      goto done;
+    }
+    double t1 = cli_now_ms();
+    int32_t tok = argmax_(logits, V);
+    for (int g = 0; g < G; g++) {
+      if ((st = kiln_engine_forward(eng, 0, &tok, 1, logits, false)) < 0) {
+        rc = cli_fail(st);
+        goto done;
+      }
+      tok = argmax_(logits, V);
+    }
+    double t2 = cli_now_ms();
+    pre[r] = (double)P * 1e3 / (t1 - t0);
+    dec[r] = (double)G * 1e3 / (t2 - t1);
+    if (!ro.quiet)
+      fprintf(stderr, "repeat %d: copy %.1f GB/s | prefill %.1f tok/s | decode %.2f tok/s (%.2f ms/token)\n", r + 1,
+              bw[r] / 1e9, pre[r], dec[r], 1e3 / dec[r]);
+  }
+  double best_bw = 0;
+  for (int r = 0; r < R; r++) best_bw = bw[r] > best_bw ? bw[r] : best_bw;
+  const double med_bw = median_(bw, R), med_pre = median_(pre, R), med_dec = median_(dec, R);
+  const double floor_tok_s = best_bw / (double)bpt;
+  const double frac = med_dec / floor_tok_s;
+  const char *dev = kiln__engine_describe(eng);
+  printf("%s, %d thread%s, %s weights: prefill %.1f tok/s (%d tokens) | decode %.2f tok/s = %.2f ms/token | "
+         "floor %.2f tok/s (%.3f GB per token / %.1f GB/s copy) | %.1f%% of floor\n",
+         dev, threads, threads == 1 ? "" : "s", kiln_dtype_name(model->embed.dtype), med_pre, P, med_dec,
+         1e3 / med_dec, floor_tok_s, (double)bpt / 1e9, best_bw / 1e9, 100.0 * frac);
+
+  if (json_path) {
+    char cpu[256], commit[64], date[64], cmdline[1024] = "kiln";
+    cpu_name_(cpu, sizeof cpu);
+    git_commit_(commit, sizeof commit);
+    time_t now = time(NULL);
+    struct tm tmv;
+    gmtime_r(&now, &tmv);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+    for (int i = 0; i < argc; i++) {
+      size_t l = strlen(cmdline);
+      snprintf(cmdline + l, sizeof cmdline - l, " %s", argv[i]);
+    }
+    out = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:i}, s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:i, s:i, "
+                    "s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+                    "bench", "kiln bench", "date", date, "commit", commit, "command", cmdline, "machine", "cpu", cpu,
+                    "cores", (int)sysconf(_SC_NPROCESSORS_ONLN), "device", dev, "model",
+                    random_cfg ? random_cfg : dir, "dtype", kiln_dtype_name(model->embed.dtype), "params",
+                    (json_int_t)params_(model), "weight_bytes_per_token", (json_int_t)bpt, "threads", threads,
+                    "prompt_tokens", P, "gen_tokens", G, "repeats", R, "prefill_tok_s", med_pre, "decode_tok_s",
+                    med_dec, "decode_ms_per_token", 1e3 / med_dec, "copy_gb_s_best", best_bw / 1e9,
+                    "copy_gb_s_median", med_bw / 1e9, "floor_tok_s", floor_tok_s, "floor_ms_per_token",
+                    1e3 / floor_tok_s, "fraction_of_floor", frac);
+    if (!out || json_dump_file(out, json_path, JSON_INDENT(2)) != 0) {
+      rc = cli_errorf("%s: cannot write the results", json_path);
+      goto done;
+    }
+  }
+done:
+  json_decref(out);
+  if (eng) kiln_engine_free(eng);
+  kiln_model_free(model);
+  free(dir);
+  free(cfg_text);
+  free(src);
+  free(dst);
+  free(logits);
+  free(prompt);
+  free(pre);
+  free(dec);
+  free(bw);
+  return rc;
+}
