@@ -1,0 +1,201 @@
+/*
+ * backend/cuda/attn_decode.cu: split-KV decode attention (see attn_decode.h).
+ *
+ * Block (split, kv head, group of up to 8 query heads), 128 threads. Keys are read as 16-byte vectors: head_dim/8
+ * lanes cover one key, so a warp scores 32/(head_dim/8) keys at a time and reduces each dot product over its lanes
+ * with xor shuffles. Scores of a tile of 64 keys go to shared memory, one warp per head updates the running max and
+ * sum (online softmax, base 2 with log2(e) folded into q), then all threads accumulate the tile's values, each
+ * thread owning 8 dimensions of every head for a subset of the keys; those subsets are summed at the end.
+ */
+#include "backend/cuda/attn_decode.h"
+#include "backend/cuda/cuda_common.h"
+
+#define AD_THREADS 128
+#define AD_WARPS (AD_THREADS / 32)
+#define AD_GMAX 8
+#define AD_TILE 64
+#define AD_MAX_HD 256
+#define AD_MIN_CHUNK 32
+
+static __global__ void __launch_bounds__(AD_THREADS)
+    attn_split_kernel(const float *q, const uint16_t *k_cache, const uint16_t *v_cache, const kiln_cuda_step *step,
+                      kiln_cuda_attn_shape sh, int n_splits, float qscale, float *part) {
+  __shared__ __align__(16) float qs[AD_GMAX * AD_MAX_HD];
+  __shared__ float sc[AD_GMAX * AD_TILE];
+  __shared__ __align__(16) float red[AD_GMAX * AD_THREADS * 8];
+  __shared__ float m_s[AD_GMAX], l_s[AD_GMAX], al_s[AD_GMAX];
+  const int split = blockIdx.x, kh = blockIdx.y;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int hd = sh.head_dim, g = sh.n_heads / sh.n_kv_heads;
+  const int g0 = blockIdx.z * AD_GMAX;
+  const int gn = min(AD_GMAX, g - g0);
+  const int h0 = kh * g + g0; /* first query head of this block */
+  const int L = step->pos + 1;
+  int chunk = (L + n_splits - 1) / n_splits;
+  if (chunk < AD_MIN_CHUNK) chunk = AD_MIN_CHUNK;
+  const int c0 = split * chunk, c1 = min(L, c0 + chunk);
+
+  for (int i = threadIdx.x; i < gn * hd; i += AD_THREADS) qs[i] = q[(int64_t)h0 * hd + i] * qscale;
+  if (threadIdx.x < AD_GMAX) {
+    m_s[threadIdx.x] = -INFINITY;
+    l_s[threadIdx.x] = 0.f;
+  }
+  __syncthreads();
+
+  const int64_t base = ((int64_t)step->seq * sh.n_kv_heads + kh) * sh.n_ctx * hd;
+  const uint16_t *K = k_cache + base, *V = v_cache + base;
+  const int lpk = hd / 8;            /* lanes per key */
+  const int kpw = 32 / lpk;          /* keys per warp step */
+  const int sub = lane / lpk, sl = lane % lpk;
+  const int nr = AD_THREADS / lpk;   /* key rows accumulated in parallel in the value phase */
+  const int vrow = threadIdx.x / lpk, vsl = threadIdx.x % lpk;
+
+  float acc[AD_GMAX][8];
+#pragma unroll
+  for (int i = 0; i < AD_GMAX; i++)
+#pragma unroll
+    for (int e = 0; e < 8; e++) acc[i][e] = 0.f;
+
+  for (int t0 = c0; t0 < c1; t0 += AD_TILE) {
+    const int tn = min(AD_TILE, c1 - t0);
+    /* scores: every lane runs the same trip count, so the shuffles below always see the whole warp */
+    for (int jb = warp * kpw; jb < tn; jb += AD_WARPS * kpw) {
+      const int j = jb + sub;
+      const bool ok = j < tn;
+      uint4 kv = ok ? *(const uint4 *)(K + (int64_t)(t0 + j) * hd + sl * 8) : make_uint4(0, 0, 0, 0);
+      float kf[8] = {kiln_bf16_lo(kv.x), kiln_bf16_hi(kv.x), kiln_bf16_lo(kv.y), kiln_bf16_hi(kv.y),
+                     kiln_bf16_lo(kv.z), kiln_bf16_hi(kv.z), kiln_bf16_lo(kv.w), kiln_bf16_hi(kv.w)};
+#pragma unroll
+      for (int i = 0; i < AD_GMAX; i++) {
+        if (i < gn) {
+          const float *qi = qs + i * hd + sl * 8;
+          float d = 0.f;
+#pragma unroll
+          for (int e = 0; e < 8; e++) d = fmaf(qi[e], kf[e], d);
+          for (int o = lpk / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+          if (ok && sl == 0) sc[i * AD_TILE + j] = d;
+        }
+      }
+    }
+    __syncthreads();
+    /* online softmax: one warp per head */
+    for (int i = warp; i < gn; i += AD_WARPS) {
+      float s0 = lane < tn ? sc[i * AD_TILE + lane] : -INFINITY;
+      float s1 = lane + 32 < tn ? sc[i * AD_TILE + lane + 32] : -INFINITY;
+      float mx = kiln_warp_max(fmaxf(s0, s1));
+      float m_old = m_s[i], m_new = fmaxf(m_old, mx);
+      float p0 = exp2f(s0 - m_new), p1 = exp2f(s1 - m_new);
+      if (lane < tn) sc[i * AD_TILE + lane] = p0;
+      if (lane + 32 < tn) sc[i * AD_TILE + lane + 32] = p1;
+      float sum = kiln_warp_sum(p0 + p1);
+      if (lane == 0) {
+        float alpha = exp2f(m_old - m_new);
+        al_s[i] = alpha;
+        l_s[i] = l_s[i] * alpha + sum;
+        m_s[i] = m_new;
+      }
+    }
+    __syncthreads();
+    /* values */
+#pragma unroll
+    for (int i = 0; i < AD_GMAX; i++) {
+      if (i < gn) {
+        float al = al_s[i];
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[i][e] *= al;
+      }
+    }
+    for (int j = vrow; j < tn; j += nr) {
+      uint4 vv = *(const uint4 *)(V + (int64_t)(t0 + j) * hd + vsl * 8);
+      float vf[8] = {kiln_bf16_lo(vv.x), kiln_bf16_hi(vv.x), kiln_bf16_lo(vv.y), kiln_bf16_hi(vv.y),
+                     kiln_bf16_lo(vv.z), kiln_bf16_hi(vv.z), kiln_bf16_lo(vv.w), kiln_bf16_hi(vv.w)};
+#pragma unroll
+      for (int i = 0; i < AD_GMAX; i++) {
+        if (i < gn) {
+          float p = sc[i * AD_TILE + j];
+#pragma unroll
+          for (int e = 0; e < 8; e++) acc[i][e] = fmaf(p, vf[e], acc[i][e]);
+        }
+      }
+    }
+    __syncthreads(); /* sc and al_s are rewritten by the next tile */
+  }
+
+  /* sum the per-row-group accumulators: red[row][i][hd] */
+#pragma unroll
+  for (int i = 0; i < AD_GMAX; i++) {
+    if (i < gn) {
+#pragma unroll
+      for (int e = 0; e < 8; e++) red[((int64_t)vrow * AD_GMAX + i) * hd + vsl * 8 + e] = acc[i][e];
+    }
+  }
+  __syncthreads();
+  float *po = part;                                            /* [n_heads][n_splits][hd] */
+  float *pml = part + (int64_t)sh.n_heads * n_splits * hd;     /* [n_heads][n_splits][2] */
+  for (int idx = threadIdx.x; idx < gn * hd; idx += AD_THREADS) {
+    int i = idx / hd, d = idx % hd;
+    float s = 0.f;
+    for (int r = 0; r < nr; r++) s += red[((int64_t)r * AD_GMAX + i) * hd + d];
+    po[((int64_t)(h0 + i) * n_splits + split) * hd + d] = s;
+  }
+  if (threadIdx.x < gn) {
+    pml[((int64_t)(h0 + threadIdx.x) * n_splits + split) * 2] = m_s[threadIdx.x];
+    pml[((int64_t)(h0 + threadIdx.x) * n_splits + split) * 2 + 1] = l_s[threadIdx.x];
+  }
+}
+
+static __global__ void __launch_bounds__(AD_THREADS)
+    attn_combine_kernel(uint16_t *out, const float *part, kiln_cuda_attn_shape sh, int n_splits) {
+  const int h = blockIdx.x, hd = sh.head_dim;
+  const float *po = part + (int64_t)h * n_splits * hd;
+  const float *pml = part + (int64_t)sh.n_heads * n_splits * hd + (int64_t)h * n_splits * 2;
+  float M = -INFINITY;
+  for (int s = 0; s < n_splits; s++) M = fmaxf(M, pml[2 * s]);
+  float den = 0.f;
+  for (int s = 0; s < n_splits; s++) den += exp2f(pml[2 * s] - M) * pml[2 * s + 1];
+  float inv = 1.f / den;
+  for (int d = threadIdx.x; d < hd; d += AD_THREADS) {
+    float num = 0.f;
+    for (int s = 0; s < n_splits; s++) {
+      float w = exp2f(pml[2 * s] - M);
+      if (w > 0.f) num = fmaf(w, po[(int64_t)s * hd + d], num);
+    }
+    out[(int64_t)h * hd + d] = kiln_f32_to_bf16_dev(num * inv);
+  }
+}
+
+static int attn_decode_launch(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                              const kiln_cuda_step *step, const kiln_cuda_attn_shape *sh, int n_splits,
+                              float *scratch, cudaStream_t stream) {
+  int g = sh->n_heads / sh->n_kv_heads;
+  dim3 grid((unsigned)n_splits, (unsigned)sh->n_kv_heads, (unsigned)((g + AD_GMAX - 1) / AD_GMAX));
+  float qscale = 1.4426950408889634f / sqrtf((float)sh->head_dim); /* log2(e) / sqrt(head_dim) */
+  attn_split_kernel<<<grid, AD_THREADS, 0, stream>>>(q, k_cache, v_cache, step, *sh, n_splits, qscale, scratch);
+  KILN_CUDA_LAUNCHED();
+  attn_combine_kernel<<<(unsigned)sh->n_heads, AD_THREADS, 0, stream>>>(out, scratch, *sh, n_splits);
+  KILN_CUDA_LAUNCHED();
+  return 0;
+}
+
+extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int n_sm) {
+  /* about two blocks per SM at the longest context, never chunks shorter than AD_MIN_CHUNK keys */
+  int want = (2 * n_sm + sh->n_kv_heads - 1) / sh->n_kv_heads;
+  int most = (sh->n_ctx + AD_MIN_CHUNK - 1) / AD_MIN_CHUNK;
+  int n = want < most ? want : most;
+  return n < 1 ? 1 : n;
+}
+
+extern "C" int64_t kiln_cuda_attn_decode_scratch(const kiln_cuda_attn_shape *sh, int n_splits) {
+  return (int64_t)sh->n_heads * n_splits * (sh->head_dim + 2) * (int64_t)sizeof(float);
+}
+
+extern "C" int kiln_cuda_attn_decode(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                                     const kiln_cuda_step *step, const kiln_cuda_attn_shape *sh, int n_splits,
+                                     float *scratch, cudaStream_t stream) {
+  int hd = sh->head_dim;
+  if ((hd != 16 && hd != 32 && hd != 64 && hd != 128 && hd != 256) || sh->n_kv_heads <= 0 ||
+      sh->n_heads % sh->n_kv_heads || n_splits < 1 || n_splits > 65535 || sh->n_ctx <= 0)
+    return kiln_error(KILN_EUNSUPPORTED, "cuda attention: head_dim %d, %d heads over %d kv heads not supported", hd,
+                      sh->n_heads, sh->n_kv_heads);
+  return attn_decode_launch(out, q, k_cache, v_cache, step, sh, n_splits, scratch, stream);
+}

@@ -1,0 +1,37 @@
+/*
+ * backend/cuda/attn_decode.h (internal): attention of one new token over the KV cache, split along the keys
+ * (flash-decoding) so that a long context spreads over every SM: each block reduces one chunk of keys for one KV
+ * head and the query heads that share it (GQA), leaving a partial (max, sum, weighted values); a second kernel
+ * combines the partials.
+ */
+#ifndef KILN_CUDA_ATTN_DECODE_H
+#define KILN_CUDA_ATTN_DECODE_H
+
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/rope.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How many key chunks to split into for this shape on this device (at most max_splits, at least 1). */
+int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *shape, int n_sm);
+
+/* Bytes of f32 scratch the partials need: [n_heads][n_splits][head_dim + 2]. */
+int64_t kiln_cuda_attn_decode_scratch(const kiln_cuda_attn_shape *shape, int n_splits);
+
+/* q f32 [n_heads][head_dim] (rotated) attends to positions 0 .. step->pos of slot step->seq (the new token's key
+ * and value already stored); out bf16 [n_heads][head_dim]. Softmax scale 1/sqrt(head_dim). head_dim must be 16,
+ * 32, 64, 128 or 256. `scratch` holds kiln_cuda_attn_decode_scratch() bytes. */
+int kiln_cuda_attn_decode(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                          const kiln_cuda_step *step, const kiln_cuda_attn_shape *shape, int n_splits, float *scratch,
+                          cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,196 @@
+/*
+ * backend/cuda/attn_prefill.cu: causal prefill attention (see attn_prefill.h).
+ *
+ * Block = (tile of 64 queries, one query head), 4 warps; warp w owns query rows 16w .. 16w+15 from start to end
+ * (scores, softmax, rescaling, P V), so within a key tile the warps only meet at the loads of K and V. The output
+ * accumulator lives in shared memory (f32) because WMMA fragments have no defined element layout to rescale in
+ * registers. Shared rows are padded (16 bytes for bf16, 16 for f32) against bank conflicts; every WMMA pointer
+ * stays 32-byte aligned because 16 rows of any padded stride are a multiple of 32 bytes.
+ */
+#include <mma.h>
+
+#include "backend/cuda/attn_prefill.h"
+#include "backend/cuda/cuda_common.h"
+
+#define AP_BQ 64
+#define AP_BK 64
+#define AP_THREADS 128
+#define AP_MAX_HD 256
+#define AP_MAX_DEVICES 64
+
+using namespace nvcuda;
+
+typedef struct ap_layout {
+  int ldq;    /* bf16 row stride of Qs, Ks, Vs */
+  int lds;    /* f32 row stride of S */
+  int ldp;    /* bf16 row stride of P */
+  int ldo;    /* f32 row stride of O */
+  size_t off_k, off_v, off_s, off_p, off_o, off_m, bytes;
+} ap_layout;
+
+static __host__ __device__ ap_layout ap_layout_of(int hd) {
+  ap_layout L;
+  L.ldq = hd + 8;
+  L.lds = AP_BK + 4;
+  L.ldp = AP_BK + 8;
+  L.ldo = hd + 4;
+  size_t q = (size_t)AP_BQ * L.ldq * 2;
+  L.off_k = q;
+  L.off_v = L.off_k + (size_t)AP_BK * L.ldq * 2;
+  L.off_s = L.off_v + (size_t)AP_BK * L.ldq * 2;
+  L.off_p = L.off_s + (size_t)AP_BQ * L.lds * 4;
+  L.off_o = L.off_p + (size_t)AP_BQ * L.ldp * 2;
+  L.off_m = L.off_o + (size_t)AP_BQ * L.ldo * 4;
+  L.bytes = L.off_m + 3 * AP_BQ * sizeof(float);
+  return L;
+}
+
+static __global__ void __launch_bounds__(AP_THREADS)
+    attn_prefill_kernel(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                        const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh, float scale_log2) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int hd = sh.head_dim;
+  const ap_layout L = ap_layout_of(hd);
+  __nv_bfloat16 *Qs = (__nv_bfloat16 *)smem;
+  __nv_bfloat16 *Ks = (__nv_bfloat16 *)(smem + L.off_k);
+  __nv_bfloat16 *Vs = (__nv_bfloat16 *)(smem + L.off_v);
+  float *S = (float *)(smem + L.off_s);
+  __nv_bfloat16 *P = (__nv_bfloat16 *)(smem + L.off_p);
+  float *O = (float *)(smem + L.off_o);
+  float *m_s = (float *)(smem + L.off_m), *l_s = m_s + AP_BQ, *al_s = l_s + AP_BQ;
+
+  const int qt = blockIdx.x, h = blockIdx.y;
+  const int kh = h / (sh.n_heads / sh.n_kv_heads);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t t_first = (int64_t)qt * AP_BQ;
+  const int64_t rows = min((int64_t)AP_BQ, n - t_first);
+  const int64_t pos0 = step->pos;
+  const int64_t kend = pos0 + t_first + rows; /* keys 0 .. kend-1 are visible to some row of this tile */
+
+  /* Q tile as bf16 (rows past the chunk are zero), O = 0, m = -inf, l = 0 */
+  for (int idx = threadIdx.x; idx < AP_BQ * hd; idx += AP_THREADS) {
+    int r = idx / hd, d = idx % hd;
+    float v = r < rows ? q[((t_first + r) * sh.n_heads + h) * hd + d] : 0.f;
+    Qs[r * L.ldq + d] = __float2bfloat16_rn(v);
+    O[r * L.ldo + d] = 0.f;
+  }
+  if (threadIdx.x < AP_BQ) {
+    m_s[threadIdx.x] = -INFINITY;
+    l_s[threadIdx.x] = 0.f;
+  }
+
+  const int64_t base = ((int64_t)step->seq * sh.n_kv_heads + kh) * sh.n_ctx * hd;
+  const uint16_t *Kg = k_cache + base, *Vg = v_cache + base;
+  const int r0 = warp * 16;
+  const int vec_per_row = hd / 8;
+
+  for (int64_t k0 = 0; k0 < kend; k0 += AP_BK) {
+    __syncthreads(); /* the previous tile's K and V are no longer read */
+    for (int idx = threadIdx.x; idx < AP_BK * vec_per_row; idx += AP_THREADS) {
+      int j = idx / vec_per_row, c = idx % vec_per_row;
+      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+      if (k0 + j < kend) {
+        kv = *(const uint4 *)(Kg + (k0 + j) * hd + c * 8);
+        vv = *(const uint4 *)(Vg + (k0 + j) * hd + c * 8);
+      }
+      *(uint4 *)(Ks + j * L.ldq + c * 8) = kv;
+      *(uint4 *)(Vs + j * L.ldq + c * 8) = vv;
+    }
+    __syncthreads();
+
+    /* S[r0 .. r0+15][0 .. 63] = Q K^T */
+    for (int c = 0; c < AP_BK / 16; c++) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.f);
+      for (int kk = 0; kk < hd; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
+        wmma::load_matrix_sync(a, Qs + r0 * L.ldq + kk, L.ldq);
+        wmma::load_matrix_sync(b, Ks + c * 16 * L.ldq + kk, L.ldq);
+        wmma::mma_sync(acc, a, b, acc);
+      }
+      wmma::store_matrix_sync(S + r0 * L.lds + c * 16, acc, L.lds, wmma::mem_row_major);
+    }
+    __syncwarp();
+
+    /* online softmax of the warp's 16 rows; lane covers key columns lane and lane + 32 */
+    for (int r = r0; r < r0 + 16; r++) {
+      int64_t qpos = pos0 + t_first + r;
+      int64_t ka = k0 + lane, kb = k0 + lane + 32;
+      float sa = (ka <= qpos && ka < kend) ? S[r * L.lds + lane] * scale_log2 : -INFINITY;
+      float sb = (kb <= qpos && kb < kend) ? S[r * L.lds + lane + 32] * scale_log2 : -INFINITY;
+      float mx = kiln_warp_max(fmaxf(sa, sb));
+      float m_old = m_s[r], m_new = fmaxf(m_old, mx);
+      /* a row past the chunk may see no key in a tile; keep its state finite (it is never written out) */
+      float m_use = m_new == -INFINITY ? 0.f : m_new;
+      float pa = exp2f(sa - m_use), pb = exp2f(sb - m_use);
+      P[r * L.ldp + lane] = __float2bfloat16_rn(pa);
+      P[r * L.ldp + lane + 32] = __float2bfloat16_rn(pb);
+      float sum = kiln_warp_sum(pa + pb);
+      if (lane == 0) {
+        float alpha = exp2f(m_old - m_use);
+        al_s[r] = alpha;
+        l_s[r] = l_s[r] * alpha + sum;
+        m_s[r] = m_new;
+      }
+    }
+    __syncwarp();
+    for (int r = r0; r < r0 + 16; r++) {
+      float al = al_s[r];
+      for (int d = lane; d < hd; d += 32) O[r * L.ldo + d] *= al;
+    }
+    __syncwarp();
+
+    /* O[r0 .. r0+15][:] += P V */
+    for (int cd = 0; cd < hd; cd += 16) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::load_matrix_sync(acc, O + r0 * L.ldo + cd, L.ldo, wmma::mem_row_major);
+      for (int kk = 0; kk < AP_BK; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
+        wmma::load_matrix_sync(a, P + r0 * L.ldp + kk, L.ldp);
+        wmma::load_matrix_sync(b, Vs + kk * L.ldq + cd, L.ldq);
+        wmma::mma_sync(acc, a, b, acc);
+      }
+      wmma::store_matrix_sync(O + r0 * L.ldo + cd, acc, L.ldo, wmma::mem_row_major);
+    }
+    __syncwarp();
+  }
+
+  for (int r = r0; r < r0 + 16; r++) {
+    if (r >= rows) break;
+    float inv = 1.f / l_s[r];
+    uint16_t *dst = out + ((t_first + r) * sh.n_heads + h) * hd;
+    for (int d = lane; d < hd; d += 32) dst[d] = kiln_f32_to_bf16_dev(O[r * L.ldo + d] * inv);
+  }
+}
+
+static int attn_prefill_launch(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                               const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh,
+                               cudaStream_t stream) {
+  static size_t smem_set[AP_MAX_DEVICES]; /* dynamic shared memory already allowed, per device */
+  ap_layout L = ap_layout_of(sh->head_dim);
+  int dev = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&dev));
+  if (L.bytes > 48 * 1024 && (dev >= AP_MAX_DEVICES || smem_set[dev] < L.bytes)) {
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(attn_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)L.bytes));
+    if (dev < AP_MAX_DEVICES) smem_set[dev] = L.bytes;
+  }
+  dim3 grid((unsigned)((n + AP_BQ - 1) / AP_BQ), (unsigned)sh->n_heads);
+  float scale_log2 = 1.4426950408889634f / sqrtf((float)sh->head_dim);
+  attn_prefill_kernel<<<grid, AP_THREADS, L.bytes, stream>>>(out, q, k_cache, v_cache, step, n, *sh, scale_log2);
+  KILN_CUDA_LAUNCHED();
+  return 0;
+}
+
+extern "C" int kiln_cuda_attn_prefill(uint16_t *out, const float *q, const uint16_t *k_cache,
+                                      const uint16_t *v_cache, const kiln_cuda_step *step, int64_t n,
+                                      const kiln_cuda_attn_shape *sh, cudaStream_t stream) {
+  if (sh->head_dim <= 0 || sh->head_dim % 16 || sh->head_dim > AP_MAX_HD || sh->n_kv_heads <= 0 ||
+      sh->n_heads % sh->n_kv_heads || n < 0 || n > (1 << 24))
+    return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: head_dim %d, %d heads over %d kv heads",
+                      sh->head_dim, sh->n_heads, sh->n_kv_heads);
+  if (n == 0) return 0;
+  return attn_prefill_launch(out, q, k_cache, v_cache, step, n, sh, stream);
+}

@@ -1,0 +1,322 @@
+/*
+ * backend/cuda/cuda_backend.c: the CUDA backend's entry points (the kiln_backend_vtbl the engine calls), its
+ * memory layout and its decode graphs.
+ *
+ * create(): checks the shape, sizes and allocates the one arena, uploads the weights, runs one decode step
+ * eagerly (warm-up: kernel attributes, module loading, cuBLAS state) and captures the decode step twice as a
+ * CUDA graph, with and without sampling. After that, a decode step is: write 48 bytes of step parameters into
+ * pinned memory, launch one graph, read 4 bytes (or the logits). Every entry point selects its device first, so
+ * engines on different GPUs may share a thread.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/attn_decode.h"
+#include "backend/cuda/cuda_impl.h"
+#include "backend/cuda/random_fill.h"
+#include "kiln/status.h"
+#include "backend/cpu/ref_ops.h"
+
+#define CUBLAS_WS_BYTES ((int64_t)32 << 20)
+#define MAX_CHUNK 1024
+#define MAX_LOGIT_ROWS 128
+
+int kiln_cuda_device_count(void) {
+  int n = 0;
+  /* Without a driver this is cudaErrorNoDevice or cudaErrorInsufficientDriver: both mean "none". */
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+static int check_shape_(const kiln_config *c) {
+  int hd = c->head_dim;
+  if (hd != 16 && hd != 32 && hd != 64 && hd != 128 && hd != 256)
+    return kiln_error(KILN_EUNSUPPORTED, "cuda: head_dim %d not supported (16, 32, 64, 128 or 256)", hd);
+  if (c->hidden_size % 8 || c->intermediate_size % 8)
+    return kiln_error(KILN_EUNSUPPORTED, "cuda: hidden_size %d and intermediate_size %d must be multiples of 8",
+                      c->hidden_size, c->intermediate_size);
+  if (c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads)
+    return kiln_error(KILN_EUNSUPPORTED, "cuda: %d heads over %d kv heads", c->n_heads, c->n_kv_heads);
+  return 0;
+}
+
+static int64_t max3_(int64_t a, int64_t b, int64_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+
+/* Takes every pointer of the layout from b->arena (sizing or real, see arena.h). */
+static int take_all_(kiln_backend *b) {
+  const kiln_config *c = &b->cfg;
+  kiln_cuda_arena *A = &b->arena;
+  const int64_t H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, hd = c->head_dim;
+  const int64_t nq = (int64_t)c->n_heads * hd, P = b->chunk;
+  const int64_t kv = (int64_t)b->n_seqs * c->n_kv_heads * b->n_ctx * hd;
+  int64_t w0 = A->used;
+#define TAKE(ptr, bytes)                                                                       \
+  do {                                                                                         \
+    if (!((ptr) = kiln_cuda_arena_take(A, (bytes))))                                           \
+      return kiln_error(KILN_ENOMEM, "cuda: arena layout overflow (%s)", #ptr);               \
+  } while (0)
+  TAKE(b->embed, V * H * 2);
+  if (c->tie_word_embeddings) b->lm_head = b->embed;
+  else TAKE(b->lm_head, V * H * 2);
+  TAKE(b->final_norm, H * 4);
+  TAKE(b->inv_freq, hd / 2 * 4);
+  for (int l = 0; l < c->n_layers; l++) {
+    kiln_cuda_layer *L = &b->layers[l];
+    TAKE(L->wqkv, b->qkv_dim * H * 2);
+    if (c->attention_bias) TAKE(L->bqkv, b->qkv_dim * 4);
+    TAKE(L->wo, H * nq * 2);
+    TAKE(L->wgu, 2 * I * H * 2);
+    TAKE(L->wdown, H * I * 2);
+    TAKE(L->attn_norm, H * 4);
+    TAKE(L->ffn_norm, H * 4);
+    if (c->qk_norm) {
+      TAKE(L->q_norm, hd * 4);
+      TAKE(L->k_norm, hd * 4);
+    }
+  }
+  b->weight_bytes = A->used - w0;
+  int64_t k0 = A->used;
+  for (int l = 0; l < c->n_layers; l++) {
+    TAKE(b->layers[l].k_cache, kv * 2);
+    TAKE(b->layers[l].v_cache, kv * 2);
+  }
+  b->kv_bytes = A->used - k0;
+  TAKE(b->d_step, (int64_t)sizeof(kiln_cuda_step));
+  TAKE(b->d_tokens, P * 4);
+  TAKE(b->d_next, 4);
+  TAKE(b->d_argmax, 8);
+  TAKE(b->x, P * H * 4);
+  TAKE(b->tmp, P * H * 4);
+  TAKE(b->hbuf, P * max3_(H, nq, I) * 2);
+  TAKE(b->qkv, P * b->qkv_dim * 4);
+  TAKE(b->q, P * nq * 4);
+  TAKE(b->gu, P * 2 * I * 4);
+  TAKE(b->logits, (int64_t)b->logit_rows * V * 4);
+  TAKE(b->attn_part, kiln_cuda_attn_decode_scratch(&b->shape, b->n_splits));
+  TAKE(b->cublas_ws, CUBLAS_WS_BYTES);
+  b->cublas_ws_bytes = CUBLAS_WS_BYTES;
+#undef TAKE
+  return 0;
+}
+
+int kiln_cuda__layout(kiln_backend *b) {
+  kiln_cuda_layer *layers = b->layers;
+  /* pass 1: sizes only */
+  b->arena = (kiln_cuda_arena){0};
+  int rc = take_all_(b);
+  if (rc) return rc;
+  int64_t total = b->arena.used;
+  memset(layers, 0, sizeof *layers * (size_t)b->cfg.n_layers);
+  if ((rc = kiln_cuda_arena_reserve(&b->arena, total))) return rc;
+  return take_all_(b);
+}
+
+static void destroy_(kiln_backend *b) {
+  if (!b) return;
+  (void)cudaSetDevice(b->dev);
+  if (b->stream) (void)cudaStreamSynchronize(b->stream);
+  if (b->g_sample) (void)cudaGraphExecDestroy(b->g_sample);
+  if (b->g_logits) (void)cudaGraphExecDestroy(b->g_logits);
+  if (b->cublas) (void)cublasDestroy(b->cublas);
+  if (b->stream) (void)cudaStreamDestroy(b->stream);
+  kiln_cuda_arena_release(&b->arena);
+  if (b->pinned) (void)cudaFreeHost(b->pinned);
+  free(b->layers);
+  free(b);
+}
+
+/* Captures the decode step into a graph (the stream must be idle). */
+static int capture_(kiln_backend *b, bool sample, cudaGraphExec_t *out) {
+  cudaGraph_t g = NULL;
+  int rc;
+  KILN_CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
+  rc = kiln_cuda__decode_enqueue(b, sample);
+  cudaError_t e = cudaStreamEndCapture(b->stream, &g); /* always end, so the stream is usable again */
+  if (!rc && e != cudaSuccess) rc = kiln_cuda__check(e, "cudaStreamEndCapture(b->stream, &g)", __FILE__, __LINE__);
+  if (!rc) {
+    e = cudaGraphInstantiate(out, g, 0);
+    if (e != cudaSuccess) rc = kiln_cuda__check(e, "cudaGraphInstantiate(out, g, 0)", __FILE__, __LINE__);
+  }
+  if (g) (void)cudaGraphDestroy(g);
+  return rc;
+}
+
+/* Everything but the weights' values: device, stream, cuBLAS, arena, pinned memory, RoPE table. */
+static int open_(kiln_backend **out, const kiln_config *cfg, const kiln_engine_opts *opts, int device_index,
+                 bool tied) {
+  int rc = check_shape_(cfg);
+  if (rc) return rc;
+  kiln_backend *b = calloc(1, sizeof *b);
+  if (!b) return kiln_error(KILN_ENOMEM, "cuda: out of memory");
+  b->cfg = *cfg;
+  b->cfg.tie_word_embeddings = tied;
+  b->dev = device_index;
+  b->layers = calloc((size_t)cfg->n_layers, sizeof *b->layers);
+  if (!b->layers) {
+    free(b);
+    return kiln_error(KILN_ENOMEM, "cuda: out of memory");
+  }
+  struct cudaDeviceProp prop;
+  KILN_CUDA_TRY(cudaSetDevice(device_index));
+  KILN_CUDA_TRY(cudaGetDeviceProperties(&prop, device_index));
+  b->n_sm = prop.multiProcessorCount;
+  snprintf(b->desc, sizeof b->desc, "cuda:%d %s", device_index, prop.name);
+  b->n_ctx = opts && opts->n_ctx > 0 ? opts->n_ctx : 4096;
+  b->n_seqs = opts && opts->n_seqs > 0 ? opts->n_seqs : 1;
+  b->chunk = b->n_ctx < MAX_CHUNK ? b->n_ctx : MAX_CHUNK;
+  b->logit_rows = b->chunk < MAX_LOGIT_ROWS ? b->chunk : MAX_LOGIT_ROWS;
+  b->qkv_dim = (int64_t)(cfg->n_heads + 2 * cfg->n_kv_heads) * cfg->head_dim;
+  b->shape = (kiln_cuda_attn_shape){cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, b->n_ctx};
+  b->n_splits = kiln_cuda_attn_decode_splits(&b->shape, b->n_sm);
+  KILN_CUDA_TRY(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
+  if ((rc = kiln_cublas__check(cublasCreate(&b->cublas), "cublasCreate(&b->cublas)", __FILE__, __LINE__))) goto out;
+  if ((rc = kiln_cublas__check(cublasSetStream(b->cublas, b->stream), "cublasSetStream", __FILE__, __LINE__)))
+    goto out;
+  if ((rc = kiln_cuda__layout(b))) goto out;
+  if ((rc = kiln_cublas__check(cublasSetWorkspace(b->cublas, b->cublas_ws, (size_t)b->cublas_ws_bytes),
+                               "cublasSetWorkspace", __FILE__, __LINE__)))
+    goto out;
+  size_t pin = 256 + 256 + (size_t)b->chunk * 4;
+  KILN_CUDA_TRY(cudaMallocHost(&b->pinned, pin));
+  b->h_step = (kiln_cuda_step *)b->pinned;
+  b->h_next = (int32_t *)((char *)b->pinned + 256);
+  b->h_tokens = (int32_t *)((char *)b->pinned + 512);
+  {
+    float inv_freq[128];
+    kiln_ref_rope_inv_freq(inv_freq, &b->cfg);
+    KILN_CUDA_TRY(cudaMemcpy(b->inv_freq, inv_freq, sizeof(float) * (size_t)(cfg->head_dim / 2),
+                             cudaMemcpyHostToDevice));
+  }
+out:
+  if (rc) {
+    destroy_(b);
+    return rc;
+  }
+  *out = b;
+  return 0;
+}
+
+/* Warm-up step and graph capture: the last part of create(). */
+static int finish_(kiln_backend *b) {
+  int rc;
+  memset(b->h_step, 0, sizeof *b->h_step);
+  if ((rc = kiln_cuda__decode_enqueue(b, true))) return rc;
+  KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
+  if ((rc = capture_(b, false, &b->g_logits))) return rc;
+  if ((rc = capture_(b, true, &b->g_sample))) return rc;
+  KILN_CUDA_CHECK(cudaGraphUpload(b->g_logits, b->stream));
+  KILN_CUDA_CHECK(cudaGraphUpload(b->g_sample, b->stream));
+  KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
+  return 0;
+}
+
+static int cuda_create_(kiln_backend **out, const kiln_model *m, const kiln_engine_opts *opts, int device_index) {
+  *out = NULL;
+  bool tied = m->lm_head.data == NULL || m->lm_head.data == m->embed.data;
+  kiln_backend *b;
+  int rc = open_(&b, &m->cfg, opts, device_index, tied);
+  if (rc) return rc;
+  if ((rc = kiln_cuda__upload(b, m)) || (rc = finish_(b))) {
+    destroy_(b);
+    return rc;
+  }
+  *out = b;
+  return 0;
+}
+
+int kiln_cuda_create_random(kiln_backend **out, const kiln_config *cfg, const kiln_engine_opts *opts,
+                            int device_index, uint64_t seed) {
+  *out = NULL;
+  kiln_backend *b;
+  int rc = open_(&b, cfg, opts, device_index, cfg->tie_word_embeddings);
+  if (rc) return rc;
+  /* All weights are one contiguous range of the arena: matrices std 0.02; then the norms are set near 1. */
+  const kiln_config *c = &b->cfg;
+  if ((rc = kiln_cuda_fill_random(b->embed, NULL, b->weight_bytes / 2, seed, 0.f, 0.02f, b->stream))) goto fail;
+  if ((rc = kiln_cuda_fill_random(NULL, b->final_norm, c->hidden_size, seed + 1, 1.f, 0.02f, b->stream))) goto fail;
+  {
+    float inv_freq[128];
+    kiln_ref_rope_inv_freq(inv_freq, c);
+    KILN_CUDA_TRY(cudaMemcpy(b->inv_freq, inv_freq, sizeof(float) * (size_t)(c->head_dim / 2),
+                             cudaMemcpyHostToDevice));
+  }
+  for (int l = 0; l < c->n_layers && !rc; l++) {
+    kiln_cuda_layer *L = &b->layers[l];
+    uint64_t s = seed + 16 * (uint64_t)(l + 1);
+    rc = kiln_cuda_fill_random(NULL, L->attn_norm, c->hidden_size, s, 1.f, 0.02f, b->stream);
+    if (!rc) rc = kiln_cuda_fill_random(NULL, L->ffn_norm, c->hidden_size, s + 1, 1.f, 0.02f, b->stream);
+    if (!rc && L->q_norm) rc = kiln_cuda_fill_random(NULL, L->q_norm, c->head_dim, s + 2, 1.f, 0.02f, b->stream);
+    if (!rc && L->k_norm) rc = kiln_cuda_fill_random(NULL, L->k_norm, c->head_dim, s + 3, 1.f, 0.02f, b->stream);
+    if (!rc && L->bqkv) rc = kiln_cuda_fill_random(NULL, L->bqkv, b->qkv_dim, s + 4, 0.f, 0.02f, b->stream);
+  }
+  if (rc || (rc = finish_(b))) goto fail;
+  *out = b;
+  return 0;
+out:
+fail:
+  destroy_(b);
+  return rc;
+}
+
+static void cuda_destroy_(kiln_backend *b) { destroy_(b); }
+
+static int cuda_forward_(kiln_backend *b, int seq, int pos, const int32_t *tokens, int n, float *logits,
+                         bool all_logits) {
+  KILN_CUDA_CHECK(cudaSetDevice(b->dev));
+  if (n == 1) {
+    memset(b->h_step, 0, sizeof *b->h_step);
+    b->h_step->seq = seq;
+    b->h_step->pos = pos;
+    b->h_step->n = 1;
+    b->h_step->token = tokens[0];
+    KILN_CUDA_CHECK(cudaGraphLaunch(b->g_logits, b->stream));
+    if (logits)
+      KILN_CUDA_CHECK(cudaMemcpyAsync(logits, b->logits, sizeof(float) * (size_t)b->cfg.vocab_size,
+                                      cudaMemcpyDeviceToHost, b->stream));
+    KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
+    return 0;
+  }
+  for (int i0 = 0; i0 < n; i0 += b->chunk) {
+    int k = n - i0 < b->chunk ? n - i0 : b->chunk;
+    bool last = i0 + k == n;
+    float *lg = logits ? (all_logits ? logits + (int64_t)i0 * b->cfg.vocab_size : (last ? logits : NULL)) : NULL;
+    int rc = kiln_cuda__prefill_chunk(b, seq, pos + i0, tokens + i0, k, lg, all_logits);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static int cuda_decode_sample_(kiln_backend *b, int seq, int pos, int32_t token, const kiln_sampling *s,
+                               uint64_t step, int32_t *next) {
+  KILN_CUDA_CHECK(cudaSetDevice(b->dev));
+  kiln_cuda_step *p = b->h_step;
+  p->seq = seq;
+  p->pos = pos;
+  p->n = 1;
+  p->token = token;
+  p->temperature = s->temperature;
+  p->top_k = s->top_k;
+  p->top_p = s->top_p;
+  p->min_p = s->min_p;
+  p->seed = s->seed;
+  p->step = step;
+  KILN_CUDA_CHECK(cudaGraphLaunch(b->g_sample, b->stream));
+  KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
+  *next = *b->h_next;
+  return 0;
+}
+
+static const char *cuda_describe_(kiln_backend *b) { return b->desc; }
+
+const kiln_backend_vtbl kiln_backend_cuda = {
+    .name = "cuda",
+    .create = cuda_create_,
+    .destroy = cuda_destroy_,
+    .forward = cuda_forward_,
+    .decode_sample = cuda_decode_sample_,
+    .describe = cuda_describe_,
+};

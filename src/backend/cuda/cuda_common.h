@@ -1,0 +1,115 @@
+/*
+ * backend/cuda/cuda_common.h (internal): what every file of the CUDA backend shares: the checks that turn a CUDA or
+ * cuBLAS error into a kiln_status with a one-line message, the device-side step parameters, and (for .cu files)
+ * the bf16 helpers of the kernels.
+ *
+ * Every CUDA call goes through KILN_CUDA_CHECK (return on error) or KILN_CUDA_TRY (set rc, goto out). The message
+ * names the device, the failing statement, the CUDA error and the source line:
+ *   "cuda:0: cudaMalloc(&p, n): out of memory (arena.c:41)".
+ * Kernel launches are followed by KILN_CUDA_CHECK(cudaGetLastError()). Nothing here exits.
+ */
+#ifndef KILN_CUDA_COMMON_H
+#define KILN_CUDA_COMMON_H
+
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#include "kiln/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Records the error (statement, file, line, device) and returns its kiln_status (KILN_ENOMEM for an allocation
+ * failure, else KILN_EDEVICE); returns 0 for cudaSuccess. The sticky last error is cleared. */
+int kiln_cuda__check(cudaError_t e, const char *stmt, const char *file, int line);
+/* The same for a cublasStatus_t (an int here, so this header needs no cuBLAS include). */
+int kiln_cublas__check(int status, const char *stmt, const char *file, int line);
+
+#define KILN_CUDA_CHECK(stmt)                                                                  \
+  do {                                                                                         \
+    cudaError_t kiln_e_ = (stmt);                                                              \
+    if (kiln_e_ != cudaSuccess) return kiln_cuda__check(kiln_e_, #stmt, __FILE__, __LINE__);  \
+  } while (0)
+
+#define KILN_CUDA_TRY(stmt)                                                                    \
+  do {                                                                                         \
+    cudaError_t kiln_e_ = (stmt);                                                              \
+    if (kiln_e_ != cudaSuccess) {                                                              \
+      rc = kiln_cuda__check(kiln_e_, #stmt, __FILE__, __LINE__);                               \
+      goto out;                                                                                \
+    }                                                                                          \
+  } while (0)
+
+#define KILN_CUBLAS_CHECK(stmt)                                                                \
+  do {                                                                                         \
+    int kiln_s_ = (int)(stmt);                                                                 \
+    if (kiln_s_ != 0) return kiln_cublas__check(kiln_s_, #stmt, __FILE__, __LINE__);          \
+  } while (0)
+
+/* Checks the launch just made (configuration errors show here; faults show at the next synchronisation). */
+#define KILN_CUDA_LAUNCHED() KILN_CUDA_CHECK(cudaGetLastError())
+
+/* The parameters of one forward step, in device memory so that a captured CUDA graph replays with new values:
+ * the host writes them into pinned memory and the graph's first node copies them over. */
+typedef struct kiln_cuda_step {
+  int32_t seq;         /* KV slot */
+  int32_t pos;         /* position of the step's first token */
+  int32_t n;           /* tokens in the step */
+  int32_t token;       /* decode: the input token */
+  float temperature;   /* <= 0: greedy */
+  int32_t top_k;       /* <= 0: off */
+  float top_p;         /* >= 1: off */
+  float min_p;         /* <= 0: off */
+  uint64_t seed;       /* with `step`, chooses the uniform draw */
+  uint64_t step;
+} kiln_cuda_step;
+
+/* Round up to a multiple of m (m > 0). */
+static inline int64_t kiln_cuda__round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+#ifdef __cplusplus
+}
+#endif
+
+#ifdef __CUDACC__
+#include <cuda_bf16.h>
+
+/* bf16 is the top half of an f32: unpacking is a shift or a mask, no conversion instruction. */
+static __device__ __forceinline__ float kiln_bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
+static __device__ __forceinline__ float kiln_bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+/* Round to nearest even, as kiln_f32_to_bf16 on the host (the intrinsic also keeps NaN a NaN). */
+static __device__ __forceinline__ uint16_t kiln_f32_to_bf16_dev(float f) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+}
+static __device__ __forceinline__ float kiln_bf16_to_f32_dev(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+/* Two f32 packed as two bf16 (x in the low half). */
+static __device__ __forceinline__ uint32_t kiln_pack_bf16x2(float x, float y) {
+  return (uint32_t)kiln_f32_to_bf16_dev(x) | ((uint32_t)kiln_f32_to_bf16_dev(y) << 16);
+}
+/* The 8 products of a 16-byte vector of bf16 weights with one of bf16 activations, summed into acc. */
+static __device__ __forceinline__ float kiln_dot8_bf16(uint4 w, uint4 x, float acc) {
+  acc = fmaf(kiln_bf16_lo(w.x), kiln_bf16_lo(x.x), acc);
+  acc = fmaf(kiln_bf16_hi(w.x), kiln_bf16_hi(x.x), acc);
+  acc = fmaf(kiln_bf16_lo(w.y), kiln_bf16_lo(x.y), acc);
+  acc = fmaf(kiln_bf16_hi(w.y), kiln_bf16_hi(x.y), acc);
+  acc = fmaf(kiln_bf16_lo(w.z), kiln_bf16_lo(x.z), acc);
+  acc = fmaf(kiln_bf16_hi(w.z), kiln_bf16_hi(x.z), acc);
+  acc = fmaf(kiln_bf16_lo(w.w), kiln_bf16_lo(x.w), acc);
+  acc = fmaf(kiln_bf16_hi(w.w), kiln_bf16_hi(x.w), acc);
+  return acc;
+}
+static __device__ __forceinline__ float kiln_warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+static __device__ __forceinline__ float kiln_warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+#endif /* __CUDACC__ */
+
+#endif /* KILN_CUDA_COMMON_H */

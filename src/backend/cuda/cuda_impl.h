@@ -1,0 +1,98 @@
+/*
+ * backend/cuda/cuda_impl.h (internal): the CUDA backend's state, shared by its files, its tests and its benchmark.
+ *
+ * Device layout (all from one arena): weights in bf16 with q/k/v fused into one matrix and gate/up fused row by
+ * row (gate_0, up_0, gate_1, ...), norms and biases in f32; the KV cache; scratch for a prefill chunk of up to
+ * `chunk` tokens. The residual stream is f32; every matmul input is bf16.
+ */
+#ifndef KILN_CUDA_IMPL_H
+#define KILN_CUDA_IMPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "backend/backend.h"
+#include "backend/cuda/arena.h"
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/rope.h"
+
+typedef struct kiln_cuda_layer {
+  uint16_t *wqkv;              /* [(nh + 2 nkv) hd][H] */
+  float *bqkv;                 /* [(nh + 2 nkv) hd] or NULL */
+  uint16_t *wo;                /* [H][nh hd] */
+  uint16_t *wgu;               /* [2 I][H], gate and up rows interleaved */
+  uint16_t *wdown;             /* [H][I] */
+  float *attn_norm, *ffn_norm; /* [H] */
+  float *q_norm, *k_norm;      /* [hd] or NULL */
+  uint16_t *k_cache, *v_cache; /* [n_seqs][nkv][n_ctx][hd] */
+} kiln_cuda_layer;
+
+struct kiln_backend {
+  kiln_config cfg;
+  int dev, n_sm;
+  char desc[320];
+  int n_ctx, n_seqs;
+  int chunk;        /* most tokens of one prefill pass */
+  int logit_rows;   /* rows of `logits` (all_logits prefill goes through it in pieces) */
+  int n_splits;     /* decode attention key chunks */
+  int64_t qkv_dim;  /* (nh + 2 nkv) hd */
+  kiln_cuda_attn_shape shape;
+  cudaStream_t stream;
+  cublasHandle_t cublas;
+  kiln_cuda_arena arena;
+
+  /* weights */
+  uint16_t *embed, *lm_head; /* [V][H]; lm_head == embed when tied */
+  float *final_norm;         /* [H] */
+  float *inv_freq;           /* [hd / 2] */
+  kiln_cuda_layer *layers;   /* host array [n_layers] of device pointers */
+  int64_t weight_bytes;      /* device bytes of the weights (what a decode step must read) */
+  int64_t kv_bytes;          /* device bytes of the KV cache */
+
+  /* scratch (device) */
+  kiln_cuda_step *d_step;
+  int32_t *d_tokens;         /* [chunk] */
+  int32_t *d_next;
+  unsigned long long *d_argmax;
+  float *x, *tmp;            /* [chunk][H] */
+  uint16_t *hbuf;            /* [chunk][max(H, nh hd, I)] bf16 matmul inputs */
+  float *qkv;                /* [chunk][qkv_dim] */
+  float *q;                  /* [chunk][nh hd] */
+  float *gu;                 /* [chunk][2 I] */
+  float *logits;             /* [logit_rows][V] */
+  float *attn_part;          /* decode attention partials */
+  void *cublas_ws;
+  int64_t cublas_ws_bytes;
+
+  /* pinned host memory: the step parameters, the sampled token, a chunk of prompt tokens */
+  void *pinned;
+  kiln_cuda_step *h_step;
+  int32_t *h_next;
+  int32_t *h_tokens;
+
+  /* the decode step as CUDA graphs: logits only, and logits + sampling */
+  cudaGraphExec_t g_logits, g_sample;
+};
+
+/* Allocates the arena and every pointer of the layout (weights not yet uploaded). */
+int kiln_cuda__layout(kiln_backend *b);
+/* Uploads the model's weights, converting to bf16 (matrices) and f32 (norms, biases). */
+int kiln_cuda__upload(kiln_backend *b, const kiln_model *m);
+
+/* Enqueues one decode step (d_step already holds seq, pos, token): embedding .. lm_head into b->logits, plus the
+ * sampled token into b->h_next when `sample`. Captured into the graphs; also run eagerly once as a warm-up. */
+int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample);
+/* Runs n (<= chunk) tokens of a prefill: writes logits [n][V] (all_logits) or [V] of the last token (unless
+ * logits is NULL) to host memory. Synchronous. */
+int kiln_cuda__prefill_chunk(kiln_backend *b, int seq, int pos, const int32_t *tokens, int n, float *logits,
+                             bool all_logits);
+
+/* Creates a backend from a config without a host copy of the weights: weights are filled on the device with
+ * random values (benchmarks of shapes too large to build on the host quickly). */
+int kiln_cuda_create_random(kiln_backend **out, const kiln_config *cfg, const kiln_engine_opts *opts,
+                            int device_index, uint64_t seed);
+
+#endif

@@ -1,0 +1,107 @@
+/*
+ * backend/cuda/forward.c: the two ways through the model.
+ *
+ * Decode (one token): the norms are fused into the GEMVs that follow them, the residual adds into the GEMVs
+ * that produce them, and SwiGLU into the gate/up GEMV, so a layer is 7 kernels: qkv GEMV (+norm, +bias), q/k
+ * norm + RoPE + KV store, attention (split, combine), o GEMV (+= x), gate/up GEMV (+norm, SwiGLU), down GEMV
+ * (+= x). Everything reads the step's position and slot from device memory, so the sequence of launches is
+ * captured once into a CUDA graph and replayed for every token.
+ *
+ * Prefill (a chunk of tokens): cuBLAS GEMMs on the tensor cores, the residual add fused into the RMSNorm that
+ * follows it, and flash-style attention.
+ */
+#include <string.h>
+
+#include "backend/cuda/attn_decode.h"
+#include "backend/cuda/attn_prefill.h"
+#include "backend/cuda/cuda_impl.h"
+#include "backend/cuda/embed.h"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/gemv.h"
+#include "backend/cuda/rmsnorm.h"
+#include "backend/cuda/rope.h"
+#include "backend/cuda/sample.h"
+#include "backend/cuda/swiglu.h"
+
+int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample) {
+  const kiln_config *c = &b->cfg;
+  const int64_t H = c->hidden_size, I = c->intermediate_size, nq = (int64_t)c->n_heads * c->head_dim;
+  cudaStream_t st = b->stream;
+  int rc;
+  KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_step, b->h_step, sizeof *b->h_step, cudaMemcpyHostToDevice, st));
+  if ((rc = kiln_cuda_embed(b->x, b->embed, c->vocab_size, H, &b->d_step->token, 1, b->d_argmax, st))) return rc;
+  for (int l = 0; l < c->n_layers; l++) {
+    const kiln_cuda_layer *L = &b->layers[l];
+    kiln_cuda_gemv_args a = {.w = L->wqkv, .n_rows = b->qkv_dim, .k = H, .x_f32 = b->x, .norm_w = L->attn_norm,
+                             .eps = c->rms_norm_eps, .mode = KILN_GEMV_STORE, .y = b->qkv, .bias = L->bqkv};
+    if ((rc = kiln_cuda_gemv(&a, st))) return rc;
+    if ((rc = kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, b->qkv, NULL, L->q_norm, L->k_norm, c->rms_norm_eps,
+                                 b->inv_freq, b->d_step, 1, &b->shape, st)))
+      return rc;
+    if ((rc = kiln_cuda_attn_decode(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, &b->shape, b->n_splits,
+                                    b->attn_part, st)))
+      return rc;
+    kiln_cuda_gemv_args o = {.w = L->wo, .n_rows = H, .k = nq, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->x};
+    if ((rc = kiln_cuda_gemv(&o, st))) return rc;
+    kiln_cuda_gemv_args gu = {.w = L->wgu, .n_rows = 2 * I, .k = H, .x_f32 = b->x, .norm_w = L->ffn_norm,
+                              .eps = c->rms_norm_eps, .mode = KILN_GEMV_SWIGLU, .y_bf16 = b->hbuf};
+    if ((rc = kiln_cuda_gemv(&gu, st))) return rc;
+    kiln_cuda_gemv_args d = {.w = L->wdown, .n_rows = H, .k = I, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->x};
+    if ((rc = kiln_cuda_gemv(&d, st))) return rc;
+  }
+  kiln_cuda_gemv_args h = {.w = b->lm_head, .n_rows = c->vocab_size, .k = H, .x_f32 = b->x, .norm_w = b->final_norm,
+                           .eps = c->rms_norm_eps, .mode = KILN_GEMV_ARGMAX, .y = b->logits, .argmax = b->d_argmax};
+  if ((rc = kiln_cuda_gemv(&h, st))) return rc;
+  if (sample) {
+    if ((rc = kiln_cuda_sample(b->d_next, b->logits, c->vocab_size, b->d_argmax, b->d_step, st))) return rc;
+    KILN_CUDA_CHECK(cudaMemcpyAsync(b->h_next, b->d_next, sizeof *b->h_next, cudaMemcpyDeviceToHost, st));
+  }
+  return 0;
+}
+
+int kiln_cuda__prefill_chunk(kiln_backend *b, int seq, int pos, const int32_t *tokens, int n, float *logits,
+                             bool all_logits) {
+  const kiln_config *c = &b->cfg;
+  const int64_t H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+  const float eps = c->rms_norm_eps;
+  cudaStream_t st = b->stream;
+  int rc;
+  memset(b->h_step, 0, sizeof *b->h_step);
+  b->h_step->seq = seq;
+  b->h_step->pos = pos;
+  b->h_step->n = n;
+  memcpy(b->h_tokens, tokens, (size_t)n * sizeof *tokens);
+  KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_step, b->h_step, sizeof *b->h_step, cudaMemcpyHostToDevice, st));
+  KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_tokens, b->h_tokens, (size_t)n * sizeof *tokens, cudaMemcpyHostToDevice, st));
+  if ((rc = kiln_cuda_embed(b->x, b->embed, V, H, b->d_tokens, n, NULL, st))) return rc;
+  for (int l = 0; l < c->n_layers; l++) {
+    const kiln_cuda_layer *L = &b->layers[l];
+    if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, l ? b->tmp : NULL, L->attn_norm, n, H, eps, st))) return rc;
+    if ((rc = kiln_cuda_gemm(b->cublas, b->qkv, b->hbuf, L->wqkv, n, H, b->qkv_dim))) return rc;
+    if ((rc = kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, b->qkv, L->bqkv, L->q_norm, L->k_norm, eps,
+                                 b->inv_freq, b->d_step, n, &b->shape, st)))
+      return rc;
+    if ((rc = kiln_cuda_attn_prefill(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, n, &b->shape, st))) return rc;
+    if ((rc = kiln_cuda_gemm(b->cublas, b->tmp, b->hbuf, L->wo, n, (int64_t)c->n_heads * c->head_dim, H))) return rc;
+    if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, b->tmp, L->ffn_norm, n, H, eps, st))) return rc;
+    if ((rc = kiln_cuda_gemm(b->cublas, b->gu, b->hbuf, L->wgu, n, H, 2 * I))) return rc;
+    if ((rc = kiln_cuda_swiglu(b->hbuf, b->gu, n, I, st))) return rc;
+    if ((rc = kiln_cuda_gemm(b->cublas, b->tmp, b->hbuf, L->wdown, n, I, H))) return rc;
+  }
+  if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, b->tmp, b->final_norm, n, H, eps, st))) return rc;
+  if (logits && all_logits) {
+    for (int r0 = 0; r0 < n; r0 += b->logit_rows) {
+      int nr = n - r0 < b->logit_rows ? n - r0 : b->logit_rows;
+      if ((rc = kiln_cuda_gemm(b->cublas, b->logits, b->hbuf + (int64_t)r0 * H, b->lm_head, nr, H, V))) return rc;
+      KILN_CUDA_CHECK(cudaMemcpyAsync(logits + (int64_t)r0 * V, b->logits, (size_t)nr * V * sizeof(float),
+                                      cudaMemcpyDeviceToHost, st));
+    }
+  } else if (logits) {
+    kiln_cuda_gemv_args h = {.w = b->lm_head, .n_rows = V, .k = H, .x_bf16 = b->hbuf + (int64_t)(n - 1) * H,
+                             .mode = KILN_GEMV_STORE, .y = b->logits};
+    if ((rc = kiln_cuda_gemv(&h, st))) return rc;
+    KILN_CUDA_CHECK(cudaMemcpyAsync(logits, b->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, st));
+  }
+  KILN_CUDA_CHECK(cudaStreamSynchronize(st));
+  return 0;
+}

@@ -1,0 +1,23 @@
+/*
+ * backend/cuda/gemm.h (internal): the prefill matrix product on the tensor cores through cuBLAS.
+ */
+#ifndef KILN_CUDA_GEMM_H
+#define KILN_CUDA_GEMM_H
+
+#include <stdint.h>
+
+#include <cublas_v2.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* y f32 [n][out] = x bf16 [n][in] W^T, W bf16 [out][in] (nn.Linear layout); f32 accumulation. The handle carries
+ * the stream and its workspace. */
+int kiln_cuda_gemm(cublasHandle_t h, float *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in,
+                   int64_t out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

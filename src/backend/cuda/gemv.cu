@@ -1,0 +1,164 @@
+/*
+ * backend/cuda/gemv.cu: the decode GEMV (see gemv.h).
+ *
+ * Layout of the work: a block of 8 warps first builds the bf16 input vector in shared memory (normalising it when
+ * asked), then each warp takes pairs of rows in a grid-stride loop; a lane reads 16 bytes of each row per step,
+ * 4 steps unrolled with all 8 loads issued before the first use, so a warp keeps 4 KiB in flight. The grid is as
+ * many blocks as fit on the device at once (not more: every block pays for the prologue), so every SM streams.
+ * Weights are read once and never reused: the loads bypass L1 (ld.global.nc.L1::no_allocate).
+ */
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/gemv.h"
+
+#define GEMV_THREADS 256
+#define GEMV_WARPS (GEMV_THREADS / 32)
+#define GEMV_UNROLL 4
+#define GEMV_MAX_DEVICES 64
+
+static __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+/* Orders floats as unsigned integers (NaN lowest), then the lower index first on ties. */
+static __device__ __forceinline__ unsigned long long pack_argmax(float v, int64_t row) {
+  uint32_t u = __float_as_uint(v);
+  uint32_t key = (v != v) ? 0u : ((u & 0x80000000u) ? ~u : (u | 0x80000000u));
+  return ((unsigned long long)key << 32) | (unsigned long long)(0xffffffffu - (uint32_t)row);
+}
+
+static __device__ __forceinline__ void epilogue_(const kiln_cuda_gemv_args &a, int64_t row, float acc,
+                                                 unsigned long long *best) {
+  switch (a.mode) {
+  case KILN_GEMV_STORE: a.y[row] = acc + (a.bias ? a.bias[row] : 0.f); break;
+  case KILN_GEMV_ADD: a.y[row] += acc; break;
+  case KILN_GEMV_ARGMAX: {
+    a.y[row] = acc;
+    unsigned long long p = pack_argmax(acc, row);
+    if (p > *best) *best = p;
+    break;
+  }
+  default: break;
+  }
+}
+
+static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gemv_args a) {
+  extern __shared__ uint4 xs[]; /* [k / 8]: the input as bf16 */
+  __shared__ float red[GEMV_WARPS];
+  __shared__ unsigned long long best_w[GEMV_WARPS];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t K = a.k, K8 = a.k / 8;
+
+  /* ---- prologue: the input vector, once per block ---- */
+  if (a.x_bf16) {
+    const uint4 *src = (const uint4 *)a.x_bf16;
+    for (int64_t i = threadIdx.x; i < K8; i += GEMV_THREADS) xs[i] = src[i];
+  } else {
+    float inv = 1.f;
+    if (a.norm_w) {
+      float ss = 0.f;
+      for (int64_t i = threadIdx.x; i < K; i += GEMV_THREADS) ss = fmaf(a.x_f32[i], a.x_f32[i], ss);
+      ss = kiln_warp_sum(ss);
+      if (lane == 0) red[warp] = ss;
+      __syncthreads();
+      float tot = 0.f;
+#pragma unroll
+      for (int i = 0; i < GEMV_WARPS; i++) tot += red[i];
+      inv = rsqrtf(tot / (float)K + a.eps);
+    }
+    uint16_t *xh = (uint16_t *)xs;
+    for (int64_t i = threadIdx.x; i < K; i += GEMV_THREADS) {
+      float v = a.x_f32[i] * inv;
+      if (a.norm_w) v = a.norm_w[i] * v;
+      xh[i] = kiln_f32_to_bf16_dev(v);
+    }
+  }
+  __syncthreads();
+
+  /* ---- rows, two at a time per warp ---- */
+  unsigned long long best = 0ull;
+  const int64_t n_pairs = (a.n_rows + 1) / 2;
+  for (int64_t p = (int64_t)blockIdx.x * GEMV_WARPS + warp; p < n_pairs; p += (int64_t)gridDim.x * GEMV_WARPS) {
+    const int64_t r0 = 2 * p;
+    const bool two = r0 + 1 < a.n_rows;
+    const uint4 *w0 = (const uint4 *)(a.w + r0 * K);
+    const uint4 *w1 = two ? w0 + K8 : w0;
+    float a0 = 0.f, a1 = 0.f;
+    int64_t k = lane;
+    for (; k + 32 * (GEMV_UNROLL - 1) < K8; k += 32 * GEMV_UNROLL) {
+      uint4 wa[GEMV_UNROLL], wb[GEMV_UNROLL];
+#pragma unroll
+      for (int u = 0; u < GEMV_UNROLL; u++) wa[u] = ld_stream(w0 + k + 32 * u);
+#pragma unroll
+      for (int u = 0; u < GEMV_UNROLL; u++) wb[u] = ld_stream(w1 + k + 32 * u);
+#pragma unroll
+      for (int u = 0; u < GEMV_UNROLL; u++) {
+        uint4 x = xs[k + 32 * u];
+        a0 = kiln_dot8_bf16(wa[u], x, a0);
+        a1 = kiln_dot8_bf16(wb[u], x, a1);
+      }
+    }
+    for (; k < K8; k += 32) {
+      uint4 x = xs[k];
+      a0 = kiln_dot8_bf16(ld_stream(w0 + k), x, a0);
+      a1 = kiln_dot8_bf16(ld_stream(w1 + k), x, a1);
+    }
+    a0 = kiln_warp_sum(a0);
+    a1 = kiln_warp_sum(a1);
+    if (lane == 0) {
+      if (a.mode == KILN_GEMV_SWIGLU) {
+        /* silu(g) u with g = row 2p, u = row 2p + 1 (n_rows is even in this mode) */
+        a.y_bf16[p] = kiln_f32_to_bf16_dev(a0 / (1.f + expf(-a0)) * a1);
+      } else {
+        epilogue_(a, r0, a0, &best);
+        if (two) epilogue_(a, r0 + 1, a1, &best);
+      }
+    }
+  }
+
+  if (a.mode == KILN_GEMV_ARGMAX) {
+    if (lane == 0) best_w[warp] = best;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      unsigned long long b = 0ull;
+#pragma unroll
+      for (int i = 0; i < GEMV_WARPS; i++) b = best_w[i] > b ? best_w[i] : b;
+      if (b) atomicMax(a.argmax, b);
+    }
+  }
+}
+
+static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
+  static int smem_set[GEMV_MAX_DEVICES]; /* bytes of dynamic shared memory already allowed, per device */
+  int dev = 0, n_sm = 0, occ = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&dev));
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
+  size_t smem = (size_t)a->k * sizeof(uint16_t);
+  if (smem > 48 * 1024 && (dev >= GEMV_MAX_DEVICES || smem_set[dev] < (int)smem)) {
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    if (dev < GEMV_MAX_DEVICES) smem_set[dev] = (int)smem;
+  }
+  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel, GEMV_THREADS, smem));
+  if (occ < 1) occ = 1;
+  int64_t need = ((a->n_rows + 1) / 2 + GEMV_WARPS - 1) / GEMV_WARPS;
+  int64_t fit = (int64_t)n_sm * occ;
+  unsigned blocks = (unsigned)(need < fit ? need : fit);
+  gemv_kernel<<<blocks, GEMV_THREADS, smem, stream>>>(*a);
+  KILN_CUDA_LAUNCHED();
+  return 0;
+}
+
+extern "C" int kiln_cuda_gemv(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
+  if (!a->w || a->n_rows <= 0 || a->k <= 0 || a->k % 8 || a->k > 100000 || a->n_rows > 0x7ffffffe)
+    return kiln_error(KILN_EINVAL, "cuda gemv: bad shape (%lld x %lld; k must be a multiple of 8)",
+                      (long long)a->n_rows, (long long)a->k);
+  if (!a->x_bf16 && !a->x_f32) return kiln_error(KILN_EINVAL, "cuda gemv: no input");
+  if ((a->mode == KILN_GEMV_SWIGLU && (!a->y_bf16 || a->n_rows % 2)) ||
+      (a->mode != KILN_GEMV_SWIGLU && !a->y) || (a->mode == KILN_GEMV_ARGMAX && !a->argmax) ||
+      a->mode < KILN_GEMV_STORE || a->mode > KILN_GEMV_ARGMAX)
+    return kiln_error(KILN_EINVAL, "cuda gemv: bad output for mode %d", (int)a->mode);
+  return gemv_launch(a, stream);
+}

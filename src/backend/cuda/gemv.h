@@ -1,0 +1,52 @@
+/*
+ * backend/cuda/gemv.h (internal): the decode matrix-vector product y = W x, with W bf16 [n_rows][k] read once with
+ * 16-byte loads, f32 accumulation, and the prologue and epilogue that let a decode step skip separate norm,
+ * residual and activation kernels:
+ *   prologue: x is bf16, or f32 passed through RMSNorm (norm_w, eps) or plain rounding to bf16;
+ *   epilogue: STORE y = Wx (+ bias), ADD y += Wx (the residual stream), SWIGLU (rows interleaved gate0, up0,
+ *   gate1, up1, ...: y_bf16[i] = bf16(silu(gate_i) up_i)), or ARGMAX (STORE, and the largest value with its
+ *   lowest index folded into *argmax with one 64-bit atomicMax per block).
+ */
+#ifndef KILN_CUDA_GEMV_H
+#define KILN_CUDA_GEMV_H
+
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum kiln_cuda_gemv_mode {
+  KILN_GEMV_STORE = 0,
+  KILN_GEMV_ADD = 1,
+  KILN_GEMV_SWIGLU = 2,
+  KILN_GEMV_ARGMAX = 3,
+} kiln_cuda_gemv_mode;
+
+typedef struct kiln_cuda_gemv_args {
+  const uint16_t *w;          /* bf16 [n_rows][k], 16-byte aligned; k % 8 == 0 */
+  int64_t n_rows, k;
+  const uint16_t *x_bf16;     /* [k] input, or NULL to use x_f32 */
+  const float *x_f32;         /* [k] input when x_bf16 is NULL */
+  const float *norm_w;        /* [k]: RMSNorm x_f32 with this weight first; NULL: no norm */
+  float eps;
+  kiln_cuda_gemv_mode mode;
+  float *y;                   /* STORE, ADD, ARGMAX: f32 [n_rows] */
+  const float *bias;          /* STORE: f32 [n_rows] or NULL */
+  uint16_t *y_bf16;           /* SWIGLU: bf16 [n_rows / 2] (n_rows even) */
+  unsigned long long *argmax; /* ARGMAX: must hold 0 before the launch; decode with kiln_cuda_argmax_index */
+} kiln_cuda_gemv_args;
+
+int kiln_cuda_gemv(const kiln_cuda_gemv_args *a, cudaStream_t stream);
+
+/* The index an ARGMAX cell holds (-1 when nothing was folded in). */
+static inline int64_t kiln_cuda_argmax_index(unsigned long long cell) {
+  return cell == 0 ? -1 : (int64_t)(0xffffffffu - (uint32_t)(cell & 0xffffffffu));
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif

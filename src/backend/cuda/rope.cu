@@ -1,0 +1,93 @@
+/*
+ * backend/cuda/rope.cu: bias + per-head RMSNorm + RoPE + KV-cache store. One warp per (token, head): the head's
+ * values pass through the warp's slice of shared memory, because RoPE pairs element i with i + head_dim/2, which
+ * for head_dim < 64 lives in another lane.
+ */
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/rope.h"
+
+#define ROPE_WARPS 4
+#define ROPE_MAX_HD 256
+
+/* Normalises (when nw != NULL) and rotates buf[0..hd) in place; the calling warp owns buf. */
+static __device__ void norm_rotate_(float *buf, int hd, const float *nw, float eps, const float *inv_freq, int pos) {
+  int lane = threadIdx.x & 31;
+  if (nw) {
+    float ss = 0.f;
+    for (int i = lane; i < hd; i += 32) ss = fmaf(buf[i], buf[i], ss);
+    ss = kiln_warp_sum(ss);
+    float inv = rsqrtf(ss / (float)hd + eps);
+    for (int i = lane; i < hd; i += 32) buf[i] = nw[i] * (buf[i] * inv);
+    __syncwarp();
+  }
+  int h = hd / 2;
+  float fp = (float)pos;
+  /* Each lane reads and writes only its own pairs (i, i + h): no lane touches another lane's pair. */
+  for (int i = lane; i < h; i += 32) {
+    float s, c;
+    sincosf(inv_freq[i] * fp, &s, &c);
+    float x1 = buf[i], x2 = buf[i + h];
+    buf[i] = x1 * c - x2 * s;
+    buf[i + h] = x2 * c + x1 * s;
+  }
+  __syncwarp();
+}
+
+static __global__ void __launch_bounds__(ROPE_WARPS * 32)
+    qkv_rope_kernel(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const float *qkv, const float *bias,
+                    const float *q_norm, const float *k_norm, float eps, const float *inv_freq,
+                    const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh) {
+  __shared__ float bufs[ROPE_WARPS][ROPE_MAX_HD];
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int heads = sh.n_heads + sh.n_kv_heads;
+  int64_t job = (int64_t)blockIdx.x * ROPE_WARPS + warp;
+  if (job >= n * heads) return;
+  int64_t t = job / heads;
+  int head = (int)(job % heads);
+  int hd = sh.head_dim;
+  int64_t row_len = (int64_t)(sh.n_heads + 2 * sh.n_kv_heads) * hd;
+  const float *row = qkv + t * row_len;
+  int pos = step->pos + (int)t;
+  float *buf = bufs[warp];
+  int64_t off = (int64_t)head * hd; /* q head h, or k head (head - n_heads) */
+  for (int i = lane; i < hd; i += 32) buf[i] = row[off + i] + (bias ? bias[off + i] : 0.f);
+  __syncwarp();
+  if (head < sh.n_heads) {
+    norm_rotate_(buf, hd, q_norm, eps, inv_freq, pos);
+    float *dst = q_out + (t * sh.n_heads + head) * hd;
+    for (int i = lane; i < hd; i += 32) dst[i] = buf[i];
+    return;
+  }
+  int kh = head - sh.n_heads;
+  norm_rotate_(buf, hd, k_norm, eps, inv_freq, pos);
+  int64_t slot = (int64_t)step->seq * sh.n_kv_heads * sh.n_ctx * hd;
+  int64_t at = slot + ((int64_t)kh * sh.n_ctx + pos) * hd;
+  for (int i = lane; i < hd; i += 32) k_cache[at + i] = kiln_f32_to_bf16_dev(buf[i]);
+  int64_t voff = (int64_t)(sh.n_heads + sh.n_kv_heads) * hd + (int64_t)kh * hd;
+  for (int i = lane; i < hd; i += 32)
+    v_cache[at + i] = kiln_f32_to_bf16_dev(row[voff + i] + (bias ? bias[voff + i] : 0.f));
+}
+
+static int qkv_rope_launch(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const float *qkv, const float *bias,
+                           const float *q_norm, const float *k_norm, float eps, const float *inv_freq,
+                           const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh,
+                           cudaStream_t stream) {
+  int64_t jobs = n * (sh->n_heads + sh->n_kv_heads);
+  unsigned blocks = (unsigned)((jobs + ROPE_WARPS - 1) / ROPE_WARPS);
+  qkv_rope_kernel<<<blocks, ROPE_WARPS * 32, 0, stream>>>(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps,
+                                                           inv_freq, step, n, *sh);
+  KILN_CUDA_LAUNCHED();
+  return 0;
+}
+
+extern "C" int kiln_cuda_qkv_rope(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const float *qkv,
+                                  const float *bias, const float *q_norm, const float *k_norm, float eps,
+                                  const float *inv_freq, const kiln_cuda_step *step, int64_t n,
+                                  const kiln_cuda_attn_shape *shape, cudaStream_t stream) {
+  if (n < 0 || n > (1 << 24) || shape->head_dim <= 0 || shape->head_dim % 2 || shape->head_dim > ROPE_MAX_HD ||
+      shape->n_heads <= 0 || shape->n_kv_heads <= 0)
+    return kiln_error(KILN_EINVAL, "cuda qkv_rope: bad shape (n %lld, head_dim %d)", (long long)n,
+                      shape->head_dim);
+  if (n == 0) return 0;
+  return qkv_rope_launch(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n, shape, stream);
+}

@@ -1,0 +1,39 @@
+/*
+ * backend/cuda/rope.h (internal): what happens between the q/k/v projection and attention, in one kernel: the
+ * q/k/v biases, the per-head q/k RMSNorm (Qwen3), RoPE (default or llama3 inverse frequencies, precomputed), and
+ * the store of the new keys and values into the KV cache.
+ */
+#ifndef KILN_CUDA_ROPE_H
+#define KILN_CUDA_ROPE_H
+
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#include "backend/cuda/cuda_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The shape of attention in one layer, and of its KV cache: per layer, per sequence slot, k and v are each
+ * [n_kv_heads][n_ctx][head_dim] bf16, slot s at k_cache + s * n_kv_heads * n_ctx * head_dim. */
+typedef struct kiln_cuda_attn_shape {
+  int n_heads, n_kv_heads, head_dim, n_ctx;
+} kiln_cuda_attn_shape;
+
+/* For the n tokens of `step` (token t at position step->pos + t, slot step->seq):
+ *   qkv   f32 [n][(n_heads + 2 n_kv_heads) head_dim]: the projection output, q heads then k heads then v heads
+ *   bias  f32 [(n_heads + 2 n_kv_heads) head_dim], or NULL: added first
+ *   q_norm, k_norm  f32 [head_dim], or NULL: per-head RMSNorm of q and of k (eps)
+ *   inv_freq f32 [head_dim / 2]: RoPE, angle = f32(inv_freq[i] * f32(pos)), rotate_half convention
+ * writes q_out f32 [n][n_heads][head_dim] and the keys (normed, rotated) and values into the cache as bf16.
+ * head_dim must be even and at most 256. */
+int kiln_cuda_qkv_rope(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const float *qkv, const float *bias,
+                       const float *q_norm, const float *k_norm, float eps, const float *inv_freq,
+                       const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *shape, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

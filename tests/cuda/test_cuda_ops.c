@@ -1,0 +1,544 @@
+/*
+ * tests/cuda/test_cuda_ops.c: every CUDA op against the CPU reference ops (backend/cpu/ref_ops.h) on fresh random
+ * inputs, with the outputs poisoned (all bits set: NaN in f32 and bf16) before each run.
+ *
+ * Tolerances (NMSE, see gpu_test.h): f32 results computed from the same bf16 operands as the reference: 1e-5;
+ * bf16 results (one rounding of the output): 1e-4; results where the kernel itself rounds intermediate operands
+ * to bf16 (prefill attention: q and the probabilities enter the tensor cores as bf16): 1e-3. Exact where the op
+ * is a copy (embedding).
+ */
+#include <cublas_v2.h>
+
+#include "backend/cpu/ref_ops.h"
+#include "backend/cuda/attn_decode.h"
+#include "backend/cuda/attn_prefill.h"
+#include "backend/cuda/embed.h"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/gemv.h"
+#include "backend/cuda/rmsnorm.h"
+#include "backend/cuda/rope.h"
+#include "backend/cuda/sample.h"
+#include "backend/cuda/swiglu.h"
+#include "cuda/gpu_test.h"
+
+#define TOL_F32 1e-5
+#define TOL_BF16_OUT 1e-4
+#define TOL_BF16_OPS 1e-3
+
+static int n_sm;
+
+static uint16_t *rand_bf16(int64_t n, float scale) {
+  uint16_t *p = malloc((size_t)n * 2);
+  for (int64_t i = 0; i < n; i++) p[i] = kiln_f32_to_bf16(gt_normal() * scale);
+  return p;
+}
+
+static float *rand_f32(int64_t n, float mean, float scale) {
+  float *p = malloc((size_t)n * 4);
+  for (int64_t i = 0; i < n; i++) p[i] = mean + gt_normal() * scale;
+  return p;
+}
+
+static float *bf16_to_f32_arr(const uint16_t *h, int64_t n) {
+  float *p = malloc((size_t)n * 4);
+  for (int64_t i = 0; i < n; i++) p[i] = kiln_bf16_to_f32(h[i]);
+  return p;
+}
+
+/* ---- embedding ---- */
+static void test_embed(int64_t V, int64_t H) {
+  const int64_t n = 9;
+  uint16_t *table = rand_bf16(V * H, 1.f);
+  int32_t ids[9];
+  for (int i = 0; i < n; i++) ids[i] = (int32_t)(gt_next() % (uint64_t)V);
+  ids[3] = (int32_t)(V - 1);
+  uint16_t *d_table = gt_dev((size_t)V * H * 2);
+  int32_t *d_ids = gt_dev(sizeof ids);
+  float *d_x = gt_dev((size_t)n * H * 4);
+  unsigned long long *d_cell = gt_dev(8);
+  gt_up(d_table, table, (size_t)V * H * 2);
+  gt_up(d_ids, ids, sizeof ids);
+  GT_OK(kiln_cuda_embed(d_x, d_table, V, H, d_ids, n, d_cell, 0));
+  float *x = malloc((size_t)n * H * 4), *ref = malloc((size_t)n * H * 4);
+  unsigned long long cell;
+  gt_down(x, d_x, (size_t)n * H * 4);
+  gt_down(&cell, d_cell, 8);
+  kiln_ref_embed(ref, table, KILN_BF16, H, ids, n);
+  GT_CHECK(memcmp(x, ref, (size_t)n * H * 4) == 0, "embed V=%lld H=%lld: not an exact copy", (long long)V, (long long)H);
+  GT_CHECK(cell == 0, "embed: reset cell not cleared");
+  /* an id out of range gives NaN, never a wild read */
+  ids[0] = (int32_t)V + 5;
+  gt_up(d_ids, ids, sizeof ids);
+  gt_poison(d_x, (size_t)n * H * 4);
+  GT_OK(kiln_cuda_embed(d_x, d_table, V, H, d_ids, 1, NULL, 0));
+  gt_down(x, d_x, (size_t)H * 4);
+  int nan = 0;
+  for (int64_t i = 0; i < H; i++) nan += isnan(x[i]);
+  GT_CHECK(nan == H, "embed: bad id gave %d NaN of %lld", nan, (long long)H);
+  free(table), free(x), free(ref);
+  cudaFree(d_table), cudaFree(d_ids), cudaFree(d_x), cudaFree(d_cell);
+}
+
+/* ---- residual add + RMSNorm ---- */
+static void test_add_rmsnorm(int64_t n, int64_t dim, int with_r) {
+  const float eps = 1e-6f;
+  float *x = rand_f32(n * dim, 0.f, 3.f), *r = rand_f32(n * dim, 0.f, 1.f), *w = rand_f32(dim, 1.f, 0.1f);
+  float *d_x = gt_dev((size_t)n * dim * 4), *d_r = gt_dev((size_t)n * dim * 4), *d_w = gt_dev((size_t)dim * 4);
+  uint16_t *d_y = gt_dev((size_t)n * dim * 2);
+  gt_up(d_x, x, (size_t)n * dim * 4);
+  gt_up(d_r, r, (size_t)n * dim * 4);
+  gt_up(d_w, w, (size_t)dim * 4);
+  GT_OK(kiln_cuda_add_rmsnorm(d_y, d_x, with_r ? d_r : NULL, d_w, n, dim, eps, 0));
+  uint16_t *y = malloc((size_t)n * dim * 2);
+  float *x2 = malloc((size_t)n * dim * 4), *ref = malloc((size_t)n * dim * 4);
+  gt_down(y, d_y, (size_t)n * dim * 2);
+  gt_down(x2, d_x, (size_t)n * dim * 4);
+  if (with_r) kiln_ref_add_rmsnorm(ref, x, r, w, KILN_F32, n, dim, eps);
+  else kiln_ref_rmsnorm(ref, x, w, KILN_F32, n, dim, eps);
+  float *yf = bf16_to_f32_arr(y, n * dim);
+  double e_x = gt_nmse(x2, x, n * dim), e_y = gt_nmse(yf, ref, n * dim);
+  GT_CHECK(e_x <= 1e-12, "add_rmsnorm n=%lld dim=%lld: residual NMSE %.3g", (long long)n, (long long)dim, e_x);
+  GT_CHECK(e_y <= TOL_BF16_OUT, "add_rmsnorm n=%lld dim=%lld r=%d: NMSE %.3g", (long long)n, (long long)dim, with_r,
+           e_y);
+  free(x), free(r), free(w), free(y), free(x2), free(ref), free(yf);
+  cudaFree(d_x), cudaFree(d_r), cudaFree(d_w), cudaFree(d_y);
+}
+
+/* ---- decode GEMV, every prologue and epilogue ---- */
+static void test_gemv(int64_t N, int64_t K, kiln_cuda_gemv_mode mode, int in_bf16, int norm, int bias) {
+  const float eps = 1e-6f;
+  uint16_t *W = rand_bf16(N * K, 0.05f);
+  float *x = rand_f32(K, 0.f, 1.f), *nw = rand_f32(K, 1.f, 0.1f), *b = rand_f32(N, 0.f, 0.5f);
+  float *y0 = rand_f32(N, 0.f, 1.f);
+  uint16_t *xb = malloc((size_t)K * 2);
+  float *xin = malloc((size_t)K * 4);
+  /* the input as the kernel sees it: bf16 of (normalised) x */
+  double ss = 0;
+  for (int64_t i = 0; i < K; i++) ss += (double)x[i] * x[i];
+  float inv = norm ? (float)(1.0 / sqrt(ss / (double)K + eps)) : 1.f;
+  for (int64_t i = 0; i < K; i++) {
+    xb[i] = kiln_f32_to_bf16(norm ? nw[i] * (x[i] * inv) : x[i]);
+    xin[i] = kiln_bf16_to_f32(xb[i]);
+  }
+  uint16_t *d_W = gt_dev((size_t)N * K * 2), *d_xb = gt_dev((size_t)K * 2), *d_yb = gt_dev((size_t)N);
+  float *d_x = gt_dev((size_t)K * 4), *d_nw = gt_dev((size_t)K * 4), *d_b = gt_dev((size_t)N * 4);
+  float *d_y = gt_dev((size_t)N * 4);
+  unsigned long long *d_cell = gt_dev(8);
+  gt_up(d_W, W, (size_t)N * K * 2);
+  gt_up(d_xb, xb, (size_t)K * 2);
+  gt_up(d_x, x, (size_t)K * 4);
+  gt_up(d_nw, nw, (size_t)K * 4);
+  gt_up(d_b, b, (size_t)N * 4);
+  if (mode == KILN_GEMV_ADD) gt_up(d_y, y0, (size_t)N * 4);
+  GT_CUDA(cudaMemset(d_cell, 0, 8));
+  kiln_cuda_gemv_args a = {.w = d_W, .n_rows = N, .k = K, .x_bf16 = in_bf16 ? d_xb : NULL,
+                           .x_f32 = in_bf16 ? NULL : d_x, .norm_w = norm ? d_nw : NULL, .eps = eps, .mode = mode,
+                           .y = d_y, .bias = bias ? d_b : NULL, .y_bf16 = d_yb, .argmax = d_cell};
+  GT_OK(kiln_cuda_gemv(&a, 0));
+  float *ref = malloc((size_t)N * 4), *got = malloc((size_t)N * 4);
+  kiln_ref_matmul(ref, xin, W, KILN_BF16, 1, K, N);
+  const char *mn[] = {"store", "add", "swiglu", "argmax"};
+  if (mode == KILN_GEMV_SWIGLU) {
+    int64_t h = N / 2;
+    float *g = malloc((size_t)h * 4), *u = malloc((size_t)h * 4), *act = malloc((size_t)h * 4);
+    uint16_t *yb = malloc((size_t)h * 2);
+    for (int64_t i = 0; i < h; i++) g[i] = ref[2 * i], u[i] = ref[2 * i + 1];
+    kiln_ref_swiglu(act, g, u, h);
+    gt_down(yb, d_yb, (size_t)h * 2);
+    float *yf = bf16_to_f32_arr(yb, h);
+    double e = gt_nmse(yf, act, h);
+    GT_CHECK(e <= TOL_BF16_OUT, "gemv %s %lldx%lld: NMSE %.3g", mn[mode], (long long)N, (long long)K, e);
+    free(g), free(u), free(act), free(yb), free(yf);
+  } else {
+    for (int64_t i = 0; i < N; i++) {
+      if (mode == KILN_GEMV_ADD) ref[i] += y0[i];
+      if (bias && mode == KILN_GEMV_STORE) ref[i] += b[i];
+    }
+    gt_down(got, d_y, (size_t)N * 4);
+    double e = gt_nmse(got, ref, N);
+    GT_CHECK(e <= TOL_F32, "gemv %s %lldx%lld in_bf16=%d norm=%d: NMSE %.3g", mn[mode], (long long)N, (long long)K,
+             in_bf16, norm, e);
+    if (mode == KILN_GEMV_ARGMAX) {
+      unsigned long long cell;
+      gt_down(&cell, d_cell, 8);
+      int64_t idx = kiln_cuda_argmax_index(cell), mine = kiln_ref_argmax(got, N), want = kiln_ref_argmax(ref, N);
+      GT_CHECK(idx == mine, "gemv argmax: cell says %lld, its own logits say %lld", (long long)idx, (long long)mine);
+      GT_CHECK(idx >= 0 && ref[idx] >= ref[want] - 1e-3f * fabsf(ref[want]),
+               "gemv argmax: %lld is not a maximum of the reference (%lld)", (long long)idx, (long long)want);
+    }
+  }
+  free(W), free(x), free(nw), free(b), free(y0), free(xb), free(xin), free(ref), free(got);
+  cudaFree(d_W), cudaFree(d_xb), cudaFree(d_yb), cudaFree(d_x), cudaFree(d_nw), cudaFree(d_b), cudaFree(d_y);
+  cudaFree(d_cell);
+}
+
+/* ---- bias + q/k norm + RoPE + KV store ---- */
+static void test_qkv_rope(int hd, kiln_rope_type rt, int qk_norm, int bias) {
+  const int nh = 4, nkv = 2, n = 5, pos0 = 3, n_ctx = 16, n_seqs = 2, seq = 1;
+  const float eps = 1e-6f;
+  kiln_config c;
+  memset(&c, 0, sizeof c);
+  c.head_dim = hd;
+  c.rope_theta = rt == KILN_ROPE_LLAMA3 ? 500000.0 : 1000000.0;
+  c.rope_type = rt;
+  c.rope_factor = 8, c.rope_low_freq_factor = 1, c.rope_high_freq_factor = 4, c.rope_original_max_position = 8192;
+  float inv[128];
+  kiln_ref_rope_inv_freq(inv, &c);
+  const int64_t row = (int64_t)(nh + 2 * nkv) * hd, cache = (int64_t)n_seqs * nkv * n_ctx * hd;
+  float *qkv = rand_f32(n * row, 0.f, 1.f), *bq = rand_f32(row, 0.f, 0.3f);
+  float *qn = rand_f32(hd, 1.f, 0.2f), *kn = rand_f32(hd, 1.f, 0.2f);
+  float *d_qkv = gt_dev((size_t)n * row * 4), *d_b = gt_dev((size_t)row * 4), *d_qn = gt_dev((size_t)hd * 4);
+  float *d_kn = gt_dev((size_t)hd * 4), *d_inv = gt_dev((size_t)hd / 2 * 4), *d_q = gt_dev((size_t)n * nh * hd * 4);
+  uint16_t *d_k = gt_dev((size_t)cache * 2), *d_v = gt_dev((size_t)cache * 2);
+  kiln_cuda_step st = {.seq = seq, .pos = pos0, .n = n}, *d_st = gt_dev(sizeof st);
+  gt_up(d_qkv, qkv, (size_t)n * row * 4);
+  gt_up(d_b, bq, (size_t)row * 4);
+  gt_up(d_qn, qn, (size_t)hd * 4);
+  gt_up(d_kn, kn, (size_t)hd * 4);
+  gt_up(d_inv, inv, (size_t)hd / 2 * 4);
+  gt_up(d_st, &st, sizeof st);
+  kiln_cuda_attn_shape sh = {nh, nkv, hd, n_ctx};
+  GT_OK(kiln_cuda_qkv_rope(d_q, d_k, d_v, d_qkv, bias ? d_b : NULL, qk_norm ? d_qn : NULL, qk_norm ? d_kn : NULL,
+                           eps, d_inv, d_st, n, &sh, 0));
+  /* reference */
+  float *r = malloc((size_t)n * row * 4);
+  memcpy(r, qkv, (size_t)n * row * 4);
+  if (bias) kiln_ref_add_bias(r, bq, KILN_F32, n, row);
+  float *q = malloc((size_t)n * nh * hd * 4), *k = malloc((size_t)n * nkv * hd * 4), *v = malloc((size_t)n * nkv * hd * 4);
+  for (int t = 0; t < n; t++) {
+    memcpy(q + (int64_t)t * nh * hd, r + t * row, (size_t)nh * hd * 4);
+    memcpy(k + (int64_t)t * nkv * hd, r + t * row + nh * hd, (size_t)nkv * hd * 4);
+    memcpy(v + (int64_t)t * nkv * hd, r + t * row + (nh + nkv) * hd, (size_t)nkv * hd * 4);
+  }
+  if (qk_norm) {
+    kiln_ref_rmsnorm(q, q, qn, KILN_F32, (int64_t)n * nh, hd, eps);
+    kiln_ref_rmsnorm(k, k, kn, KILN_F32, (int64_t)n * nkv, hd, eps);
+  }
+  int32_t pos[5];
+  for (int t = 0; t < n; t++) pos[t] = pos0 + t;
+  kiln_ref_rope(q, pos, n, nh, hd, inv);
+  kiln_ref_rope(k, pos, n, nkv, hd, inv);
+  float *gq = malloc((size_t)n * nh * hd * 4);
+  uint16_t *gk = malloc((size_t)cache * 2), *gv = malloc((size_t)cache * 2);
+  gt_down(gq, d_q, (size_t)n * nh * hd * 4);
+  gt_down(gk, d_k, (size_t)cache * 2);
+  gt_down(gv, d_v, (size_t)cache * 2);
+  double eq = gt_nmse(gq, q, (int64_t)n * nh * hd);
+  GT_CHECK(eq <= 1e-9, "qkv_rope hd=%d rope=%d norm=%d bias=%d: q NMSE %.3g", hd, rt, qk_norm, bias, eq);
+  /* the cache: [seq][kv][ctx][hd]; written rows must match, every other element must still be poison */
+  float *kk = malloc((size_t)n * nkv * hd * 4), *vv = malloc((size_t)n * nkv * hd * 4);
+  int64_t untouched_bad = 0;
+  for (int s = 0; s < n_seqs; s++)
+    for (int h = 0; h < nkv; h++)
+      for (int p = 0; p < n_ctx; p++)
+        for (int d = 0; d < hd; d++) {
+          int64_t at = (((int64_t)s * nkv + h) * n_ctx + p) * hd + d;
+          if (s == seq && p >= pos0 && p < pos0 + n) {
+            int64_t t = p - pos0;
+            kk[(t * nkv + h) * hd + d] = kiln_bf16_to_f32(gk[at]);
+            vv[(t * nkv + h) * hd + d] = kiln_bf16_to_f32(gv[at]);
+          } else {
+            untouched_bad += gk[at] != 0xffff || gv[at] != 0xffff;
+          }
+        }
+  double ek = gt_nmse(kk, k, (int64_t)n * nkv * hd), ev = gt_nmse(vv, v, (int64_t)n * nkv * hd);
+  GT_CHECK(ek <= TOL_BF16_OUT && ev <= TOL_BF16_OUT, "qkv_rope hd=%d: cache k NMSE %.3g, v NMSE %.3g", hd, ek, ev);
+  GT_CHECK(untouched_bad == 0, "qkv_rope hd=%d: %lld cache elements written outside the step", hd,
+           (long long)untouched_bad);
+  free(qkv), free(bq), free(qn), free(kn), free(r), free(q), free(k), free(v), free(gq), free(gk), free(gv);
+  free(kk), free(vv);
+  cudaFree(d_qkv), cudaFree(d_b), cudaFree(d_qn), cudaFree(d_kn), cudaFree(d_inv), cudaFree(d_q), cudaFree(d_k);
+  cudaFree(d_v), cudaFree(d_st);
+}
+
+/* Random K/V cache for slot `seq` positions [0, len) (others random too); returns host copies in the reference
+ * layout [len][nkv][hd] (f32). */
+static void fill_cache(uint16_t *d_k, uint16_t *d_v, int n_seqs, int nkv, int n_ctx, int hd, int seq, int len,
+                       float **kref, float **vref) {
+  int64_t cache = (int64_t)n_seqs * nkv * n_ctx * hd;
+  uint16_t *k = rand_bf16(cache, 0.5f), *v = rand_bf16(cache, 1.f);
+  gt_up(d_k, k, (size_t)cache * 2);
+  gt_up(d_v, v, (size_t)cache * 2);
+  *kref = malloc((size_t)len * nkv * hd * 4);
+  *vref = malloc((size_t)len * nkv * hd * 4);
+  for (int p = 0; p < len; p++)
+    for (int h = 0; h < nkv; h++)
+      for (int d = 0; d < hd; d++) {
+        int64_t at = (((int64_t)seq * nkv + h) * n_ctx + p) * hd + d;
+        (*kref)[((int64_t)p * nkv + h) * hd + d] = kiln_bf16_to_f32(k[at]);
+        (*vref)[((int64_t)p * nkv + h) * hd + d] = kiln_bf16_to_f32(v[at]);
+      }
+  free(k), free(v);
+}
+
+/* ---- split-KV decode attention ---- */
+static void test_attn_decode(int nh, int nkv, int hd, int L, int n_ctx, int splits) {
+  const int n_seqs = 2, seq = 1;
+  kiln_cuda_attn_shape sh = {nh, nkv, hd, n_ctx};
+  if (splits <= 0) splits = kiln_cuda_attn_decode_splits(&sh, n_sm);
+  int64_t cache = (int64_t)n_seqs * nkv * n_ctx * hd;
+  uint16_t *d_k = gt_dev((size_t)cache * 2), *d_v = gt_dev((size_t)cache * 2), *d_o = gt_dev((size_t)nh * hd * 2);
+  float *kref, *vref;
+  fill_cache(d_k, d_v, n_seqs, nkv, n_ctx, hd, seq, L, &kref, &vref);
+  float *q = rand_f32((int64_t)nh * hd, 0.f, 1.f), *d_q = gt_dev((size_t)nh * hd * 4);
+  float *d_part = gt_dev((size_t)kiln_cuda_attn_decode_scratch(&sh, splits));
+  kiln_cuda_step st = {.seq = seq, .pos = L - 1, .n = 1}, *d_st = gt_dev(sizeof st);
+  gt_up(d_q, q, (size_t)nh * hd * 4);
+  gt_up(d_st, &st, sizeof st);
+  GT_OK(kiln_cuda_attn_decode(d_o, d_q, d_k, d_v, d_st, &sh, splits, d_part, 0));
+  float *ref = malloc((size_t)nh * hd * 4);
+  kiln_ref_attention(ref, q, kref, vref, 1, L - 1, nh, nkv, hd);
+  uint16_t *o = malloc((size_t)nh * hd * 2);
+  gt_down(o, d_o, (size_t)nh * hd * 2);
+  float *of = bf16_to_f32_arr(o, (int64_t)nh * hd);
+  double e = gt_nmse(of, ref, (int64_t)nh * hd);
+  GT_CHECK(e <= TOL_BF16_OUT, "attn_decode nh=%d nkv=%d hd=%d L=%d splits=%d: NMSE %.3g", nh, nkv, hd, L, splits, e);
+  free(kref), free(vref), free(q), free(ref), free(o), free(of);
+  cudaFree(d_k), cudaFree(d_v), cudaFree(d_o), cudaFree(d_q), cudaFree(d_part), cudaFree(d_st);
+}
+
+/* ---- causal prefill attention ---- */
+static void test_attn_prefill(int nh, int nkv, int hd, int pos0, int n, int n_ctx) {
+  const int n_seqs = 2, seq = 1;
+  kiln_cuda_attn_shape sh = {nh, nkv, hd, n_ctx};
+  int64_t cache = (int64_t)n_seqs * nkv * n_ctx * hd, nq = (int64_t)n * nh * hd;
+  uint16_t *d_k = gt_dev((size_t)cache * 2), *d_v = gt_dev((size_t)cache * 2), *d_o = gt_dev((size_t)nq * 2);
+  float *kref, *vref;
+  fill_cache(d_k, d_v, n_seqs, nkv, n_ctx, hd, seq, pos0 + n, &kref, &vref);
+  float *q = rand_f32(nq, 0.f, 1.f), *d_q = gt_dev((size_t)nq * 4);
+  kiln_cuda_step st = {.seq = seq, .pos = pos0, .n = n}, *d_st = gt_dev(sizeof st);
+  gt_up(d_q, q, (size_t)nq * 4);
+  gt_up(d_st, &st, sizeof st);
+  GT_OK(kiln_cuda_attn_prefill(d_o, d_q, d_k, d_v, d_st, n, &sh, 0));
+  float *ref = malloc((size_t)nq * 4);
+  kiln_ref_attention(ref, q, kref, vref, n, pos0, nh, nkv, hd);
+  uint16_t *o = malloc((size_t)nq * 2);
+  gt_down(o, d_o, (size_t)nq * 2);
+  float *of = bf16_to_f32_arr(o, nq);
+  double e = gt_nmse(of, ref, nq);
+  GT_CHECK(e <= TOL_BF16_OPS, "attn_prefill nh=%d nkv=%d hd=%d pos0=%d n=%d: NMSE %.3g", nh, nkv, hd, pos0, n, e);
+  free(kref), free(vref), free(q), free(ref), free(o), free(of);
+  cudaFree(d_k), cudaFree(d_v), cudaFree(d_o), cudaFree(d_q), cudaFree(d_st);
+}
+
+/* ---- SwiGLU ---- */
+static void test_swiglu(int64_t n, int64_t inter) {
+  float *gu = rand_f32(n * 2 * inter, 0.f, 3.f);
+  float *g = malloc((size_t)n * inter * 4), *u = malloc((size_t)n * inter * 4), *ref = malloc((size_t)n * inter * 4);
+  for (int64_t i = 0; i < n * inter; i++) g[i] = gu[2 * i], u[i] = gu[2 * i + 1];
+  kiln_ref_swiglu(ref, g, u, n * inter);
+  float *d_gu = gt_dev((size_t)n * 2 * inter * 4);
+  uint16_t *d_a = gt_dev((size_t)n * inter * 2), *a = malloc((size_t)n * inter * 2);
+  gt_up(d_gu, gu, (size_t)n * 2 * inter * 4);
+  GT_OK(kiln_cuda_swiglu(d_a, d_gu, n, inter, 0));
+  gt_down(a, d_a, (size_t)n * inter * 2);
+  float *af = bf16_to_f32_arr(a, n * inter);
+  double e = gt_nmse(af, ref, n * inter);
+  GT_CHECK(e <= TOL_BF16_OUT, "swiglu n=%lld inter=%lld: NMSE %.3g", (long long)n, (long long)inter, e);
+  free(gu), free(g), free(u), free(ref), free(a), free(af);
+  cudaFree(d_gu), cudaFree(d_a);
+}
+
+/* ---- cuBLAS GEMM ---- */
+static void test_gemm(cublasHandle_t h, int64_t n, int64_t in, int64_t out) {
+  uint16_t *x = rand_bf16(n * in, 1.f), *W = rand_bf16(out * in, 0.05f);
+  float *xf = bf16_to_f32_arr(x, n * in), *ref = malloc((size_t)n * out * 4), *y = malloc((size_t)n * out * 4);
+  kiln_ref_matmul(ref, xf, W, KILN_BF16, n, in, out);
+  uint16_t *d_x = gt_dev((size_t)n * in * 2), *d_W = gt_dev((size_t)out * in * 2);
+  float *d_y = gt_dev((size_t)n * out * 4);
+  gt_up(d_x, x, (size_t)n * in * 2);
+  gt_up(d_W, W, (size_t)out * in * 2);
+  GT_OK(kiln_cuda_gemm(h, d_y, d_x, d_W, n, in, out));
+  gt_down(y, d_y, (size_t)n * out * 4);
+  double e = gt_nmse(y, ref, n * out);
+  GT_CHECK(e <= TOL_F32, "gemm %lldx%lldx%lld: NMSE %.3g", (long long)n, (long long)in, (long long)out, e);
+  free(x), free(W), free(xf), free(ref), free(y);
+  cudaFree(d_x), cudaFree(d_W), cudaFree(d_y);
+}
+
+/* ---- sampling ---- */
+static unsigned long long host_pack(const float *l, int64_t V) {
+  int64_t i = kiln_ref_argmax(l, V);
+  uint32_t u;
+  memcpy(&u, &l[i], 4);
+  uint32_t key = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return ((unsigned long long)key << 32) | (0xffffffffu - (uint32_t)i);
+}
+
+static int cmp_desc(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+typedef struct pidx {
+  double p;
+  int64_t i;
+} pidx;
+
+static int cmp_pidx(const void *a, const void *b) {
+  const pidx *x = a, *y = b;
+  return x->p < y->p ? 1 : x->p > y->p ? -1 : (x->i > y->i) - (x->i < y->i);
+}
+
+#define N_BUCKETS 10
+/* Buckets of about a tenth of the probability each, from the most likely tokens down: bucket[i] for token i. A
+ * comparison of bucket frequencies tests the shape of a wide distribution with a few thousand draws. */
+static void host_buckets(const double *p, int64_t V, int *bucket, double *mass) {
+  pidx *s = malloc((size_t)V * sizeof *s);
+  for (int64_t i = 0; i < V; i++) s[i] = (pidx){p[i], i};
+  qsort(s, (size_t)V, sizeof *s, cmp_pidx);
+  double cum = 0;
+  for (int b = 0; b < N_BUCKETS; b++) mass[b] = 0;
+  for (int64_t j = 0; j < V; j++) {
+    int b = (int)(cum * N_BUCKETS);
+    if (b >= N_BUCKETS) b = N_BUCKETS - 1;
+    bucket[s[j].i] = b;
+    mass[b] += s[j].p;
+    cum += s[j].p;
+  }
+  free(s);
+}
+
+/* The probabilities the sampler must draw from (HF order), computed in double on the host. */
+static void host_dist(const float *l, int64_t V, float temp, int top_k, float top_p, float min_p, double *p) {
+  float *s = malloc((size_t)V * 4);
+  memcpy(s, l, (size_t)V * 4);
+  qsort(s, (size_t)V, 4, cmp_desc);
+  float kth = (top_k > 0 && top_k < V) ? s[top_k - 1] : -INFINITY;
+  double m = s[0], z = 0;
+  for (int64_t i = 0; i < V; i++) p[i] = l[i] >= kth ? exp(((double)l[i] - m) / temp) : 0.0;
+  for (int64_t i = 0; i < V; i++) z += p[i];
+  if (top_p < 1.f) {
+    /* keep a token while the mass strictly above it is < top_p */
+    double above = 0, cut = -INFINITY;
+    for (int64_t i = 0; i < V && s[i] >= kth; i++) {
+      if (above >= top_p) break;
+      cut = s[i];
+      above += exp(((double)s[i] - m) / temp) / z;
+    }
+    for (int64_t i = 0; i < V; i++)
+      if (l[i] < cut) p[i] = 0;
+  }
+  for (int64_t i = 0; i < V; i++)
+    if (min_p > 0 && p[i] < min_p) p[i] = 0; /* p relative to the top token (weight 1) */
+  z = 0;
+  for (int64_t i = 0; i < V; i++) z += p[i];
+  for (int64_t i = 0; i < V; i++) p[i] /= z;
+  free(s);
+}
+
+static void test_sample(int64_t V) {
+  float *l = rand_f32(V, 0.f, 2.5f);
+  float *d_l = gt_dev((size_t)V * 4);
+  unsigned long long cell = host_pack(l, V), *d_cell = gt_dev(8);
+  int32_t *d_next = gt_dev(4), next;
+  kiln_cuda_step *d_st = gt_dev(sizeof(kiln_cuda_step));
+  gt_up(d_l, l, (size_t)V * 4);
+  gt_up(d_cell, &cell, 8);
+  int64_t am = kiln_ref_argmax(l, V);
+  struct {
+    float temp;
+    int top_k;
+    float top_p, min_p;
+  } cases[] = {{0.f, 0, 1.f, 0.f}, {1.f, 1, 1.f, 0.f}, {0.8f, 40, 1.f, 0.f}, {1.f, 0, 0.8f, 0.f},
+               {1.2f, 0, 1.f, 0.05f}, {0.7f, 50, 0.9f, 0.02f}, {1.f, 0, 1.f, 0.f}};
+  const int draws = 4000;
+  double *p = malloc((size_t)V * sizeof *p), hist[N_BUCKETS], mass[N_BUCKETS];
+  int *bucket = malloc((size_t)V * sizeof *bucket);
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    kiln_cuda_step st = {.temperature = cases[c].temp, .top_k = cases[c].top_k, .top_p = cases[c].top_p,
+                         .min_p = cases[c].min_p, .seed = 1234 + c};
+    if (cases[c].temp <= 0.f || cases[c].top_k == 1) {
+      gt_up(d_st, &st, sizeof st);
+      gt_poison(d_next, 4);
+      GT_OK(kiln_cuda_sample(d_next, d_l, V, d_cell, d_st, 0));
+      gt_down(&next, d_next, 4);
+      GT_CHECK(next == am, "sample case %zu: greedy gave %d, argmax is %lld", c, next, (long long)am);
+      continue;
+    }
+    host_dist(l, V, cases[c].temp, cases[c].top_k, cases[c].top_p, cases[c].min_p, p);
+    host_buckets(p, V, bucket, mass);
+    memset(hist, 0, sizeof hist);
+    int outside = 0, first = -1, again = -1;
+    for (int d = 0; d < draws; d++) {
+      st.step = (uint64_t)d;
+      gt_up(d_st, &st, sizeof st);
+      GT_OK(kiln_cuda_sample(d_next, d_l, V, d_cell, d_st, 0));
+      gt_down(&next, d_next, 4);
+      if (next < 0 || next >= V || p[next] == 0) {
+        outside++;
+        continue;
+      }
+      hist[bucket[next]] += 1.0 / draws;
+      if (d == 0) first = next;
+    }
+    st.step = 0; /* the same seed and step again: the same token */
+    gt_up(d_st, &st, sizeof st);
+    GT_OK(kiln_cuda_sample(d_next, d_l, V, d_cell, d_st, 0));
+    gt_down(&again, d_next, 4);
+    /* a bucket's frequency has a standard deviation <= sqrt(0.25 / 4000) = 0.008: 0.04 is 5 of them */
+    double worst = 0;
+    for (int b = 0; b < N_BUCKETS; b++) worst = fmax(worst, fabs(hist[b] - mass[b]));
+    GT_CHECK(outside == 0, "sample case %zu: %d of %d draws outside the kept set", c, outside, draws);
+    GT_CHECK(worst < 0.04, "sample case %zu: a probability bucket is off by %.3f", c, worst);
+    GT_CHECK(first == again, "sample case %zu: same seed and step gave %d then %d", c, first, again);
+  }
+  free(l), free(p), free(bucket);
+  cudaFree(d_l), cudaFree(d_cell), cudaFree(d_next), cudaFree(d_st);
+}
+
+int main(void) {
+  gt_skip_without_gpu();
+  GT_CUDA(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, 0));
+  gt_seed(20250101);
+
+  test_embed(777, 264);
+  test_embed(50, 100);
+  test_add_rmsnorm(7, 1024, 1);
+  test_add_rmsnorm(3, 1000, 0);
+  test_add_rmsnorm(1, 4096, 1);
+
+  test_gemv(999, 1024, KILN_GEMV_STORE, 0, 1, 1);
+  test_gemv(1024, 3072, KILN_GEMV_ADD, 1, 0, 0);
+  test_gemv(2000, 512, KILN_GEMV_SWIGLU, 0, 1, 0);
+  test_gemv(32000, 1024, KILN_GEMV_ARGMAX, 0, 1, 0);
+  test_gemv(64, 8, KILN_GEMV_STORE, 0, 0, 0);
+  test_gemv(3, 136, KILN_GEMV_STORE, 1, 0, 1);
+  test_gemv(4096, 12288, KILN_GEMV_ADD, 1, 0, 0);
+
+  test_qkv_rope(64, KILN_ROPE_DEFAULT, 1, 1);
+  test_qkv_rope(128, KILN_ROPE_LLAMA3, 0, 0);
+  test_qkv_rope(32, KILN_ROPE_DEFAULT, 1, 0);
+
+  test_attn_decode(16, 8, 128, 1, 64, 0);
+  test_attn_decode(16, 8, 128, 100, 256, 0);
+  test_attn_decode(32, 8, 128, 2048, 4096, 0);
+  test_attn_decode(8, 8, 64, 77, 128, 1);
+  test_attn_decode(32, 2, 64, 300, 512, 7);
+  test_attn_decode(4, 1, 256, 50, 64, 3);
+  test_attn_decode(4, 2, 16, 40, 64, 0);
+
+  test_attn_prefill(8, 2, 128, 30, 100, 256);
+  test_attn_prefill(4, 4, 64, 0, 64, 64);
+  test_attn_prefill(16, 8, 128, 0, 300, 512);
+  test_attn_prefill(2, 1, 32, 5, 1, 16);
+  test_attn_prefill(4, 2, 256, 10, 70, 128);
+  test_attn_prefill(2, 2, 16, 0, 33, 64);
+
+  test_swiglu(3, 1000);
+  test_swiglu(1, 8);
+
+  cublasHandle_t h;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) {
+    fprintf(stderr, "FATAL: cublasCreate\n");
+    return 1;
+  }
+  test_gemm(h, 37, 512, 768);
+  test_gemm(h, 1, 64, 8);
+  test_gemm(h, 130, 1024, 3000);
+  cublasDestroy(h);
+
+  test_sample(5000);
+  test_sample(151936);
+  return gt_finish("test_cuda_ops");
+}
