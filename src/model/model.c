@@ -7,6 +7,7 @@
  * lm_head = embed_tokens whatever the file holds. After binding, the mapped pages are read in once, in chunks,
  * reporting progress, so the first forward pass does not pay for page faults and a progress bar shows real work.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,23 +250,30 @@ static int bind_one(load_ctx *x, const kiln_wspec *s) {
   return KILN_OK;
 }
 
-/* Reads every mapped page once, reporting progress; where MADV_POPULATE_READ is missing, touches each page. */
-static void prefault(kiln_model_impl *impl, kiln_progress_fn progress, void *user) {
+/* Reads every mapped page once, reporting progress. Where MADV_POPULATE_READ is missing (EINVAL: kernels before
+ * 5.14) each page is touched instead; any other failure (an I/O error, a file shrunk under us) is reported rather
+ * than touched, which would raise SIGBUS. */
+static int prefault(kiln_model_impl *impl, kiln_progress_fn progress, void *user) {
   uint64_t total = 0, done = 0;
   for (size_t i = 0; i < impl->n_files; i++) total += impl->files[i].map_len;
   if (progress) progress(user, 0, total);
   long pg = sysconf(_SC_PAGESIZE);
   size_t page = pg > 0 ? (size_t)pg : 4096;
+  bool populate = true;
   for (size_t i = 0; i < impl->n_files; i++) {
     const kiln_st_file *f = &impl->files[i];
     for (size_t off = 0; off < f->map_len; off += PREFAULT_CHUNK) {
       size_t len = f->map_len - off < PREFAULT_CHUNK ? f->map_len - off : PREFAULT_CHUNK;
       uint8_t *p = (uint8_t *)f->map + off;
-      bool populated = false;
 #ifdef MADV_POPULATE_READ
-      populated = madvise(p, len, MADV_POPULATE_READ) == 0;
+      if (populate && madvise(p, len, MADV_POPULATE_READ) != 0) {
+        if (errno != EINVAL) return kiln_error(KILN_EIO, "%s: reading the weights: %s", f->path, strerror(errno));
+        populate = false;
+      }
+#else
+      populate = false;
 #endif
-      if (!populated) {
+      if (!populate) {
         volatile uint8_t sink = 0;
         for (size_t o = 0; o < len; o += page) sink ^= p[o];
         (void)sink;
@@ -274,6 +282,7 @@ static void prefault(kiln_model_impl *impl, kiln_progress_fn progress, void *use
       if (progress) progress(user, done, total);
     }
   }
+  return KILN_OK;
 }
 
 int kiln_model_load(kiln_model **out, const char *dir, kiln_progress_fn progress, void *user) {
@@ -309,7 +318,7 @@ int kiln_model_load(kiln_model **out, const char *dir, kiln_progress_fn progress
   for (size_t i = 0; i < n_specs && rc == KILN_OK; i++) rc = bind_one(&x, &specs[i]);
   if (rc != KILN_OK) goto done;
   if (cfg.tie_word_embeddings) m->lm_head = m->embed;
-  prefault(m->impl, progress, user);
+  rc = prefault(m->impl, progress, user);
 done:
   free(specs);
   free(single);

@@ -287,6 +287,42 @@ static void test_truncated_checkpoint(void **s) {
   ckpt_rmdir(dir);
 }
 
+/* Checkpoints written by transformers 5 itself (save_pretrained; tests/data/tiny, made by tools/make_tiny_models.py):
+ * the loader reads them as transformers does. */
+static void test_transformers_files(void **s) {
+  (void)s;
+  const char *src = getenv("KILN_SOURCE_DIR");
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%s/tests/data/tiny/llama-bf16", src ? src : ".");
+  kiln_model *m = NULL;
+  if (kiln_model_load(&m, dir, NULL, NULL) != KILN_OK) fail_msg("%s", kiln_last_error());
+  const kiln_config *c = &m->cfg;
+  assert_int_equal(c->arch, KILN_ARCH_LLAMA);
+  assert_int_equal(c->head_dim, 24); /* explicit, though hidden / heads = 16 */
+  assert_int_equal(c->n_kv_heads, 2);
+  assert_true(c->attention_bias && c->tie_word_embeddings && !c->qk_norm);
+  assert_int_equal(c->rope_type, KILN_ROPE_LLAMA3);
+  assert_true(c->rope_factor == 8.0 && c->rope_original_max_position == 64);
+  assert_int_equal(c->bos_token_id, -1);
+  assert_int_equal(c->n_eos, 2); /* generation_config.json's [0, 2] over config.json's 0 */
+  assert_int_equal(c->eos_token_ids[1], 2);
+  assert_int_equal(m->embed.dtype, KILN_BF16);
+  assert_ptr_equal(m->lm_head.data, m->embed.data);
+  assert_int_equal(m->layers[2].bk.shape[0], 2 * 24);
+  kiln_model_free(m);
+  snprintf(dir, sizeof dir, "%s/tests/data/tiny/qwen3-f32", src ? src : ".");
+  if (kiln_model_load(&m, dir, NULL, NULL) != KILN_OK) fail_msg("%s", kiln_last_error());
+  c = &m->cfg;
+  assert_int_equal(c->arch, KILN_ARCH_QWEN3);
+  assert_int_equal(c->head_dim, 32);
+  assert_true(c->rope_theta == 1e6);
+  assert_true(!c->tie_word_embeddings && c->qk_norm);
+  assert_int_equal(m->lm_head.dtype, KILN_F32);
+  assert_ptr_not_equal(m->lm_head.data, m->embed.data);
+  assert_int_equal(m->layers[0].q_norm.shape[0], 32);
+  kiln_model_free(m);
+}
+
 /* A file whose data starts at an odd offset still loads (through aligned copies), with the right values. */
 static void test_misaligned_data(void **s) {
   (void)s;
@@ -338,6 +374,7 @@ int main(void) {
       cmocka_unit_test(test_bad_directory),
       cmocka_unit_test(test_misaligned_data),
       cmocka_unit_test(test_corrupt_files),
+      cmocka_unit_test(test_transformers_files),
       cmocka_unit_test(test_truncated_checkpoint),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
