@@ -76,7 +76,8 @@ int kiln_model_specs_(kiln_model *m, kiln_wspec **out, size_t *n) {
     }
     spec_set(&s[k++], &w->wo, 2, H, Q, false, "model.layers.%d.self_attn.o_proj.weight", l);
     /* transformers gives o_proj a bias too when attention_bias is set (LlamaAttention, Qwen3Attention) */
-    if (c->attention_bias) spec_set(&s[k++], &w->bo, 1, H, 0, false, "model.layers.%d.self_attn.o_proj.bias", l);
+    if (c->attention_bias)
+      spec_set(&s[k++], &w->bo, 1, H, 0, false, "model.layers.%d.self_attn.o_proj.bias", l);
     spec_set(&s[k++], &w->ffn_norm, 1, H, 0, true, "model.layers.%d.post_attention_layernorm.weight", l);
     spec_set(&s[k++], &w->w_gate, 2, I, H, false, "model.layers.%d.mlp.gate_proj.weight", l);
     spec_set(&s[k++], &w->w_up, 2, I, H, false, "model.layers.%d.mlp.up_proj.weight", l);

@@ -66,6 +66,7 @@ static void assert_same_model(kiln_model *want, kiln_model *got) {
   for (int l = 0; l < got->cfg.n_layers; l++) {
     const kiln_layer_weights *w = &got->layers[l];
     assert_true((w->bq.data != NULL) == got->cfg.attention_bias);
+    assert_true((w->bo.data != NULL) == got->cfg.attention_bias);
     assert_true((w->q_norm.data != NULL) == got->cfg.qk_norm);
   }
   assert_int_equal(want->weight_bytes, got->weight_bytes);
@@ -141,6 +142,8 @@ static void test_missing_tensor(void **s) {
                 "missing tensor 'lm_head.weight'", NULL);
   expect_broken(LLAMA_TINY_V5, KILN_F32, &(ckpt_opts){.skip = "model.layers.0.self_attn.v_proj.bias"},
                 KILN_ENOTFOUND, "missing tensor 'model.layers.0.self_attn.v_proj.bias'", NULL);
+  expect_broken(LLAMA_TINY_V5, KILN_BF16, &(ckpt_opts){.skip = "model.layers.1.self_attn.o_proj.bias"},
+                KILN_ENOTFOUND, "missing tensor 'model.layers.1.self_attn.o_proj.bias'", NULL);
   /* Sharded: the tensor is not in the index. */
   expect_broken(QWEN3_TINY_V4, KILN_F32, &(ckpt_opts){.shards = 2, .skip = "model.norm.weight"}, KILN_ENOTFOUND,
                 "model.safetensors.index.json: missing tensor 'model.norm.weight'", NULL);
@@ -309,6 +312,7 @@ static void test_transformers_files(void **s) {
   assert_int_equal(m->embed.dtype, KILN_BF16);
   assert_ptr_equal(m->lm_head.data, m->embed.data);
   assert_int_equal(m->layers[2].bk.shape[0], 2 * 24);
+  assert_int_equal(m->layers[2].bo.shape[0], 64);
   kiln_model_free(m);
   snprintf(dir, sizeof dir, "%s/tests/data/tiny/qwen3-f32", src ? src : ".");
   if (kiln_model_load(&m, dir, NULL, NULL) != KILN_OK) fail_msg("%s", kiln_last_error());

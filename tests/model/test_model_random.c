@@ -51,6 +51,7 @@ static void test_shapes_and_sizes(void **s) {
   assert_int_equal(m->layers[1].wo.shape[1], 4 * 16);
   assert_int_equal(m->layers[0].q_norm.shape[0], 16);
   assert_null(m->layers[0].bq.data);
+  assert_null(m->layers[0].bo.data);
   assert_non_null(m->lm_head.data);
   assert_ptr_not_equal(m->lm_head.data, m->embed.data);
   kiln_wspec *sp = NULL;
@@ -75,6 +76,7 @@ static void test_shapes_and_sizes(void **s) {
   assert_int_equal(m->lm_head.shape[0], 80);
   assert_non_null(m->layers[1].bv.data);
   assert_int_equal(m->layers[1].bv.shape[0], 2 * 8);
+  assert_int_equal(m->layers[1].bo.shape[0], 48);
   assert_null(m->layers[1].q_norm.data);
   kiln_model_free(m);
 }
