@@ -197,6 +197,8 @@ static int append_token_(kiln_gen *g, int32_t t) {
   const char *b;
   size_t len;
   int rc = kiln_tokenizer_token_bytes(g->tok, t, &b, &len);
+  /* a model's vocabulary is often padded past the tokenizer's: such an id has no text (as HF decodes it) */
+  if (rc == KILN_ERANGE) return KILN_OK;
   if (rc) return rc;
   if ((rc = grow_(&g->pending, &g->cap_pending, g->n_pending + len))) return rc;
   memcpy(g->pending + g->n_pending, b, len);
