@@ -9,4 +9,5 @@
 #include "kiln/generate.h"
 #include "kiln/eval.h"
 #include "kiln/chat.h"
+#include "kiln/server.h"
 #endif
