@@ -36,8 +36,10 @@ export PKG_CONFIG_PATH="$libdir/pkgconfig"
 step "pkg-config: $(pkg-config --modversion kiln)"
 "$cc" -std=c11 -o "$tmp/app_pc" "$app/app.c" $(pkg-config --cflags --libs kiln) || die "build through pkg-config"
 LD_LIBRARY_PATH="$libdir" "$tmp/app_pc" || die "the pkg-config (shared) program"
-# Static: libkiln.a plus what `pkg-config --static` declares for it, and no libkiln.so needed at run time.
-static_libs=$(pkg-config --static --libs kiln | sed -e 's/\(^\| \)-lkiln\( \|$\)/ /')
+# Static libkiln, shared system libraries (what a static link of kiln looks like on a distribution: `pkg-config
+# --static` would also ask for the static closure of libmicrohttpd's TLS stack, which -dev packages do not carry):
+# libkiln.a, then the modules of Requires.private and the Libs.private line. No libkiln.so needed at run time.
+static_libs="$(pkg-config --libs $(pkg-config --print-requires-private kiln)) $(sed -n 's/^Libs.private: //p' "$pc")"
 "$cc" -std=c11 -o "$tmp/app_pc_static" "$app/app.c" $(pkg-config --cflags kiln) "$libdir/libkiln.a" $static_libs ||
   die "static build through pkg-config --static"
 "$tmp/app_pc_static" || die "the pkg-config (static) program"
