@@ -19,9 +19,9 @@ static void put_one_line_(const char *s) {
   for (; *s; s++) fputc(*s == '\n' || *s == '\r' ? ' ' : *s, stderr);
 }
 
-static void vprint_line_(const char *prefix, const char *fmt, va_list ap) {
+static __attribute__((format(printf, 2, 0))) void vprint_line_(const char *prefix, const char *fmt, va_list ap) {
   char msg[1024];
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  if (vsnprintf(msg, sizeof msg, fmt, ap) < 0) snprintf(msg, sizeof msg, "(unprintable message)");
   fputs(prefix, stderr);
   put_one_line_(msg);
 }
