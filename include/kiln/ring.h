@@ -451,6 +451,39 @@ KILN_RING_FN int64_t kiln_ring_peek_batch(kiln_ring_cons *c, const kiln_rec **vi
   return n;
 }
 
+/* Hands out a run: up to `max` records that follow each other in memory with the same payload size (one strided
+ * view of n records, kiln_rec_span(size) bytes apart). *first is the first record and *size_out the payload size as
+ * checked (use it, not the header, which a hostile peer could change afterwards). Returns n >= 1, 0 when the ring
+ * is empty, or a negative status. A run never crosses the wrap. */
+KILN_RING_FN int64_t kiln_ring_peek_run(kiln_ring_cons *c, int64_t max, const kiln_rec **first, uint32_t *size_out) {
+  const kiln_rec *r0;
+  int rc = kiln_ring_peek(c, &r0);
+  if (rc == KILN_EAGAIN) return 0;
+  if (rc != KILN_OK) return rc;
+  /* The first record's span as peek validated it (rd moved by exactly that much); its size must agree. */
+  uint64_t span = c->rd - (c->head + (((uint64_t)((const uint8_t *)r0 - c->data) - c->head) & c->mask));
+  uint32_t size = ((const volatile kiln_rec *)r0)->size;
+  if (kiln_rec_span(size) != span) return c->err = KILN_ECORRUPT;
+  int64_t n = 1;
+  while (n < max) {
+    uint64_t rd = c->rd, head = c->head;
+    const kiln_rec *r;
+    rc = kiln_ring_peek(c, &r);
+    if (rc == KILN_EAGAIN) break;
+    if (rc != KILN_OK) return rc;
+    if ((const uint8_t *)r != (const uint8_t *)r0 + (uint64_t)n * span || c->rd - rd != span ||
+        ((const volatile kiln_rec *)r)->size != size) {
+      c->rd = rd; /* not part of the run: hand it back (rd and head are ours alone) */
+      c->head = head;
+      break;
+    }
+    n++;
+  }
+  *first = r0;
+  *size_out = size;
+  return n;
+}
+
 /* Advances head to `to` (a position at or before rd) and publishes when due. */
 KILN_RING_FN void kiln_ring__release_to(kiln_ring_cons *c, uint64_t to) {
   c->head = to;
