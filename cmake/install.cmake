@@ -27,6 +27,7 @@ install(FILES ${CMAKE_BINARY_DIR}/kilnConfig.cmake ${CMAKE_BINARY_DIR}/kilnConfi
 
 # pkg-config: the prefix relative to the .pc file's own directory (LIBDIR/pkgconfig).
 file(RELATIVE_PATH KILN_PC_TO_PREFIX "/p/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/p")
+string(REGEX REPLACE "/$" "" KILN_PC_TO_PREFIX "${KILN_PC_TO_PREFIX}")
 set(KILN_PC_REQUIRES "jansson libpcre2-8 libutf8proc libmicrohttpd")
 set(KILN_PC_LIBS_PRIVATE "-lm -lpthread")
 if(KILN_CUDA)
