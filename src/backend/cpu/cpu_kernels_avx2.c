@@ -11,8 +11,8 @@
  *   f16:  two vcvtph2ps of 8;  f32: two loads of 8. x keeps its natural order.
  * A row tail shorter than 16 is done in scalar code on the natural order (prep_x leaves the tail as is).
  *
- * Decode (one token) is bound by the bandwidth at which the weights stream from DRAM: 4 rows are read at once
- * (8 independent accumulators, x loaded once for the 4). Prefill multiplies a tile of 4 tokens by 2 rows per pass
+ * Decode (one token) is bound by the bandwidth at which the weights stream from DRAM: rows are read one after
+ * the other in one sequential stream with a software prefetch ahead (see mm_1x1). Prefill multiplies a tile of 4 tokens by 2 rows per pass
  * (8 accumulators, 16 FMAs per 16 weights and 2 weight loads), and rows are taken in blocks of about 64 KiB that
  * stay in L2 while all token tiles go by, so each weight row comes from DRAM once per call.
  */
@@ -26,6 +26,9 @@
 
 #define AVX2_FN __attribute__((target("avx2,fma,f16c")))
 #define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+
+/* Software prefetch distance of the decode kernel, in bytes ahead of the weights being read. */
+#define KILN_PF 1024
 
 AVX2_INLINE float hsum_(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -80,39 +83,36 @@ AVX2_FN static void prep_x_(float *xp, const float *x, int64_t n, int64_t in, ki
 /* ---- matmul, instantiated per weight dtype ---- */
 
 #define KILN_DEFINE_MATMUL(SUF, LOADW)                                                                            \
-  /* one token, one row */                                                                                        \
+  /* one token, one row: the decode kernel. Rows are read one after the other, so the weights stream through   \
+   * memory in a single sequential pass (four rows at once made four short streams, which the hardware         \
+   * prefetcher tracked badly: half the bandwidth); a software prefetch KILN_PF bytes ahead covers the start of  \
+   * each next row and page. 32 weights per step, four accumulators. */                                        \
   AVX2_INLINE float mm_1x1_##SUF(const float *x, const void *w, kiln_dtype dt, int64_t in, int64_t o) {           \
-    const int64_t in16 = in & ~(int64_t)15;                                                                       \
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                                    \
-    for (int64_t k = 0; k < in16; k += 16) {                                                                      \
+    const int64_t in32 = in & ~(int64_t)31, in16 = in & ~(int64_t)15;                                             \
+    const char *row = (const char *)w + o * in * (int64_t)kiln_dtype_size(dt);                                    \
+    const int64_t esz = (int64_t)kiln_dtype_size(dt);                                                             \
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps(); \
+    int64_t k = 0;                                                                                                \
+    for (; k < in32; k += 32) {                                                                                   \
+      _mm_prefetch(row + k * esz + KILN_PF, _MM_HINT_T0);                                                         \
+      if (esz == 4) _mm_prefetch(row + k * esz + KILN_PF + 64, _MM_HINT_T0);                                      \
+      __m256 l0, h0, l1, h1;                                                                                      \
+      LOADW(w, o * in + k, &l0, &h0);                                                                             \
+      LOADW(w, o * in + k + 16, &l1, &h1);                                                                        \
+      a0 = _mm256_fmadd_ps(l0, _mm256_loadu_ps(x + k), a0);                                                       \
+      a1 = _mm256_fmadd_ps(h0, _mm256_loadu_ps(x + k + 8), a1);                                                   \
+      a2 = _mm256_fmadd_ps(l1, _mm256_loadu_ps(x + k + 16), a2);                                                  \
+      a3 = _mm256_fmadd_ps(h1, _mm256_loadu_ps(x + k + 24), a3);                                                  \
+    }                                                                                                             \
+    for (; k < in16; k += 16) {                                                                                   \
       __m256 lo, hi;                                                                                              \
       LOADW(w, o * in + k, &lo, &hi);                                                                             \
       a0 = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x + k), a0);                                                       \
       a1 = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + k + 8), a1);                                                   \
     }                                                                                                             \
-    float s = hsum_(_mm256_add_ps(a0, a1));                                                                       \
-    for (int64_t k = in16; k < in; k++) s += x[k] * kiln_weight_at(w, dt, o * in + k);                            \
+    float s = hsum_(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));                                 \
+    for (; k < in; k++) s += x[k] * kiln_weight_at(w, dt, o * in + k);                                            \
     return s;                                                                                                     \
-  }                                                                                                               \
-  /* one token, four rows o..o+3 */                                                                               \
-  AVX2_INLINE void mm_1x4_##SUF(float *y, const float *x, const void *w, kiln_dtype dt, int64_t in, int64_t o) {  \
-    const int64_t in16 = in & ~(int64_t)15;                                                                       \
-    __m256 a[8];                                                                                                  \
-    for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();                                                       \
-    for (int64_t k = 0; k < in16; k += 16) {                                                                      \
-      const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);                                 \
-      _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {                                                       \
-        __m256 lo, hi;                                                                                            \
-        LOADW(w, (o + r) * in + k, &lo, &hi);                                                                     \
-        a[2 * r] = _mm256_fmadd_ps(lo, x0, a[2 * r]);                                                             \
-        a[2 * r + 1] = _mm256_fmadd_ps(hi, x1, a[2 * r + 1]);                                                     \
-      }                                                                                                           \
-    }                                                                                                             \
-    for (int r = 0; r < 4; r++) {                                                                                 \
-      float s = hsum_(_mm256_add_ps(a[2 * r], a[2 * r + 1]));                                                     \
-      for (int64_t k = in16; k < in; k++) s += x[k] * kiln_weight_at(w, dt, (o + r) * in + k);                    \
-      y[r] = s;                                                                                                   \
-    }                                                                                                             \
   }                                                                                                               \
   /* four tokens (x rows t..t+3, stride in), two rows o, o+1; y rows stride ldy */                                \
   AVX2_INLINE void mm_4x2_##SUF(float *y, int64_t ldy, const float *x, const void *w, kiln_dtype dt, int64_t in,   \
@@ -153,11 +153,8 @@ AVX2_FN static void prep_x_(float *xp, const float *x, int64_t n, int64_t in, ki
         for (; o < oe; o++)                                                                                       \
           for (int64_t u = t; u < t + 4; u++) y[u * ldy + o] = mm_1x1_##SUF(xp + u * in, w, dt, in, o);          \
       }                                                                                                           \
-      for (; t < n; t++) {                                                                                        \
-        int64_t o = ob;                                                                                           \
-        for (; o + 4 <= oe; o += 4) mm_1x4_##SUF(y + t * ldy + o, xp + t * in, w, dt, in, o);                     \
-        for (; o < oe; o++) y[t * ldy + o] = mm_1x1_##SUF(xp + t * in, w, dt, in, o);                             \
-      }                                                                                                           \
+      for (; t < n; t++)                                                                                          \
+        for (int64_t o = ob; o < oe; o++) y[t * ldy + o] = mm_1x1_##SUF(xp + t * in, w, dt, in, o);               \
     }                                                                                                             \
   }
 
