@@ -509,6 +509,7 @@ int main(void) {
   test_qkv_rope(64, KILN_ROPE_DEFAULT, 1, 1);
   test_qkv_rope(128, KILN_ROPE_LLAMA3, 0, 0);
   test_qkv_rope(32, KILN_ROPE_DEFAULT, 1, 0);
+  test_qkv_rope(24, KILN_ROPE_LLAMA3, 0, 1);
 
   test_attn_decode(16, 8, 128, 1, 64, 0);
   test_attn_decode(16, 8, 128, 100, 256, 0);
@@ -517,6 +518,9 @@ int main(void) {
   test_attn_decode(32, 2, 64, 300, 512, 7);
   test_attn_decode(4, 1, 256, 50, 64, 3);
   test_attn_decode(4, 2, 16, 40, 64, 0);
+  test_attn_decode(4, 2, 24, 45, 64, 0);
+  test_attn_decode(6, 3, 40, 200, 256, 0);
+  test_attn_decode(2, 1, 8, 9, 16, 2);
 
   test_attn_prefill(8, 2, 128, 30, 100, 256);
   test_attn_prefill(4, 4, 64, 0, 64, 64);
@@ -524,6 +528,8 @@ int main(void) {
   test_attn_prefill(2, 1, 32, 5, 1, 16);
   test_attn_prefill(4, 2, 256, 10, 70, 128);
   test_attn_prefill(2, 2, 16, 0, 33, 64);
+  test_attn_prefill(4, 2, 24, 3, 77, 128);
+  test_attn_prefill(2, 1, 40, 0, 20, 32);
 
   test_swiglu(3, 1000);
   test_swiglu(1, 8);

@@ -1,9 +1,9 @@
 /*
  * backend/cuda/attn_decode.cu: split-KV decode attention (see attn_decode.h).
  *
- * Block (split, kv head, group of up to 8 query heads), 128 threads. Keys are read as 16-byte vectors: head_dim/8
- * lanes cover one key, so a warp scores 32/(head_dim/8) keys at a time and reduces each dot product over its lanes
- * with xor shuffles. Scores of a tile of 64 keys go to shared memory, one warp per head updates the running max and
+ * Block (split, kv head, group of up to 8 query heads), 128 threads. Keys are read as 16-byte vectors: a group of
+ * lpk lanes (head_dim/8 rounded up to a power of two; the extra lanes load nothing) covers one key, so a warp
+ * scores 32/lpk keys at a time and reduces each dot product over its group with xor shuffles. Scores of a tile of 64 keys go to shared memory, one warp per head updates the running max and
  * sum (online softmax, base 2 with log2(e) folded into q), then all threads accumulate the tile's values, each
  * thread owning 8 dimensions of every head for a subset of the keys; those subsets are summed at the end.
  */
@@ -44,11 +44,14 @@ static __global__ void __launch_bounds__(AD_THREADS)
 
   const int64_t base = ((int64_t)step->seq * sh.n_kv_heads + kh) * sh.n_ctx * hd;
   const uint16_t *K = k_cache + base, *V = v_cache + base;
-  const int lpk = hd / 8;            /* lanes per key */
+  const int hd8 = hd / 8;            /* 16-byte vectors per key */
+  int lpk = 1;                       /* lanes per key: hd8 rounded up to a power of two */
+  while (lpk < hd8) lpk *= 2;
   const int kpw = 32 / lpk;          /* keys per warp step */
   const int sub = lane / lpk, sl = lane % lpk;
-  const int nr = AD_THREADS / lpk;   /* key rows accumulated in parallel in the value phase */
-  const int vrow = threadIdx.x / lpk, vsl = threadIdx.x % lpk;
+  const int nr = AD_THREADS / hd8;   /* key rows accumulated in parallel in the value phase */
+  const int vrow = threadIdx.x / hd8, vsl = threadIdx.x % hd8;
+  const bool vact = vrow < nr;       /* threads past nr * hd8 sit out the value phase */
 
   float acc[AD_GMAX][8];
 #pragma unroll
@@ -61,8 +64,8 @@ static __global__ void __launch_bounds__(AD_THREADS)
     /* scores: every lane runs the same trip count, so the shuffles below always see the whole warp */
     for (int jb = warp * kpw; jb < tn; jb += AD_WARPS * kpw) {
       const int j = jb + sub;
-      const bool ok = j < tn;
-      uint4 kv = ok ? *(const uint4 *)(K + (int64_t)(t0 + j) * hd + sl * 8) : make_uint4(0, 0, 0, 0);
+      const bool ok = j < tn, lane_ok = sl < hd8;
+      uint4 kv = ok && lane_ok ? *(const uint4 *)(K + (int64_t)(t0 + j) * hd + sl * 8) : make_uint4(0, 0, 0, 0);
       float kf[8] = {kiln_bf16_lo(kv.x), kiln_bf16_hi(kv.x), kiln_bf16_lo(kv.y), kiln_bf16_hi(kv.y),
                      kiln_bf16_lo(kv.z), kiln_bf16_hi(kv.z), kiln_bf16_lo(kv.w), kiln_bf16_hi(kv.w)};
 #pragma unroll
@@ -70,8 +73,10 @@ static __global__ void __launch_bounds__(AD_THREADS)
         if (i < gn) {
           const float *qi = qs + i * hd + sl * 8;
           float d = 0.f;
+          if (lane_ok) {
 #pragma unroll
-          for (int e = 0; e < 8; e++) d = fmaf(qi[e], kf[e], d);
+            for (int e = 0; e < 8; e++) d = fmaf(qi[e], kf[e], d);
+          }
           for (int o = lpk / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
           if (ok && sl == 0) sc[i * AD_TILE + j] = d;
         }
@@ -88,6 +93,7 @@ static __global__ void __launch_bounds__(AD_THREADS)
       if (lane < tn) sc[i * AD_TILE + lane] = p0;
       if (lane + 32 < tn) sc[i * AD_TILE + lane + 32] = p1;
       float sum = kiln_warp_sum(p0 + p1);
+      __syncwarp(); /* every lane has read m_s[i] before lane 0 rewrites it */
       if (lane == 0) {
         float alpha = exp2f(m_old - m_new);
         al_s[i] = alpha;
@@ -105,7 +111,7 @@ static __global__ void __launch_bounds__(AD_THREADS)
         for (int e = 0; e < 8; e++) acc[i][e] *= al;
       }
     }
-    for (int j = vrow; j < tn; j += nr) {
+    for (int j = vrow; vact && j < tn; j += nr) {
       uint4 vv = *(const uint4 *)(V + (int64_t)(t0 + j) * hd + vsl * 8);
       float vf[8] = {kiln_bf16_lo(vv.x), kiln_bf16_hi(vv.x), kiln_bf16_lo(vv.y), kiln_bf16_hi(vv.y),
                      kiln_bf16_lo(vv.z), kiln_bf16_hi(vv.z), kiln_bf16_lo(vv.w), kiln_bf16_hi(vv.w)};
@@ -124,7 +130,7 @@ static __global__ void __launch_bounds__(AD_THREADS)
   /* sum the per-row-group accumulators: red[row][i][hd] */
 #pragma unroll
   for (int i = 0; i < AD_GMAX; i++) {
-    if (i < gn) {
+    if (i < gn && vact) {
 #pragma unroll
       for (int e = 0; e < 8; e++) red[((int64_t)vrow * AD_GMAX + i) * hd + vsl * 8 + e] = acc[i][e];
     }
@@ -193,7 +199,7 @@ extern "C" int kiln_cuda_attn_decode(uint16_t *out, const float *q, const uint16
                                      const kiln_cuda_step *step, const kiln_cuda_attn_shape *sh, int n_splits,
                                      float *scratch, cudaStream_t stream) {
   int hd = sh->head_dim;
-  if ((hd != 16 && hd != 32 && hd != 64 && hd != 128 && hd != 256) || sh->n_kv_heads <= 0 ||
+  if (hd <= 0 || hd % 8 || hd > AD_MAX_HD || sh->n_kv_heads <= 0 ||
       sh->n_heads % sh->n_kv_heads || n_splits < 1 || n_splits > 65535 || sh->n_ctx <= 0)
     return kiln_error(KILN_EUNSUPPORTED, "cuda attention: head_dim %d, %d heads over %d kv heads not supported", hd,
                       sh->n_heads, sh->n_kv_heads);

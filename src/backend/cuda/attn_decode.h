@@ -25,8 +25,8 @@ int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *shape, int n_sm);
 int64_t kiln_cuda_attn_decode_scratch(const kiln_cuda_attn_shape *shape, int n_splits);
 
 /* q f32 [n_heads][head_dim] (rotated) attends to positions 0 .. step->pos of slot step->seq (the new token's key
- * and value already stored); out bf16 [n_heads][head_dim]. Softmax scale 1/sqrt(head_dim). head_dim must be 16,
- * 32, 64, 128 or 256. `scratch` holds kiln_cuda_attn_decode_scratch() bytes. */
+ * and value already stored); out bf16 [n_heads][head_dim]. Softmax scale 1/sqrt(head_dim). head_dim must be a
+ * multiple of 8, at most 256. `scratch` holds kiln_cuda_attn_decode_scratch() bytes. */
 int kiln_cuda_attn_decode(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
                           const kiln_cuda_step *step, const kiln_cuda_attn_shape *shape, int n_splits, float *scratch,
                           cudaStream_t stream);

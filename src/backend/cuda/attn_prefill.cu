@@ -5,7 +5,8 @@
  * (scores, softmax, rescaling, P V), so within a key tile the warps only meet at the loads of K and V. The output
  * accumulator lives in shared memory (f32) because WMMA fragments have no defined element layout to rescale in
  * registers. Shared rows are padded (16 bytes for bf16, 16 for f32) against bank conflicts; every WMMA pointer
- * stays 32-byte aligned because 16 rows of any padded stride are a multiple of 32 bytes.
+ * stays 32-byte aligned because 16 rows of any padded stride are a multiple of 32 bytes. A head_dim that is not a
+ * multiple of 16 (the tensor-core step) is padded with zero columns in shared memory.
  */
 #include <mma.h>
 
@@ -50,7 +51,8 @@ static __global__ void __launch_bounds__(AP_THREADS)
                         const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh, float scale_log2) {
   extern __shared__ __align__(128) unsigned char smem[];
   const int hd = sh.head_dim;
-  const ap_layout L = ap_layout_of(hd);
+  const int hdp = (hd + 15) / 16 * 16; /* padded with zero columns to the tensor-core step */
+  const ap_layout L = ap_layout_of(hdp);
   __nv_bfloat16 *Qs = (__nv_bfloat16 *)smem;
   __nv_bfloat16 *Ks = (__nv_bfloat16 *)(smem + L.off_k);
   __nv_bfloat16 *Vs = (__nv_bfloat16 *)(smem + L.off_v);
@@ -68,9 +70,9 @@ static __global__ void __launch_bounds__(AP_THREADS)
   const int64_t kend = pos0 + t_first + rows; /* keys 0 .. kend-1 are visible to some row of this tile */
 
   /* Q tile as bf16 (rows past the chunk are zero), O = 0, m = -inf, l = 0 */
-  for (int idx = threadIdx.x; idx < AP_BQ * hd; idx += AP_THREADS) {
-    int r = idx / hd, d = idx % hd;
-    float v = r < rows ? q[((t_first + r) * sh.n_heads + h) * hd + d] : 0.f;
+  for (int idx = threadIdx.x; idx < AP_BQ * hdp; idx += AP_THREADS) {
+    int r = idx / hdp, d = idx % hdp;
+    float v = r < rows && d < hd ? q[((t_first + r) * sh.n_heads + h) * hd + d] : 0.f;
     Qs[r * L.ldq + d] = __float2bfloat16_rn(v);
     O[r * L.ldo + d] = 0.f;
   }
@@ -82,14 +84,14 @@ static __global__ void __launch_bounds__(AP_THREADS)
   const int64_t base = ((int64_t)step->seq * sh.n_kv_heads + kh) * sh.n_ctx * hd;
   const uint16_t *Kg = k_cache + base, *Vg = v_cache + base;
   const int r0 = warp * 16;
-  const int vec_per_row = hd / 8;
+  const int vec_per_row = hdp / 8, vec_in_row = hd / 8;
 
   for (int64_t k0 = 0; k0 < kend; k0 += AP_BK) {
     __syncthreads(); /* the previous tile's K and V are no longer read */
     for (int idx = threadIdx.x; idx < AP_BK * vec_per_row; idx += AP_THREADS) {
       int j = idx / vec_per_row, c = idx % vec_per_row;
       uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-      if (k0 + j < kend) {
+      if (k0 + j < kend && c < vec_in_row) {
         kv = *(const uint4 *)(Kg + (k0 + j) * hd + c * 8);
         vv = *(const uint4 *)(Vg + (k0 + j) * hd + c * 8);
       }
@@ -102,7 +104,7 @@ static __global__ void __launch_bounds__(AP_THREADS)
     for (int c = 0; c < AP_BK / 16; c++) {
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
       wmma::fill_fragment(acc, 0.f);
-      for (int kk = 0; kk < hd; kk += 16) {
+      for (int kk = 0; kk < hdp; kk += 16) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
         wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
         wmma::load_matrix_sync(a, Qs + r0 * L.ldq + kk, L.ldq);
@@ -127,6 +129,7 @@ static __global__ void __launch_bounds__(AP_THREADS)
       P[r * L.ldp + lane] = __float2bfloat16_rn(pa);
       P[r * L.ldp + lane + 32] = __float2bfloat16_rn(pb);
       float sum = kiln_warp_sum(pa + pb);
+      __syncwarp(); /* every lane has read m_s[r] before lane 0 rewrites it */
       if (lane == 0) {
         float alpha = exp2f(m_old - m_use);
         al_s[r] = alpha;
@@ -137,12 +140,12 @@ static __global__ void __launch_bounds__(AP_THREADS)
     __syncwarp();
     for (int r = r0; r < r0 + 16; r++) {
       float al = al_s[r];
-      for (int d = lane; d < hd; d += 32) O[r * L.ldo + d] *= al;
+      for (int d = lane; d < hdp; d += 32) O[r * L.ldo + d] *= al;
     }
     __syncwarp();
 
     /* O[r0 .. r0+15][:] += P V */
-    for (int cd = 0; cd < hd; cd += 16) {
+    for (int cd = 0; cd < hdp; cd += 16) {
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
       wmma::load_matrix_sync(acc, O + r0 * L.ldo + cd, L.ldo, wmma::mem_row_major);
       for (int kk = 0; kk < AP_BK; kk += 16) {
@@ -169,7 +172,7 @@ static int attn_prefill_launch(uint16_t *out, const float *q, const uint16_t *k_
                                const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh,
                                cudaStream_t stream) {
   static size_t smem_set[AP_MAX_DEVICES]; /* dynamic shared memory already allowed, per device */
-  ap_layout L = ap_layout_of(sh->head_dim);
+  ap_layout L = ap_layout_of((sh->head_dim + 15) / 16 * 16);
   int dev = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&dev));
   if (L.bytes > 48 * 1024 && (dev >= AP_MAX_DEVICES || smem_set[dev] < L.bytes)) {
@@ -187,7 +190,7 @@ static int attn_prefill_launch(uint16_t *out, const float *q, const uint16_t *k_
 extern "C" int kiln_cuda_attn_prefill(uint16_t *out, const float *q, const uint16_t *k_cache,
                                       const uint16_t *v_cache, const kiln_cuda_step *step, int64_t n,
                                       const kiln_cuda_attn_shape *sh, cudaStream_t stream) {
-  if (sh->head_dim <= 0 || sh->head_dim % 16 || sh->head_dim > AP_MAX_HD || sh->n_kv_heads <= 0 ||
+  if (sh->head_dim <= 0 || sh->head_dim % 8 || sh->head_dim > AP_MAX_HD || sh->n_kv_heads <= 0 ||
       sh->n_heads % sh->n_kv_heads || n < 0 || n > (1 << 24))
     return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: head_dim %d, %d heads over %d kv heads",
                       sh->head_dim, sh->n_heads, sh->n_kv_heads);

@@ -34,8 +34,8 @@ int kiln_cuda_device_count(void) {
 
 static int check_shape_(const kiln_config *c) {
   int hd = c->head_dim;
-  if (hd != 16 && hd != 32 && hd != 64 && hd != 128 && hd != 256)
-    return kiln_error(KILN_EUNSUPPORTED, "cuda: head_dim %d not supported (16, 32, 64, 128 or 256)", hd);
+  if (hd <= 0 || hd % 8 || hd > 256)
+    return kiln_error(KILN_EUNSUPPORTED, "cuda: head_dim %d not supported (a multiple of 8, at most 256)", hd);
   if (c->hidden_size % 8 || c->intermediate_size % 8)
     return kiln_error(KILN_EUNSUPPORTED, "cuda: hidden_size %d and intermediate_size %d must be multiples of 8",
                       c->hidden_size, c->intermediate_size);

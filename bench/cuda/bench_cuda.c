@@ -1,0 +1,317 @@
+/*
+ * bench/cuda/bench_cuda.c: the CUDA backend on random weights of a config's shape, with its floors measured in
+ * the same run (PERF.md):
+ *   - device-to-device copy bandwidth (bytes read + written, best of 10 copies of 1 GiB) and the rate of a
+ *     cuBLAS bf16 8192^3 matmul on random data (median of 10);
+ *   - decode ms/token at each context (KV cache filled with random values): the GPU time of the decode graph
+ *     replayed back to back (CUDA events, median of 5 batches of 100), and the time a caller sees per token
+ *     (graph launch + synchronise + 4-byte read, median over 200 steps); the floor is (weight bytes a token
+ *     reads + KV bytes at that context) / copy bandwidth;
+ *   - prefill (TTFT) of each prompt length from an empty cache: host wall time of the forward pass including the
+ *     upload of the prompt and the download of the last logits (median of 5); the compute floor is
+ *     2 * prompt * (parameters of the layers) / matmul rate (attention and the head left out, as in PERF.md).
+ * Every result is checked before it is timed: the sampled token is a valid id and the logits are finite.
+ * Output: one JSON object per config on stdout (and appended to --json FILE).
+ *
+ *   bench_cuda [--ctx 128,2048] [--prompts 128,1024] [--json FILE] CONFIG.json...
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cublas_v2.h>
+
+#include "backend/cuda/cuda_impl.h"
+#include "backend/cuda/random_fill.h"
+#include "kiln/kiln.h"
+
+#define CK(call)                                                                               \
+  do {                                                                                         \
+    cudaError_t e_ = (call);                                                                   \
+    if (e_ != cudaSuccess) {                                                                   \
+      fprintf(stderr, "bench_cuda: %s: %s (line %d)\n", #call, cudaGetErrorString(e_), __LINE__); \
+      exit(1);                                                                                 \
+    }                                                                                          \
+  } while (0)
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static int cmp_d(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_d);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int parse_list(const char *s, int *out, int max) {
+  int n = 0;
+  while (*s && n < max) {
+    out[n++] = atoi(s);
+    const char *c = strchr(s, ',');
+    if (!c) break;
+    s = c + 1;
+  }
+  return n;
+}
+
+/* GB/s of a device-to-device copy, counting bytes read and written. */
+static double copy_bandwidth(void) {
+  const size_t bytes = (size_t)1 << 30;
+  void *a, *b;
+  CK(cudaMalloc(&a, bytes));
+  CK(cudaMalloc(&b, bytes));
+  CK(cudaMemset(a, 0x5a, bytes));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  double best = 0;
+  for (int i = 0; i < 12; i++) {
+    CK(cudaEventRecord(e0, 0));
+    CK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, 0));
+    CK(cudaEventRecord(e1, 0));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    double gbs = 2.0 * (double)bytes / (ms * 1e-3) / 1e9;
+    if (i >= 2 && gbs > best) best = gbs;
+  }
+  cudaEventDestroy(e0), cudaEventDestroy(e1), cudaFree(a), cudaFree(b);
+  return best;
+}
+
+/* TFLOP/s of a cuBLAS bf16 8192^3 matmul on random data. */
+static double matmul_rate(void) {
+  const int n = 8192;
+  uint16_t *a, *b;
+  float *c;
+  CK(cudaMalloc((void **)&a, (size_t)n * n * 2));
+  CK(cudaMalloc((void **)&b, (size_t)n * n * 2));
+  CK(cudaMalloc((void **)&c, (size_t)n * n * 4));
+  if (kiln_cuda_fill_random(a, NULL, (int64_t)n * n, 1, 0.f, 1.f, 0) ||
+      kiln_cuda_fill_random(b, NULL, (int64_t)n * n, 2, 0.f, 1.f, 0)) {
+    fprintf(stderr, "bench_cuda: %s\n", kiln_last_error());
+    exit(1);
+  }
+  cublasHandle_t h;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) exit(1);
+  const float one = 1.f, zero = 0.f;
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  double t[10];
+  for (int i = 0; i < 13; i++) {
+    CK(cudaEventRecord(e0, 0));
+    if (cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n, &zero, c,
+                     CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS)
+      exit(1);
+    CK(cudaEventRecord(e1, 0));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    if (i >= 3) t[i - 3] = 2.0 * n * (double)n * n / (ms * 1e-3) / 1e12;
+  }
+  cublasDestroy(h), cudaEventDestroy(e0), cudaEventDestroy(e1), cudaFree(a), cudaFree(b), cudaFree(c);
+  return median(t, 10);
+}
+
+static char *slurp(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)n + 1);
+  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
+    free(s);
+    s = NULL;
+  }
+  fclose(f);
+  if (s) s[n] = 0, *len = (size_t)n;
+  return s;
+}
+
+static void check_logits(kiln_backend *b, const char *what) {
+  int64_t V = b->cfg.vocab_size;
+  float *lg = malloc(sizeof(float) * (size_t)V);
+  CK(cudaMemcpy(lg, b->logits, sizeof(float) * (size_t)V, cudaMemcpyDeviceToHost));
+  int64_t bad = 0;
+  for (int64_t i = 0; i < V; i++) bad += !isfinite(lg[i]);
+  free(lg);
+  if (bad) {
+    fprintf(stderr, "bench_cuda: %s: %lld non-finite logits\n", what, (long long)bad);
+    exit(1);
+  }
+}
+
+static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const int *prompts, int n_prompts,
+                            double bw, double tflops) {
+  size_t len;
+  char *txt = slurp(path, &len);
+  kiln_config cfg;
+  if (!txt || kiln_config_parse(&cfg, txt, len, path)) {
+    fprintf(stderr, "bench_cuda: %s: %s\n", path, txt ? kiln_last_error() : "cannot read");
+    exit(1);
+  }
+  free(txt);
+  int max_ctx = 0, max_p = 0;
+  for (int i = 0; i < n_ctx; i++) max_ctx = ctxs[i] > max_ctx ? ctxs[i] : max_ctx;
+  for (int i = 0; i < n_prompts; i++) max_p = prompts[i] > max_p ? prompts[i] : max_p;
+  kiln_engine_opts o = {.n_ctx = (max_ctx > max_p ? max_ctx : max_p) + 16, .n_seqs = 1};
+  kiln_backend *b;
+  double t0 = now_ms();
+  if (kiln_cuda_create_random(&b, &cfg, &o, 0, 7)) {
+    fprintf(stderr, "bench_cuda: %s: %s\n", path, kiln_last_error());
+    exit(1);
+  }
+  double create_ms = now_ms() - t0;
+  const kiln_config *c = &b->cfg;
+  const int64_t H = c->hidden_size, V = c->vocab_size;
+  /* what one token must read: every weight once, but only one row of an untied embedding table */
+  int64_t w_read = b->weight_bytes - (b->lm_head != b->embed ? V * H * 2 : 0);
+  int64_t layer_params = (b->weight_bytes - V * H * 2 * (b->lm_head != b->embed ? 2 : 1)) / 2;
+  if (kiln_cuda_fill_random(b->layers[0].k_cache, NULL, b->kv_bytes / 2, 99, 0.f, 1.f, b->stream)) exit(1);
+  CK(cudaStreamSynchronize(b->stream));
+
+  json_t *res = json_object();
+  const char *slash = strrchr(path, '/');
+  json_object_set_new(res, "config", json_string(slash ? slash + 1 : path));
+  json_object_set_new(res, "weight_bytes_per_token", json_integer(w_read));
+  json_object_set_new(res, "create_ms", json_real(create_ms));
+  json_t *dec = json_array(), *pre = json_array();
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  for (int i = 0; i < n_ctx; i++) {
+    kiln_cuda_step *st = b->h_step;
+    memset(st, 0, sizeof *st);
+    st->pos = ctxs[i];
+    st->token = 1;
+    for (int w = 0; w < 10; w++) CK(cudaGraphLaunch(b->g_sample, b->stream));
+    CK(cudaStreamSynchronize(b->stream));
+    if (*b->h_next < 0 || *b->h_next >= V) {
+      fprintf(stderr, "bench_cuda: sampled token %d out of range\n", *b->h_next);
+      exit(1);
+    }
+    check_logits(b, "decode");
+    double gpu[5];
+    for (int r = 0; r < 5; r++) {
+      CK(cudaEventRecord(e0, b->stream));
+      for (int k = 0; k < 100; k++) CK(cudaGraphLaunch(b->g_sample, b->stream));
+      CK(cudaEventRecord(e1, b->stream));
+      CK(cudaEventSynchronize(e1));
+      float ms;
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      gpu[r] = ms / 100;
+    }
+    double host[200];
+    kiln_sampling s = kiln_sampling_default();
+    int32_t next = 1;
+    for (int k = 0; k < 200; k++) {
+      double h0 = now_ms();
+      if (kiln_backend_cuda.decode_sample(b, 0, ctxs[i], next, &s, (uint64_t)k, &next)) exit(1);
+      host[k] = now_ms() - h0;
+    }
+    int64_t kv_read = (int64_t)c->n_layers * 2 * c->n_kv_heads * (int64_t)(ctxs[i] + 1) * c->head_dim * 2;
+    double floor_ms = (double)(w_read + kv_read) / (bw * 1e9) * 1e3;
+    double g = median(gpu, 5), hm = median(host, 200);
+    json_t *d = json_object();
+    json_object_set_new(d, "ctx", json_integer(ctxs[i]));
+    json_object_set_new(d, "ms_per_token_gpu", json_real(g));
+    json_object_set_new(d, "ms_per_token_host", json_real(hm));
+    json_object_set_new(d, "kv_bytes_read", json_integer(kv_read));
+    json_object_set_new(d, "floor_ms", json_real(floor_ms));
+    json_object_set_new(d, "fraction_of_floor", json_real(floor_ms / hm));
+    json_array_append_new(dec, d);
+  }
+  float *logits = malloc(sizeof(float) * (size_t)V);
+  for (int i = 0; i < n_prompts; i++) {
+    int P = prompts[i];
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)P);
+    for (int k = 0; k < P; k++) ids[k] = (int32_t)((k * 7919 + 13) % V);
+    double t[6];
+    for (int r = 0; r < 6; r++) {
+      double h0 = now_ms();
+      if (kiln_backend_cuda.forward(b, 0, 0, ids, P, logits, false)) {
+        fprintf(stderr, "bench_cuda: prefill: %s\n", kiln_last_error());
+        exit(1);
+      }
+      t[r] = now_ms() - h0;
+      for (int64_t k = 0; k < V; k++)
+        if (!isfinite(logits[k])) {
+          fprintf(stderr, "bench_cuda: prefill logits not finite\n");
+          exit(1);
+        }
+    }
+    double ms = median(t + 1, 5);
+    double floor_ms = 2.0 * P * (double)layer_params / (tflops * 1e12) * 1e3;
+    json_t *p = json_object();
+    json_object_set_new(p, "prompt", json_integer(P));
+    json_object_set_new(p, "ttft_ms", json_real(ms));
+    json_object_set_new(p, "compute_floor_ms", json_real(floor_ms));
+    json_object_set_new(p, "ratio_to_floor", json_real(ms / floor_ms));
+    json_array_append_new(pre, p);
+    free(ids);
+  }
+  free(logits);
+  json_object_set_new(res, "decode", dec);
+  json_object_set_new(res, "prefill", pre);
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  kiln_backend_cuda.destroy(b);
+  return res;
+}
+
+int main(int argc, char **argv) {
+  int ctxs[8] = {128, 2048}, n_ctx = 2, prompts[8] = {128, 1024}, n_prompts = 2;
+  const char *json_path = NULL;
+  int i = 1;
+  for (; i < argc && argv[i][0] == '-'; i++) {
+    if (!strcmp(argv[i], "--ctx") && i + 1 < argc) n_ctx = parse_list(argv[++i], ctxs, 8);
+    else if (!strcmp(argv[i], "--prompts") && i + 1 < argc) n_prompts = parse_list(argv[++i], prompts, 8);
+    else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+    else {
+      fprintf(stderr, "usage: bench_cuda [--ctx 128,2048] [--prompts 128,1024] [--json FILE] CONFIG.json...\n");
+      return 2;
+    }
+  }
+  if (i == argc) {
+    fprintf(stderr, "bench_cuda: no config given\n");
+    return 2;
+  }
+  if (kiln_cuda_device_count() < 1) {
+    fprintf(stderr, "bench_cuda: no CUDA device\n");
+    return 1;
+  }
+  double bw = copy_bandwidth(), tf = matmul_rate();
+  struct cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  int drv = 0;
+  CK(cudaDriverGetVersion(&drv));
+  for (; i < argc; i++) {
+    json_t *r = bench_config(argv[i], ctxs, n_ctx, prompts, n_prompts, bw, tf);
+    json_object_set_new(r, "engine", json_string("kiln-cuda"));
+    json_object_set_new(r, "device", json_string(prop.name));
+    json_object_set_new(r, "cuda_driver_api", json_integer(drv));
+    json_object_set_new(r, "copy_gbps", json_real(bw));
+    json_object_set_new(r, "matmul_tflops", json_real(tf));
+    char *s = json_dumps(r, JSON_COMPACT);
+    printf("%s\n", s);
+    fflush(stdout);
+    if (json_path) {
+      FILE *f = fopen(json_path, "a");
+      if (f) fprintf(f, "%s\n", s), fclose(f);
+    }
+    free(s);
+    json_decref(r);
+  }
+  return 0;
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The CUDA benchmark: kiln (bench_cuda) and the PyTorch baseline (bench/peers/torch_decode.py) alternate config by
+# config in one run on one GPU, then report.py writes the results JSON and prints the table.
+#   bench/cuda/run.sh [RESULTS_JSON] [CONFIG.json...]
+# Environment: BIN (folder of bench_cuda, default build/bin), KILN_COMMIT (recorded; default: git rev-parse HEAD),
+# NO_TORCH=1 to leave the baseline out, CTX and PROMPTS (comma lists, default 128,2048 and 128,1024).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${BIN:-build/bin}
+out=${1:-bench/results/cuda-$(date -u +%Y%m%d).json}
+shift || true
+configs=("$@")
+[ ${#configs[@]} -gt 0 ] || configs=(bench/configs/qwen3-0.6b.json bench/configs/qwen3-1.7b.json
+  bench/configs/qwen3-4b.json bench/configs/qwen3-8b.json)
+CTX=${CTX:-128,2048}
+PROMPTS=${PROMPTS:-128,1024}
+commit=${KILN_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1 || true)
+tmp=$(mktemp -d)
+for c in "${configs[@]}"; do
+  "$BIN/bench_cuda" --ctx "$CTX" --prompts "$PROMPTS" --json "$tmp/kiln.jsonl" "$c" >&2
+  if [ -z "${NO_TORCH:-}" ]; then
+    python3 bench/peers/torch_decode.py --ctx "$CTX" --prompts "$PROMPTS" --json "$tmp/torch.jsonl" "$c" >&2
+  fi
+done
+torch_arg=()
+[ -s "$tmp/torch.jsonl" ] && torch_arg=(--torch "$tmp/torch.jsonl")
+python3 bench/cuda/report.py --kiln "$tmp/kiln.jsonl" "${torch_arg[@]}" --commit "$commit" --driver "$driver" \
+  --command "bench/cuda/run.sh $out ${configs[*]}" --out "$out"

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The CUDA tests on a GPU machine, from binaries built elsewhere (docs/cuda.md, "Testing on a GPU machine"):
+# runs every tests/cuda test binary directly (no CTest needed, so the build folder may come from another path),
+# then compute-sanitizer memcheck and racecheck on one short generation (test_cuda_smoke), and prints a table.
+#   scripts/gpu-test.sh [BIN_DIR]        (default build/bin)
+# Environment: LIBS (extra shared-library folder, e.g. unpacked .deb runtimes), SANITIZE=0 to skip the sanitizer.
+# Exit status: 0 when every test passed (or was skipped for want of a GPU), 1 otherwise.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=${1:-build/bin}
+export KILN_SOURCE_DIR=$PWD
+export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+tests=(test_cuda_ops test_cuda_model test_cuda_alloc test_cuda_smoke)
+declare -a rows
+fail=0
+for t in "${tests[@]}"; do
+  if [ ! -x "$BIN/$t" ]; then
+    rows+=("$t|missing|-")
+    fail=1
+    continue
+  fi
+  s=$(date +%s%N)
+  "$BIN/$t"
+  rc=$?
+  d=$(( ($(date +%s%N) - s) / 1000000 ))
+  case $rc in
+    0) st=pass ;;
+    77) st=skip ;;
+    *) st="FAIL($rc)"; fail=1 ;;
+  esac
+  rows+=("$t|$st|$d")
+done
+if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1 && [ -x "$BIN/test_cuda_smoke" ]; then
+  for tool in memcheck racecheck; do
+    s=$(date +%s%N)
+    compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_smoke" > "/tmp/sanitizer-$tool.log" 2>&1
+    rc=$?
+    d=$(( ($(date +%s%N) - s) / 1000000 ))
+    tail -n 3 "/tmp/sanitizer-$tool.log"
+    [ $rc = 0 ] && st=pass || { st="FAIL($rc)"; fail=1; tail -n 40 "/tmp/sanitizer-$tool.log"; }
+    rows+=("sanitizer $tool|$st|$d")
+  done
+fi
+printf '\n%-26s %-10s %s\n' test result ms
+for r in "${rows[@]}"; do IFS='|' read -r a b c <<<"$r"; printf '%-26s %-10s %s\n' "$a" "$b" "$c"; done
+exit $fail

@@ -1,0 +1,233 @@
+/*
+ * tests/cuda/test_cuda_model.c: whole models on the CUDA backend against Hugging Face transformers (the golden data
+ * of tests/data/tiny, computed with the checkpoints upcast to float32) and against the CPU engine.
+ *
+ * The CUDA backend holds bf16 weights (the f32 Qwen3 checkpoint is rounded at load) and feeds bf16 operands to
+ * every matmul, so logits carry bf16 error; the bounds are:
+ *   - logits (one prefill of all positions; a prefill then one-token decode steps through the CUDA graph):
+ *     NMSE <= 1e-3 against transformers and against the CPU engine, at every position;
+ *   - greedy continuations (device argmax through kiln_gen): the ids transformers chose;
+ *   - perplexity by the contract: mean NLL within 1e-3 relative of transformers';
+ *   - sampling with a seed: two runs give the same ids.
+ * Then the default model (models/default, when present): perplexity within 1e-3 relative of the CPU engine's.
+ */
+#include <jansson.h>
+
+#include "cuda/gpu_test.h"
+#include "kiln/kiln.h"
+
+#define LOGIT_NMSE 1e-3
+#define PPL_REL 1e-3
+
+static const char *src_dir(void) {
+  const char *s = getenv("KILN_SOURCE_DIR");
+  return s ? s : ".";
+}
+
+static double nmse_json(const float *a, json_t *ref, int n) {
+  double num = 0, den = 0;
+  for (int i = 0; i < n; i++) {
+    double r = json_number_value(json_array_get(ref, (size_t)i)), d = (double)a[i] - r;
+    if (!isfinite(a[i])) return INFINITY;
+    num += d * d;
+    den += r * r;
+  }
+  return num / den;
+}
+
+static void check_logits(kiln_engine *gpu, kiln_engine *cpu, json_t *root, const int32_t *ids, const char *name) {
+  json_t *lg = json_object_get(root, "logits");
+  int n = (int)json_integer_value(json_object_get(lg, "n"));
+  json_t *pos = json_object_get(lg, "positions"), *vals = json_object_get(lg, "values");
+  int V = kiln_engine_model(gpu)->cfg.vocab_size;
+  float *all = malloc(sizeof(float) * (size_t)n * V), *ref = malloc(sizeof(float) * (size_t)n * V);
+  float *one = malloc(sizeof(float) * (size_t)V);
+  memset(all, 0xff, sizeof(float) * (size_t)n * V);
+  GT_OK(kiln_engine_seq_reset(gpu, 0));
+  GT_OK(kiln_engine_forward(gpu, 0, ids, n, all, true));
+  GT_OK(kiln_engine_seq_reset(cpu, 0));
+  GT_OK(kiln_engine_forward(cpu, 0, ids, n, ref, true));
+  double worst_hf = 0, worst_cpu = 0;
+  for (size_t k = 0; k < json_array_size(pos); k++) {
+    int p = (int)json_integer_value(json_array_get(pos, k));
+    double e = nmse_json(all + (size_t)p * V, json_array_get(vals, k), V);
+    GT_CHECK(e <= LOGIT_NMSE, "%s: prefill logits at %d: NMSE %.3g against transformers", name, p, e);
+    worst_hf = fmax(worst_hf, e);
+  }
+  for (int p = 0; p < n; p++) {
+    double e = gt_nmse(all + (size_t)p * V, ref + (size_t)p * V, V);
+    GT_CHECK(e <= LOGIT_NMSE, "%s: prefill logits at %d: NMSE %.3g against the CPU engine", name, p, e);
+    worst_cpu = fmax(worst_cpu, e);
+  }
+  /* prefill 40, then one token at a time through the decode graph: every position against the CPU prefill */
+  const int P = 40;
+  double worst_dec = 0;
+  GT_OK(kiln_engine_seq_reset(gpu, 0));
+  GT_OK(kiln_engine_forward(gpu, 0, ids, P, NULL, false));
+  for (int t = P; t < n; t++) {
+    memset(one, 0xff, sizeof(float) * (size_t)V);
+    GT_OK(kiln_engine_forward(gpu, 0, ids + t, 1, one, false));
+    double e = gt_nmse(one, ref + (size_t)t * V, V);
+    GT_CHECK(e <= LOGIT_NMSE, "%s: decode logits at %d: NMSE %.3g against the CPU engine", name, t, e);
+    worst_dec = fmax(worst_dec, e);
+  }
+  printf("%s: logits NMSE, worst: prefill vs transformers %.2e, vs CPU %.2e; decode vs CPU %.2e (bound %.0e)\n", name,
+         worst_hf, worst_cpu, worst_dec, LOGIT_NMSE);
+  free(all), free(ref), free(one);
+}
+
+static int run_gen(kiln_engine *e, const int32_t *prompt, int np, const kiln_sampling *s, int n, int32_t *out) {
+  kiln_gen_params p = kiln_gen_params_default();
+  p.ignore_eos = true;
+  p.max_tokens = n;
+  p.sampling = *s;
+  kiln_gen *g;
+  int rc = kiln_gen_start(&g, e, NULL, 0, prompt, np, &p);
+  if (rc) return rc;
+  kiln_gen_event ev;
+  do {
+    if ((rc = kiln_gen_step(g, &ev))) break;
+  } while (ev.finish == KILN_FINISH_NONE);
+  int got = 0;
+  const int32_t *ids = kiln_gen_ids(g, &got);
+  for (int i = 0; i < n; i++) out[i] = i < got ? ids[i] : -1;
+  kiln_gen_free(g);
+  return rc;
+}
+
+static void check_greedy(kiln_engine *gpu, json_t *root, const char *name) {
+  json_t *greedy = json_object_get(root, "greedy");
+  GT_CHECK(json_array_size(greedy) > 0, "%s: no greedy data", name);
+  kiln_sampling s = kiln_sampling_default();
+  for (size_t k = 0; k < json_array_size(greedy); k++) {
+    json_t *pj = json_object_get(json_array_get(greedy, k), "prompt_ids");
+    json_t *ij = json_object_get(json_array_get(greedy, k), "ids");
+    int np = (int)json_array_size(pj), ni = (int)json_array_size(ij);
+    int32_t prompt[256], ids[512];
+    if (np > 256 || ni > 512) continue;
+    for (int i = 0; i < np; i++) prompt[i] = (int32_t)json_integer_value(json_array_get(pj, (size_t)i));
+    GT_OK(run_gen(gpu, prompt, np, &s, ni, ids));
+    int first_bad = -1;
+    for (int i = 0; i < ni && first_bad < 0; i++)
+      if (ids[i] != json_integer_value(json_array_get(ij, (size_t)i))) first_bad = i;
+    GT_CHECK(first_bad < 0, "%s: greedy prompt %zu: token %d is %d, transformers %lld", name, k, first_bad,
+             first_bad < 0 ? 0 : ids[first_bad],
+             first_bad < 0 ? 0LL : (long long)json_integer_value(json_array_get(ij, (size_t)first_bad)));
+  }
+  /* seeded sampling on the device is reproducible */
+  s.temperature = 0.8f, s.top_p = 0.9f, s.top_k = 40, s.seed = 42;
+  int32_t a[48], b[48];
+  const int32_t prompt[4] = {1, 2, 3, 4};
+  GT_OK(run_gen(gpu, prompt, 4, &s, 48, a));
+  GT_OK(run_gen(gpu, prompt, 4, &s, 48, b));
+  GT_CHECK(memcmp(a, b, sizeof a) == 0, "%s: seeded sampling differs between two runs", name);
+  s.seed = 43;
+  GT_OK(run_gen(gpu, prompt, 4, &s, 48, b));
+  GT_CHECK(memcmp(a, b, sizeof a) != 0, "%s: seeds 42 and 43 sampled the same 48 tokens", name);
+}
+
+static void check_ppl(kiln_engine *gpu, json_t *root, const int32_t *ids, size_t n_ids, const char *name) {
+  json_t *runs = json_object_get(root, "perplexity");
+  for (size_t k = 0; k < json_array_size(runs); k++) {
+    json_t *r = json_array_get(runs, k);
+    int ctx = (int)json_integer_value(json_object_get(r, "ctx"));
+    int win = (int)json_integer_value(json_object_get(r, "windows"));
+    double nll = json_number_value(json_object_get(r, "nll"));
+    kiln_ppl out;
+    GT_OK(kiln_eval_perplexity(gpu, NULL, ids, n_ids, ctx, win, &out));
+    double rel = fabs(out.nll - nll) / nll;
+    GT_CHECK(rel <= PPL_REL, "%s: perplexity ctx %d: nll %.6f, transformers %.6f (rel %.2e)", name, ctx, out.nll, nll,
+             rel);
+    printf("%s: perplexity ctx %d windows %d: %.4f (transformers %.4f, nll rel %.1e)\n", name, ctx, win, out.ppl,
+           json_number_value(json_object_get(r, "ppl")), rel);
+  }
+}
+
+static void run_tiny(const char *name) {
+  char dir[1024], path[1100];
+  snprintf(dir, sizeof dir, "%s/tests/data/tiny/%s", src_dir(), name);
+  snprintf(path, sizeof path, "%s/golden.json", dir);
+  json_error_t jerr;
+  json_t *root = json_load_file(path, 0, &jerr);
+  if (!root) {
+    GT_CHECK(0, "%s: %s", path, jerr.text);
+    return;
+  }
+  json_t *tj = json_object_get(root, "text_ids");
+  size_t n_ids = json_array_size(tj);
+  int32_t *ids = malloc(n_ids * sizeof *ids);
+  for (size_t i = 0; i < n_ids; i++) ids[i] = (int32_t)json_integer_value(json_array_get(tj, i));
+  kiln_model *m = NULL;
+  kiln_engine *gpu = NULL, *cpu = NULL;
+  GT_OK(kiln_model_load(&m, dir, NULL, NULL));
+  kiln_engine_opts og = {.device = "cuda", .n_ctx = 256, .n_seqs = 1};
+  kiln_engine_opts oc = {.device = "cpu", .n_threads = 4, .n_ctx = 256, .n_seqs = 1};
+  if (m) GT_OK(kiln_engine_create(&gpu, m, &og));
+  if (m) GT_OK(kiln_engine_create(&cpu, m, &oc));
+  if (gpu && cpu) {
+    check_logits(gpu, cpu, root, ids, name);
+    check_greedy(gpu, root, name);
+    check_ppl(gpu, root, ids, n_ids, name);
+  }
+  kiln_engine_free(gpu);
+  kiln_engine_free(cpu);
+  kiln_model_free(m);
+  free(ids);
+  json_decref(root);
+}
+
+/* The default model: perplexity on the evaluation text, CUDA against CPU. */
+static void run_default(void) {
+  char dir[1024], path[1100];
+  snprintf(dir, sizeof dir, "%s/models/default", src_dir());
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    printf("default model: not present in %s, not checked\n", "models/default");
+    return;
+  }
+  fclose(f);
+  kiln_model *m = NULL;
+  kiln_tokenizer *tok = NULL;
+  GT_OK(kiln_model_load(&m, dir, NULL, NULL));
+  snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+  GT_OK(kiln_tokenizer_load(&tok, path));
+  snprintf(path, sizeof path, "%s/tests/data/tiny/eval.txt", src_dir());
+  static char text[1 << 16];
+  size_t len = 0;
+  if ((f = fopen(path, "rb"))) {
+    len = fread(text, 1, sizeof text, f);
+    fclose(f);
+  }
+  int32_t *ids = NULL;
+  size_t n = 0;
+  if (m && tok) GT_OK(kiln_tokenizer_encode(tok, text, len, &ids, &n));
+  if (m && tok && ids && n > 2) {
+    kiln_engine *gpu = NULL, *cpu = NULL;
+    kiln_engine_opts og = {.device = "cuda", .n_ctx = 512}, oc = {.device = "cpu", .n_ctx = 512};
+    GT_OK(kiln_engine_create(&gpu, m, &og));
+    GT_OK(kiln_engine_create(&cpu, m, &oc));
+    kiln_ppl pg, pc;
+    if (gpu && cpu) {
+      GT_OK(kiln_eval_perplexity(gpu, tok, ids, n, 256, 0, &pg));
+      GT_OK(kiln_eval_perplexity(cpu, tok, ids, n, 256, 0, &pc));
+      double rel = fabs(pg.ppl - pc.ppl) / pc.ppl;
+      GT_CHECK(rel <= PPL_REL, "default model: perplexity %.5f on CUDA, %.5f on CPU (rel %.2e)", pg.ppl, pc.ppl, rel);
+      printf("default model: perplexity ctx 256 over %lld tokens: CUDA %.5f, CPU %.5f (rel %.1e)\n",
+             (long long)pg.tokens, pg.ppl, pc.ppl, rel);
+    }
+    kiln_engine_free(gpu);
+    kiln_engine_free(cpu);
+  }
+  free(ids);
+  kiln_tokenizer_free(tok);
+  kiln_model_free(m);
+}
+
+int main(void) {
+  gt_skip_without_gpu();
+  run_tiny("qwen3-f32");
+  run_tiny("llama-bf16");
+  run_default();
+  return gt_finish("test_cuda_model");
+}
