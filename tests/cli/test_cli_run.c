@@ -110,6 +110,44 @@ static void test_run_context_full(void **state) {
 }
 
 
+/* --chat: the prompt as a user turn in the chat template (the model's tokenizer_config.json, or one by name). */
+static void test_run_chat(void **state) {
+  (void)state;
+  size_t n;
+  free(t_tokenize(T.qwen, "<|im_start|>user\nthe cat<|im_end|>\n<|im_start|>assistant\n", &n));
+  t_gen g;
+  t_run_json(&g, T.qwen, NULL, "-p", "the cat", "--chat-template", "chatml", "-n", "2", NULL);
+  assert_int_equal(g.prompt_tokens, (int)n);
+  json_decref(g.v);
+
+  /* The model's own template, recognised from its Jinja source. */
+  char dir[1200];
+  t_clone_ckpt(T.qwen, "chat", dir, sizeof dir);
+  const char *cfg = "{\"bos_token\": null, \"chat_template\": \"{% for message in messages %}{{'<|im_start|>' + "
+                    "message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if "
+                    "add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}\"}";
+  t_write_file(t_path_in(dir, "tokenizer_config.json"), cfg, strlen(cfg));
+  t_run_json(&g, dir, NULL, "-p", "the cat", "--chat", "-n", "2", NULL);
+  assert_int_equal(g.prompt_tokens, (int)n);
+  json_decref(g.v);
+
+  /* A system turn comes first; Qwen3's template closes an empty think block when thinking is off. */
+  free(t_tokenize(T.qwen, "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nthe cat<|im_end|>\n"
+                          "<|im_start|>assistant\n", &n));
+  t_run_json(&g, dir, NULL, "-p", "the cat", "--system", "be brief", "-n", "2", NULL);
+  assert_int_equal(g.prompt_tokens, (int)n);
+  json_decref(g.v);
+  t_gen think, no_think;
+  t_run_json(&think, T.qwen, NULL, "-p", "the cat", "--chat-template", "qwen3", "-n", "2", NULL);
+  t_run_json(&no_think, T.qwen, NULL, "-p", "the cat", "--chat-template", "qwen3", "--no-think", "-n", "2", NULL);
+  assert_true(no_think.prompt_tokens > think.prompt_tokens);
+  json_decref(think.v);
+  json_decref(no_think.v);
+
+  t_fails(1, "tokenizer_config.json", NULL, NULL, "run", "-m", T.qwen, "-p", "hi", "--chat", NULL);
+  t_fails(1, "foo", NULL, NULL, "run", "-m", T.qwen, "-p", "hi", "--chat-template", "foo", NULL);
+}
+
 int main(int argc, char **argv) {
   int rc = t_init(argc, argv);
   if (rc) return rc;
@@ -117,6 +155,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_run_qwen3),
       cmocka_unit_test(test_run_llama),
       cmocka_unit_test(test_run_context_full),
+      cmocka_unit_test(test_run_chat),
   };
   return cmocka_run_group_tests(tests, t_setup, t_teardown);
 }

@@ -120,6 +120,20 @@ int cli_engine_create(const kiln_model *model, const cli_run_opts *o, int n_ctx,
  * 3's <|begin_of_text|>), or -1 when it adds none. */
 int32_t cli_tokenizer_bos(const char *tokenizer_path, const kiln_tokenizer *tok);
 
+/* Chat mode: the prompt becomes a user message (after an optional system message) rendered with the model's chat
+ * template (DIR/tokenizer_config.json, or a family by name: chatml, qwen3, llama3, llama31, llama32), with the
+ * assistant turn opened. */
+typedef struct cli_chat {
+  bool on;
+  const char *template_name; /* NULL: the model's */
+  const char *system;        /* NULL: none */
+  bool no_think;             /* Qwen3: enable_thinking = false */
+} cli_chat;
+/* *out is malloc'd; *end_of_turn is the text that closes the assistant's turn (NULL when the family has none).
+ * Prints the error and returns CLI_EXIT_ERROR on failure. */
+int cli_chat_prompt(const char *dir, const cli_chat *c, const char *user, char **out, size_t *len,
+                    const char **end_of_turn);
+
 /* ---- input and output -------------------------------------------------------------------------------------- */
 
 /* Reads a whole file ("-": standard input) into a malloc'd, NUL-terminated buffer. Errors name the file; returns

@@ -32,6 +32,10 @@ enum {
   OPT_BOS,
   OPT_NO_BOS,
   OPT_JSON,
+  OPT_CHAT,
+  OPT_SYSTEM,
+  OPT_CHAT_TEMPLATE,
+  OPT_NO_THINK,
 };
 
 static const cli_opt opts_[] = {
@@ -54,6 +58,10 @@ static const cli_opt opts_[] = {
     {OPT_CTX, "ctx", "N", "context length in tokens (default: $KILN_CTX, else min(model's, 4096))"},
     {OPT_BOS, "bos", NULL, "put the BOS token before the prompt"},
     {OPT_NO_BOS, "no-bos", NULL, "no BOS token (default: as the tokenizer's post-processor does)"},
+    {OPT_CHAT, "chat", NULL, "wrap the prompt as a user message in the model's chat template"},
+    {OPT_SYSTEM, "system", "TEXT", "a system message before it (implies --chat)"},
+    {OPT_CHAT_TEMPLATE, "chat-template", "NAME", "chatml, qwen3, llama3, llama31 or llama32 instead of the model's"},
+    {OPT_NO_THINK, "no-think", NULL, "Qwen3: answer without a thinking block (implies --chat)"},
     {OPT_JSON, "json", NULL, "print one JSON line at the end instead of the text"},
     {'q', "quiet", NULL, "no progress bar and no timings on stderr"},
     {0},
@@ -73,6 +81,7 @@ typedef struct run_args_ {
   kiln_gen_params gp;
   bool seed_given, json;
   int bos; /* -1 auto, 0 no, 1 yes */
+  cli_chat chat;
 } run_args_;
 
 static int parse_(cli_parser *p, run_args_ *a) {
@@ -111,6 +120,19 @@ static int parse_(cli_parser *p, run_args_ *a) {
     case OPT_BOS: a->bos = 1; break;
     case OPT_NO_BOS: a->bos = 0; break;
     case OPT_JSON: a->json = true; break;
+    case OPT_CHAT: a->chat.on = true; break;
+    case OPT_SYSTEM:
+      a->chat.on = true;
+      a->chat.system = arg;
+      break;
+    case OPT_CHAT_TEMPLATE:
+      a->chat.on = true;
+      a->chat.template_name = arg;
+      break;
+    case OPT_NO_THINK:
+      a->chat.on = true;
+      a->chat.no_think = true;
+      break;
     case 'q': a->ro.quiet = true; break;
     }
   }
@@ -121,17 +143,32 @@ static int parse_(cli_parser *p, run_args_ *a) {
   return cli_run_opts_env(p, &a->ro);
 }
 
-/* The prompt's ids, with the BOS token first when asked (or, in auto mode, when the tokenizer would add it). */
-static int encode_prompt_(const run_args_ *a, const char *dir, const kiln_tokenizer *tok, const kiln_model *m,
+/* The prompt's ids: the text (in chat mode, rendered as a conversation; the end of the assistant's turn then
+ * becomes a stop string), with the BOS token first when asked (or, in auto mode, when the tokenizer would add it
+ * and no chat template wrote it already). */
+static int encode_prompt_(run_args_ *a, const char *dir, const kiln_tokenizer *tok, const kiln_model *m,
                           int32_t **ids, size_t *n) {
-  char *text = NULL, *tpath = NULL;
-  size_t len = 0;
+  char *text = NULL, *tpath = NULL, *chat = NULL;
+  size_t len = 0, chat_len = 0;
   int st = 0, rc = 0;
   bool from_file = a->file || !strcmp(a->prompt, "-");
-  if (from_file) st = cli_read_file(a->file ? a->file : "-", &text, &len);
+  if (from_file && (st = cli_read_file(a->file ? a->file : "-", &text, &len)) < 0) {
+    rc = cli_fail(st);
+    goto out;
+  }
   const char *src = text ? text : a->prompt;
-  if (st < 0 || (st = kiln_tokenizer_encode(tok, src, text ? len : strlen(src), ids, n)) < 0) {
-    rc = from_file ? cli_fail_in(a->file ? a->file : "-", st) : cli_fail(st);
+  size_t src_len = text ? len : strlen(src);
+  if (a->chat.on) {
+    const char *eot;
+    if ((rc = cli_chat_prompt(dir, &a->chat, src, &chat, &chat_len, &eot))) goto out;
+    src = chat;
+    src_len = chat_len;
+    bool known = !eot;
+    for (int i = 0; i < a->gp.n_stop && !known; i++) known = !strcmp(a->gp.stop[i], eot);
+    if (!known && a->gp.n_stop < KILN_MAX_STOP) a->gp.stop[a->gp.n_stop++] = eot;
+  }
+  if ((st = kiln_tokenizer_encode(tok, src, src_len, ids, n)) < 0) {
+    rc = from_file && !a->chat.on ? cli_fail_in(a->file ? a->file : "-", st) : cli_fail(st);
     goto out;
   }
   int32_t bos = -1;
@@ -141,7 +178,7 @@ static int encode_prompt_(const run_args_ *a, const char *dir, const kiln_tokeni
       rc = cli_errorf("%s/config.json: --bos given but the model has no bos_token_id", dir);
       goto out;
     }
-  } else if (a->bos == -1 && m->cfg.arch != KILN_ARCH_QWEN3) {
+  } else if (a->bos == -1 && !a->chat.on && m->cfg.arch != KILN_ARCH_QWEN3) {
     /* Qwen tokenizers never add one; others (Llama 3) say so in tokenizer.json's post-processor. */
     if (!(tpath = malloc(strlen(dir) + sizeof "/tokenizer.json"))) {
       rc = cli_errorf("out of memory");
@@ -167,6 +204,7 @@ static int encode_prompt_(const run_args_ *a, const char *dir, const kiln_tokeni
     else rc = cli_errorf("the prompt is empty (no tokens)");
   }
 out:
+  free(chat);
   free(tpath);
   free(text);
   return rc;
