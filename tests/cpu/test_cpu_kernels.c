@@ -4,7 +4,8 @@
  *
  * Tolerances (f32 arithmetic against double-accumulated references):
  *   matmul, dot:  |got - ref| <= 1e-5 * sum_i |x_i w_i| + 1e-30   (the rounding of an f32 sum of `in` terms)
- *   rmsnorm, rope, swiglu, softmax, axpy: |got - ref| <= 2e-6 * max(1, |ref|)
+ *   rmsnorm, rope, swiglu, axpy: |got - ref| <= 2e-6 * max(1, |ref|);  
+ *   softmax: |got - ref| <= (2e-6 + 6e-8 * (max - x)) * ref + 1e-37 (x - max rounded to f32 first: its ulp)
  * Outputs are poisoned with NaN first; entries a call must not write are checked to stay NaN.
  */
 #include <math.h>
@@ -232,12 +233,32 @@ static void test_ref_known_values(void **s) {
   assert_true(a1[0] == 7 && a1[1] == -7);
 }
 
+static void test_softmax(void **s) {
+  (void)s;
+  for (int ti = 0; ti < n_tables_; ti++)
+    for (int64_t n = 1; n < 300; n += 7) {
+      float x[300], got[300], ref[300];
+      for (int64_t i = 0; i < n; i++) x[i] = 40 * urand_(); /* a wide range: exp over ~80 nats */
+      x[n / 2] = -1e30f;                                    /* far below: exactly or nearly 0 */
+      memcpy(got, x, sizeof(float) * (size_t)n);
+      tables_[ti]->softmax(got, n);
+      kiln_ref_softmax(ref, x, n);
+      float mx = x[0];
+      for (int64_t i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+      for (int64_t i = 0; i < n; i++)
+        if (!(fabsf(got[i] - ref[i]) <= (2e-6f + 6e-8f * (mx - x[i])) * ref[i] + 1e-37f))
+          fail_msg("%s softmax n=%lld [%lld] = %.9g, ref %.9g", tables_[ti]->name, (long long)n, (long long)i,
+                   (double)got[i], (double)ref[i]);
+    }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ref_known_values),
       cmocka_unit_test(test_matmul),
       cmocka_unit_test(test_dot_axpy),
       cmocka_unit_test(test_small_ops),
+      cmocka_unit_test(test_softmax),
   };
   return cmocka_run_group_tests(tests, setup_, NULL);
 }

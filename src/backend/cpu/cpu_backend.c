@@ -147,7 +147,7 @@ static void attn_run_(void *arg, int tid, int nth) {
         kiln_cpu_rope_head(qh, b->rope_cs + t * hd, hd);
         const int64_t len = j->pos + t + 1;
         for (int64_t p = 0; p < len; p++) sc[p] = b->kern->dot(qh, j->kc + p * kvd + g * hd, hd) * b->attn_scale;
-        kiln_cpu_softmax(sc, len);
+        b->kern->softmax(sc, len);
         float *out = b->att + t * qd + h * hd;
         memset(out, 0, (size_t)hd * sizeof *out);
         for (int64_t p = 0; p < len; p++) b->kern->axpy(out, sc[p], j->vc + p * kvd + g * hd, hd);

@@ -33,6 +33,8 @@ typedef struct kiln_cpu_kernels {
   float (*dot)(const float *a, const float *b, int64_t n);
   /* y[i] += a * x[i] */
   void (*axpy)(float *y, float a, const float *x, int64_t n);
+  /* x = softmax(x) in place (max subtracted; exp within 2 ulp) */
+  void (*softmax)(float *x, int64_t n);
 } kiln_cpu_kernels;
 
 extern const kiln_cpu_kernels kiln_cpu_kernels_generic;

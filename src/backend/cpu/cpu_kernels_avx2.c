@@ -20,6 +20,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "backend/cpu/ref_ops.h"
@@ -193,8 +194,55 @@ AVX2_FN static void axpy_(float *y, float a, const float *x, int64_t n) {
   for (; i < n; i++) y[i] += a * x[i];
 }
 
+/* e^x for 8 lanes, the Cephes single-precision scheme: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two parts so
+ * n ln2 is exact), e^r by a degree-7 polynomial, times 2^n built in the exponent field. Within 2 ulp for
+ * x in [-87.3, 88.7]; inputs below are clamped (the result is then ~1e-38, as good as 0 in a softmax). */
+AVX2_INLINE __m256 exp_ps_(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+AVX2_FN static void softmax_(float *x, int64_t n) {
+  if (n <= 0) return;
+  int64_t i = 0;
+  __m256 mv = _mm256_set1_ps(-INFINITY);
+  for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+  float mx = -INFINITY;
+  float lanes[8];
+  _mm256_storeu_ps(lanes, mv);
+  for (int k = 0; k < 8; k++) mx = lanes[k] > mx ? lanes[k] : mx;
+  for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+  const __m256 m8 = _mm256_set1_ps(mx);
+  __m256 sv = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    __m256 e = exp_ps_(_mm256_sub_ps(_mm256_loadu_ps(x + i), m8));
+    _mm256_storeu_ps(x + i, e);
+    sv = _mm256_add_ps(sv, e);
+  }
+  float sum = hsum_(sv);
+  for (; i < n; i++) {
+    x[i] = expf(x[i] - mx);
+    sum += x[i];
+  }
+  const __m256 inv = _mm256_set1_ps(1.0f / sum);
+  for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+  for (; i < n; i++) x[i] *= 1.0f / sum;
+}
+
 static const kiln_cpu_kernels avx2_table_ = {
-    .name = "avx2", .prep_x = prep_x_, .matmul = matmul_, .dot = dot_, .axpy = axpy_,
+    .name = "avx2", .prep_x = prep_x_, .matmul = matmul_, .dot = dot_, .axpy = axpy_, .softmax = softmax_,
 };
 
 const kiln_cpu_kernels *kiln_cpu_kernels_avx2(void) {

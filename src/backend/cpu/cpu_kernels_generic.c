@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/ref_ops.h"
 
 static void prep_x_(float *xp, const float *x, int64_t n, int64_t in, kiln_dtype dt) {
@@ -51,7 +52,7 @@ static void matmul_(float *y, int64_t ldy, const float *xp, int64_t n, const voi
 }
 
 const kiln_cpu_kernels kiln_cpu_kernels_generic = {
-    .name = "generic", .prep_x = prep_x_, .matmul = matmul_, .dot = dot_, .axpy = axpy_,
+    .name = "generic", .prep_x = prep_x_, .matmul = matmul_, .dot = dot_, .axpy = axpy_, .softmax = kiln_cpu_softmax,
 };
 
 const kiln_cpu_kernels *kiln_cpu_kernels_best(void) {
