@@ -1,5 +1,5 @@
 /*
- * Sleeping on a ring (Linux): bounded spin, then a futex wait on the low 32 bits of the peer's counter.
+ * Sleeping on a ring (Linux): bounded spin, a few yields, then a futex wait on the low 32 bits of the peer's counter.
  *
  * No lost wake-up. The sleeper raises its own sleep flag, issues a full fence, re-reads the peer's counter and only
  * then sleeps with FUTEX_WAIT on the 32-bit value it just read. The publisher stores its counter (release), issues
@@ -31,6 +31,9 @@
 #else
 #define cpu_relax_() ((void)0)
 #endif
+
+/* After spinning, a few sched_yield() rounds before sleeping: cheap when the peer is about to run on our CPU. */
+#define YIELDS_ 16
 
 static uint32_t *low_word_(_Atomic uint64_t *word) {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -74,7 +77,11 @@ int kiln_ring_wait_readable(kiln_ring_cons *c, int64_t spin, int64_t timeout_ns)
       cpu_relax_();
       continue;
     }
-    kiln_ring_cons_flush(c); /* the producer may be waiting for these bytes: publish before we sleep */
+    kiln_ring_cons_flush(c);
+    if (i < spin + YIELDS_) {
+      sched_yield(); /* on an oversubscribed machine the producer may be waiting for our CPU */
+      continue;
+    } /* the producer may be waiting for these bytes: publish before we sleep */
     int64_t left = deadline - now_ns_();
     if (left <= 0) return KILN_ETIMEDOUT;
     if (!c->wake) {
@@ -107,7 +114,11 @@ int kiln_ring_wait_writable(kiln_ring_prod *p, uint64_t size, int64_t spin, int6
       cpu_relax_();
       continue;
     }
-    kiln_ring_flush(p); /* the consumer may be waiting for these records: publish before we sleep */
+    kiln_ring_flush(p);
+    if (i < spin + YIELDS_) {
+      sched_yield();
+      continue;
+    } /* the consumer may be waiting for these records: publish before we sleep */
     int64_t left = deadline - now_ns_();
     if (left <= 0) return KILN_ETIMEDOUT;
     if (!p->wake) {
