@@ -37,7 +37,9 @@ typedef struct eng {
 
 /* Sends a record on the job's out-ring. KILN_EAGAIN when it is full (nothing sent). */
 static int send_rec(srv_job *j, uint32_t type, const void *payload, size_t size) {
+  static const char none = 0; /* an empty payload still needs a valid pointer for the copy */
   srv_slot *sl = j->slot;
+  if (!payload) payload = &none;
   int rc = kiln_ring_push(&sl->out_prod, payload, size, type, j->id);
   if (rc == KILN_ERANGE) return kiln_error(KILN_ERANGE, "server: an event of %zu bytes does not fit the ring", size);
   return rc;
@@ -267,7 +269,7 @@ static int step_task(eng *E, srv_task *t) {
     }
     t->t_last = now;
   }
-  int n_top = ev.n_top < 0 ? 0 : ev.n_top > KILN_MAX_TOP_LOGPROBS ? KILN_MAX_TOP_LOGPROBS : ev.n_top;
+  int n_top = ev.n_top < 0 ? 0 : ev.n_top > j->top ? j->top : ev.n_top;
   size_t size = sizeof(srv_ev_step) + (size_t)n_top * sizeof(srv_top) + ev.text_len;
   if (size > E->rec_cap) {
     uint8_t *p = realloc(E->rec_buf, size);

@@ -143,6 +143,8 @@ void srv_bell_wait(struct kiln_server *s, uint32_t bell_seen, int timeout_ms) {
 }
 
 int srv_slot_send(struct kiln_server *s, srv_slot *sl, uint32_t type, const void *payload, size_t size) {
+  static const char none = 0; /* an empty payload still needs a valid pointer for the copy */
+  if (!payload) payload = &none;
   uint64_t corr = sl->job ? sl->job->id : 0;
   int rc = kiln_ring_push(&sl->in_prod, payload, size, type, corr);
   if (rc == KILN_EAGAIN) {
