@@ -3,7 +3,8 @@
  *
  * Usage: chat_render_tool DATA_DIR < cases.jsonl > results.jsonl
  * Each input line: {"template": NAME, "messages": [...], "tools": [...]?, "kwargs": {...}?,
- * "add_generation_prompt": bool}. NAME names DATA_DIR/NAME.json, a tokenizer_config.json-shaped file; the family
+ * "add_generation_prompt": bool}. NAME names DATA_DIR/NAME.json, a tokenizer_config.json-shaped file (or, when it
+ * holds a '/', is the path of one); the family
  * is detected from its chat_template exactly as the server does it. Each output line: {"ok": true, "text": "..."}
  * or {"ok": false, "error": "..."}.
  */
@@ -34,7 +35,8 @@ int main(int argc, char **argv) {
     }
     const char *name = json_string_value(json_object_get(c, "template"));
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s.json", argv[1], name ? name : "?");
+    if (name && strchr(name, '/')) snprintf(path, sizeof path, "%s", name);
+    else snprintf(path, sizeof path, "%s/%s.json", argv[1], name ? name : "?");
     kiln_chat_template t;
     int rc = kiln_chat_template_load(&t, path);
     if (rc) {

@@ -10,7 +10,8 @@ Cases: the hand-written conversations of tests/data/chat/conversations.json for 
 conversations (roles, reasoning, tool calls, tool results, Unicode whitespace, JSON escapes, floats in tool
 schemas, chat_template_kwargs).
 
-Usage: golden.py CHAT_RENDER_TOOL [DATA_DIR] [--cases N] [--seed S]
+Usage: golden.py CHAT_RENDER_TOOL [DATA_DIR] [--cases N] [--seed S] [--config tokenizer_config.json ...]
+(--config adds the template of a checkpoint, such as the embedded default model's.)
 """
 import argparse
 import datetime
@@ -180,17 +181,22 @@ def main():
     ap.add_argument("data", nargs="?", default=os.path.join(os.path.dirname(__file__), "..", "data", "chat"))
     ap.add_argument("--cases", type=int, default=500, help="random cases per template")
     ap.add_argument("--seed", type=int, default=20250101)
+    ap.add_argument("--config", action="append", default=[], help="a tokenizer_config.json to test as well")
     a = ap.parse_args()
 
     env = make_env()
     fixtures = json.load(open(os.path.join(a.data, "conversations.json"), encoding="utf-8"))
     cases, expected = [], []
-    for name in TEMPLATES:
-        cfg = json.load(open(os.path.join(a.data, name + ".json"), encoding="utf-8"))
+    for name in TEMPLATES + [os.path.abspath(c) for c in a.config]:
+        path = name if "/" in name else os.path.join(a.data, name + ".json")
+        cfg = json.load(open(path, encoding="utf-8"))
         compiled = env.from_string(cfg["chat_template"])
-        rng = random.Random("%d-%s" % (a.seed, name))
-        fam = "llama3" if name == "llama3" else name
-        todo = [dict(f) for f in fixtures if name in f.get("templates", TEMPLATES)]
+        rng = random.Random("%d-%s" % (a.seed, os.path.basename(name)))
+        fam = name
+        if "/" in name:  # the conversations of the family its markers name
+            src = cfg["chat_template"]
+            fam = ("qwen3" if "<think>" in src else "chatml") if "<|im_start|>" in src else "llama3"
+        todo = [dict(f) for f in fixtures if fam in f.get("templates", TEMPLATES)]
         todo += [rcase(rng, fam) for _ in range(a.cases)]
         for c in todo:
             c = {k: v for k, v in c.items() if k not in ("templates", "note")}

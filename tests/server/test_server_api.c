@@ -406,6 +406,114 @@ static void metrics_text(void **state) {
   http_resp_free(&r);
 }
 
+/* /tokenize of messages equals /tokenize of the text the template should render. */
+static void same_tokens(int p, const char *messages_body, const char *rendered) {
+  int st;
+  json_t *a = post(p, "/tokenize", &st, "%s", messages_body);
+  assert_int_equal(st, 200);
+  json_t *txt = json_string(rendered);
+  char *q = json_dumps(txt, JSON_ENCODE_ANY);
+  json_t *b = post(p, "/tokenize", &st, "{\"prompt\":%s,\"add_special_tokens\":false}", q);
+  assert_int_equal(st, 200);
+  assert_true(json_equal(jpath(a, "tokens"), jpath(b, "tokens")));
+  free(q);
+  json_decref(txt);
+  json_decref(a);
+  json_decref(b);
+}
+
+static void other_templates_and_bos(void **state) {
+  (void)state;
+  /* Qwen3's template, enable_thinking false through chat_template_kwargs. */
+  kiln_server_opts o = fixture_opts();
+  o.chat_template = "qwen3";
+  kiln_server *q = fixture_start(&o);
+  same_tokens(kiln_server_port(q),
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"chat_template_kwargs\":"
+              "{\"enable_thinking\":false}}",
+              "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+  kiln_server_stop(q);
+  /* Llama 3.2's template with a fixed date, and an explicit BOS id for completion prompts. */
+  o = fixture_opts();
+  o.model_dir = "tests/data/tiny/llama-bf16";
+  o.chat_template = "llama32";
+  o.bos_id = 1;
+  kiln_server *l = fixture_start(&o);
+  int lp = kiln_server_port(l);
+  same_tokens(lp,
+              "{\"messages\":[{\"role\":\"developer\",\"content\":\" sys \"},{\"role\":\"user\",\"content\":"
+              "\"hi\"}],\"chat_template_kwargs\":{\"date_string\":\"01 Jan 2025\"}}",
+              "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+              "Today Date: 01 Jan 2025\n\nsys<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
+              "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  int st;
+  json_t *t = post(lp, "/tokenize", &st, "{\"prompt\":\"hi\"}");
+  json_t *t0 = post(lp, "/tokenize", &st, "{\"prompt\":\"hi\",\"add_special_tokens\":false}");
+  assert_int_equal(jint(t, "tokens.0"), 1);
+  assert_int_equal(jint(t, "count"), jint(t0, "count") + 1);
+  json_t *c = post(lp, "/v1/completions", &st, "{\"prompt\":\"hi\",\"max_tokens\":2}");
+  assert_int_equal(st, 200);
+  assert_int_equal(jint(c, "usage.prompt_tokens"), jint(t, "count"));
+  json_t *c2 = post(lp, "/v1/completions", &st, "{\"prompt\":[5,6],\"max_tokens\":2}");
+  assert_int_equal(jint(c2, "usage.prompt_tokens"), 2); /* token ids are taken as they are */
+  json_decref(t);
+  json_decref(t0);
+  json_decref(c);
+  json_decref(c2);
+  kiln_server_stop(l);
+}
+
+static void failed_load(void **state) {
+  (void)state;
+  kiln_server_opts o = fixture_opts();
+  o.model_dir = "tests/data/no-such-model";
+  kiln_server *s = NULL;
+  assert_int_equal(kiln_server_start(&s, &o), KILN_OK); /* listening before the model loads */
+  assert_true(kiln_server_wait_ready(s, 30000) < 0);
+  assert_non_null(strstr(kiln_last_error(), "no-such-model"));
+  int p = kiln_server_port(s), st;
+  json_t *h = get_json(p, "/health", &st);
+  assert_int_equal(st, 503);
+  assert_string_equal(jstr(h, "status"), "error");
+  json_decref(h);
+  h = get_json(p, "/v1/models", &st);
+  assert_int_equal(st, 503);
+  assert_string_equal(jstr(h, "error.type"), "server_error");
+  json_decref(h);
+  h = post(p, "/v1/completions", &st, "{\"prompt\":\"x\"}");
+  assert_int_equal(st, 503);
+  json_decref(h);
+  kiln_server_stop(s);
+}
+
+static void default_model(void **state) {
+  (void)state;
+  FILE *f = fopen("models/default/model.safetensors", "rb");
+  if (!f) skip();
+  fclose(f);
+  /* The embedded default model, its chat template detected from tokenizer_config.json. */
+  kiln_server_opts o = fixture_opts();
+  o.model_dir = "models/default";
+  o.chat_template = NULL;
+  kiln_server *d = fixture_start(&o);
+  int p = kiln_server_port(d), st;
+  same_tokens(p, "{\"messages\":[{\"role\":\"user\",\"content\":\"Who made the heaven?\"}]}",
+              "<|im_start|>user\nWho made the heaven?<|im_end|>\n<|im_start|>assistant\n");
+  json_t *m = get_json(p, "/v1/models", &st);
+  assert_string_equal(jstr(m, "data.0.id"), "default");
+  json_decref(m);
+  json_t *c = post(p, "/v1/chat/completions", &st,
+                   "{\"messages\":[{\"role\":\"user\",\"content\":\"Who made the heaven?\"}],\"max_tokens\":24,"
+                   "\"temperature\":0}");
+  assert_int_equal(st, 200);
+  const char *text = jstr(c, "choices.0.message.content");
+  assert_non_null(text);
+  assert_null(strstr(text, "<|im_end|>")); /* the end of the turn is never part of the text */
+  assert_true(jint(c, "usage.completion_tokens") >= 1 && jint(c, "usage.completion_tokens") <= 24);
+  json_decref(c);
+  kiln_server_stop(d);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(health_and_models),     cmocka_unit_test(completions_basic),
@@ -413,6 +521,8 @@ int main(void) {
       cmocka_unit_test(completions_stop),      cmocka_unit_test(sampling_seed_n),
       cmocka_unit_test(chat_basic),            cmocka_unit_test(chat_logprobs),
       cmocka_unit_test(tokenize_detokenize),   cmocka_unit_test(metrics_text),
+      cmocka_unit_test(other_templates_and_bos), cmocka_unit_test(failed_load),
+      cmocka_unit_test(default_model),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -142,6 +142,23 @@ static void completion_stream(void **state) {
   }
   json_decref(ev);
   json_decref(whole);
+  /* echo + logprobs, streamed: the prompt's text and its tokens' logprobs come first (the first token without a
+   * logprob), then one logprobs token per generated token. */
+  json_t *tk = post(port, "/tokenize", &st, "{\"prompt\":\"Alpha\"}");
+  ev = stream_all(port, "/v1/completions",
+                  "{\"prompt\":\"Alpha\",\"max_tokens\":6,\"temperature\":0,\"ignore_eos\":true,\"echo\":true,"
+                  "\"logprobs\":1,\"stream\":true}", &st, &done, NULL);
+  assert_true(done);
+  json_t *first = json_array_get(ev, 0);
+  assert_string_equal(jstr(first, "choices.0.text"), "Alpha");
+  assert_int_equal((long long)json_array_size(jpath(first, "choices.0.logprobs.tokens")), jint(tk, "count"));
+  assert_true(json_is_null(jpath(first, "choices.0.logprobs.token_logprobs.0")));
+  size_t gen = 0;
+  for (size_t i = 1; i < json_array_size(ev); i++)
+    gen += json_array_size(jpath(json_array_get(ev, i), "choices.0.logprobs.tokens"));
+  assert_int_equal(gen, 6);
+  json_decref(ev);
+  json_decref(tk);
   /* A stop string in a stream: the streamed text is the whole answer's, cut before it, and nothing of the stop
    * string leaks out. */
   whole = post(port, "/v1/completions", &st,
