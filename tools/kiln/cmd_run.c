@@ -239,8 +239,9 @@ int cmd_run(int argc, char **argv) {
   run_args_ a = {.ro = {.n_threads = -1}, .max_tokens = 256, .gp = kiln_gen_params_default(), .bos = -1};
   cli_parser p;
   cli_parser_init(&p, "run", "[-m DIR] (-p TEXT | -f FILE) [options]",
-                  "Generates a continuation of the prompt (raw text: no chat template is applied) and streams it "
-                  "to stdout; timings go to stderr. Environment: KILN_MODEL, KILN_DEVICE, KILN_THREADS, KILN_CTX.",
+                  "Generates a continuation of the prompt (raw text, or with --chat a user turn in the model's chat "
+                  "template) and streams it to stdout; timings go to stderr. Environment: KILN_MODEL, KILN_DEVICE, "
+                  "KILN_THREADS, KILN_CTX.",
                   opts_, argc, argv);
   int rc = parse_(&p, &a);
   if (rc) return rc < 0 ? CLI_EXIT_OK : rc;
@@ -284,8 +285,9 @@ int cmd_run(int argc, char **argv) {
     goto out;
   }
 
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
+  /* Without the handler Ctrl-C still ends the process (at once, with no report): generation goes on regardless. */
+  if ((sigemptyset(&sa.sa_mask) != 0 || sigaction(SIGINT, &sa, NULL) != 0) && !a.ro.quiet)
+    fprintf(stderr, "kiln: warning: sigaction: %s (Ctrl-C will end the process at once)\n", strerror(errno));
   do {
     if ((st = kiln_gen_step(gen, &ev)) < 0) {
       /* On a terminal, the message starts on its own line rather than after the text so far. */
