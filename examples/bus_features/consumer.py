@@ -7,6 +7,10 @@ into a preallocated NumPy batch of 256 and multiplies each full batch by a weigh
 
 Frames arrive as zero-copy strided views of the shared ring (Channel.peek_run + Run.array); the only copy is the
 one into the batch the matrix product reads. Exits 0 when every frame arrived once, in order, intact.
+
+With Debian's default reference BLAS the 256x256 @ 256x64 product takes about 4 ms and bounds this example to
+about 60 k frames/s; with libopenblas0 installed it is over ten times faster. The transport itself is measured by
+bench/bus (bus_bench_py.py).
 """
 import argparse
 import os

@@ -8,6 +8,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kiln/bus.h"
 
@@ -30,13 +31,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bus_feature_producer: %s\n", kiln_last_error());
     return 1;
   }
+  float feat[DIM]; /* stands in for features computed elsewhere */
+  for (int j = 1; j < DIM; j++) feat[j] = (float)(j % 7) * 0.5f;
   for (long long i = 0; i < frames; i++) {
     kiln_rec *rec;
     rc = kiln_bus_acquire(ch, DIM * sizeof(float), &rec, 5000000000ll);
     if (rc != KILN_OK) break;
     float *f = kiln_rec_data(rec);
-    f[0] = (float)i;
-    for (int j = 1; j < DIM; j++) f[j] = (float)(j % 7) * 0.5f;
+    feat[0] = (float)i;
+    memcpy(f, feat, sizeof feat); /* written straight into the shared ring */
     rc = kiln_bus_commit(ch, rec, DIM * sizeof(float), 1, (uint64_t)i);
     if (rc != KILN_OK) break;
   }
