@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kiln/status.h"
 #include "server/server_impl.h"
@@ -368,12 +369,14 @@ int kiln_server_port(const kiln_server *s) { return s ? s->port : -1; }
 
 void kiln_server_stop(kiln_server *s) {
   if (!s) return;
-  /* Stop taking connections, end every generation (their clients get an error event), then join. */
-  if (s->mhd) MHD_quiesce_daemon(s->mhd);
+  /* Stop taking connections, end every generation (their clients get an error event), then join. The listening
+   * socket handed back by quiesce is ours to close, but only once the daemon's threads are gone. */
+  MHD_socket listen_fd = s->mhd ? MHD_quiesce_daemon(s->mhd) : MHD_INVALID_SOCKET;
   atomic_store_explicit(&s->stopping, 1, memory_order_release);
   srv_bell_ring(s);
   if (s->engine_started) pthread_join(s->engine_thread, NULL);
   atomic_store_explicit(&s->engine_done, 1, memory_order_release);
   if (s->mhd) MHD_stop_daemon(s->mhd);
+  if (listen_fd != MHD_INVALID_SOCKET) close(listen_fd);
   server_free(s);
 }

@@ -382,7 +382,8 @@ static void engine_loop(eng *E) {
     publish_kv(E);
     if (stepped == 0 && !E->wait_head) {
       bool pending = false; /* jobs whose END did not fit yet */
-      for (int i = 0; i < s->n_slots && !pending; i++) pending = E->live[i] && E->live[i]->n_done == E->live[i]->n_tasks;
+      for (int i = 0; i < s->n_slots && !pending; i++)
+        pending = E->live[i] && E->live[i]->n_done == E->live[i]->n_tasks;
       srv_bell_wait(s, bell, blocked || pending || stopping ? 1 : -1);
     }
   }

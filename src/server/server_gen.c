@@ -150,7 +150,8 @@ int srv_render_chat(const struct kiln_server *s, const json_t *body, char **text
   }
   const json_t *agp = json_object_get(body, "add_generation_prompt");
   if (agp && !json_is_null(agp) && !json_is_boolean(agp)) {
-    srv_fail(e, 400, "invalid_request_error", NULL, "add_generation_prompt", "'add_generation_prompt' must be a boolean");
+    srv_fail(e, 400, "invalid_request_error", NULL, "add_generation_prompt",
+             "'add_generation_prompt' must be a boolean");
     goto out;
   }
   kiln_chat_opts o = {.add_generation_prompt = !json_is_false(agp),

@@ -5,6 +5,7 @@
  * Results are checked against each other and against the library called directly (greedy text, token counts),
  * never against stored strings of a random model.
  */
+#include <dirent.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -246,7 +247,8 @@ static void completions_stop(void **state) {
   json_decref(cut);
   /* stop as a single string works the same. */
   cut = post(port, "/v1/completions", &st,
-             "{\"prompt\":\"The earth\",\"max_tokens\":24,\"temperature\":0,\"ignore_eos\":true,\"stop\":\"%s\"}", stop);
+             "{\"prompt\":\"The earth\",\"max_tokens\":24,\"temperature\":0,\"ignore_eos\":true,\"stop\":\"%s\"}",
+             stop);
   assert_int_equal(st, 200);
   assert_int_equal(strlen(jstr(cut, "choices.0.text")), (size_t)(first - t));
   json_decref(cut);
@@ -351,7 +353,8 @@ static void chat_logprobs(void **state) {
   }
   json_decref(j);
   /* logprobs false: null. */
-  j = post(port, "/v1/chat/completions", &st, "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":1}");
+  j = post(port, "/v1/chat/completions", &st,
+           "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":1}");
   assert_true(json_is_null(jpath(j, "choices.0.logprobs")));
   json_decref(j);
 }
@@ -422,8 +425,18 @@ static void same_tokens(int p, const char *messages_body, const char *rendered) 
   json_decref(b);
 }
 
+static int open_fds(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  while (readdir(d)) n++;
+  closedir(d);
+  return n;
+}
+
 static void other_templates_and_bos(void **state) {
   (void)state;
+  int fds = open_fds(); /* starting and stopping servers leaks no descriptor */
   /* Qwen3's template, enable_thinking false through chat_template_kwargs. */
   kiln_server_opts o = fixture_opts();
   o.chat_template = "qwen3";
@@ -461,6 +474,7 @@ static void other_templates_and_bos(void **state) {
   json_decref(c);
   json_decref(c2);
   kiln_server_stop(l);
+  assert_int_equal(open_fds(), fds);
 }
 
 static void failed_load(void **state) {

@@ -317,9 +317,13 @@ static void queue_full(void **state) {
 static void raw_http(void **state) {
   (void)state;
   /* Malformed HTTP gets a 4xx from libmicrohttpd (or a closed connection), never a crash. */
-  const char *bad[] = {"GARBAGE\r\n\r\n", "GET / HTTP/9.9\r\n\r\n", "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
-                       "Content-Length: abc\r\n\r\n{}", "POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
-                       "chunked\r\n\r\nzz\r\n", "\r\n\r\n\r\n"};
+  const char *bad[] = {
+      "GARBAGE\r\n\r\n",
+      "GET / HTTP/9.9\r\n\r\n",
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+      "\r\n\r\n\r\n",
+  };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     char *reply;
     size_t n;
