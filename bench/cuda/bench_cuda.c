@@ -24,7 +24,9 @@
 
 #include <cublas_v2.h>
 
+#include "backend/cuda/attn_prefill.h"
 #include "backend/cuda/cuda_impl.h"
+#include "backend/cuda/gemm.h"
 #include "backend/cuda/random_fill.h"
 #include "kiln/kiln.h"
 
@@ -263,6 +265,45 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
     free(ids);
   }
   free(logits);
+  /* where the longest prefill goes: all layers' attention, and all layers' four GEMMs, each timed alone */
+  if (n_prompts > 0) {
+    int P = max_p;
+    memset(b->h_step, 0, sizeof *b->h_step);
+    b->h_step->n = P;
+    CK(cudaMemcpy(b->d_step, b->h_step, sizeof *b->h_step, cudaMemcpyHostToDevice));
+    const int64_t nq = (int64_t)c->n_heads * c->head_dim, I = c->intermediate_size;
+    double ta[3], tg[3];
+    for (int r = 0; r < 3; r++) {
+      float ms;
+      CK(cudaEventRecord(e0, b->stream));
+      for (int l = 0; l < c->n_layers; l++)
+        if (kiln_cuda_attn_prefill(b->hbuf, b->q, b->layers[l].k_cache, b->layers[l].v_cache, b->d_step, P, &b->shape,
+                                   b->stream))
+          exit(1);
+      CK(cudaEventRecord(e1, b->stream));
+      CK(cudaEventSynchronize(e1));
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      ta[r] = ms;
+      CK(cudaEventRecord(e0, b->stream));
+      for (int l = 0; l < c->n_layers; l++) {
+        const kiln_cuda_layer *L = &b->layers[l];
+        if (kiln_cuda_gemm(b->cublas, b->qkv, b->hbuf, L->wqkv, P, H, b->qkv_dim) ||
+            kiln_cuda_gemm(b->cublas, b->tmp, b->hbuf, L->wo, P, nq, H) ||
+            kiln_cuda_gemm(b->cublas, b->gu, b->hbuf, L->wgu, P, H, 2 * I) ||
+            kiln_cuda_gemm(b->cublas, b->tmp, b->hbuf, L->wdown, P, I, H))
+          exit(1);
+      }
+      CK(cudaEventRecord(e1, b->stream));
+      CK(cudaEventSynchronize(e1));
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      tg[r] = ms;
+    }
+    json_t *bd = json_object();
+    json_object_set_new(bd, "prompt", json_integer(P));
+    json_object_set_new(bd, "attention_ms", json_real(median(ta, 3)));
+    json_object_set_new(bd, "gemm_ms", json_real(median(tg, 3)));
+    json_object_set_new(res, "prefill_breakdown", bd);
+  }
   json_object_set_new(res, "decode", dec);
   json_object_set_new(res, "prefill", pre);
   cudaEventDestroy(e0), cudaEventDestroy(e1);

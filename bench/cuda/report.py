@@ -52,6 +52,11 @@ def main():
         print("%-8s %-16s %-9s %9.3f %9s %9s %s %8.3f %8.2f" %
               (r[0], r[1].replace(".json", ""), r[2], r[3], "%9.3f" % r[4] if r[4] else "-",
                "%9.3f" % r[5] if r[5] else "-", ratio, r[6], r[6] / r[3]))
+    for k in kiln:
+        bd = k.get("prefill_breakdown")
+        if bd:
+            print("prefill %d tok, %s: all layers' attention %.2f ms, all layers' GEMMs %.2f ms (each timed alone)" %
+                  (bd["prompt"], k["config"].replace(".json", ""), bd["attention_ms"], bd["gemm_ms"]))
 
 
 if __name__ == "__main__":

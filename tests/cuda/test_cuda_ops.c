@@ -80,15 +80,19 @@ static void test_embed(int64_t V, int64_t H) {
 }
 
 /* ---- residual add + RMSNorm ---- */
-static void test_add_rmsnorm(int64_t n, int64_t dim, int with_r) {
+static void test_add_rmsnorm(int64_t n, int64_t dim, int with_r, int with_rb) {
   const float eps = 1e-6f;
   float *x = rand_f32(n * dim, 0.f, 3.f), *r = rand_f32(n * dim, 0.f, 1.f), *w = rand_f32(dim, 1.f, 0.1f);
+  float *rb = rand_f32(dim, 0.f, 0.5f);
   float *d_x = gt_dev((size_t)n * dim * 4), *d_r = gt_dev((size_t)n * dim * 4), *d_w = gt_dev((size_t)dim * 4);
+  float *d_rb = gt_dev((size_t)dim * 4);
   uint16_t *d_y = gt_dev((size_t)n * dim * 2);
   gt_up(d_x, x, (size_t)n * dim * 4);
   gt_up(d_r, r, (size_t)n * dim * 4);
   gt_up(d_w, w, (size_t)dim * 4);
-  GT_OK(kiln_cuda_add_rmsnorm(d_y, d_x, with_r ? d_r : NULL, d_w, n, dim, eps, 0));
+  gt_up(d_rb, rb, (size_t)dim * 4);
+  GT_OK(kiln_cuda_add_rmsnorm(d_y, d_x, with_r ? d_r : NULL, with_rb ? d_rb : NULL, d_w, n, dim, eps, 0));
+  if (with_rb) kiln_ref_add_bias(r, rb, KILN_F32, n, dim); /* the reference adds r + rb as one residual */
   uint16_t *y = malloc((size_t)n * dim * 2);
   float *x2 = malloc((size_t)n * dim * 4), *ref = malloc((size_t)n * dim * 4);
   gt_down(y, d_y, (size_t)n * dim * 2);
@@ -100,8 +104,8 @@ static void test_add_rmsnorm(int64_t n, int64_t dim, int with_r) {
   GT_CHECK(e_x <= 1e-12, "add_rmsnorm n=%lld dim=%lld: residual NMSE %.3g", (long long)n, (long long)dim, e_x);
   GT_CHECK(e_y <= TOL_BF16_OUT, "add_rmsnorm n=%lld dim=%lld r=%d: NMSE %.3g", (long long)n, (long long)dim, with_r,
            e_y);
-  free(x), free(r), free(w), free(y), free(x2), free(ref), free(yf);
-  cudaFree(d_x), cudaFree(d_r), cudaFree(d_w), cudaFree(d_y);
+  free(x), free(r), free(w), free(rb), free(y), free(x2), free(ref), free(yf);
+  cudaFree(d_x), cudaFree(d_r), cudaFree(d_w), cudaFree(d_rb), cudaFree(d_y);
 }
 
 /* ---- decode GEMV, every prologue and epilogue ---- */
@@ -152,7 +156,7 @@ static void test_gemv(int64_t N, int64_t K, kiln_cuda_gemv_mode mode, int in_bf1
   } else {
     for (int64_t i = 0; i < N; i++) {
       if (mode == KILN_GEMV_ADD) ref[i] += y0[i];
-      if (bias && mode == KILN_GEMV_STORE) ref[i] += b[i];
+      if (bias && (mode == KILN_GEMV_STORE || mode == KILN_GEMV_ADD)) ref[i] += b[i];
     }
     gt_down(got, d_y, (size_t)N * 4);
     double e = gt_nmse(got, ref, N);
@@ -494,12 +498,14 @@ int main(void) {
 
   test_embed(777, 264);
   test_embed(50, 100);
-  test_add_rmsnorm(7, 1024, 1);
-  test_add_rmsnorm(3, 1000, 0);
-  test_add_rmsnorm(1, 4096, 1);
+  test_add_rmsnorm(7, 1024, 1, 0);
+  test_add_rmsnorm(3, 1000, 0, 0);
+  test_add_rmsnorm(1, 4096, 1, 1);
 
   test_gemv(999, 1024, KILN_GEMV_STORE, 0, 1, 1);
   test_gemv(1024, 3072, KILN_GEMV_ADD, 1, 0, 0);
+  test_gemv(64, 96, KILN_GEMV_ADD, 1, 0, 1);
+  test_gemv(151936, 1024, KILN_GEMV_ARGMAX, 0, 1, 0);
   test_gemv(2000, 512, KILN_GEMV_SWIGLU, 0, 1, 0);
   test_gemv(32000, 1024, KILN_GEMV_ARGMAX, 0, 1, 0);
   test_gemv(64, 8, KILN_GEMV_STORE, 0, 0, 0);

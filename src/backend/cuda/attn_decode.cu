@@ -24,6 +24,8 @@ static __global__ void __launch_bounds__(AD_THREADS)
   __shared__ float sc[AD_GMAX * AD_TILE];
   __shared__ __align__(16) float red[AD_GMAX * AD_THREADS * 8];
   __shared__ float m_s[AD_GMAX], l_s[AD_GMAX], al_s[AD_GMAX];
+  kiln_pdl_trigger();
+  kiln_pdl_wait();
   const int split = blockIdx.x, kh = blockIdx.y;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int hd = sh.head_dim, g = sh.n_heads / sh.n_kv_heads;
@@ -152,6 +154,8 @@ static __global__ void __launch_bounds__(AD_THREADS)
 
 static __global__ void __launch_bounds__(AD_THREADS)
     attn_combine_kernel(uint16_t *out, const float *part, kiln_cuda_attn_shape sh, int n_splits) {
+  kiln_pdl_trigger();
+  kiln_pdl_wait();
   const int h = blockIdx.x, hd = sh.head_dim;
   const float *po = part + (int64_t)h * n_splits * hd;
   const float *pml = part + (int64_t)sh.n_heads * n_splits * hd + (int64_t)h * n_splits * 2;
@@ -176,10 +180,10 @@ static int attn_decode_launch(uint16_t *out, const float *q, const uint16_t *k_c
   int g = sh->n_heads / sh->n_kv_heads;
   dim3 grid((unsigned)n_splits, (unsigned)sh->n_kv_heads, (unsigned)((g + AD_GMAX - 1) / AD_GMAX));
   float qscale = 1.4426950408889634f / sqrtf((float)sh->head_dim); /* log2(e) / sqrt(head_dim) */
-  attn_split_kernel<<<grid, AD_THREADS, 0, stream>>>(q, k_cache, v_cache, step, *sh, n_splits, qscale, scratch);
-  KILN_CUDA_LAUNCHED();
-  attn_combine_kernel<<<(unsigned)sh->n_heads, AD_THREADS, 0, stream>>>(out, scratch, *sh, n_splits);
-  KILN_CUDA_LAUNCHED();
+  KILN_CUDA_CHECK(kiln_launch(attn_split_kernel, grid, dim3(AD_THREADS), 0, stream, q, k_cache, v_cache, step, *sh,
+                              n_splits, qscale, scratch));
+  KILN_CUDA_CHECK(kiln_launch(attn_combine_kernel, dim3((unsigned)sh->n_heads), dim3(AD_THREADS), 0, stream, out,
+                              (const float *)scratch, *sh, n_splits));
   return 0;
 }
 

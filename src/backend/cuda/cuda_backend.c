@@ -69,6 +69,7 @@ static int take_all_(kiln_backend *b) {
     TAKE(L->wqkv, b->qkv_dim * H * 2);
     if (c->attention_bias) TAKE(L->bqkv, b->qkv_dim * 4);
     TAKE(L->wo, H * nq * 2);
+    if (c->attention_bias) TAKE(L->bo, H * 4);
     TAKE(L->wgu, 2 * I * H * 2);
     TAKE(L->wdown, H * I * 2);
     TAKE(L->attn_norm, H * 4);
@@ -252,6 +253,7 @@ int kiln_cuda_create_random(kiln_backend **out, const kiln_config *cfg, const ki
     if (!rc && L->q_norm) rc = kiln_cuda_fill_random(NULL, L->q_norm, c->head_dim, s + 2, 1.f, 0.02f, b->stream);
     if (!rc && L->k_norm) rc = kiln_cuda_fill_random(NULL, L->k_norm, c->head_dim, s + 3, 1.f, 0.02f, b->stream);
     if (!rc && L->bqkv) rc = kiln_cuda_fill_random(NULL, L->bqkv, b->qkv_dim, s + 4, 0.f, 0.02f, b->stream);
+    if (!rc && L->bo) rc = kiln_cuda_fill_random(NULL, L->bo, c->hidden_size, s + 5, 0.f, 0.02f, b->stream);
   }
   if (rc || (rc = finish_(b))) goto fail;
   *out = b;

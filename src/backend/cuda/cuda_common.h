@@ -66,6 +66,13 @@ typedef struct kiln_cuda_step {
   uint64_t step;
 } kiln_cuda_step;
 
+/* Programmatic dependent launch for the calling thread's launches: while on, the ops launch their kernels with
+ * cudaLaunchAttributeProgrammaticStreamSerialization, so a kernel starts while its predecessor drains (its
+ * weight loads overlap the predecessor's tail) and waits (griddepcontrol.wait) before it reads anything the
+ * predecessor wrote. The decode step turns it on; everything else launches plainly. */
+void kiln_cuda__set_pdl(int on);
+int kiln_cuda__pdl(void);
+
 /* Round up to a multiple of m (m > 0). */
 static inline int64_t kiln_cuda__round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -100,6 +107,30 @@ static __device__ __forceinline__ float kiln_dot8_bf16(uint4 w, uint4 x, float a
   acc = fmaf(kiln_bf16_hi(w.w), kiln_bf16_hi(x.w), acc);
   return acc;
 }
+/* PDL inside a kernel: `trigger` lets the next kernel launch now (it still waits for this one to finish before
+ * reading its results); `wait` blocks until every earlier kernel has completed and its writes are visible.
+ * Every kernel of a PDL chain calls wait before its first dependent access, so completion is transitive. Both
+ * are no-ops for a kernel launched without the attribute. */
+static __device__ __forceinline__ void kiln_pdl_trigger(void) { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+static __device__ __forceinline__ void kiln_pdl_wait(void) { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+
+/* Launches kern<<<grid, block, smem, stream>>>(args...), with the PDL attribute when the thread asked for it. */
+template <typename... K, typename... A>
+static cudaError_t kiln_launch(void (*kern)(K...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                               A... args) {
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = at;
+  cfg.numAttrs = kiln_cuda__pdl() ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kern, args...);
+}
+
 static __device__ __forceinline__ float kiln_warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

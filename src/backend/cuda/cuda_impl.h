@@ -23,6 +23,7 @@ typedef struct kiln_cuda_layer {
   uint16_t *wqkv;              /* [(nh + 2 nkv) hd][H] */
   float *bqkv;                 /* [(nh + 2 nkv) hd] or NULL */
   uint16_t *wo;                /* [H][nh hd] */
+  float *bo;                   /* [H] or NULL (o_proj bias when attention_bias) */
   uint16_t *wgu;               /* [2 I][H], gate and up rows interleaved */
   uint16_t *wdown;             /* [H][I] */
   float *attn_norm, *ffn_norm; /* [H] */

@@ -6,6 +6,8 @@
 
 static __global__ void embed_kernel(float *x, const uint16_t *table, int64_t vocab, int64_t hidden,
                                     const int32_t *ids, unsigned long long *reset) {
+  kiln_pdl_trigger();
+  kiln_pdl_wait();
   int64_t t = blockIdx.x;
   int32_t id = ids[t];
   float *dst = x + t * hidden;

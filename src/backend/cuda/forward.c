@@ -7,8 +7,8 @@
  * (+= x). Everything reads the step's position and slot from device memory, so the sequence of launches is
  * captured once into a CUDA graph and replayed for every token.
  *
- * Prefill (a chunk of tokens): cuBLAS GEMMs on the tensor cores, the residual add fused into the RMSNorm that
- * follows it, and flash-style attention.
+ * Prefill (a chunk of tokens): cuBLAS GEMMs on the tensor cores, the residual add (and the o_proj bias) fused
+ * into the RMSNorm that follows it, and flash-style attention.
  */
 #include <string.h>
 
@@ -23,13 +23,15 @@
 #include "backend/cuda/sample.h"
 #include "backend/cuda/swiglu.h"
 
-int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample) {
+static int decode_enqueue_(kiln_backend *b, bool sample) {
   const kiln_config *c = &b->cfg;
   const int64_t H = c->hidden_size, I = c->intermediate_size, nq = (int64_t)c->n_heads * c->head_dim;
   cudaStream_t st = b->stream;
   int rc;
   KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_step, b->h_step, sizeof *b->h_step, cudaMemcpyHostToDevice, st));
   if ((rc = kiln_cuda_embed(b->x, b->embed, c->vocab_size, H, &b->d_step->token, 1, b->d_argmax, st))) return rc;
+  /* from here to the sampler, kernel follows kernel: programmatic dependent launch (cuda_common.h) */
+  kiln_cuda__set_pdl(1);
   for (int l = 0; l < c->n_layers; l++) {
     const kiln_cuda_layer *L = &b->layers[l];
     kiln_cuda_gemv_args a = {.w = L->wqkv, .n_rows = b->qkv_dim, .k = H, .x_f32 = b->x, .norm_w = L->attn_norm,
@@ -41,7 +43,8 @@ int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample) {
     if ((rc = kiln_cuda_attn_decode(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, &b->shape, b->n_splits,
                                     b->attn_part, st)))
       return rc;
-    kiln_cuda_gemv_args o = {.w = L->wo, .n_rows = H, .k = nq, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->x};
+    kiln_cuda_gemv_args o = {.w = L->wo, .n_rows = H, .k = nq, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->x,
+                             .bias = L->bo};
     if ((rc = kiln_cuda_gemv(&o, st))) return rc;
     kiln_cuda_gemv_args gu = {.w = L->wgu, .n_rows = 2 * I, .k = H, .x_f32 = b->x, .norm_w = L->ffn_norm,
                               .eps = c->rms_norm_eps, .mode = KILN_GEMV_SWIGLU, .y_bf16 = b->hbuf};
@@ -54,9 +57,16 @@ int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample) {
   if ((rc = kiln_cuda_gemv(&h, st))) return rc;
   if (sample) {
     if ((rc = kiln_cuda_sample(b->d_next, b->logits, c->vocab_size, b->d_argmax, b->d_step, st))) return rc;
+    kiln_cuda__set_pdl(0);
     KILN_CUDA_CHECK(cudaMemcpyAsync(b->h_next, b->d_next, sizeof *b->h_next, cudaMemcpyDeviceToHost, st));
   }
   return 0;
+}
+
+int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample) {
+  int rc = decode_enqueue_(b, sample);
+  kiln_cuda__set_pdl(0); /* also on the error paths: later launches of this thread are plain */
+  return rc;
 }
 
 int kiln_cuda__prefill_chunk(kiln_backend *b, int seq, int pos, const int32_t *tokens, int n, float *logits,
@@ -76,19 +86,20 @@ int kiln_cuda__prefill_chunk(kiln_backend *b, int seq, int pos, const int32_t *t
   if ((rc = kiln_cuda_embed(b->x, b->embed, V, H, b->d_tokens, n, NULL, st))) return rc;
   for (int l = 0; l < c->n_layers; l++) {
     const kiln_cuda_layer *L = &b->layers[l];
-    if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, l ? b->tmp : NULL, L->attn_norm, n, H, eps, st))) return rc;
+    /* tmp holds the previous layer's down projection (no bias) */
+    if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, l ? b->tmp : NULL, NULL, L->attn_norm, n, H, eps, st))) return rc;
     if ((rc = kiln_cuda_gemm(b->cublas, b->qkv, b->hbuf, L->wqkv, n, H, b->qkv_dim))) return rc;
     if ((rc = kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, b->qkv, L->bqkv, L->q_norm, L->k_norm, eps,
                                  b->inv_freq, b->d_step, n, &b->shape, st)))
       return rc;
     if ((rc = kiln_cuda_attn_prefill(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, n, &b->shape, st))) return rc;
     if ((rc = kiln_cuda_gemm(b->cublas, b->tmp, b->hbuf, L->wo, n, (int64_t)c->n_heads * c->head_dim, H))) return rc;
-    if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, b->tmp, L->ffn_norm, n, H, eps, st))) return rc;
+    if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, b->tmp, L->bo, L->ffn_norm, n, H, eps, st))) return rc;
     if ((rc = kiln_cuda_gemm(b->cublas, b->gu, b->hbuf, L->wgu, n, H, 2 * I))) return rc;
     if ((rc = kiln_cuda_swiglu(b->hbuf, b->gu, n, I, st))) return rc;
     if ((rc = kiln_cuda_gemm(b->cublas, b->tmp, b->hbuf, L->wdown, n, I, H))) return rc;
   }
-  if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, b->tmp, b->final_norm, n, H, eps, st))) return rc;
+  if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, b->tmp, NULL, b->final_norm, n, H, eps, st))) return rc;
   if (logits && all_logits) {
     for (int r0 = 0; r0 < n; r0 += b->logit_rows) {
       int nr = n - r0 < b->logit_rows ? n - r0 : b->logit_rows;

@@ -14,6 +14,7 @@
 #define GEMV_WARPS (GEMV_THREADS / 32)
 #define GEMV_UNROLL 4
 #define GEMV_MAX_DEVICES 64
+#define GEMV_BLOCKS_PER_SM 2
 
 static __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
   uint4 v;
@@ -34,7 +35,7 @@ static __device__ __forceinline__ void epilogue_(const kiln_cuda_gemv_args &a, i
                                                  unsigned long long *best) {
   switch (a.mode) {
   case KILN_GEMV_STORE: a.y[row] = acc + (a.bias ? a.bias[row] : 0.f); break;
-  case KILN_GEMV_ADD: a.y[row] += acc; break;
+  case KILN_GEMV_ADD: a.y[row] += acc + (a.bias ? a.bias[row] : 0.f); break;
   case KILN_GEMV_ARGMAX: {
     a.y[row] = acc;
     unsigned long long p = pack_argmax(acc, row);
@@ -50,27 +51,45 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
   __shared__ float red[GEMV_WARPS];
   __shared__ unsigned long long best_w[GEMV_WARPS];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int nw = blockDim.x >> 5, nt = blockDim.x; /* warps and threads of this launch (<= GEMV_THREADS) */
   const int64_t K = a.k, K8 = a.k / 8;
+  const int64_t n_pairs = (a.n_rows + 1) / 2;
+  kiln_pdl_trigger();
+
+  /* ---- the first chunk of this warp's first rows: weights depend on nothing, so they load before the wait ---- */
+  int64_t p = (int64_t)blockIdx.x * nw + warp;
+  uint4 pa[GEMV_UNROLL], pb[GEMV_UNROLL];
+  bool have_pre = false;
+  if (p < n_pairs && 32 * GEMV_UNROLL <= K8) {
+    const int64_t r0 = 2 * p;
+    const uint4 *w0 = (const uint4 *)(a.w + r0 * K);
+    const uint4 *w1 = r0 + 1 < a.n_rows ? w0 + K8 : w0;
+#pragma unroll
+    for (int u = 0; u < GEMV_UNROLL; u++) pa[u] = ld_stream(w0 + lane + 32 * u);
+#pragma unroll
+    for (int u = 0; u < GEMV_UNROLL; u++) pb[u] = ld_stream(w1 + lane + 32 * u);
+    have_pre = true;
+  }
+  kiln_pdl_wait();
 
   /* ---- prologue: the input vector, once per block ---- */
   if (a.x_bf16) {
     const uint4 *src = (const uint4 *)a.x_bf16;
-    for (int64_t i = threadIdx.x; i < K8; i += GEMV_THREADS) xs[i] = src[i];
+    for (int64_t i = threadIdx.x; i < K8; i += nt) xs[i] = src[i];
   } else {
     float inv = 1.f;
     if (a.norm_w) {
       float ss = 0.f;
-      for (int64_t i = threadIdx.x; i < K; i += GEMV_THREADS) ss = fmaf(a.x_f32[i], a.x_f32[i], ss);
+      for (int64_t i = threadIdx.x; i < K; i += nt) ss = fmaf(a.x_f32[i], a.x_f32[i], ss);
       ss = kiln_warp_sum(ss);
       if (lane == 0) red[warp] = ss;
       __syncthreads();
       float tot = 0.f;
-#pragma unroll
-      for (int i = 0; i < GEMV_WARPS; i++) tot += red[i];
+      for (int i = 0; i < nw; i++) tot += red[i];
       inv = rsqrtf(tot / (float)K + a.eps);
     }
     uint16_t *xh = (uint16_t *)xs;
-    for (int64_t i = threadIdx.x; i < K; i += GEMV_THREADS) {
+    for (int64_t i = threadIdx.x; i < K; i += nt) {
       float v = a.x_f32[i] * inv;
       if (a.norm_w) v = a.norm_w[i] * v;
       xh[i] = kiln_f32_to_bf16_dev(v);
@@ -80,8 +99,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
 
   /* ---- rows, two at a time per warp ---- */
   unsigned long long best = 0ull;
-  const int64_t n_pairs = (a.n_rows + 1) / 2;
-  for (int64_t p = (int64_t)blockIdx.x * GEMV_WARPS + warp; p < n_pairs; p += (int64_t)gridDim.x * GEMV_WARPS) {
+  for (; p < n_pairs; p += (int64_t)gridDim.x * nw) {
     const int64_t r0 = 2 * p;
     const bool two = r0 + 1 < a.n_rows;
     const uint4 *w0 = (const uint4 *)(a.w + r0 * K);
@@ -90,10 +108,16 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
     int64_t k = lane;
     for (; k + 32 * (GEMV_UNROLL - 1) < K8; k += 32 * GEMV_UNROLL) {
       uint4 wa[GEMV_UNROLL], wb[GEMV_UNROLL];
+      if (have_pre) {
 #pragma unroll
-      for (int u = 0; u < GEMV_UNROLL; u++) wa[u] = ld_stream(w0 + k + 32 * u);
+        for (int u = 0; u < GEMV_UNROLL; u++) wa[u] = pa[u], wb[u] = pb[u];
+        have_pre = false;
+      } else {
 #pragma unroll
-      for (int u = 0; u < GEMV_UNROLL; u++) wb[u] = ld_stream(w1 + k + 32 * u);
+        for (int u = 0; u < GEMV_UNROLL; u++) wa[u] = ld_stream(w0 + k + 32 * u);
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) wb[u] = ld_stream(w1 + k + 32 * u);
+      }
 #pragma unroll
       for (int u = 0; u < GEMV_UNROLL; u++) {
         uint4 x = xs[k + 32 * u];
@@ -124,8 +148,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
     __syncthreads();
     if (threadIdx.x == 0) {
       unsigned long long b = 0ull;
-#pragma unroll
-      for (int i = 0; i < GEMV_WARPS; i++) b = best_w[i] > b ? best_w[i] : b;
+      for (int i = 0; i < nw; i++) b = best_w[i] > b ? best_w[i] : b;
       if (b) atomicMax(a.argmax, b);
     }
   }
@@ -141,13 +164,19 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
     KILN_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     if (dev < GEMV_MAX_DEVICES) smem_set[dev] = (int)smem;
   }
-  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel, GEMV_THREADS, smem));
+  /* Narrower blocks when the matrix has too few row pairs to give every SM two blocks of 8 warps. */
+  const int64_t pairs = (a->n_rows + 1) / 2;
+  int threads = GEMV_THREADS;
+  while (threads > 64 && pairs / (threads / 32) < 2 * (int64_t)n_sm) threads /= 2;
+  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel, threads, smem));
+  /* GEMV_BLOCKS_PER_SM blocks keep ~64 KiB of loads in flight per SM, more than the bandwidth-latency product
+   * (~26 KiB); the rest of the SM is left to the next kernel of a PDL chain, which prefetches its own weights. */
+  if (occ > GEMV_BLOCKS_PER_SM) occ = GEMV_BLOCKS_PER_SM;
   if (occ < 1) occ = 1;
-  int64_t need = ((a->n_rows + 1) / 2 + GEMV_WARPS - 1) / GEMV_WARPS;
+  int64_t need = (pairs + threads / 32 - 1) / (threads / 32);
   int64_t fit = (int64_t)n_sm * occ;
   unsigned blocks = (unsigned)(need < fit ? need : fit);
-  gemv_kernel<<<blocks, GEMV_THREADS, smem, stream>>>(*a);
-  KILN_CUDA_LAUNCHED();
+  KILN_CUDA_CHECK(kiln_launch(gemv_kernel, dim3(blocks), dim3(threads), smem, stream, *a));
   return 0;
 }
 

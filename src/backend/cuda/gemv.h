@@ -3,7 +3,7 @@
  * 16-byte loads, f32 accumulation, and the prologue and epilogue that let a decode step skip separate norm,
  * residual and activation kernels:
  *   prologue: x is bf16, or f32 passed through RMSNorm (norm_w, eps) or plain rounding to bf16;
- *   epilogue: STORE y = Wx (+ bias), ADD y += Wx (the residual stream), SWIGLU (rows interleaved gate0, up0,
+ *   epilogue: STORE y = Wx (+ bias), ADD y += Wx (+ bias) (the residual stream), SWIGLU (rows interleaved gate0, up0,
  *   gate1, up1, ...: y_bf16[i] = bf16(silu(gate_i) up_i)), or ARGMAX (STORE, and the largest value with its
  *   lowest index folded into *argmax with one 64-bit atomicMax per block).
  */
@@ -34,7 +34,7 @@ typedef struct kiln_cuda_gemv_args {
   float eps;
   kiln_cuda_gemv_mode mode;
   float *y;                   /* STORE, ADD, ARGMAX: f32 [n_rows] */
-  const float *bias;          /* STORE: f32 [n_rows] or NULL */
+  const float *bias;          /* STORE, ADD: f32 [n_rows] or NULL */
   uint16_t *y_bf16;           /* SWIGLU: bf16 [n_rows / 2] (n_rows even) */
   unsigned long long *argmax; /* ARGMAX: must hold 0 before the launch; decode with kiln_cuda_argmax_index */
 } kiln_cuda_gemv_args;

@@ -8,7 +8,8 @@
 #define RMS_THREADS 256
 
 static __global__ void __launch_bounds__(RMS_THREADS)
-    add_rmsnorm_kernel(uint16_t *y, float *x, const float *r, const float *w, int64_t dim, float eps) {
+    add_rmsnorm_kernel(uint16_t *y, float *x, const float *r, const float *rb, const float *w, int64_t dim,
+                       float eps) {
   __shared__ float red[RMS_THREADS / 32];
   int64_t row = blockIdx.x;
   float *xr = x + row * dim;
@@ -17,7 +18,7 @@ static __global__ void __launch_bounds__(RMS_THREADS)
   for (int64_t i = threadIdx.x; i < dim; i += RMS_THREADS) {
     float v = xr[i];
     if (rr) {
-      v += rr[i];
+      v += rr[i] + (rb ? rb[i] : 0.f);
       xr[i] = v;
     }
     ss = fmaf(v, v, ss);
@@ -37,17 +38,17 @@ static __global__ void __launch_bounds__(RMS_THREADS)
   for (int64_t i = threadIdx.x; i < dim; i += RMS_THREADS) yr[i] = kiln_f32_to_bf16_dev(w[i] * (xr[i] * inv));
 }
 
-static int add_rmsnorm_launch(uint16_t *y, float *x, const float *r, const float *w, int64_t n, int64_t dim,
-                              float eps, cudaStream_t stream) {
-  add_rmsnorm_kernel<<<(unsigned)n, RMS_THREADS, 0, stream>>>(y, x, r, w, dim, eps);
+static int add_rmsnorm_launch(uint16_t *y, float *x, const float *r, const float *rb, const float *w, int64_t n,
+                              int64_t dim, float eps, cudaStream_t stream) {
+  add_rmsnorm_kernel<<<(unsigned)n, RMS_THREADS, 0, stream>>>(y, x, r, rb, w, dim, eps);
   KILN_CUDA_LAUNCHED();
   return 0;
 }
 
-extern "C" int kiln_cuda_add_rmsnorm(uint16_t *y, float *x, const float *r, const float *w, int64_t n, int64_t dim,
-                                     float eps, cudaStream_t stream) {
+extern "C" int kiln_cuda_add_rmsnorm(uint16_t *y, float *x, const float *r, const float *rb, const float *w,
+                                     int64_t n, int64_t dim, float eps, cudaStream_t stream) {
   if (n < 0 || n > 0x7fffffff || dim <= 0)
     return kiln_error(KILN_EINVAL, "cuda add_rmsnorm: bad size (n %lld, dim %lld)", (long long)n, (long long)dim);
   if (n == 0) return 0;
-  return add_rmsnorm_launch(y, x, r, w, n, dim, eps, stream);
+  return add_rmsnorm_launch(y, x, r, rb, w, n, dim, eps, stream);
 }

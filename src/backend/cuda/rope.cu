@@ -38,6 +38,8 @@ static __global__ void __launch_bounds__(ROPE_WARPS * 32)
                     const float *q_norm, const float *k_norm, float eps, const float *inv_freq,
                     const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh) {
   __shared__ float bufs[ROPE_WARPS][ROPE_MAX_HD];
+  kiln_pdl_trigger();
+  kiln_pdl_wait();
   int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   int heads = sh.n_heads + sh.n_kv_heads;
   int64_t job = (int64_t)blockIdx.x * ROPE_WARPS + warp;
@@ -74,9 +76,8 @@ static int qkv_rope_launch(float *q_out, uint16_t *k_cache, uint16_t *v_cache, c
                            cudaStream_t stream) {
   int64_t jobs = n * (sh->n_heads + sh->n_kv_heads);
   unsigned blocks = (unsigned)((jobs + ROPE_WARPS - 1) / ROPE_WARPS);
-  qkv_rope_kernel<<<blocks, ROPE_WARPS * 32, 0, stream>>>(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps,
-                                                           inv_freq, step, n, *sh);
-  KILN_CUDA_LAUNCHED();
+  KILN_CUDA_CHECK(kiln_launch(qkv_rope_kernel, dim3(blocks), dim3(ROPE_WARPS * 32), 0, stream, q_out, k_cache,
+                              v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n, *sh));
   return 0;
 }
 

@@ -82,6 +82,7 @@ static __global__ void __launch_bounds__(SM_THREADS)
   __shared__ int found_s;
   __shared__ u64 above_s;
   __shared__ int chosen;
+  kiln_pdl_wait();
   const int t = threadIdx.x;
   const u64 cell = *argmax;
   const int32_t am = cell ? (int32_t)(0xffffffffu - (uint32_t)(cell & 0xffffffffu)) : 0;
@@ -196,8 +197,8 @@ static __global__ void __launch_bounds__(SM_THREADS)
 
 static int sample_launch(int32_t *next, const float *logits, int64_t vocab, const unsigned long long *argmax,
                          const kiln_cuda_step *step, cudaStream_t stream) {
-  sample_kernel<<<1, SM_THREADS, 0, stream>>>(next, logits, vocab, argmax, step);
-  KILN_CUDA_LAUNCHED();
+  KILN_CUDA_CHECK(kiln_launch(sample_kernel, dim3(1), dim3(SM_THREADS), 0, stream, next, logits, vocab,
+                              (const u64 *)argmax, step));
   return 0;
 }
 

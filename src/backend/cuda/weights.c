@@ -117,6 +117,8 @@ static int upload_layer(stager *s, const kiln_backend *b, const kiln_layer_weigh
   if ((rc = upload_rows(s, d->wqkv, &q, 1, nq, H))) return rc;
   if ((rc = upload_rows(s, d->wqkv + nq * H, &k, 1, nkv, H))) return rc;
   if ((rc = upload_rows(s, d->wqkv + (nq + nkv) * H, &v, 1, nkv, H))) return rc;
+  if (d->bqkv && !(w->bq.data && w->bk.data && w->bv.data))
+    return kiln_error(KILN_EFORMAT, "cuda upload: attention_bias is set but a q/k/v bias is missing");
   if (d->bqkv) {
     if ((rc = upload_vec(s, d->bqkv, &w->bq, nq))) return rc;
     if ((rc = upload_vec(s, d->bqkv + nq, &w->bk, nkv))) return rc;
@@ -124,6 +126,13 @@ static int upload_layer(stager *s, const kiln_backend *b, const kiln_layer_weigh
   }
   const kiln_tensor *o = &w->wo, *gu[2] = {&w->w_gate, &w->w_up}, *down = &w->w_down;
   if ((rc = upload_rows(s, d->wo, &o, 1, H, nq))) return rc;
+  if (d->bo) {
+    if (w->bo.data) {
+      if ((rc = upload_vec(s, d->bo, &w->bo, H))) return rc;
+    } else {
+      KILN_CUDA_CHECK(cudaMemsetAsync(d->bo, 0, (size_t)H * 4, s->st));
+    }
+  }
   if ((rc = upload_rows(s, d->wgu, gu, 2, I, H))) return rc;
   if ((rc = upload_rows(s, d->wdown, &down, 1, H, I))) return rc;
   if ((rc = upload_vec(s, d->attn_norm, &w->attn_norm, H))) return rc;
