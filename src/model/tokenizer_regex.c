@@ -3,8 +3,11 @@
  * tokenizers uses); we run them with PCRE2 (UTF, UCP, JIT) after rewriting the constructs whose meaning differs
  * between the two engines:
  *
- *  - \s and \S: Oniguruma's \s is the Unicode White_Space property, PCRE2's also takes U+180E. They become
- *    \p{White_Space} and \P{White_Space}, inside and outside character classes.
+ *  - \s: Oniguruma's is the Unicode White_Space property, PCRE2's also takes U+180E. \w: Oniguruma's takes
+ *    letters, marks, decimal digits, connector punctuation and the Latin-1 superscripts and fractions, PCRE2's
+ *    (10.42) letters, numbers and '_'. \d: the decimal digits of Unicode 16. \h: Oniguruma's is a hex digit,
+ *    PCRE2's horizontal space. Each becomes an explicit class (its negation [^...]); a negated escape inside a
+ *    class, which a class cannot express, is left to PCRE2 (\S inside a class becomes \P{White_Space}).
  *  - (?i:...) around plain ASCII text (GPT-2's contractions 's|'t|...): Oniguruma folds only the ASCII letters
  *    here, PCRE2 would also take U+017F for s. The group becomes (?:...) with each letter spelled [xX].
  *  - \p{L} and \p{N}: HF's Oniguruma has Unicode 16 tables, PCRE2 10.42 (Debian 12) Unicode 14. The letters and
@@ -64,6 +67,38 @@ static const char g_extra_numbers[] =
     "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11F50}-\\x{11F59}\\x{16130}-\\x{16139}"
     "\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}\\x{1E5F1}-\\x{1E5FA}";
 
+/* Oniguruma's \w outside a class also takes these Latin-1 superscripts and fractions; inside a class it does not. */
+static const char g_word_latin1[] = "\\x{B2}-\\x{B3}\\x{B9}\\x{BC}-\\x{BE}";
+static const char g_extra_word[] =
+    "\\x{897}\\x{CF3}\\x{ECE}\\x{1C89}-\\x{1C8A}\\x{A7CB}-\\x{A7CD}"
+    "\\x{A7DA}-\\x{A7DC}\\x{105C0}-\\x{105F3}\\x{10D40}-\\x{10D65}\\x{10D69}-\\x{10D6D}"
+    "\\x{10D6F}-\\x{10D85}\\x{10EC2}-\\x{10EC4}\\x{10EFC}-\\x{10EFF}\\x{1123F}-\\x{11241}"
+    "\\x{11380}-\\x{11389}\\x{1138B}\\x{1138E}\\x{11390}-\\x{113B5}\\x{113B7}-\\x{113C0}\\x{113C2}"
+    "\\x{113C5}\\x{113C7}-\\x{113CA}\\x{113CC}-\\x{113D3}\\x{113E1}-\\x{113E2}\\x{116D0}-\\x{116E3}"
+    "\\x{11BC0}-\\x{11BE0}\\x{11BF0}-\\x{11BF9}\\x{11F00}-\\x{11F10}\\x{11F12}-\\x{11F3A}"
+    "\\x{11F3E}-\\x{11F42}\\x{11F50}-\\x{11F5A}\\x{1342F}\\x{13440}-\\x{13455}\\x{13460}-\\x{143FA}"
+    "\\x{16100}-\\x{16139}\\x{16D40}-\\x{16D6C}\\x{16D70}-\\x{16D79}\\x{18CFF}\\x{1B132}\\x{1B155}"
+    "\\x{1CCF0}-\\x{1CCF9}\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}\\x{1E08F}\\x{1E4D0}-\\x{1E4F9}"
+    "\\x{1E5D0}-\\x{1E5FA}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}";
+static const char g_extra_digits[] =
+    "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11F50}-\\x{11F59}\\x{16130}-\\x{16139}"
+    "\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1E4F0}-\\x{1E4F9}\\x{1E5F1}-\\x{1E5FA}";
+
+/* The class body standing for a shorthand escape (\s \w \d \h, lower case), in three parts, or NULL. */
+static const char *shorthand_body(char c, bool in_class, const char **extra, const char **extra2) {
+  *extra = *extra2 = "";
+  switch (c) {
+  case 's': return "\\p{White_Space}";
+  case 'w':
+    *extra = g_extra_word;
+    *extra2 = in_class ? "" : g_word_latin1;
+    return "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}";
+  case 'd': *extra = g_extra_digits; return "\\p{Nd}";
+  case 'h': return "0-9a-fA-F";
+  default: return NULL;
+  }
+}
+
 /* Length of a \p{L}, \pL, \p{N} or \pN escape at pat[i] (i at the backslash), with *extra the ranges to add, or 0. */
 static size_t property_escape(const char *pat, size_t len, size_t i, const char **extra) {
   static const struct {
@@ -105,12 +140,19 @@ static int translate(const char *pat, size_t len, sbuf *out) {
     }
     if (c == '\\' && i + 1 < len) {
       char d = pat[i + 1];
-      if (d == 's')
-        rc = sb_put(out, "\\p{White_Space}", 15);
-      else if (d == 'S')
+      bool neg = d >= 'A' && d <= 'Z';
+      const char *body2, *body3, *body = shorthand_body((char)(d | 0x20), in_class, &body2, &body3);
+      if (body && (!neg || !in_class)) {
+        if (!in_class) rc = sb_put(out, neg ? "[^" : "[", neg ? 2 : 1);
+        if (!rc) rc = sb_put(out, body, strlen(body));
+        if (!rc) rc = sb_put(out, body2, strlen(body2));
+        if (!rc) rc = sb_put(out, body3, strlen(body3));
+        if (!rc && !in_class) rc = sb_put(out, "]", 1);
+      } else if (d == 'S') {
         rc = sb_put(out, "\\P{White_Space}", 15);
-      else
+      } else {
         rc = sb_put(out, pat + i, 2);
+      }
       i++;
       continue;
     }
@@ -160,7 +202,8 @@ int tok_regex_compile(tok_regex *re, const char *pat, size_t len, bool literal, 
     return kiln_error(KILN_ENOMEM, "%s: out of memory compiling a regex", path);
   }
   pcre2_set_newline(cctx, PCRE2_NEWLINE_LF);
-  uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : PCRE2_MULTILINE);
+  /* PCRE2_LITERAL admits neither UCP nor MULTILINE, and needs neither. */
+  uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP | PCRE2_MULTILINE);
   int err = 0;
   PCRE2_SIZE eoff = 0;
   re->code = pcre2_compile((PCRE2_SPTR)tr.p, tr.n, opts, &err, &eoff, cctx);

@@ -134,38 +134,6 @@ size_t tok_utf8_lossy(const char *src, size_t n, char *dst) {
   return o;
 }
 
-bool tok_is_white_space(int32_t cp) {
-  /* PropList.txt White_Space (the \s of Rust's regex and of Oniguruma). */
-  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
-         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
-         cp == 0x3000;
-}
-
-bool tok_is_word_char(int32_t cp) {
-  /* Rust regex \w: Alphabetic, M, Nd, Pc, Join_Control. Alphabetic is the letters, Nl and Other_Alphabetic; the
-   * latter is almost all marks, plus the circled and squared Latin letters listed here. */
-  if (cp < 0x80)
-    return (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || cp == '_';
-  if (cp == 0x200C || cp == 0x200D) return true;
-  if ((cp >= 0x24B6 && cp <= 0x24E9) || (cp >= 0x1F130 && cp <= 0x1F149) || (cp >= 0x1F150 && cp <= 0x1F169) ||
-      (cp >= 0x1F170 && cp <= 0x1F189))
-    return true;
-  switch (utf8proc_category(cp)) {
-  case UTF8PROC_CATEGORY_LU:
-  case UTF8PROC_CATEGORY_LL:
-  case UTF8PROC_CATEGORY_LT:
-  case UTF8PROC_CATEGORY_LM:
-  case UTF8PROC_CATEGORY_LO:
-  case UTF8PROC_CATEGORY_NL:
-  case UTF8PROC_CATEGORY_MN:
-  case UTF8PROC_CATEGORY_MC:
-  case UTF8PROC_CATEGORY_ME:
-  case UTF8PROC_CATEGORY_ND:
-  case UTF8PROC_CATEGORY_PC: return true;
-  default: return false;
-  }
-}
-
 /* Characters that HF tokenizers' normaliser does not know. Its Unicode tables (the unicode-normalization-alignments
  * crate) predate utf8proc's by several versions, so for these it has combining class 0 and no decomposition,
  * while utf8proc reorders, decomposes or composes them. Found by normalising every code point, and every code
@@ -209,6 +177,51 @@ static bool in_ranges(const cp_range *r, size_t n, int32_t cp) {
 bool tok_norm_unknown(int32_t cp, bool compat) {
   if (in_ranges(g_unknown_canon, sizeof g_unknown_canon / sizeof g_unknown_canon[0], cp)) return true;
   return compat && in_ranges(g_unknown_compat, sizeof g_unknown_compat / sizeof g_unknown_compat[0], cp);
+}
+
+bool tok_is_white_space(int32_t cp) {
+  /* PropList.txt White_Space (the \s of Rust's regex and of Oniguruma). */
+  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+         cp == 0x3000;
+}
+
+/* Word characters of Unicode 16 that utf8proc (Unicode 15) does not know, found by testing every code point against
+ * HF tokenizers' single_word rule. */
+static const cp_range g_word_u16[] = {
+    {0x897, 0x897},     {0x1C89, 0x1C8A},   {0xA7CB, 0xA7CD},   {0xA7DA, 0xA7DC},   {0x105C0, 0x105F3},
+    {0x10D40, 0x10D65}, {0x10D69, 0x10D6D}, {0x10D6F, 0x10D85}, {0x10EC2, 0x10EC4}, {0x10EFC, 0x10EFC},
+    {0x11380, 0x11389}, {0x1138B, 0x1138B}, {0x1138E, 0x1138E}, {0x11390, 0x113B5}, {0x113B7, 0x113C0},
+    {0x113C2, 0x113C2}, {0x113C5, 0x113C5}, {0x113C7, 0x113CA}, {0x113CC, 0x113D3}, {0x113E1, 0x113E2},
+    {0x116D0, 0x116E3}, {0x11BC0, 0x11BE0}, {0x11BF0, 0x11BF9}, {0x11F5A, 0x11F5A}, {0x13460, 0x143FA},
+    {0x16100, 0x16139}, {0x16D40, 0x16D6C}, {0x16D70, 0x16D79}, {0x18CFF, 0x18CFF}, {0x1CCF0, 0x1CCF9},
+    {0x1E5D0, 0x1E5FA}, {0x2EBF0, 0x2EE5D},
+};
+
+bool tok_is_word_char(int32_t cp) {
+  /* Rust regex \w: Alphabetic, M, Nd, Pc, Join_Control. Alphabetic is the letters, Nl and Other_Alphabetic; the
+   * latter is almost all marks, plus the circled and squared Latin letters listed here. */
+  if (cp < 0x80)
+    return (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || cp == '_';
+  if (cp == 0x200C || cp == 0x200D) return true;
+  if (in_ranges(g_word_u16, sizeof g_word_u16 / sizeof g_word_u16[0], cp)) return true;
+  if ((cp >= 0x24B6 && cp <= 0x24E9) || (cp >= 0x1F130 && cp <= 0x1F149) || (cp >= 0x1F150 && cp <= 0x1F169) ||
+      (cp >= 0x1F170 && cp <= 0x1F189))
+    return true;
+  switch (utf8proc_category(cp)) {
+  case UTF8PROC_CATEGORY_LU:
+  case UTF8PROC_CATEGORY_LL:
+  case UTF8PROC_CATEGORY_LT:
+  case UTF8PROC_CATEGORY_LM:
+  case UTF8PROC_CATEGORY_LO:
+  case UTF8PROC_CATEGORY_NL:
+  case UTF8PROC_CATEGORY_MN:
+  case UTF8PROC_CATEGORY_MC:
+  case UTF8PROC_CATEGORY_ME:
+  case UTF8PROC_CATEGORY_ND:
+  case UTF8PROC_CATEGORY_PC: return true;
+  default: return false;
+  }
 }
 
 static tok_bytelevel g_bytelevel;
