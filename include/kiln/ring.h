@@ -163,6 +163,8 @@ typedef struct kiln_ring_cons {
   uint32_t pending;
   uint32_t wake;
   int err;             /* sticky KILN_ECORRUPT */
+  uint32_t last_size;  /* payload size of the last record handed out, as checked: with an untrusted peer use this,
+                          not rec->size, which the peer can change after the check */
 } kiln_ring_cons;
 
 /* ------------------------------------------------------------------------------------------------ sizes */
@@ -244,6 +246,7 @@ KILN_RING_FN int kiln_ring_cons_attach(kiln_ring_cons *c, kiln_ring *r, uint64_t
   c->pending = 0;
   c->wake = r->flags & KILN_RING_FLAG_WAKE;
   c->err = KILN_OK;
+  c->last_size = 0;
   return KILN_OK;
 }
 
@@ -434,6 +437,7 @@ KILN_RING_FN int kiln_ring_peek(kiln_ring_cons *c, const kiln_rec **out) {
       continue;
     }
     c->rd += span;
+    c->last_size = size;
     *out = (const kiln_rec *)(c->data + off);
     return KILN_OK;
   }
