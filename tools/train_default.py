@@ -7,8 +7,9 @@ Steps (all seeded; see models/default/README.md for the recipe and the results):
      256-byte initial alphabet (any UTF-8 text stays encodable), then the special tokens <|endoftext|>,
      <|im_start|>, <|im_end|> appended after the BPE vocabulary, as in Qwen3.
   2. A Qwen3ForCausalLM (per-head q/k RMSNorm, GQA, SwiGLU, tied embeddings) trained on train.txt with AdamW,
-     bf16 autocast, dropout (attention, embedding output, attention and MLP outputs), warmup + cosine decay, random
-     windows of --seq tokens; the validation text (never Revelation) picks the best checkpoint (early stopping).
+     bf16 autocast, dropout (attention probabilities, embedding output, attention and MLP outputs), warmup + cosine
+     decay, random windows of --seq tokens; the validation text (never Revelation) picks the best checkpoint (early
+     stopping). Eager attention and PyTorch's deterministic mode: the same GPU and software give the same bits.
   3. save_pretrained (config.json, model.safetensors in bf16, generation_config.json), tokenizer.json and a
      tokenizer_config.json with a ChatML chat template; the files are reloaded and checked with transformers.
   4. Reference values for the engine's tests, from the saved bf16 weights upcast to float32 on the CPU (TF32 off;
