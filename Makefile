@@ -37,11 +37,9 @@ configure: $(BUILD)/CMakeCache.txt
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
-# The embedded default model (models/default) once it is trained; until then the tiny test checkpoint.
-RUN_MODEL ?= $(if $(wildcard models/default/config.json),,tests/data/tiny/qwen3-f32)
-
+# The embedded default model (models/default), sampled: a model this small loops under greedy decoding.
 run: deps build
-	./$(BUILD)/bin/kiln run $(if $(RUN_MODEL),-m $(RUN_MODEL)) -p "$(PROMPT)" -n 64
+	./$(BUILD)/bin/kiln run -p "$(PROMPT)" -n 96 --temp 0.8 --top-p 0.95 --seed 1
 
 test: deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE 'gpu|soak' $(CTEST_ARGS)
