@@ -4,7 +4,7 @@
  *
  * Tolerances (f32 arithmetic against double-accumulated references):
  *   matmul, dot:  |got - ref| <= 1e-5 * sum_i |x_i w_i| + 1e-30   (the rounding of an f32 sum of `in` terms)
- *   rmsnorm, rope, swiglu, axpy: |got - ref| <= 2e-6 * max(1, |ref|);  
+ *   rmsnorm, rope, swiglu, axpy: |got - ref| <= 2e-6 * max(1, |ref|);
  *   softmax: |got - ref| <= (2e-6 + 6e-8 * (max - x)) * ref + 1e-37 (x - max rounded to f32 first: its ulp)
  * Outputs are poisoned with NaN first; entries a call must not write are checked to stay NaN.
  */

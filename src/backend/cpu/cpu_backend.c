@@ -11,7 +11,7 @@
  * Work split. Each matmul is one pool job: the output rows (q, k and v rows together; gate and up together) are
  * split evenly in contiguous ranges, so each thread streams its own part of the weights. Attention is one job
  * split by kv head: a thread normalises and rotates its heads' new keys and then runs the query heads that read
- * them, so no barrier is needed inside. The serial parts between jobs (residual adds, RMSNorm) are microseconds.
+ * them (all of a group at once, each cached row read once), so no barrier is needed inside. The serial parts between jobs (residual adds, RMSNorm) are microseconds.
  */
 #include <math.h>
 #include <stdio.h>
@@ -47,7 +47,7 @@ struct kiln_backend {
   float *q, *att;         /* [B][q_dim] */
   float *gate, *up;       /* [B][inter] */
   float *tmp;             /* [B][hidden] block output */
-  float *scores;          /* [n_threads][n_ctx] attention weights */
+  float *scores;          /* [n_threads][group][n_ctx] attention weights */
   char desc[96];
 };
 
@@ -130,8 +130,9 @@ static void attn_run_(void *arg, int tid, int nth) {
   const attn_job *j = arg;
   kiln_backend *b = j->b;
   const kiln_config *c = b->cfg;
+  const kiln_cpu_kernels *k = b->kern;
   const int64_t hd = b->hd, kvd = b->kv_dim, qd = b->q_dim, group = c->n_heads / c->n_kv_heads;
-  float *sc = b->scores + (int64_t)tid * b->n_ctx;
+  float *sc = b->scores + (int64_t)tid * group * b->n_ctx; /* [group][n_ctx] */
   int64_t g0, g1;
   kiln_cpu_split(c->n_kv_heads, nth, tid, &g0, &g1);
   for (int64_t g = g0; g < g1; g++) {
@@ -140,18 +141,26 @@ static void attn_run_(void *arg, int tid, int nth) {
       if (j->L->k_norm.data) kiln_cpu_rmsnorm(kr, kr, j->L->k_norm.data, j->L->k_norm.dtype, 1, hd, c->rms_norm_eps);
       kiln_cpu_rope_head(kr, b->rope_cs + t * hd, hd);
     }
-    for (int64_t h = g * group; h < (g + 1) * group; h++)
-      for (int64_t t = 0; t < j->n; t++) {
-        float *qh = b->q + t * qd + h * hd;
+    for (int64_t t = 0; t < j->n; t++) {
+      /* the group's query heads together, so each cached key and value row is read once for all of them */
+      float *q0 = b->q + t * qd + g * group * hd, *o0 = b->att + t * qd + g * group * hd;
+      for (int64_t h = 0; h < group; h++) {
+        float *qh = q0 + h * hd;
         if (j->L->q_norm.data) kiln_cpu_rmsnorm(qh, qh, j->L->q_norm.data, j->L->q_norm.dtype, 1, hd, c->rms_norm_eps);
         kiln_cpu_rope_head(qh, b->rope_cs + t * hd, hd);
-        const int64_t len = j->pos + t + 1;
-        for (int64_t p = 0; p < len; p++) sc[p] = b->kern->dot(qh, j->kc + p * kvd + g * hd, hd) * b->attn_scale;
-        b->kern->softmax(sc, len);
-        float *out = b->att + t * qd + h * hd;
-        memset(out, 0, (size_t)hd * sizeof *out);
-        for (int64_t p = 0; p < len; p++) b->kern->axpy(out, sc[p], j->vc + p * kvd + g * hd, hd);
       }
+      const int64_t len = j->pos + t + 1;
+      for (int64_t p = 0; p < len; p++) {
+        const float *kp = j->kc + p * kvd + g * hd;
+        for (int64_t h = 0; h < group; h++) sc[h * b->n_ctx + p] = k->dot(q0 + h * hd, kp, hd) * b->attn_scale;
+      }
+      for (int64_t h = 0; h < group; h++) k->softmax(sc + h * b->n_ctx, len);
+      memset(o0, 0, (size_t)(group * hd) * sizeof *o0);
+      for (int64_t p = 0; p < len; p++) {
+        const float *vp = j->vc + p * kvd + g * hd;
+        for (int64_t h = 0; h < group; h++) k->axpy(o0 + h * hd, sc[h * b->n_ctx + p], vp, hd);
+      }
+    }
   }
 }
 
@@ -325,7 +334,7 @@ static int cpu_create_(kiln_backend **out, const kiln_model *m, const kiln_engin
   b->gate = alloc_f32_(B, 1, b->inter);
   b->up = alloc_f32_(B, 1, b->inter);
   b->tmp = alloc_f32_(B, 1, b->hidden);
-  b->scores = alloc_f32_(b->n_threads, 1, b->n_ctx);
+  b->scores = alloc_f32_(b->n_threads, c->n_heads / c->n_kv_heads, b->n_ctx);
   if (!b->kcache || !b->vcache || !b->inv_freq || !b->rope_cs || !b->pos || !b->x || !b->xn || !b->xp || !b->q ||
       !b->att || !b->gate || !b->up || !b->tmp || !b->scores) {
     rc = kiln_error(KILN_ENOMEM, "cpu: out of memory for a KV cache of %d x %d tokens", b->n_seqs, b->n_ctx);
