@@ -3,9 +3,11 @@
  *
  *   1. Per-token overhead. The same greedy generation (N tokens, EOS ignored) run in process (kiln_gen_step in a
  *      loop, as `kiln run` does) and through the server (a streamed /v1/completions read by a socket client in this
- *      process), alternated R times in one run. Reported: ms per token of each (median), the difference (the
- *      overhead of ring handoff, JSON, SSE and the socket per token), and the client-side gap between chunks
- *      (p50, p99).
+ *      process), alternated R times in one run. Reported: wall ms per decoded token of each (median), the median of
+ *      the paired differences (the overhead a streaming client sees per token: ring handoff, JSON, SSE, socket),
+ *      CPU ms per token of the whole process in each mode (the HTTP figure includes this client's own reading),
+ *      and the client-side gap between chunks (p50, p99). Each HTTP request opens a new connection (and so a new
+ *      connection thread), which the TTFT figures include.
  *   2. Requests per second for short requests (max_tokens 1, a few prompt tokens, a new connection each) with C
  *      concurrent clients, beside the in-process floor (kiln_gen_start + one step, back to back).
  *
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -41,6 +44,14 @@ static double pct(double *v, int n, double p) {
   qsort(v, (size_t)n, sizeof *v, cmp_d);
   int i = (int)(p * (n - 1) + 0.5);
   return v[i];
+}
+
+/* CPU seconds used by the whole process so far (every thread: engine, connections, client). */
+static double cpu_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+         ru.ru_stime.tv_usec * 1e-6;
 }
 
 static const char *PROMPT = "In the beginning God created the heaven and the earth.";
@@ -73,32 +84,39 @@ static double inproc_run(kiln_engine *e, const kiln_tokenizer *tok, const int32_
 
 /* ---- through HTTP -------------------------------------------------------------------------------------------- */
 
-static double http_run(int port, int n_tokens, double *ttft, double *gaps, int *n_gaps) {
+static double http_run(int port, int n_tokens, double *ttft, double *t_head, double *gaps, int *n_gaps) {
+  /* No logprobs: the engine does exactly the work of the in-process run. Each token with text arrives as a chunk,
+   * the last token as the finish chunk; the token count comes from the usage chunk. */
   char body[512];
   snprintf(body, sizeof body,
            "{\"prompt\":\"%s\",\"max_tokens\":%d,\"temperature\":0,\"ignore_eos\":true,\"stream\":true,"
-           "\"logprobs\":0}", PROMPT, n_tokens);
+           "\"stream_options\":{\"include_usage\":true}}", PROMPT, n_tokens);
   sse_conn c;
   double t0 = now_s();
   if (sse_open(port, "/v1/completions", NULL, body, &c)) {
     sse_close(&c);
     return -1;
   }
+  *t_head = now_s() - t0;
   char *ev;
-  int tokens = 0;
+  int chunks = 0, tokens = -1;
   double t_first = 0, t_prev = 0, t_last = 0;
   while (sse_next(&c, &ev, 60000) == 1) {
-    if (strncmp(ev, "data: {", 7) == 0 && strstr(ev, "\"tokens\":[\"") != NULL) {
+    if (strncmp(ev, "data: {", 7) == 0 && strstr(ev, "\"choices\":[{")) {
       double t = now_s();
-      if (tokens == 0) t_first = t;
+      if (chunks == 0) t_first = t;
       else if (*n_gaps < 100000) gaps[(*n_gaps)++] = t - t_prev;
       t_prev = t_last = t;
-      tokens++;
+      chunks++;
+    } else if (strncmp(ev, "data: {", 7) == 0) {
+      json_t *u = json_loads(ev + 6, 0, NULL);
+      tokens = (int)json_integer_value(json_object_get(json_object_get(u, "usage"), "completion_tokens"));
+      json_decref(u);
     }
     free(ev);
   }
   sse_close(&c);
-  if (tokens != n_tokens) return -1;
+  if (tokens != n_tokens || chunks < 2) return -1;
   *ttft = t_first - t0;
   return (t_last - t_first) / (tokens - 1);
 }
@@ -197,25 +215,37 @@ int main(int argc, char **argv) {
   /* 1. alternate in-process and HTTP runs (one warm-up of each first). */
   double *tp_in = calloc((size_t)repeats, sizeof(double)), *tp_http = calloc((size_t)repeats, sizeof(double));
   double *ttft_in = calloc((size_t)repeats, sizeof(double)), *ttft_http = calloc((size_t)repeats, sizeof(double));
+  double *head_http = calloc((size_t)repeats, sizeof(double));
+  double *cpu_in = calloc((size_t)repeats, sizeof(double)), *cpu_http = calloc((size_t)repeats, sizeof(double));
+  double *diff = calloc((size_t)repeats, sizeof(double));
   double *gaps = calloc(100000, sizeof(double));
   int n_gaps = 0;
   double d;
-  if (inproc_run(e, tok, ids, (int)n_ids, n_tokens, &d) < 0 || http_run(port, n_tokens, &d, gaps, &n_gaps) < 0) {
+  if (inproc_run(e, tok, ids, (int)n_ids, n_tokens, &d) < 0 || http_run(port, n_tokens, &d, &d, gaps, &n_gaps) < 0) {
     fprintf(stderr, "bench_server: warm-up failed: %s\n", kiln_last_error());
     return 1;
   }
   n_gaps = 0;
   for (int r = 0; r < repeats; r++) {
+    double c0 = cpu_s();
     tp_in[r] = inproc_run(e, tok, ids, (int)n_ids, n_tokens, &ttft_in[r]);
-    tp_http[r] = http_run(port, n_tokens, &ttft_http[r], gaps, &n_gaps);
+    double c1 = cpu_s();
+    tp_http[r] = http_run(port, n_tokens, &ttft_http[r], &head_http[r], gaps, &n_gaps);
+    double c2 = cpu_s();
     if (tp_in[r] < 0 || tp_http[r] < 0) {
       fprintf(stderr, "bench_server: run %d failed\n", r);
       return 1;
     }
+    cpu_in[r] = (c1 - c0) / n_tokens;
+    cpu_http[r] = (c2 - c1) / n_tokens;
+    diff[r] = tp_http[r] - tp_in[r];
   }
   double in_ms = pct(tp_in, repeats, 0.5) * 1e3, http_ms = pct(tp_http, repeats, 0.5) * 1e3;
   double in_ttft = pct(ttft_in, repeats, 0.5) * 1e3, http_ttft = pct(ttft_http, repeats, 0.5) * 1e3;
+  double http_head = pct(head_http, repeats, 0.5) * 1e3;
   double gap50 = pct(gaps, n_gaps, 0.5) * 1e3, gap99 = pct(gaps, n_gaps, 0.99) * 1e3;
+  double diff_us = pct(diff, repeats, 0.5) * 1e6;
+  double cpu_in_ms = pct(cpu_in, repeats, 0.5) * 1e3, cpu_http_ms = pct(cpu_http, repeats, 0.5) * 1e3;
 
   /* 2. short requests: the in-process floor, then 1, 4 and 16 concurrent HTTP clients. */
   double t0 = now_s();
@@ -267,7 +297,7 @@ int main(int argc, char **argv) {
   kiln_server_stop(srv);
 
   /* Context of the run. */
-  char date[64], cpu[256] = "unknown", commit[64] = "unknown";
+  char date[64], cpu[512] = "unknown", commit[64] = "unknown";
   time_t tt = time(NULL);
   strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&tt));
   FILE *f = fopen("/proc/cpuinfo", "r");
@@ -293,14 +323,24 @@ int main(int argc, char **argv) {
     if (i + 1 < argc) strncat(cmd, " ", sizeof cmd - strlen(cmd) - 1);
   }
   json_t *res = json_pack(
-      "{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:{s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}, s:{s:f, s:o}}",
+      "{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:{s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}, "
+      "s:{s:f, s:o}}",
       "bench", "server", "device", "cpu", "cpu", cpu, "date", date, "commit", commit, "command", cmd, "threads",
       threads, "nproc", (int)sysconf(_SC_NPROCESSORS_ONLN), "repeats", repeats, "per_token", "tokens", n_tokens,
-      "inproc_ms_per_token", in_ms, "http_ms_per_token", http_ms, "overhead_us_per_token", (http_ms - in_ms) * 1e3,
-      "overhead_fraction", (http_ms - in_ms) / in_ms, "inproc_ttft_ms", in_ttft, "http_ttft_ms", http_ttft,
+      "inproc_ms_per_token", in_ms, "http_ms_per_token", http_ms, "overhead_us_per_token", diff_us,
+      "overhead_fraction", diff_us * 1e-3 / in_ms, "inproc_cpu_ms_per_token", cpu_in_ms, "http_cpu_ms_per_token",
+      cpu_http_ms, "inproc_ttft_ms", in_ttft, "http_ttft_ms", http_ttft, "http_headers_ms", http_head,
       "client_gap_p50_ms", gap50, "client_gap_p99_ms", gap99, "short_requests", "inproc_floor_per_s", floor_rps,
       "http", rps);
   json_object_set_new(res, "model", json_string(model));
+  /* The machine is shared: the load during the run says how much the numbers can be trusted. */
+  FILE *la = fopen("/proc/loadavg", "r");
+  double l1 = -1;
+  if (la) {
+    if (fscanf(la, "%lf", &l1) != 1) l1 = -1;
+    fclose(la);
+  }
+  json_object_set_new(res, "loadavg_1min", json_real(l1));
   char *txt = json_dumps(res, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
   printf("%s\n", txt);
   if (out_path) {
