@@ -269,8 +269,8 @@ static char *default_model_(const char *marker) {
   if (exe) {
     char *d = join_(exe, "../share/kiln/models/default");
     char *f = d ? join_(d, marker) : NULL;
-    if (f && is_file_(f)) found = d;
-    else free(d);
+    if (f && is_file_(f)) found = realpath(d, NULL); /* PREFIX/share/..., not PREFIX/bin/../share/... in messages */
+    free(d);
     free(f);
     free(exe);
   }
@@ -300,7 +300,10 @@ int cli_model_dir(const char *opt, char **dir) {
   if (stat(given, &st) != 0) return cli_errorf("%s: %s", given, strerror(errno));
   if (!S_ISDIR(st.st_mode)) return cli_errorf("%s: not a directory (a model is a checkpoint directory)", given);
   *dir = strdup(given);
-  return *dir ? 0 : cli_errorf("out of memory");
+  if (!*dir) return cli_errorf("out of memory");
+  /* "ckpt/" names the same directory as "ckpt"; messages then read ckpt/config.json rather than ckpt//config.json. */
+  for (size_t n = strlen(*dir); n > 1 && (*dir)[n - 1] == '/'; n--) (*dir)[n - 1] = '\0';
+  return 0;
 }
 
 int cli_tokenizer_path(const char *opt, char **path) {
