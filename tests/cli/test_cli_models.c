@@ -139,6 +139,60 @@ static void golden_(const char *dir) {
   json_decref(g);
 }
 
+/* The default model against tests/data/default/reference.json (transformers, f32): greedy continuations of its
+ * prompts through `kiln run` with no -m, and the perplexity of its passage (one window) through `kiln perplexity`. */
+static void default_reference_(const char *def) {
+  char path[1500];
+  snprintf(path, sizeof path, "%s/tests/data/default/reference.json", T.src);
+  json_error_t e;
+  json_t *ref = json_load_file(path, 0, &e);
+  if (!ref) return;
+  size_t i;
+  json_t *c;
+  json_array_foreach(json_object_get(ref, "greedy"), i, c) {
+    json_t *want = json_object_get(c, "ids");
+    char n[32];
+    snprintf(n, sizeof n, "%zu", json_array_size(want));
+    proc_result r;
+    t_kiln(&r, NULL, "run", "-p", json_string_value(json_object_get(c, "prompt")), "-n", n, "--ignore-eos", "--json",
+           "-q", NULL);
+    t_expect_ok(&r);
+    json_t *v = t_parse_json_line(&r);
+    CHECK(&r, json_equal(json_object_get(v, "ids"), want));
+    CHECK(&r, json_equal(json_object_get(v, "text"), json_object_get(c, "text")));
+    json_decref(v);
+    proc_result_free(&r);
+  }
+  json_t *passage = json_object_get(ref, "passage");
+  json_t *pids = json_object_get(passage, "ids");
+  if (json_array_size(pids) > 1) {
+    int32_t ids[4096];
+    size_t n = json_array_size(pids) < 4096 ? json_array_size(pids) : 4096;
+    for (size_t k = 0; k < n; k++) ids[k] = (int32_t)json_integer_value(json_array_get(pids, k));
+    char *csv = t_ids_csv(ids, n);
+    proc_result r;
+    t_kiln(&r, NULL, "detokenize", "-m", def, "--ids", csv, NULL);
+    free(csv);
+    t_expect_ok(&r);
+    char *file = t_path_in(T.tmp, "passage.txt");
+    t_write_file(file, r.out, r.out_len);
+    proc_result_free(&r);
+    json_t *v = t_ppl_json(def, file, "1024", NULL);
+    assert_int_equal(json_integer_value(json_object_get(v, "tokens")), json_integer_value(json_object_get(passage, "tokens")));
+    const char *keys[] = {"nll", "ppl", "bpb"};
+    for (int k = 0; k < 3; k++) {
+      double got = json_number_value(json_object_get(v, keys[k]));
+      double want = json_number_value(json_object_get(passage, keys[k]));
+      if (!(fabs(got - want) <= 1e-5 * fabs(want))) {
+        fprintf(stderr, "default model passage: %s %.9g, transformers %.9g\n", keys[k], got, want);
+        fail();
+      }
+    }
+    json_decref(v);
+  }
+  json_decref(ref);
+}
+
 /* The engine team's tiny checkpoints (tests/data/tiny/<name>/) and the embedded default model, when present. */
 static void test_shipped_models(void **state) {
   (void)state;
@@ -170,6 +224,7 @@ static void test_shipped_models(void **state) {
     CHECK(&r, json_integer_value(json_object_get(v, "completion_tokens")) == 8);
     json_decref(v);
     proc_result_free(&r);
+    default_reference_(def);
     smoke_(def);
   }
   if (!found) skip();
