@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backend/backend.h"
@@ -28,6 +29,23 @@
 
 /* Tokens per prefill chunk: the scratch size, and the tile over which each weight row is reused. */
 #define KILN_CPU_MAX_BATCH 64
+
+enum { KILN_PROF_QKV, KILN_PROF_ATTN, KILN_PROF_O, KILN_PROF_GATE_UP, KILN_PROF_DOWN, KILN_PROF_HEAD, KILN_PROF_N };
+static const char *const prof_names_[KILN_PROF_N] = {"qkv", "attention", "o_proj", "gate_up", "down", "lm_head"};
+
+static double now_ms_(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Times `stmt` into part `i` when profiling is on. */
+#define PROF(b, i, stmt)                                                                                          \
+  do {                                                                                                            \
+    double t0_ = (b)->prof ? now_ms_() : 0;                                                                       \
+    stmt;                                                                                                         \
+    if ((b)->prof) (b)->prof_ms[i] += now_ms_() - t0_;                                                            \
+  } while (0)
 
 struct kiln_backend {
   const kiln_model *m;
@@ -49,6 +67,11 @@ struct kiln_backend {
   float *tmp;             /* [B][hidden] block output */
   float *scores;          /* [n_threads][group][n_ctx] attention weights */
   char desc[96];
+  /* KILN_CPU_PROFILE=1: wall time per part of the forward pass, printed to stderr by destroy() */
+  bool prof;
+  double prof_ms[KILN_PROF_N];
+  double prof_total_ms;
+  int64_t prof_tokens, prof_calls;
 };
 
 /* ---- matmul jobs ---- */
@@ -205,14 +228,14 @@ static void forward_chunk_(kiln_backend *b, int seq, int64_t pos, const int32_t 
     mm_seg qkv[3] = {{&L->wq, b->q, b->q_dim, b->q_dim},
                      {&L->wk, kc + pos * b->kv_dim, b->kv_dim, b->kv_dim},
                      {&L->wv, vc + pos * b->kv_dim, b->kv_dim, b->kv_dim}};
-    matmul_segs_(b, b->xn, n, H, qkv, 3);
+    PROF(b, KILN_PROF_QKV, matmul_segs_(b, b->xn, n, H, qkv, 3));
     add_bias_(b->q, b->q_dim, &L->bq, n, b->q_dim);
     add_bias_(kc + pos * b->kv_dim, b->kv_dim, &L->bk, n, b->kv_dim);
     add_bias_(vc + pos * b->kv_dim, b->kv_dim, &L->bv, n, b->kv_dim);
     attn_job aj = {b, L, kc, vc, pos, n};
-    kiln_cpu_pool_run(b->pool, attn_run_, &aj);
+    PROF(b, KILN_PROF_ATTN, kiln_cpu_pool_run(b->pool, attn_run_, &aj));
     mm_seg o = {&L->wo, b->tmp, H, H};
-    matmul_segs_(b, b->att, n, b->q_dim, &o, 1);
+    PROF(b, KILN_PROF_O, matmul_segs_(b, b->att, n, b->q_dim, &o, 1));
     add_bias_(b->tmp, H, &L->bo, n, H);
     kiln_cpu_add_rmsnorm(b->xn, b->x, b->tmp, L->ffn_norm.data, L->ffn_norm.dtype, n, H, c->rms_norm_eps);
     /* gate and up share one prepared input; the job applies SwiGLU to its own rows */
@@ -225,10 +248,10 @@ static void forward_chunk_(kiln_backend *b, int seq, int64_t pos, const int32_t 
       for (int64_t t = 0; t < n; t++) kiln_cpu_swiglu(b->gate + t * b->inter, b->gate + t * b->inter, b->up + t * b->inter, b->inter);
     } else {
       ffn_job fj = {b, L, n};
-      kiln_cpu_pool_run(b->pool, ffn_run_, &fj);
+      PROF(b, KILN_PROF_GATE_UP, kiln_cpu_pool_run(b->pool, ffn_run_, &fj));
     }
     mm_seg d = {&L->w_down, b->tmp, H, H};
-    matmul_segs_(b, b->gate, n, b->inter, &d, 1);
+    PROF(b, KILN_PROF_DOWN, matmul_segs_(b, b->gate, n, b->inter, &d, 1));
     const kiln_tensor *next_norm = l + 1 < c->n_layers ? &m->layers[l + 1].attn_norm : &m->final_norm;
     kiln_cpu_add_rmsnorm(b->xn, b->x, b->tmp, next_norm->data, next_norm->dtype, n, H, c->rms_norm_eps);
   }
@@ -236,12 +259,13 @@ static void forward_chunk_(kiln_backend *b, int seq, int64_t pos, const int32_t 
     /* b->xn holds the final norm of every row; the head reads rows l0..n-1 */
     const kiln_tensor *head = m->lm_head.data ? &m->lm_head : &m->embed;
     mm_seg s = {head, logits, b->vocab, b->vocab};
-    matmul_segs_(b, b->xn + l0 * H, n - l0, H, &s, 1);
+    PROF(b, KILN_PROF_HEAD, matmul_segs_(b, b->xn + l0 * H, n - l0, H, &s, 1));
   }
 }
 
 static int cpu_forward_(kiln_backend *b, int seq, int pos, const int32_t *tokens, int n, float *logits,
                         bool all_logits) {
+  const double t0 = b->prof ? now_ms_() : 0;
   for (int c0 = 0; c0 < n; c0 += KILN_CPU_MAX_BATCH) {
     const int cn = n - c0 < KILN_CPU_MAX_BATCH ? n - c0 : KILN_CPU_MAX_BATCH;
     const bool last = c0 + cn == n;
@@ -256,6 +280,11 @@ static int cpu_forward_(kiln_backend *b, int seq, int pos, const int32_t *tokens
     }
     forward_chunk_(b, seq, (int64_t)pos + c0, tokens + c0, cn, lg, l0);
   }
+  if (b->prof) {
+    b->prof_total_ms += now_ms_() - t0;
+    b->prof_tokens += n;
+    b->prof_calls++;
+  }
   return KILN_OK;
 }
 
@@ -263,6 +292,16 @@ static int cpu_forward_(kiln_backend *b, int seq, int pos, const int32_t *tokens
 
 static void cpu_destroy_(kiln_backend *b) {
   if (!b) return;
+  if (b->prof && b->prof_calls) {
+    double parts = 0;
+    fprintf(stderr, "kiln cpu profile: %lld calls, %lld tokens, %.1f ms:", (long long)b->prof_calls,
+            (long long)b->prof_tokens, b->prof_total_ms);
+    for (int i = 0; i < KILN_PROF_N; i++) {
+      fprintf(stderr, " %s %.1f%%", prof_names_[i], 100 * b->prof_ms[i] / b->prof_total_ms);
+      parts += b->prof_ms[i];
+    }
+    fprintf(stderr, " rest %.1f%%\n", 100 * (b->prof_total_ms - parts) / b->prof_total_ms);
+  }
   kiln_cpu_pool_free(b->pool);
   free(b->kcache);
   free(b->vcache);
@@ -342,6 +381,8 @@ static int cpu_create_(kiln_backend **out, const kiln_model *m, const kiln_engin
   }
   kiln_ref_rope_inv_freq(b->inv_freq, c);
   snprintf(b->desc, sizeof b->desc, "cpu (%d threads, %s)", b->n_threads, b->kern->name);
+  const char *prof = getenv("KILN_CPU_PROFILE");
+  b->prof = prof && *prof && strcmp(prof, "0") != 0;
   *out = b;
   return KILN_OK;
 fail:
