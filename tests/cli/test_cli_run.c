@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <pty.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -59,6 +61,8 @@ static void run_fields_(const char *model, const tiny_info *info) {
   t_expect_ok(&r);
   CHECK(&r, r.out_len == a.text_len && memcmp(r.out, a.text, a.text_len) == 0);
   CHECK(&r, strstr(r.err, "TTFT") && strstr(r.err, "tok/s"));
+  CHECK(&r, !strstr(r.err, "loading [")); /* the progress bar is for terminals only */
+  CHECK(&r, memchr(r.err, '\n', r.err_len) == r.err + r.err_len - 1); /* one line of timings */
   proc_result_free(&r);
 
   /* A stop string ends the text before its first occurrence (pick two printable ASCII bytes of the text). */
@@ -110,6 +114,34 @@ static void test_run_context_full(void **state) {
 }
 
 
+/* On a terminal: the progress bar while the weights load, erased before the text, and a final newline. */
+static void test_run_terminal(void **state) {
+  (void)state;
+  int fd;
+  pid_t pid = forkpty(&fd, NULL, NULL, NULL);
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    execl(T.kiln, T.kiln, "run", "-m", T.qwen, "-p", "the cat", "-n", "4", "--ignore-eos", (char *)NULL);
+    _exit(127);
+  }
+  char buf[16384];
+  size_t len = 0;
+  for (;;) { /* the terminal reports EIO once the child has exited and closed it */
+    ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
+    if (n <= 0) break;
+    len += (size_t)n;
+  }
+  buf[len] = 0;
+  close(fd);
+  int ws;
+  assert_int_equal(waitpid(pid, &ws, 0), pid);
+  if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0 || !strstr(buf, "loading [") || !strstr(buf, "100%") ||
+      !strstr(buf, "\r\033[K") || !strstr(buf, "TTFT")) {
+    fprintf(stderr, "terminal output (status %d):\n%s\n", ws, buf);
+    fail();
+  }
+}
+
 /* --chat: the prompt as a user turn in the chat template (the model's tokenizer_config.json, or one by name). */
 static void test_run_chat(void **state) {
   (void)state;
@@ -156,6 +188,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_run_llama),
       cmocka_unit_test(test_run_context_full),
       cmocka_unit_test(test_run_chat),
+      cmocka_unit_test(test_run_terminal),
   };
   return cmocka_run_group_tests(tests, t_setup, t_teardown);
 }
