@@ -183,10 +183,26 @@ int main(int argc, char **argv) {
     http_resp r;
     int rc = http_request(port, "POST", seeds[s].path, NULL, body, len, rndn(8) == 0, &r);
     bool ok = rc == 0 && r.status >= 200 && r.status < 500;
+    char ctype[128] = "";
+    http_header(&r, "Content-Type", ctype, sizeof ctype);
     if (ok && r.status >= 400) {
       json_t *j = json_loadb(r.body, r.body_len, 0, NULL);
       ok = json_is_string(jpath(j, "error.message")) && json_is_string(jpath(j, "error.type"));
       json_decref(j);
+    } else if (ok && strcmp(ctype, "application/json") == 0) {
+      json_t *j = json_loadb(r.body, r.body_len, 0, NULL); /* a 200 body is valid JSON (valid UTF-8) */
+      ok = json_is_object(j);
+      json_decref(j);
+    } else if (ok) {
+      /* An event stream: every event valid JSON, [DONE] last. */
+      ok = strcmp(ctype, "text/event-stream") == 0 && r.body_len >= 14 &&
+           strcmp(r.body + r.body_len - 14, "data: [DONE]\n\n") == 0;
+      for (char *ev = r.body; ok && (ev = strstr(ev, "data: {")); ev += 6) {
+        char *end = strstr(ev, "\n\n");
+        json_t *j = end ? json_loadb(ev + 6, (size_t)(end - ev - 6), 0, NULL) : NULL;
+        ok = j != NULL;
+        json_decref(j);
+      }
     }
     if (rc == 0) by_status[r.status / 100 < 6 ? r.status / 100 : 0]++;
     if (!ok) {
