@@ -10,6 +10,8 @@
  * - Models: resolution of the model directory (-m, else $KILN_MODEL, else the embedded default model), loading
  *   with a progress bar on a terminal, engine creation.
  * - Output: JSON lines (jansson), text that may hold invalid UTF-8 made safe for JSON, wall-clock timing.
+ * Implemented in cli_common.c (messages, options, values), cli_model.c (models), cli_chat.c (chat mode) and
+ * cli_io.c (input and output).
  */
 #ifndef KILN_CLI_COMMON_H
 #define KILN_CLI_COMMON_H
