@@ -4,6 +4,8 @@
  * pool survives sleeping workers (gaps longer than the spin) and repeated create/free. Run under TSan too.
  */
 #include <setjmp.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -93,10 +95,60 @@ static void test_split(void **s) {
     }
 }
 
+/* Work stealing: every unit is claimed exactly once, whatever the split, with one thread slowed down. */
+typedef struct steal_job {
+  kiln_cpu_steal *r;
+  int64_t n;
+  _Atomic int claims[1000];
+  _Atomic int bad;
+  int per_thread[16];
+} steal_job;
+
+static void steal_fn_(void *arg, int tid, int nth) {
+  steal_job *j = arg;
+  int64_t u;
+  while (kiln_cpu_steal_next(j->r, nth, tid, &u)) {
+    if (u < 0 || u >= j->n) { /* checked by the caller (cmocka asserts belong to the main thread) */
+      atomic_store(&j->bad, 1);
+      continue;
+    }
+    atomic_fetch_add(&j->claims[u], 1);
+    j->per_thread[tid]++;
+    if (tid == 1) { /* a slow thread (its own share would take 0.3 s): the others take its units */
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+    }
+  }
+}
+
+static void test_steal(void **s) {
+  (void)s;
+  for (int threads = 1; threads <= 4; threads++) {
+    kiln_cpu_pool *p;
+    assert_int_equal(kiln_cpu_pool_create(&p, threads), KILN_OK);
+    kiln_cpu_steal *r = aligned_alloc(64, sizeof *r * (size_t)threads);
+    assert_non_null(r);
+    const int64_t sizes[] = {0, 1, 3, 64, 999};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+      static steal_job j;
+      memset(&j, 0, sizeof j);
+      j.r = r;
+      j.n = sizes[k];
+      kiln_cpu_steal_init(r, threads, j.n);
+      kiln_cpu_pool_run(p, steal_fn_, &j);
+      assert_int_equal(atomic_load(&j.bad), 0);
+      for (int64_t u = 0; u < j.n; u++) assert_int_equal(atomic_load(&j.claims[u]), 1);
+      if (threads > 1 && j.n == 999) assert_true(j.per_thread[1] < 999 / threads); /* its range was shared */
+    }
+    free(r);
+    kiln_cpu_pool_free(p);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_one_thread), cmocka_unit_test(test_spinning), cmocka_unit_test(test_sleeping),
-      cmocka_unit_test(test_create_free), cmocka_unit_test(test_split),
+      cmocka_unit_test(test_create_free), cmocka_unit_test(test_split), cmocka_unit_test(test_steal),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,8 +9,9 @@
  * calloc'd pages of the cache are only touched when a position is written.
  *
  * Work split. Each matmul is one pool job: the output rows (q, k and v rows together; gate and up together) are
- * split evenly in contiguous ranges, so each thread streams its own part of the weights. Attention is one job
- * split by kv head: a thread normalises and rotates its heads' new keys and then runs the query heads that read
+ * cut in chunks of about 64 KiB of weights, split evenly in contiguous ranges so each thread streams its own part
+ * of the weights, with stealing at the end (cpu_pool.h) so a thread that loses its core on a shared machine
+ * delays the job by one chunk. Attention is one job split by kv head: a thread normalises and rotates its heads' new keys and then runs the query heads that read
  * them (all of a group at once, each cached row read once), so no barrier is needed inside. The serial parts between jobs (residual adds, RMSNorm) are microseconds.
  */
 #include <math.h>
@@ -66,6 +67,7 @@ struct kiln_backend {
   float *gate, *up;       /* [B][inter] */
   float *tmp;             /* [B][hidden] block output */
   float *scores;          /* [n_threads][group][n_ctx] attention weights */
+  kiln_cpu_steal *ranges; /* [n_threads] work ranges of the current job */
   char desc[96];
   /* KILN_CPU_PROFILE=1: wall time per part of the forward pass, printed to stderr by destroy() */
   bool prof;
@@ -85,22 +87,32 @@ typedef struct mm_seg {
 typedef struct mm_job {
   const kiln_cpu_kernels *k;
   const float *xp;
-  int64_t n, in, total;
+  int64_t n, in, total, chunk; /* rows per unit of work */
   mm_seg seg[3];
   int n_seg;
+  kiln_cpu_steal *ranges;
 } mm_job;
+
+/* Rows per unit of matmul work: about KILN_CPU_CHUNK_BYTES of weights, a multiple of 4. */
+#define KILN_CPU_CHUNK_BYTES (64 * 1024)
+
+static int64_t chunk_rows_(int64_t in, kiln_dtype dt) {
+  int64_t r = KILN_CPU_CHUNK_BYTES / (in * (int64_t)kiln_dtype_size(dt));
+  return r < 4 ? 4 : r & ~(int64_t)3;
+}
 
 static void mm_run_(void *arg, int tid, int nth) {
   const mm_job *j = arg;
-  int64_t lo, hi;
-  kiln_cpu_split((j->total + 3) / 4, nth, tid, &lo, &hi); /* units of 4 rows: the decode kernel's width */
-  const int64_t r0 = lo * 4, r1 = hi * 4 < j->total ? hi * 4 : j->total;
-  int64_t base = 0;
-  for (int s = 0; s < j->n_seg; s++) {
-    const mm_seg *g = &j->seg[s];
-    int64_t o0 = (r0 > base ? r0 : base) - base, o1 = (r1 < base + g->out ? r1 : base + g->out) - base;
-    if (o0 < o1) j->k->matmul(g->y, g->ldy, j->xp, j->n, g->w->data, g->w->dtype, j->in, o0, o1);
-    base += g->out;
+  int64_t u;
+  while (kiln_cpu_steal_next(j->ranges, nth, tid, &u)) {
+    const int64_t r0 = u * j->chunk, r1 = r0 + j->chunk < j->total ? r0 + j->chunk : j->total;
+    int64_t base = 0;
+    for (int s = 0; s < j->n_seg; s++) {
+      const mm_seg *g = &j->seg[s];
+      int64_t o0 = (r0 > base ? r0 : base) - base, o1 = (r1 < base + g->out ? r1 : base + g->out) - base;
+      if (o0 < o1) j->k->matmul(g->y, g->ldy, j->xp, j->n, g->w->data, g->w->dtype, j->in, o0, o1);
+      base += g->out;
+    }
   }
 }
 
@@ -115,6 +127,9 @@ static void matmul_segs_(kiln_backend *b, const float *x, int64_t n, int64_t in,
       s++;
     }
     b->kern->prep_x(b->xp, x, n, in, dt);
+    j.chunk = chunk_rows_(in, dt);
+    j.ranges = b->ranges;
+    kiln_cpu_steal_init(b->ranges, b->n_threads, (j.total + j.chunk - 1) / j.chunk);
     kiln_cpu_pool_run(b->pool, mm_run_, &j);
   }
 }
@@ -124,20 +139,21 @@ static void matmul_segs_(kiln_backend *b, const float *x, int64_t n, int64_t in,
 typedef struct ffn_job {
   kiln_backend *b;
   const kiln_layer_weights *L;
-  int64_t n;
+  int64_t n, chunk; /* rows of gate and of up per unit of work */
 } ffn_job;
 
 static void ffn_run_(void *arg, int tid, int nth) {
   const ffn_job *j = arg;
   kiln_backend *b = j->b;
-  const int64_t I = b->inter;
-  int64_t lo, hi;
-  kiln_cpu_split((I + 15) / 16, nth, tid, &lo, &hi);
-  const int64_t r0 = lo * 16, r1 = hi * 16 < I ? hi * 16 : I;
-  if (r0 >= r1) return;
-  b->kern->matmul(b->gate, I, b->xp, j->n, j->L->w_gate.data, j->L->w_gate.dtype, b->hidden, r0, r1);
-  b->kern->matmul(b->up, I, b->xp, j->n, j->L->w_up.data, j->L->w_up.dtype, b->hidden, r0, r1);
-  for (int64_t t = 0; t < j->n; t++) kiln_cpu_swiglu(b->gate + t * I + r0, b->gate + t * I + r0, b->up + t * I + r0, r1 - r0);
+  const int64_t I = b->inter, chunk = j->chunk;
+  int64_t u;
+  while (kiln_cpu_steal_next(b->ranges, nth, tid, &u)) {
+    const int64_t r0 = u * chunk, r1 = r0 + chunk < I ? r0 + chunk : I;
+    b->kern->matmul(b->gate, I, b->xp, j->n, j->L->w_gate.data, j->L->w_gate.dtype, b->hidden, r0, r1);
+    b->kern->matmul(b->up, I, b->xp, j->n, j->L->w_up.data, j->L->w_up.dtype, b->hidden, r0, r1);
+    for (int64_t t = 0; t < j->n; t++)
+      kiln_cpu_swiglu(b->gate + t * I + r0, b->gate + t * I + r0, b->up + t * I + r0, r1 - r0);
+  }
 }
 
 /* ---- attention ---- */
@@ -156,9 +172,8 @@ static void attn_run_(void *arg, int tid, int nth) {
   const kiln_cpu_kernels *k = b->kern;
   const int64_t hd = b->hd, kvd = b->kv_dim, qd = b->q_dim, group = c->n_heads / c->n_kv_heads;
   float *sc = b->scores + (int64_t)tid * group * b->n_ctx; /* [group][n_ctx] */
-  int64_t g0, g1;
-  kiln_cpu_split(c->n_kv_heads, nth, tid, &g0, &g1);
-  for (int64_t g = g0; g < g1; g++) {
+  int64_t g;
+  while (kiln_cpu_steal_next(b->ranges, nth, tid, &g)) {
     for (int64_t t = 0; t < j->n; t++) { /* the new keys of kv head g: norm, then rotate */
       float *kr = j->kc + (j->pos + t) * kvd + g * hd;
       if (j->L->k_norm.data) kiln_cpu_rmsnorm(kr, kr, j->L->k_norm.data, j->L->k_norm.dtype, 1, hd, c->rms_norm_eps);
@@ -233,6 +248,7 @@ static void forward_chunk_(kiln_backend *b, int seq, int64_t pos, const int32_t 
     add_bias_(kc + pos * b->kv_dim, b->kv_dim, &L->bk, n, b->kv_dim);
     add_bias_(vc + pos * b->kv_dim, b->kv_dim, &L->bv, n, b->kv_dim);
     attn_job aj = {b, L, kc, vc, pos, n};
+    kiln_cpu_steal_init(b->ranges, b->n_threads, c->n_kv_heads);
     PROF(b, KILN_PROF_ATTN, kiln_cpu_pool_run(b->pool, attn_run_, &aj));
     mm_seg o = {&L->wo, b->tmp, H, H};
     PROF(b, KILN_PROF_O, matmul_segs_(b, b->att, n, b->q_dim, &o, 1));
@@ -247,7 +263,8 @@ static void forward_chunk_(kiln_backend *b, int seq, int64_t pos, const int32_t 
       matmul_segs_(b, b->xn, n, H, &u, 1);
       for (int64_t t = 0; t < n; t++) kiln_cpu_swiglu(b->gate + t * b->inter, b->gate + t * b->inter, b->up + t * b->inter, b->inter);
     } else {
-      ffn_job fj = {b, L, n};
+      ffn_job fj = {b, L, n, chunk_rows_(H, L->w_gate.dtype) / 2};
+      kiln_cpu_steal_init(b->ranges, b->n_threads, (b->inter + fj.chunk - 1) / fj.chunk);
       PROF(b, KILN_PROF_GATE_UP, kiln_cpu_pool_run(b->pool, ffn_run_, &fj));
     }
     mm_seg d = {&L->w_down, b->tmp, H, H};
@@ -317,6 +334,7 @@ static void cpu_destroy_(kiln_backend *b) {
   free(b->up);
   free(b->tmp);
   free(b->scores);
+  free(b->ranges);
   free(b);
 }
 
@@ -374,8 +392,9 @@ static int cpu_create_(kiln_backend **out, const kiln_model *m, const kiln_engin
   b->up = alloc_f32_(B, 1, b->inter);
   b->tmp = alloc_f32_(B, 1, b->hidden);
   b->scores = alloc_f32_(b->n_threads, c->n_heads / c->n_kv_heads, b->n_ctx);
+  b->ranges = aligned_alloc(64, sizeof(kiln_cpu_steal) * (size_t)b->n_threads);
   if (!b->kcache || !b->vcache || !b->inv_freq || !b->rope_cs || !b->pos || !b->x || !b->xn || !b->xp || !b->q ||
-      !b->att || !b->gate || !b->up || !b->tmp || !b->scores) {
+      !b->att || !b->gate || !b->up || !b->tmp || !b->scores || !b->ranges) {
     rc = kiln_error(KILN_ENOMEM, "cpu: out of memory for a KV cache of %d x %d tokens", b->n_seqs, b->n_ctx);
     goto fail;
   }

@@ -192,3 +192,28 @@ void kiln_cpu_pool_run(kiln_cpu_pool *p, kiln_cpu_job_fn fn, void *arg) {
     }
   }
 }
+
+void kiln_cpu_steal_init(kiln_cpu_steal *r, int n_threads, int64_t n) {
+  for (int i = 0; i < n_threads; i++) {
+    int64_t lo, hi;
+    kiln_cpu_split(n, n_threads, i, &lo, &hi);
+    /* relaxed: kiln_cpu_pool_run() publishes these stores to the threads (release on the generation) */
+    atomic_store_explicit(&r[i].next, lo, memory_order_relaxed);
+    r[i].end = hi;
+  }
+}
+
+bool kiln_cpu_steal_next(kiln_cpu_steal *r, int n_threads, int tid, int64_t *unit) {
+  for (int k = 0; k < n_threads; k++) {
+    kiln_cpu_steal *v = &r[(tid + k) % n_threads];
+    /* relaxed: a claim only selects work; fetch_add hands each unit to exactly one thread, and the job's results
+     * are published by the pool's completion protocol */
+    if (atomic_load_explicit(&v->next, memory_order_relaxed) >= v->end) continue;
+    int64_t u = atomic_fetch_add_explicit(&v->next, 1, memory_order_relaxed);
+    if (u < v->end) {
+      *unit = u;
+      return true;
+    }
+  }
+  return false;
+}

@@ -12,6 +12,8 @@
 #ifndef KILN_CPU_POOL_H
 #define KILN_CPU_POOL_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct kiln_cpu_pool kiln_cpu_pool;
@@ -34,5 +36,21 @@ static inline void kiln_cpu_split(int64_t n, int parts, int i, int64_t *lo, int6
   *lo = i * base + (i < rem ? i : rem);
   *hi = *lo + base + (i < rem ? 1 : 0);
 }
+
+/* Work split with stealing. A job's units (row chunks, heads) are first split evenly in contiguous ranges, one
+ * per thread, so on a quiet machine each thread streams its own part of the weights in order; a thread that has
+ * finished its range takes units from the others' (the next unclaimed one at the front of each). On a shared
+ * machine a thread that loses its core for a while then delays the job by one unit, not by its whole range.
+ * Each range's claim counter sits on its own cache line. The caller prepares the ranges (kiln_cpu_steal_init)
+ * before kiln_cpu_pool_run(), which publishes them. */
+typedef struct kiln_cpu_steal {
+  _Alignas(64) _Atomic int64_t next; /* next unit to claim in this range */
+  int64_t end;                       /* one past the range's last unit */
+} kiln_cpu_steal;
+
+/* r[0..n_threads): the even split of n units. */
+void kiln_cpu_steal_init(kiln_cpu_steal *r, int n_threads, int64_t n);
+/* Claims a unit for thread tid: its own range first, then the others'. False when none is left. */
+bool kiln_cpu_steal_next(kiln_cpu_steal *r, int n_threads, int tid, int64_t *unit);
 
 #endif /* KILN_CPU_POOL_H */
