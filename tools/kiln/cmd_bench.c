@@ -153,6 +153,17 @@ static void cpu_name_(char *out, size_t cap) {
   fclose(f);
 }
 
+/* The 1-minute load average (other work on the machine skews the numbers), or -1. */
+static double loadavg_(void) {
+  double l = -1;
+  FILE *f = fopen("/proc/loadavg", "r");
+  if (f) {
+    if (fscanf(f, "%lf", &l) != 1) l = -1;
+    fclose(f);
+  }
+  return l;
+}
+
 static void git_commit_(char *out, size_t cap) {
   snprintf(out, cap, "unknown");
   FILE *p = popen("git rev-parse --short=12 HEAD 2>/dev/null", "r");
@@ -266,6 +277,7 @@ int cmd_bench(int argc, char **argv) {
     prompt[i] = (int32_t)((s >> 33) % (uint64_t)V);
   }
   const int64_t bpt = bytes_per_token_(model);
+  const double load_before = loadavg_();
   /* warm-up: one short prefill and decode, so first-touch costs are not timed */
   if ((st = kiln_engine_forward(eng, 0, prompt, P < 8 ? P : 8, logits, false)) < 0 ||
       (st = kiln_engine_forward(eng, 0, prompt, 1, logits, false)) < 0) {
@@ -323,10 +335,11 @@ int cmd_bench(int argc, char **argv) {
       size_t l = strlen(cmdline);
       snprintf(cmdline + l, sizeof cmdline - l, " %s", argv[i]);
     }
-    out = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:i}, s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:i, s:i, "
+    out = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:i, s:f, s:f}, s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:i, s:i, "
                     "s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
                     "bench", "kiln bench", "date", date, "commit", commit, "command", cmdline, "machine", "cpu", cpu,
-                    "cores", (int)sysconf(_SC_NPROCESSORS_ONLN), "device", dev, "model",
+                    "cores", (int)sysconf(_SC_NPROCESSORS_ONLN), "loadavg_before", load_before, "loadavg_after",
+                    loadavg_(), "device", dev, "model",
                     random_cfg ? random_cfg : dir, "dtype", kiln_dtype_name(model->embed.dtype), "params",
                     (json_int_t)params_(model), "weight_bytes_per_token", (json_int_t)bpt, "threads", threads,
                     "prompt_tokens", P, "gen_tokens", G, "repeats", R, "prefill_tok_s", med_pre, "decode_tok_s",
