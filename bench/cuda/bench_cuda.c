@@ -13,7 +13,10 @@
  * Every result is checked before it is timed: the sampled token is a valid id and the logits are finite.
  * Output: one JSON object per config on stdout (and appended to --json FILE).
  *
- *   bench_cuda [--ctx 128,2048] [--prompts 128,1024] [--json FILE] CONFIG.json...
+ * --ops adds each decode kernel of one layer timed alone (captured 50 times in a graph): microseconds, and GB/s
+ * of weights for the GEMVs.
+ *
+ *   bench_cuda [--ctx 128,2048] [--prompts 128,1024] [--ops] [--json FILE] CONFIG.json...
  */
 #include <jansson.h>
 #include <math.h>
@@ -26,7 +29,10 @@
 
 #include "backend/cuda/attn_prefill.h"
 #include "backend/cuda/cuda_impl.h"
+#include "backend/cuda/attn_decode.h"
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/gemv.h"
+#include "backend/cuda/rope.h"
 #include "backend/cuda/random_fill.h"
 #include "kiln/kiln.h"
 
@@ -155,8 +161,99 @@ static void check_logits(kiln_backend *b, const char *what) {
   }
 }
 
+/* Median microseconds per launch of `op` (called 50 times per captured graph, graph replayed 5 times). */
+typedef int (*op_fn)(kiln_backend *b, const void *arg);
+
+static double time_op(kiln_backend *b, op_fn op, const void *arg) {
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  CK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < 50; i++)
+    if (op(b, arg)) {
+      fprintf(stderr, "bench_cuda: op: %s\n", kiln_last_error());
+      exit(1);
+    }
+  CK(cudaStreamEndCapture(b->stream, &g));
+  CK(cudaGraphInstantiate(&ge, g, 0));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  CK(cudaGraphLaunch(ge, b->stream));
+  double t[5];
+  for (int r = 0; r < 5; r++) {
+    float ms;
+    CK(cudaEventRecord(e0, b->stream));
+    CK(cudaGraphLaunch(ge, b->stream));
+    CK(cudaEventRecord(e1, b->stream));
+    CK(cudaEventSynchronize(e1));
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    t[r] = ms * 1e3 / 50;
+  }
+  cudaEventDestroy(e0), cudaEventDestroy(e1), cudaGraphExecDestroy(ge), cudaGraphDestroy(g);
+  return median(t, 5);
+}
+
+static int op_gemv(kiln_backend *b, const void *arg) { return kiln_cuda_gemv(arg, b->stream); }
+
+static int op_rope(kiln_backend *b, const void *arg) {
+  (void)arg;
+  const kiln_cuda_layer *L = &b->layers[0];
+  return kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, b->qkv, NULL, L->q_norm, L->k_norm, 1e-6f, b->inv_freq,
+                            b->d_step, 1, &b->shape, b->stream);
+}
+
+static int op_attn(kiln_backend *b, const void *arg) {
+  (void)arg;
+  const kiln_cuda_layer *L = &b->layers[0];
+  return kiln_cuda_attn_decode(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, &b->shape, b->n_splits,
+                               b->attn_part, b->stream);
+}
+
+/* Each decode kernel of layer 0 (and the head) alone: microseconds and, for the GEMVs, GB/s of weights. */
+static json_t *bench_ops(kiln_backend *b, int ctx) {
+  const kiln_config *c = &b->cfg;
+  const int64_t H = c->hidden_size, I = c->intermediate_size, nq = (int64_t)c->n_heads * c->head_dim;
+  const kiln_cuda_layer *L = &b->layers[0];
+  memset(b->h_step, 0, sizeof *b->h_step);
+  b->h_step->pos = ctx;
+  b->h_step->n = 1;
+  CK(cudaMemcpy(b->d_step, b->h_step, sizeof *b->h_step, cudaMemcpyHostToDevice));
+  CK(cudaMemset(b->hbuf, 0x3c, (size_t)(I > nq ? I : nq) * 2)); /* bf16 ~0.01: finite inputs */
+  kiln_cuda_gemv_args g[5] = {
+      {.w = L->wqkv, .n_rows = b->qkv_dim, .k = H, .x_f32 = b->x, .norm_w = L->attn_norm, .eps = 1e-6f,
+       .mode = KILN_GEMV_STORE, .y = b->qkv},
+      {.w = L->wo, .n_rows = H, .k = nq, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->tmp},
+      {.w = L->wgu, .n_rows = 2 * I, .k = H, .x_f32 = b->x, .norm_w = L->ffn_norm, .eps = 1e-6f,
+       .mode = KILN_GEMV_SWIGLU, .y_bf16 = b->hbuf + 2 * I},
+      {.w = L->wdown, .n_rows = H, .k = I, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->tmp},
+      {.w = b->lm_head, .n_rows = c->vocab_size, .k = H, .x_f32 = b->x, .norm_w = b->final_norm, .eps = 1e-6f,
+       .mode = KILN_GEMV_STORE, .y = b->logits}};
+  const char *names[5] = {"gemv_qkv", "gemv_o", "gemv_gate_up", "gemv_down", "gemv_head"};
+  json_t *ops = json_array();
+  for (int i = 0; i < 5; i++) {
+    double us = time_op(b, op_gemv, &g[i]);
+    double gbs = (double)g[i].n_rows * g[i].k * 2 / (us * 1e-6) / 1e9;
+    json_t *o = json_object();
+    json_object_set_new(o, "op", json_string(names[i]));
+    json_object_set_new(o, "us", json_real(us));
+    json_object_set_new(o, "weight_gbps", json_real(gbs));
+    json_array_append_new(ops, o);
+  }
+  double us_rope = time_op(b, op_rope, NULL), us_attn = time_op(b, op_attn, NULL);
+  json_t *o = json_object();
+  json_object_set_new(o, "op", json_string("qkv_rope"));
+  json_object_set_new(o, "us", json_real(us_rope));
+  json_array_append_new(ops, o);
+  o = json_object();
+  json_object_set_new(o, "op", json_string("attention"));
+  json_object_set_new(o, "ctx", json_integer(ctx));
+  json_object_set_new(o, "us", json_real(us_attn));
+  json_array_append_new(ops, o);
+  return ops;
+}
+
 static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const int *prompts, int n_prompts,
-                            double bw, double tflops) {
+                            double bw, double tflops, int with_ops) {
   size_t len;
   char *txt = slurp(path, &len);
   kiln_config cfg;
@@ -304,6 +401,10 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
     json_object_set_new(bd, "gemm_ms", json_real(median(tg, 3)));
     json_object_set_new(res, "prefill_breakdown", bd);
   }
+  if (with_ops) {
+    json_object_set_new(res, "ops_ctx128", bench_ops(b, 128));
+    json_object_set_new(res, "ops_ctx2048", bench_ops(b, 2048 < b->n_ctx ? 2048 : b->n_ctx - 1));
+  }
   json_object_set_new(res, "decode", dec);
   json_object_set_new(res, "prefill", pre);
   cudaEventDestroy(e0), cudaEventDestroy(e1);
@@ -314,13 +415,14 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
 int main(int argc, char **argv) {
   int ctxs[8] = {128, 2048}, n_ctx = 2, prompts[8] = {128, 1024}, n_prompts = 2;
   const char *json_path = NULL;
-  int i = 1;
+  int i = 1, with_ops = 0;
   for (; i < argc && argv[i][0] == '-'; i++) {
     if (!strcmp(argv[i], "--ctx") && i + 1 < argc) n_ctx = parse_list(argv[++i], ctxs, 8);
     else if (!strcmp(argv[i], "--prompts") && i + 1 < argc) n_prompts = parse_list(argv[++i], prompts, 8);
     else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+    else if (!strcmp(argv[i], "--ops")) with_ops = 1;
     else {
-      fprintf(stderr, "usage: bench_cuda [--ctx 128,2048] [--prompts 128,1024] [--json FILE] CONFIG.json...\n");
+      fprintf(stderr, "usage: bench_cuda [--ctx 128,2048] [--prompts 128,1024] [--ops] [--json FILE] CONFIG.json...\n");
       return 2;
     }
   }
@@ -338,7 +440,7 @@ int main(int argc, char **argv) {
   int drv = 0;
   CK(cudaDriverGetVersion(&drv));
   for (; i < argc; i++) {
-    json_t *r = bench_config(argv[i], ctxs, n_ctx, prompts, n_prompts, bw, tf);
+    json_t *r = bench_config(argv[i], ctxs, n_ctx, prompts, n_prompts, bw, tf, with_ops);
     json_object_set_new(r, "engine", json_string("kiln-cuda"));
     json_object_set_new(r, "device", json_string(prop.name));
     json_object_set_new(r, "cuda_driver_api", json_integer(drv));

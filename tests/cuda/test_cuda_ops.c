@@ -289,6 +289,10 @@ static void test_attn_decode(int nh, int nkv, int hd, int L, int n_ctx, int spli
   kiln_cuda_step st = {.seq = seq, .pos = L - 1, .n = 1}, *d_st = gt_dev(sizeof st);
   gt_up(d_q, q, (size_t)nh * hd * 4);
   gt_up(d_st, &st, sizeof st);
+  GT_OK(kiln_cuda_attn_decode_init(d_part, &sh, splits, 0));
+  /* twice, the output poisoned in between: the first call must leave the arrival counters re-armed */
+  GT_OK(kiln_cuda_attn_decode(d_o, d_q, d_k, d_v, d_st, &sh, splits, d_part, 0));
+  gt_poison(d_o, (size_t)nh * hd * 2);
   GT_OK(kiln_cuda_attn_decode(d_o, d_q, d_k, d_v, d_st, &sh, splits, d_part, 0));
   float *ref = malloc((size_t)nh * hd * 4);
   kiln_ref_attention(ref, q, kref, vref, 1, L - 1, nh, nkv, hd);

@@ -18,8 +18,8 @@
 #define AD_MIN_CHUNK 32
 
 static __global__ void __launch_bounds__(AD_THREADS)
-    attn_split_kernel(const float *q, const uint16_t *k_cache, const uint16_t *v_cache, const kiln_cuda_step *step,
-                      kiln_cuda_attn_shape sh, int n_splits, float qscale, float *part) {
+    attn_split_kernel(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                      const kiln_cuda_step *step, kiln_cuda_attn_shape sh, int n_splits, float qscale, float *part) {
   __shared__ __align__(16) float qs[AD_GMAX * AD_MAX_HD];
   __shared__ float sc[AD_GMAX * AD_TILE];
   __shared__ __align__(16) float red[AD_GMAX * AD_THREADS * 8];
@@ -150,28 +150,36 @@ static __global__ void __launch_bounds__(AD_THREADS)
     pml[((int64_t)(h0 + threadIdx.x) * n_splits + split) * 2] = m_s[threadIdx.x];
     pml[((int64_t)(h0 + threadIdx.x) * n_splits + split) * 2 + 1] = l_s[threadIdx.x];
   }
-}
 
-static __global__ void __launch_bounds__(AD_THREADS)
-    attn_combine_kernel(uint16_t *out, const float *part, kiln_cuda_attn_shape sh, int n_splits) {
-  kiln_pdl_trigger();
-  kiln_pdl_wait();
-  const int h = blockIdx.x, hd = sh.head_dim;
-  const float *po = part + (int64_t)h * n_splits * hd;
-  const float *pml = part + (int64_t)sh.n_heads * n_splits * hd + (int64_t)h * n_splits * 2;
-  float M = -INFINITY;
-  for (int s = 0; s < n_splits; s++) M = fmaxf(M, pml[2 * s]);
-  float den = 0.f;
-  for (int s = 0; s < n_splits; s++) den += exp2f(pml[2 * s] - M) * pml[2 * s + 1];
-  float inv = 1.f / den;
-  for (int d = threadIdx.x; d < hd; d += AD_THREADS) {
-    float num = 0.f;
-    for (int s = 0; s < n_splits; s++) {
-      float w = exp2f(pml[2 * s] - M);
-      if (w > 0.f) num = fmaf(w, po[(int64_t)s * hd + d], num);
+  /* The last block of this (kv head, head group) to finish combines every split's partial (threadFenceReduction
+   * pattern): each block's fence makes its partial visible device-wide before its arrival is counted; the last
+   * arriver reads the partials through L2 (ld.cg), then re-arms the counter for the next step. */
+  __shared__ bool last;
+  unsigned *counter = (unsigned *)(pml + (int64_t)sh.n_heads * n_splits * 2) + blockIdx.y * gridDim.z + blockIdx.z;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == (unsigned)n_splits - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int i = 0; i < gn; i++) {
+    const int h = h0 + i;
+    const float *ph = po + (int64_t)h * n_splits * hd, *mh = pml + (int64_t)h * n_splits * 2;
+    float M = -INFINITY;
+    for (int s = 0; s < n_splits; s++) M = fmaxf(M, __ldcg(mh + 2 * s));
+    float den = 0.f;
+    for (int s = 0; s < n_splits; s++) den += exp2f(__ldcg(mh + 2 * s) - M) * __ldcg(mh + 2 * s + 1);
+    const float inv = 1.f / den;
+    for (int d = threadIdx.x; d < hd; d += AD_THREADS) {
+      float num = 0.f;
+      for (int s = 0; s < n_splits; s++) {
+        float w = exp2f(__ldcg(mh + 2 * s) - M);
+        if (w > 0.f) num = fmaf(w, __ldcg(ph + (int64_t)s * hd + d), num);
+      }
+      out[(int64_t)h * hd + d] = kiln_f32_to_bf16_dev(num * inv);
     }
-    out[(int64_t)h * hd + d] = kiln_f32_to_bf16_dev(num * inv);
   }
+  if (threadIdx.x == 0) *counter = 0u; /* every block of this group has arrived: nobody else touches it now */
 }
 
 static int attn_decode_launch(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
@@ -180,10 +188,8 @@ static int attn_decode_launch(uint16_t *out, const float *q, const uint16_t *k_c
   int g = sh->n_heads / sh->n_kv_heads;
   dim3 grid((unsigned)n_splits, (unsigned)sh->n_kv_heads, (unsigned)((g + AD_GMAX - 1) / AD_GMAX));
   float qscale = 1.4426950408889634f / sqrtf((float)sh->head_dim); /* log2(e) / sqrt(head_dim) */
-  KILN_CUDA_CHECK(kiln_launch(attn_split_kernel, grid, dim3(AD_THREADS), 0, stream, q, k_cache, v_cache, step, *sh,
-                              n_splits, qscale, scratch));
-  KILN_CUDA_CHECK(kiln_launch(attn_combine_kernel, dim3((unsigned)sh->n_heads), dim3(AD_THREADS), 0, stream, out,
-                              (const float *)scratch, *sh, n_splits));
+  KILN_CUDA_CHECK(kiln_launch(attn_split_kernel, grid, dim3(AD_THREADS), 0, stream, out, q, k_cache, v_cache, step,
+                              *sh, n_splits, qscale, scratch));
   return 0;
 }
 
@@ -195,8 +201,21 @@ extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int 
   return n < 1 ? 1 : n;
 }
 
+static int64_t groups_(const kiln_cuda_attn_shape *sh) {
+  int g = sh->n_heads / sh->n_kv_heads;
+  return (int64_t)sh->n_kv_heads * ((g + AD_GMAX - 1) / AD_GMAX);
+}
+
 extern "C" int64_t kiln_cuda_attn_decode_scratch(const kiln_cuda_attn_shape *sh, int n_splits) {
-  return (int64_t)sh->n_heads * n_splits * (sh->head_dim + 2) * (int64_t)sizeof(float);
+  return (int64_t)sh->n_heads * n_splits * (sh->head_dim + 2) * (int64_t)sizeof(float) +
+         groups_(sh) * (int64_t)sizeof(unsigned);
+}
+
+extern "C" int kiln_cuda_attn_decode_init(float *scratch, const kiln_cuda_attn_shape *sh, int n_splits,
+                                          cudaStream_t stream) {
+  char *counters = (char *)scratch + (int64_t)sh->n_heads * n_splits * (sh->head_dim + 2) * (int64_t)sizeof(float);
+  KILN_CUDA_CHECK(cudaMemsetAsync(counters, 0, (size_t)groups_(sh) * sizeof(unsigned), stream));
+  return 0;
 }
 
 extern "C" int kiln_cuda_attn_decode(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,

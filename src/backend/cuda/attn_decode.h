@@ -1,8 +1,8 @@
 /*
  * backend/cuda/attn_decode.h (internal): attention of one new token over the KV cache, split along the keys
  * (flash-decoding) so that a long context spreads over every SM: each block reduces one chunk of keys for one KV
- * head and the query heads that share it (GQA), leaving a partial (max, sum, weighted values); a second kernel
- * combines the partials.
+ * head and the query heads that share it (GQA), leaving a partial (max, sum, weighted values); the last block of
+ * a group to finish combines the partials (one kernel, no second launch).
  */
 #ifndef KILN_CUDA_ATTN_DECODE_H
 #define KILN_CUDA_ATTN_DECODE_H
@@ -21,8 +21,10 @@ extern "C" {
 /* How many key chunks to split into for this shape on this device (at most max_splits, at least 1). */
 int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *shape, int n_sm);
 
-/* Bytes of f32 scratch the partials need: [n_heads][n_splits][head_dim + 2]. */
+/* Bytes of scratch: the f32 partials [n_heads][n_splits][head_dim + 2], then one arrival counter per group of
+ * blocks. The counters must be zeroed once (kiln_cuda_attn_decode_init); every call leaves them zero again. */
 int64_t kiln_cuda_attn_decode_scratch(const kiln_cuda_attn_shape *shape, int n_splits);
+int kiln_cuda_attn_decode_init(float *scratch, const kiln_cuda_attn_shape *shape, int n_splits, cudaStream_t stream);
 
 /* q f32 [n_heads][head_dim] (rotated) attends to positions 0 .. step->pos of slot step->seq (the new token's key
  * and value already stored); out bf16 [n_heads][head_dim]. Softmax scale 1/sqrt(head_dim). head_dim must be a

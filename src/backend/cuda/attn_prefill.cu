@@ -140,22 +140,46 @@ static __global__ void __launch_bounds__(AP_THREADS)
     }
     __syncwarp();
 
-    /* online softmax of the warp's 16 rows; lane covers key columns lane and lane + 32 */
-    for (int r = r0; r < r0 + 16; r++) {
-      int64_t qpos = pos0 + t_first + r;
-      int64_t ka = k0 + lane, kb = k0 + lane + 32;
-      float sa = (ka <= qpos && ka < kend) ? S[r * L.lds + lane] * scale_log2 : -INFINITY;
-      float sb = (kb <= qpos && kb < kend) ? S[r * L.lds + lane + 32] * scale_log2 : -INFINITY;
-      float mx = kiln_warp_max(fmaxf(sa, sb));
-      float m_old = m_s[r], m_new = fmaxf(m_old, mx);
+    /* online softmax of the warp's 16 rows: a pair of lanes per row, each lane 32 of the 64 key columns */
+    {
+      const int r = r0 + (lane >> 1), c0 = (lane & 1) * 32;
+      const int64_t qpos = pos0 + t_first + r;
+      const float *srow = S + r * L.lds + c0;
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < 32; j += 4) {
+        float4 v = *(const float4 *)(srow + j);
+        int64_t key = k0 + c0 + j;
+        float m4 = fmaxf(fmaxf(key <= qpos && key < kend ? v.x : -INFINITY,
+                               key + 1 <= qpos && key + 1 < kend ? v.y : -INFINITY),
+                         fmaxf(key + 2 <= qpos && key + 2 < kend ? v.z : -INFINITY,
+                               key + 3 <= qpos && key + 3 < kend ? v.w : -INFINITY));
+        mx = fmaxf(mx, m4);
+      }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1)) * scale_log2;
+      const float m_old = m_s[r], m_new = fmaxf(m_old, mx);
       /* a row past the chunk may see no key in a tile; keep its state finite (it is never written out) */
-      float m_use = m_new == -INFINITY ? 0.f : m_new;
-      float pa = exp2f(sa - m_use), pb = exp2f(sb - m_use);
-      P[r * L.ldp + lane] = __float2bfloat16_rn(pa);
-      P[r * L.ldp + lane + 32] = __float2bfloat16_rn(pb);
-      float sum = kiln_warp_sum(pa + pb);
-      __syncwarp(); /* every lane has read m_s[r] before lane 0 rewrites it */
-      if (lane == 0) {
+      const float m_use = m_new == -INFINITY ? 0.f : m_new;
+      float sum = 0.f;
+      __nv_bfloat16 *prow = P + r * L.ldp + c0;
+#pragma unroll
+      for (int j = 0; j < 32; j += 8) {
+        float4 v0 = *(const float4 *)(srow + j), v1 = *(const float4 *)(srow + j + 4);
+        float sv[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+        uint32_t pk[4];
+#pragma unroll
+        for (int e = 0; e < 8; e += 2) {
+          int64_t key = k0 + c0 + j + e;
+          float pa = key <= qpos && key < kend ? exp2f(sv[e] * scale_log2 - m_use) : 0.f;
+          float pb = key + 1 <= qpos && key + 1 < kend ? exp2f(sv[e + 1] * scale_log2 - m_use) : 0.f;
+          sum += pa + pb;
+          pk[e / 2] = kiln_pack_bf16x2(pa, pb);
+        }
+        *(uint4 *)(prow + j) = make_uint4(pk[0], pk[1], pk[2], pk[3]);
+      }
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      __syncwarp(); /* both lanes of the pair have read m_s[r] before one rewrites it */
+      if ((lane & 1) == 0) {
         float alpha = exp2f(m_old - m_use);
         al_s[r] = alpha;
         l_s[r] = l_s[r] * alpha + sum;

@@ -181,6 +181,7 @@ static int open_(kiln_backend **out, const kiln_config *cfg, const kiln_engine_o
   if ((rc = kiln_cublas__check(cublasSetWorkspace(b->cublas, b->cublas_ws, (size_t)b->cublas_ws_bytes),
                                "cublasSetWorkspace", __FILE__, __LINE__)))
     goto out;
+  if ((rc = kiln_cuda_attn_decode_init(b->attn_part, &b->shape, b->n_splits, b->stream))) goto out;
   size_t pin = 256 + 256 + (size_t)b->chunk * 4;
   KILN_CUDA_TRY(cudaMallocHost(&b->pinned, pin));
   b->h_step = (kiln_cuda_step *)b->pinned;

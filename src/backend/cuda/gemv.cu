@@ -1,12 +1,15 @@
 /*
  * backend/cuda/gemv.cu: the decode GEMV (see gemv.h).
  *
- * Layout of the work: a block of 8 warps first builds the bf16 input vector in shared memory (normalising it when
- * asked), then each warp takes pairs of rows in a grid-stride loop; a lane reads 16 bytes of each row per step,
- * 4 steps unrolled with all 8 loads issued before the first use, so a warp keeps 4 KiB in flight. The grid is as
+ * Layout of the work: a block of up to 8 warps first builds the bf16 input vector in shared memory (normalising it
+ * when asked), then each warp takes pairs of rows in a grid-stride loop; a lane reads 16 bytes of each row per
+ * step, 4 steps per batch (8 loads), and the next batch is issued before the current one is used, so a warp
+ * keeps up to 8 KiB in flight without a gap between batches. The grid is as
  * many blocks as fit on the device at once (not more: every block pays for the prologue), so every SM streams.
  * Weights are read once and never reused: the loads bypass L1 (ld.global.nc.L1::no_allocate).
  */
+#include <stdlib.h>
+
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/gemv.h"
 
@@ -46,6 +49,20 @@ static __device__ __forceinline__ void epilogue_(const kiln_cuda_gemv_args &a, i
   }
 }
 
+/* The loads of one batch: chunk c (GEMV_UNROLL 16-byte vectors per lane) of rows 2p and 2p + 1. */
+static __device__ __forceinline__ void load_batch_(const kiln_cuda_gemv_args &a, int64_t p, int64_t c, int lane,
+                                                   uint4 *wa, uint4 *wb) {
+  const int64_t K8 = a.k / 8, r0 = 2 * p;
+  const uint4 *w0 = (const uint4 *)(a.w + r0 * a.k);
+  const uint4 *w1 = r0 + 1 < a.n_rows ? w0 + K8 : w0;
+#pragma unroll
+  for (int u = 0; u < GEMV_UNROLL; u++) {
+    int64_t k = c * 32 * GEMV_UNROLL + 32 * u + lane;
+    wa[u] = k < K8 ? ld_stream(w0 + k) : make_uint4(0, 0, 0, 0);
+    wb[u] = k < K8 ? ld_stream(w1 + k) : make_uint4(0, 0, 0, 0);
+  }
+}
+
 static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gemv_args a) {
   extern __shared__ uint4 xs[]; /* [k / 8]: the input as bf16 */
   __shared__ float red[GEMV_WARPS];
@@ -54,22 +71,16 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
   const int nw = blockDim.x >> 5, nt = blockDim.x; /* warps and threads of this launch (<= GEMV_THREADS) */
   const int64_t K = a.k, K8 = a.k / 8;
   const int64_t n_pairs = (a.n_rows + 1) / 2;
+  const int64_t n_chunks = (K8 + 32 * GEMV_UNROLL - 1) / (32 * GEMV_UNROLL); /* batches per row pair */
+  const int64_t pstride = (int64_t)gridDim.x * nw;
   kiln_pdl_trigger();
 
-  /* ---- the first chunk of this warp's first rows: weights depend on nothing, so they load before the wait ---- */
-  int64_t p = (int64_t)blockIdx.x * nw + warp;
-  uint4 pa[GEMV_UNROLL], pb[GEMV_UNROLL];
-  bool have_pre = false;
-  if (p < n_pairs && 32 * GEMV_UNROLL <= K8) {
-    const int64_t r0 = 2 * p;
-    const uint4 *w0 = (const uint4 *)(a.w + r0 * K);
-    const uint4 *w1 = r0 + 1 < a.n_rows ? w0 + K8 : w0;
-#pragma unroll
-    for (int u = 0; u < GEMV_UNROLL; u++) pa[u] = ld_stream(w0 + lane + 32 * u);
-#pragma unroll
-    for (int u = 0; u < GEMV_UNROLL; u++) pb[u] = ld_stream(w1 + lane + 32 * u);
-    have_pre = true;
-  }
+  /* A warp walks the items (row pair p, chunk c) in order, loading item i+1 before it computes item i, so two
+   * batches of loads are in flight per warp. The first batch depends on nothing: it loads before the wait. */
+  int64_t p = (int64_t)blockIdx.x * nw + warp, c = 0;
+  uint4 ca[GEMV_UNROLL], cb[GEMV_UNROLL];
+  bool have = p < n_pairs;
+  if (have) load_batch_(a, p, 0, lane, ca, cb);
   kiln_pdl_wait();
 
   /* ---- prologue: the input vector, once per block ---- */
@@ -97,50 +108,41 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
   }
   __syncthreads();
 
-  /* ---- rows, two at a time per warp ---- */
   unsigned long long best = 0ull;
-  for (; p < n_pairs; p += (int64_t)gridDim.x * nw) {
-    const int64_t r0 = 2 * p;
-    const bool two = r0 + 1 < a.n_rows;
-    const uint4 *w0 = (const uint4 *)(a.w + r0 * K);
-    const uint4 *w1 = two ? w0 + K8 : w0;
-    float a0 = 0.f, a1 = 0.f;
-    int64_t k = lane;
-    for (; k + 32 * (GEMV_UNROLL - 1) < K8; k += 32 * GEMV_UNROLL) {
-      uint4 wa[GEMV_UNROLL], wb[GEMV_UNROLL];
-      if (have_pre) {
+  float a0 = 0.f, a1 = 0.f;
+  while (have) {
+    int64_t np = p, nc = c + 1;
+    if (nc == n_chunks) nc = 0, np = p + pstride;
+    const bool have_next = np < n_pairs;
+    uint4 na[GEMV_UNROLL], nb[GEMV_UNROLL];
+    if (have_next) load_batch_(a, np, nc, lane, na, nb);
 #pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) wa[u] = pa[u], wb[u] = pb[u];
-        have_pre = false;
-      } else {
-#pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) wa[u] = ld_stream(w0 + k + 32 * u);
-#pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) wb[u] = ld_stream(w1 + k + 32 * u);
-      }
-#pragma unroll
-      for (int u = 0; u < GEMV_UNROLL; u++) {
-        uint4 x = xs[k + 32 * u];
-        a0 = kiln_dot8_bf16(wa[u], x, a0);
-        a1 = kiln_dot8_bf16(wb[u], x, a1);
+    for (int u = 0; u < GEMV_UNROLL; u++) {
+      int64_t k = c * 32 * GEMV_UNROLL + 32 * u + lane;
+      if (k < K8) {
+        uint4 x = xs[k];
+        a0 = kiln_dot8_bf16(ca[u], x, a0);
+        a1 = kiln_dot8_bf16(cb[u], x, a1);
       }
     }
-    for (; k < K8; k += 32) {
-      uint4 x = xs[k];
-      a0 = kiln_dot8_bf16(ld_stream(w0 + k), x, a0);
-      a1 = kiln_dot8_bf16(ld_stream(w1 + k), x, a1);
-    }
-    a0 = kiln_warp_sum(a0);
-    a1 = kiln_warp_sum(a1);
-    if (lane == 0) {
-      if (a.mode == KILN_GEMV_SWIGLU) {
-        /* silu(g) u with g = row 2p, u = row 2p + 1 (n_rows is even in this mode) */
-        a.y_bf16[p] = kiln_f32_to_bf16_dev(a0 / (1.f + expf(-a0)) * a1);
-      } else {
-        epilogue_(a, r0, a0, &best);
-        if (two) epilogue_(a, r0 + 1, a1, &best);
+    if (c == n_chunks - 1) { /* the pair is complete (c and p are the same across the warp) */
+      a0 = kiln_warp_sum(a0);
+      a1 = kiln_warp_sum(a1);
+      if (lane == 0) {
+        const int64_t r0 = 2 * p;
+        if (a.mode == KILN_GEMV_SWIGLU) {
+          /* silu(g) u with g = row 2p, u = row 2p + 1 (n_rows is even in this mode) */
+          a.y_bf16[p] = kiln_f32_to_bf16_dev(a0 / (1.f + expf(-a0)) * a1);
+        } else {
+          epilogue_(a, r0, a0, &best);
+          if (r0 + 1 < a.n_rows) epilogue_(a, r0 + 1, a1, &best);
+        }
       }
+      a0 = a1 = 0.f;
     }
+    p = np, c = nc, have = have_next;
+#pragma unroll
+    for (int u = 0; u < GEMV_UNROLL; u++) ca[u] = na[u], cb[u] = nb[u];
   }
 
   if (a.mode == KILN_GEMV_ARGMAX) {
@@ -169,9 +171,15 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
   int threads = GEMV_THREADS;
   while (threads > 64 && pairs / (threads / 32) < 2 * (int64_t)n_sm) threads /= 2;
   KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel, threads, smem));
-  /* GEMV_BLOCKS_PER_SM blocks keep ~64 KiB of loads in flight per SM, more than the bandwidth-latency product
-   * (~26 KiB); the rest of the SM is left to the next kernel of a PDL chain, which prefetches its own weights. */
-  if (occ > GEMV_BLOCKS_PER_SM) occ = GEMV_BLOCKS_PER_SM;
+  /* GEMV_BLOCKS_PER_SM blocks keep ~128 KiB of loads in flight per SM, well over the bandwidth-latency product;
+   * the rest of the SM is left to the next kernel of a PDL chain, which prefetches its own weights. The
+   * environment variable KILN_CUDA_GEMV_BLOCKS overrides the cap (tuning only). */
+  static int cap = 0;
+  if (cap == 0) {
+    const char *e = getenv("KILN_CUDA_GEMV_BLOCKS");
+    cap = e && atoi(e) > 0 ? atoi(e) : GEMV_BLOCKS_PER_SM;
+  }
+  if (occ > cap) occ = cap;
   if (occ < 1) occ = 1;
   int64_t need = (pairs + threads / 32 - 1) / (threads / 32);
   int64_t fit = (int64_t)n_sm * occ;
