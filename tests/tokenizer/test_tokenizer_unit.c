@@ -104,6 +104,30 @@ static void test_merges(void **state) {
   }
 }
 
+/* ignore_merges: a word that is in the vocabulary is taken whole even when merges would not build it ("cab": c+ab
+ * has no merge). Expected ids checked against HF tokenizers 0.23. */
+static void test_ignore_merges(void **state) {
+  (void)state;
+  char *j = make_json(false);
+  char *cab = strstr(j, "\"\\u0120a\":259}");
+  assert_non_null(cab);
+  const char *tail = "\"\\u0120a\":259,\"cab\":264},\"merges\":[[\"a\",\"b\"],[\"b\",\"c\"],[\"ab\",\"c\"],"
+                     "[\"\\u0120\",\"a\"]],\"ignore_merges\":%s}}";
+  for (int ignore = 0; ignore < 2; ignore++) {
+    char buf[70000];
+    snprintf(buf, sizeof buf, "%.*s", (int)(cab - j), j);
+    snprintf(buf + (cab - j), sizeof buf - (size_t)(cab - j), tail, ignore ? "true" : "false");
+    kiln_tokenizer *t = NULL;
+    assert_int_equal(kiln_tokenizer_load_mem(&t, buf, strlen(buf), "ignore.json"), KILN_OK);
+    if (ignore)
+      EXPECT(t, "cab abc", 264, 32, 257);
+    else
+      EXPECT(t, "cab abc", 99, 256, 32, 257);
+    kiln_tokenizer_free(t);
+  }
+  free(j);
+}
+
 static void test_added_tokens(void **state) {
   (void)state;
   kiln_tokenizer *t = load_test(false);
@@ -269,7 +293,7 @@ static void test_utf8_helpers(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_merges),   cmocka_unit_test(test_added_tokens), cmocka_unit_test(test_lookups),
+      cmocka_unit_test(test_merges),   cmocka_unit_test(test_ignore_merges), cmocka_unit_test(test_added_tokens), cmocka_unit_test(test_lookups),
       cmocka_unit_test(test_decode),   cmocka_unit_test(test_long_runs),    cmocka_unit_test(test_threads),
       cmocka_unit_test(test_utf8_helpers),
   };
