@@ -79,7 +79,7 @@ static int push_pair(tok_enc *e, size_t *nh, int32_t pos) {
   if (a->next < 0) return KILN_OK;
   const tok_pairent *pe = tok_pairmap_get(&e->t->merges, a->id, e->syms[a->next].id);
   if (!pe) return KILN_OK;
-  return heap_push(e, nh, (tok_merge){pe->rank, (uint32_t)pos, pe->id});
+  return heap_push(e, nh, (tok_merge){pe->rank, (uint32_t)pos, pe->id, a->id, e->syms[a->next].id});
 }
 
 static int merge_all(tok_enc *e, size_t ns) {
@@ -92,9 +92,10 @@ static int merge_all(tok_enc *e, size_t ns) {
     if (cur->len == 0 || cur->next < 0) continue;
     int32_t nx = cur->next;
     tok_sym right = e->syms[nx];
-    /* An entry is stale when either side has changed since it was pushed. */
-    const tok_pairent *pe = tok_pairmap_get(&e->t->merges, cur->id, right.id);
-    if (!pe || pe->id != top.id) continue;
+    /* An entry is stale when either side has changed since it was pushed. HF instead looks the current pair up and
+     * compares the merged id; the two agree, because a changed pair always covers more text, so it cannot merge into
+     * the same token. */
+    if (cur->id != top.left || right.id != top.right) continue;
     cur->id = top.id;
     cur->len += right.len;
     cur->next = right.next;
@@ -244,7 +245,8 @@ int tok_bpe_word(tok_enc *e, const char *w, size_t n) {
     int32_t id = tok_strtab_get(&t->vocab, w, n);
     if (id >= 0) return tok_emit(e, id);
   }
-  bool cacheable = n <= TOK_CACHE_MAX_WORD;
+  /* The first words of a call go without the cache: a short prompt would spend more on setting it up. */
+  bool cacheable = n <= TOK_CACHE_MAX_WORD && ++e->words > 16;
   uint64_t h = 0;
   if (cacheable) {
     h = tok_hash(w, n);

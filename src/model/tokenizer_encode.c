@@ -283,6 +283,9 @@ int kiln_tokenizer_encode(const kiln_tokenizer *t, const char *text, size_t len,
 
   tok_enc e = {.t = t};
   int rc = KILN_OK;
+  /* English runs at about 4 bytes a token: start the id array near its final size. */
+  if (tok_grow((void **)&e.ids, &e.cap_ids, len / 3 + 16, sizeof *e.ids))
+    return kiln_error(KILN_ENOMEM, "%s: out of memory encoding", t->path);
   if (tok_added_split(&e, &t->raw_set, text, len)) rc = kiln_error(KILN_ENOMEM, "%s: out of memory encoding", t->path);
   size_t n_raw = e.n_spans;
   for (size_t i = 0; i < n_raw && !rc; i++) {

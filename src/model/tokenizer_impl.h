@@ -283,6 +283,7 @@ typedef struct tok_sym {
 typedef struct tok_merge {
   uint32_t rank, pos;
   int32_t id;
+  int32_t left, right; /* the pair's ids when pushed: the entry is stale once either side has changed */
 } tok_merge;
 
 typedef struct tok_enc {
@@ -302,6 +303,7 @@ typedef struct tok_enc {
   /* word cache: words (mapped) -> ids, for this call */
   tok_cache_slot *cache;
   size_t cache_mask, cache_n;
+  size_t words; /* BPE words so far; short calls do not set up a cache */
   char *ckeys;
   size_t ckeys_len, ckeys_cap;
   int32_t *cids;
