@@ -16,6 +16,7 @@
 #define AD_TILE 64
 #define AD_MAX_HD 256
 #define AD_MIN_CHUNK 32
+#define AD_MAX_SPLITS 512 /* the combine keeps AD_GMAX x AD_MAX_SPLITS (max, sum) pairs in `red` */
 
 static __global__ void __launch_bounds__(AD_THREADS)
     attn_split_kernel(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
@@ -130,6 +131,9 @@ static __global__ void __launch_bounds__(AD_THREADS)
   }
 
   /* sum the per-row-group accumulators: red[row][i][hd] */
+  float *po = part;                                            /* [n_heads][n_splits][hd] */
+  float *pml = part + (int64_t)sh.n_heads * n_splits * hd;     /* [n_heads][n_splits][2] */
+  if (c0 < L) { /* a split past the context has no partial: the combine below reads only the first n_act */
 #pragma unroll
   for (int i = 0; i < AD_GMAX; i++) {
     if (i < gn && vact) {
@@ -138,8 +142,6 @@ static __global__ void __launch_bounds__(AD_THREADS)
     }
   }
   __syncthreads();
-  float *po = part;                                            /* [n_heads][n_splits][hd] */
-  float *pml = part + (int64_t)sh.n_heads * n_splits * hd;     /* [n_heads][n_splits][2] */
   for (int idx = threadIdx.x; idx < gn * hd; idx += AD_THREADS) {
     int i = idx / hd, d = idx % hd;
     float s = 0.f;
@@ -149,6 +151,7 @@ static __global__ void __launch_bounds__(AD_THREADS)
   if (threadIdx.x < gn) {
     pml[((int64_t)(h0 + threadIdx.x) * n_splits + split) * 2] = m_s[threadIdx.x];
     pml[((int64_t)(h0 + threadIdx.x) * n_splits + split) * 2 + 1] = l_s[threadIdx.x];
+  }
   }
 
   /* The last block of this (kv head, head group) to finish combines every split's partial (threadFenceReduction
@@ -162,22 +165,36 @@ static __global__ void __launch_bounds__(AD_THREADS)
   __syncthreads();
   if (!last) return;
   __threadfence();
-  for (int i = 0; i < gn; i++) {
-    const int h = h0 + i;
-    const float *ph = po + (int64_t)h * n_splits * hd, *mh = pml + (int64_t)h * n_splits * 2;
+  /* The combine, spread over the block: the (max, sum) of every active split into shared memory (red is free
+   * now), one warp per head turns them into normalised weights, then each thread sums its outputs over splits. */
+  const int n_act = min(n_splits, (L + chunk - 1) / chunk);
+  float *wsm = red, *lsm = red + AD_GMAX * AD_MAX_SPLITS;
+  for (int idx = threadIdx.x; idx < gn * n_act; idx += AD_THREADS) {
+    int i = idx / n_act, sp = idx % n_act;
+    const float *ml = pml + ((int64_t)(h0 + i) * n_splits + sp) * 2;
+    wsm[idx] = __ldcg(ml);
+    lsm[idx] = __ldcg(ml + 1);
+  }
+  __syncthreads();
+  for (int i = warp; i < gn; i += AD_WARPS) {
     float M = -INFINITY;
-    for (int s = 0; s < n_splits; s++) M = fmaxf(M, __ldcg(mh + 2 * s));
+    for (int sp = lane; sp < n_act; sp += 32) M = fmaxf(M, wsm[i * n_act + sp]);
+    M = kiln_warp_max(M);
     float den = 0.f;
-    for (int s = 0; s < n_splits; s++) den += exp2f(__ldcg(mh + 2 * s) - M) * __ldcg(mh + 2 * s + 1);
-    const float inv = 1.f / den;
-    for (int d = threadIdx.x; d < hd; d += AD_THREADS) {
-      float num = 0.f;
-      for (int s = 0; s < n_splits; s++) {
-        float w = exp2f(__ldcg(mh + 2 * s) - M);
-        if (w > 0.f) num = fmaf(w, __ldcg(ph + (int64_t)s * hd + d), num);
-      }
-      out[(int64_t)h * hd + d] = kiln_f32_to_bf16_dev(num * inv);
-    }
+    for (int sp = lane; sp < n_act; sp += 32) den += exp2f(wsm[i * n_act + sp] - M) * lsm[i * n_act + sp];
+    den = kiln_warp_sum(den);
+    __syncwarp(); /* all lanes have read wsm before it is overwritten with the weights */
+    for (int sp = lane; sp < n_act; sp += 32) wsm[i * n_act + sp] = exp2f(wsm[i * n_act + sp] - M) / den;
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < gn * hd; idx += AD_THREADS) {
+    const int i = idx / hd, d = idx % hd;
+    const float *ph = po + (int64_t)(h0 + i) * n_splits * hd + d;
+    const float *w = wsm + i * n_act;
+    float num = 0.f;
+#pragma unroll 4
+    for (int sp = 0; sp < n_act; sp++) num = fmaf(w[sp], __ldcg(ph + (int64_t)sp * hd), num);
+    out[(int64_t)(h0 + i) * hd + d] = kiln_f32_to_bf16_dev(num);
   }
   if (threadIdx.x == 0) *counter = 0u; /* every block of this group has arrived: nobody else touches it now */
 }
@@ -198,6 +215,7 @@ extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int 
   int want = (2 * n_sm + sh->n_kv_heads - 1) / sh->n_kv_heads;
   int most = (sh->n_ctx + AD_MIN_CHUNK - 1) / AD_MIN_CHUNK;
   int n = want < most ? want : most;
+  if (n > AD_MAX_SPLITS) n = AD_MAX_SPLITS;
   return n < 1 ? 1 : n;
 }
 
@@ -223,7 +241,7 @@ extern "C" int kiln_cuda_attn_decode(uint16_t *out, const float *q, const uint16
                                      float *scratch, cudaStream_t stream) {
   int hd = sh->head_dim;
   if (hd <= 0 || hd % 8 || hd > AD_MAX_HD || sh->n_kv_heads <= 0 ||
-      sh->n_heads % sh->n_kv_heads || n_splits < 1 || n_splits > 65535 || sh->n_ctx <= 0)
+      sh->n_heads % sh->n_kv_heads || n_splits < 1 || n_splits > AD_MAX_SPLITS || sh->n_ctx <= 0)
     return kiln_error(KILN_EUNSUPPORTED, "cuda attention: head_dim %d, %d heads over %d kv heads not supported", hd,
                       sh->n_heads, sh->n_kv_heads);
   return attn_decode_launch(out, q, k_cache, v_cache, step, sh, n_splits, scratch, stream);
