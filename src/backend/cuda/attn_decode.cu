@@ -16,7 +16,42 @@
 #define AD_TILE 64
 #define AD_MAX_HD 256
 #define AD_MIN_CHUNK 32
+#define AD_PRE 8 /* keys and values prefetched per thread per tile */
 #define AD_MAX_SPLITS 512 /* the combine keeps AD_GMAX x AD_MAX_SPLITS (max, sum) pairs in `red` */
+
+/* One key's scores for the block's heads: the lpk lanes of a key each hold 8 of its dimensions. */
+static __device__ __forceinline__ void score_(uint4 kv, int j, int tn, bool lane_ok, int sl, int lpk, int gn, int hd,
+                                              const float *qs, float *sc) {
+  float kf[8] = {kiln_bf16_lo(kv.x), kiln_bf16_hi(kv.x), kiln_bf16_lo(kv.y), kiln_bf16_hi(kv.y),
+                 kiln_bf16_lo(kv.z), kiln_bf16_hi(kv.z), kiln_bf16_lo(kv.w), kiln_bf16_hi(kv.w)};
+#pragma unroll
+  for (int i = 0; i < AD_GMAX; i++) {
+    if (i < gn) {
+      const float *qi = qs + i * hd + sl * 8;
+      float d = 0.f;
+      if (lane_ok) {
+#pragma unroll
+        for (int e = 0; e < 8; e++) d = fmaf(qi[e], kf[e], d);
+      }
+      for (int o = lpk / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+      if (j < tn && sl == 0) sc[i * AD_TILE + j] = d;
+    }
+  }
+}
+
+/* acc[i][:] += p_ij * v_j for the block's heads. */
+static __device__ __forceinline__ void accumulate_(uint4 vv, int j, int gn, const float *sc, float (*acc)[8]) {
+  float vf[8] = {kiln_bf16_lo(vv.x), kiln_bf16_hi(vv.x), kiln_bf16_lo(vv.y), kiln_bf16_hi(vv.y),
+                 kiln_bf16_lo(vv.z), kiln_bf16_hi(vv.z), kiln_bf16_lo(vv.w), kiln_bf16_hi(vv.w)};
+#pragma unroll
+  for (int i = 0; i < AD_GMAX; i++) {
+    if (i < gn) {
+      float p = sc[i * AD_TILE + j];
+#pragma unroll
+      for (int e = 0; e < 8; e++) acc[i][e] = fmaf(p, vf[e], acc[i][e]);
+    }
+  }
+}
 
 static __global__ void __launch_bounds__(AD_THREADS)
     attn_split_kernel(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
@@ -64,26 +99,30 @@ static __global__ void __launch_bounds__(AD_THREADS)
 
   for (int t0 = c0; t0 < c1; t0 += AD_TILE) {
     const int tn = min(AD_TILE, c1 - t0);
-    /* scores: every lane runs the same trip count, so the shuffles below always see the whole warp */
-    for (int jb = warp * kpw; jb < tn; jb += AD_WARPS * kpw) {
+    const bool lane_ok = sl < hd8;
+    /* The tile's keys and values, AD_PRE vectors per thread of each, are all requested before the first is
+     * used: one memory latency per tile instead of one per loop step (values load under the scoring). */
+    uint4 kreg[AD_PRE], vreg[AD_PRE];
+#pragma unroll
+    for (int it = 0; it < AD_PRE; it++) {
+      const int j = warp * kpw + it * AD_WARPS * kpw + sub;
+      kreg[it] = j < tn && lane_ok ? *(const uint4 *)(K + (int64_t)(t0 + j) * hd + sl * 8) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int it = 0; it < AD_PRE; it++) {
+      const int j = vrow + it * nr;
+      vreg[it] = vact && j < tn ? *(const uint4 *)(V + (int64_t)(t0 + j) * hd + vsl * 8) : make_uint4(0, 0, 0, 0);
+    }
+    /* scores: every lane of a warp runs the same steps, so the shuffles always see the whole warp */
+#pragma unroll
+    for (int it = 0; it < AD_PRE; it++) {
+      const int jb = warp * kpw + it * AD_WARPS * kpw;
+      if (jb < tn) score_(kreg[it], jb + sub, tn, lane_ok, sl, lpk, gn, hd, qs, sc);
+    }
+    for (int jb = warp * kpw + AD_PRE * AD_WARPS * kpw; jb < tn; jb += AD_WARPS * kpw) {
       const int j = jb + sub;
-      const bool ok = j < tn, lane_ok = sl < hd8;
-      uint4 kv = ok && lane_ok ? *(const uint4 *)(K + (int64_t)(t0 + j) * hd + sl * 8) : make_uint4(0, 0, 0, 0);
-      float kf[8] = {kiln_bf16_lo(kv.x), kiln_bf16_hi(kv.x), kiln_bf16_lo(kv.y), kiln_bf16_hi(kv.y),
-                     kiln_bf16_lo(kv.z), kiln_bf16_hi(kv.z), kiln_bf16_lo(kv.w), kiln_bf16_hi(kv.w)};
-#pragma unroll
-      for (int i = 0; i < AD_GMAX; i++) {
-        if (i < gn) {
-          const float *qi = qs + i * hd + sl * 8;
-          float d = 0.f;
-          if (lane_ok) {
-#pragma unroll
-            for (int e = 0; e < 8; e++) d = fmaf(qi[e], kf[e], d);
-          }
-          for (int o = lpk / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-          if (ok && sl == 0) sc[i * AD_TILE + j] = d;
-        }
-      }
+      uint4 kv = j < tn && lane_ok ? *(const uint4 *)(K + (int64_t)(t0 + j) * hd + sl * 8) : make_uint4(0, 0, 0, 0);
+      score_(kv, j, tn, lane_ok, sl, lpk, gn, hd, qs, sc);
     }
     __syncthreads();
     /* online softmax: one warp per head */
@@ -114,19 +153,13 @@ static __global__ void __launch_bounds__(AD_THREADS)
         for (int e = 0; e < 8; e++) acc[i][e] *= al;
       }
     }
-    for (int j = vrow; vact && j < tn; j += nr) {
-      uint4 vv = *(const uint4 *)(V + (int64_t)(t0 + j) * hd + vsl * 8);
-      float vf[8] = {kiln_bf16_lo(vv.x), kiln_bf16_hi(vv.x), kiln_bf16_lo(vv.y), kiln_bf16_hi(vv.y),
-                     kiln_bf16_lo(vv.z), kiln_bf16_hi(vv.z), kiln_bf16_lo(vv.w), kiln_bf16_hi(vv.w)};
 #pragma unroll
-      for (int i = 0; i < AD_GMAX; i++) {
-        if (i < gn) {
-          float p = sc[i * AD_TILE + j];
-#pragma unroll
-          for (int e = 0; e < 8; e++) acc[i][e] = fmaf(p, vf[e], acc[i][e]);
-        }
-      }
+    for (int it = 0; it < AD_PRE; it++) {
+      const int j = vrow + it * nr;
+      if (vact && j < tn) accumulate_(vreg[it], j, gn, sc, acc);
     }
+    for (int j = vrow + AD_PRE * nr; vact && j < tn; j += nr)
+      accumulate_(*(const uint4 *)(V + (int64_t)(t0 + j) * hd + vsl * 8), j, gn, sc, acc);
     __syncthreads(); /* sc and al_s are rewritten by the next tile */
   }
 
