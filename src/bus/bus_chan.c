@@ -15,6 +15,10 @@
 int bus__chan_attach(kiln_bus_chan *ch, void *seg, uint64_t seg_bytes, uint64_t cap, uint64_t off_tx,
                      uint64_t off_rx, const kiln_bus_opts *opts) {
   uint32_t batch = opts && opts->batch > 1 ? opts->batch : 1;
+  /* Releases are published lazily (every 64, or half a ring, and always before a wait or an empty peek): the
+   * producer needs our head only when its ring is full, and a store plus fence per release would sit on the
+   * latency path of every round trip. */
+  uint32_t rel_batch = batch > 64 ? batch : 64;
   ch->seg = seg;
   ch->seg_bytes = seg_bytes;
   ch->spin = opts && opts->spin >= 0 ? opts->spin : BUS_DEFAULT_SPIN;
@@ -23,7 +27,7 @@ int bus__chan_attach(kiln_bus_chan *ch, void *seg, uint64_t seg_bytes, uint64_t 
   ch->reported = 0;
   ch->last_check_ns = bus__coarse_ns();
   if (kiln_ring_prod_attach(&ch->tx, (kiln_ring *)((uint8_t *)seg + off_tx), cap, batch) != KILN_OK ||
-      kiln_ring_cons_attach(&ch->rx, (kiln_ring *)((uint8_t *)seg + off_rx), cap, batch) != KILN_OK)
+      kiln_ring_cons_attach(&ch->rx, (kiln_ring *)((uint8_t *)seg + off_rx), cap, rel_batch) != KILN_OK)
     return kiln_error(KILN_ECORRUPT, "bus: ring control block does not match the handshake");
   return KILN_OK;
 }
@@ -82,6 +86,10 @@ static int ring_err_(kiln_bus_chan *ch, int rc, const char *which) {
 
 /* Waits until readable (want_room == 0) or until `size` bytes fit, up to the absolute deadline (INT64_MAX: none). */
 static int wait_(kiln_bus_chan *ch, int want_room, uint64_t size, int64_t deadline) {
+  /* Duplex: whichever way we wait, the peer may be waiting on our other ring (a batched request not yet
+   * published, releases it needs to make room): publish both before waiting. */
+  kiln_ring_flush(&ch->tx);
+  kiln_ring_cons_flush(&ch->rx);
   int64_t spin = ch->spin;
   for (;;) {
     int64_t left = deadline == INT64_MAX ? BUS_SLICE_NS : deadline - bus__now_ns();
@@ -105,7 +113,7 @@ static int wait_(kiln_bus_chan *ch, int want_room, uint64_t size, int64_t deadli
 static int64_t deadline_(int64_t timeout_ns) { return timeout_ns < 0 ? INT64_MAX : bus__now_ns() + timeout_ns; }
 
 int kiln_bus_wait_readable(kiln_bus_chan *ch, int64_t timeout_ns) {
-  if (kiln_ring_readable_hint(&ch->rx)) return KILN_OK;
+  if (kiln_ring__ready(&ch->rx)) return KILN_OK;
   if (ch->rx.err) return ring_err_(ch, ch->rx.err, "incoming");
   return wait_(ch, 0, 0, deadline_(timeout_ns));
 }

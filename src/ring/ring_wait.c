@@ -8,7 +8,9 @@
  * sleep, or the publisher sees the flag and wakes. If the wake comes between the sleeper's re-read and its
  * FUTEX_WAIT, the kernel's check of the futex word against the value read (done atomically with queueing the
  * sleeper) fails with EAGAIN, because the counter already moved. The word is unambiguous: while we sleep our own
- * counter is fixed, so the peer's can move at most cap < 2^32 bytes past the value we read.
+ * counter is fixed, so the peer's can move at most cap < 2^32 bytes past the value we read. A consumer also
+ * checks the commit word at its read position (kiln/ring.h) before it sleeps: a committed but unpublished record
+ * is read without waiting for the batch.
  *
  * The futex is shared (no FUTEX_PRIVATE_FLAG) because rings live in memory shared between processes. Rings whose
  * publishers do not check the flags (no KILN_RING_FLAG_WAKE) cannot be slept on; waiting on them backs off with
@@ -34,6 +36,8 @@
 
 /* After spinning, a few sched_yield() rounds before sleeping: cheap when the peer is about to run on our CPU. */
 #define YIELDS_ 16
+/* Spin turns without a pause instruction (a few microseconds) before pausing between turns. */
+#define QUIET_SPIN_ 4096
 
 static uint32_t *low_word_(_Atomic uint64_t *word) {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -68,20 +72,28 @@ static void backoff_(int64_t ns) {
 
 int kiln_ring_wait_readable(kiln_ring_cons *c, int64_t spin, int64_t timeout_ns) {
   if (c->err) return c->err;
-  int64_t deadline = timeout_ns >= 0 ? now_ns_() + timeout_ns : INT64_MAX;
-  for (int64_t i = 0;; i++) {
-    if (c->rd != c->tail_cache) return KILN_OK;
-    if (kiln_ring__refresh_tail(c) != KILN_OK) return c->err;
-    if (c->rd != c->tail_cache) return KILN_OK;
-    if (i < spin) {
-      cpu_relax_();
-      continue;
+  if (kiln_ring__ready(c)) return KILN_OK;
+  /* Spin on the commit word of the record that will appear at rd: the producer writes it last, so one cache line
+   * moves per record. The tail is re-read now and then (it also catches a corrupt ring). The first QUIET_SPIN_
+   * turns do not pause: a pause costs tens of ns of reaction time, the whole budget of a round trip. */
+  for (int64_t i = 0; i < spin; i++) {
+    if (kiln_ring__ready(c)) return KILN_OK;
+    if ((i & 63) == 63) {
+      if (kiln_ring__refresh_tail(c) != KILN_OK) return c->err;
+      if (kiln_ring__ready(c)) return KILN_OK;
     }
-    kiln_ring_cons_flush(c);
-    if (i < spin + YIELDS_) {
+    if (i >= QUIET_SPIN_) cpu_relax_();
+  }
+  /* The producer may be waiting for the bytes we released: publish them before we yield or sleep. */
+  kiln_ring_cons_flush(c);
+  int64_t deadline = timeout_ns >= 0 ? now_ns_() + timeout_ns : INT64_MAX; /* counted from the end of the spin */
+  for (int i = 0;; i++) {
+    if (kiln_ring__refresh_tail(c) != KILN_OK) return c->err;
+    if (kiln_ring__ready(c)) return KILN_OK;
+    if (i < YIELDS_) {
       sched_yield(); /* on an oversubscribed machine the producer may be waiting for our CPU */
       continue;
-    } /* the producer may be waiting for these bytes: publish before we sleep */
+    }
     int64_t left = deadline - now_ns_();
     if (left <= 0) return KILN_ETIMEDOUT;
     if (!c->wake) {
@@ -90,10 +102,12 @@ int kiln_ring_wait_readable(kiln_ring_cons *c, int64_t spin, int64_t timeout_ns)
     }
     kiln_ring *r = c->ring;
     kiln_ring__st32_rlx(&r->cons_sleeping, 1);
-    /* Full fence: orders the flag store before the tail re-read (pairs with the fence in publish_tail). */
+    /* Full fence: orders the flag store before the re-reads of tail and of the commit word (pairs with the fence
+     * in publish_tail: a record committed after these reads is published, and we are woken, before the producer
+     * sleeps or reports full, or at its next flush). */
     kiln_ring__fence_sc();
     uint64_t t = kiln_ring__ld_acq(&r->tail);
-    if (t == c->tail_cache) futex_sleep_(&r->tail, (uint32_t)t, left);
+    if ((int64_t)(t - c->rd) <= 0 && !kiln_ring__ready(c)) futex_sleep_(&r->tail, (uint32_t)t, left);
     kiln_ring__st32_rlx(&r->cons_sleeping, 0);
   }
 }
@@ -102,23 +116,25 @@ int kiln_ring_wait_writable(kiln_ring_prod *p, uint64_t size, int64_t spin, int6
   if (p->err) return p->err;
   if (size > kiln_ring_max_payload(p->cap)) return KILN_ERANGE;
   /* Worst case: a skip marker to the end plus the record. Waiting for that much room is never more than the ring
-   * allows, because acquire commits the skip marker as soon as it fits (see kiln_ring_acquire). */
+   * allows, because acquire commits the skip marker as soon as it fits (see kiln_ring_acquire): a caller loops
+   * wait_writable + acquire until acquire succeeds. */
   uint64_t span = kiln_rec_span(size), to_end = p->cap - (p->tail & p->mask);
   uint64_t need = span <= to_end ? span : to_end;
-  int64_t deadline = timeout_ns >= 0 ? now_ns_() + timeout_ns : INT64_MAX;
-  for (int64_t i = 0;; i++) {
-    if (kiln_ring__room(p) >= need) return KILN_OK;
+  if (kiln_ring__room(p) >= need) return KILN_OK;
+  for (int64_t i = 0; i < spin; i++) {
     if (kiln_ring__refresh_head(p) != KILN_OK) return p->err;
     if (kiln_ring__room(p) >= need) return KILN_OK;
-    if (i < spin) {
-      cpu_relax_();
-      continue;
-    }
-    kiln_ring_flush(p);
-    if (i < spin + YIELDS_) {
+    if (i >= QUIET_SPIN_) cpu_relax_();
+  }
+  kiln_ring_flush(p); /* the consumer may be waiting for these records: publish before we yield or sleep */
+  int64_t deadline = timeout_ns >= 0 ? now_ns_() + timeout_ns : INT64_MAX;
+  for (int i = 0;; i++) {
+    if (kiln_ring__refresh_head(p) != KILN_OK) return p->err;
+    if (kiln_ring__room(p) >= need) return KILN_OK;
+    if (i < YIELDS_) {
       sched_yield();
       continue;
-    } /* the consumer may be waiting for these records: publish before we sleep */
+    }
     int64_t left = deadline - now_ns_();
     if (left <= 0) return KILN_ETIMEDOUT;
     if (!p->wake) {

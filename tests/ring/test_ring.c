@@ -222,11 +222,11 @@ static void test_corruption(void **state) {
   atomic_store(&r->tail, 0);
   assert_int_equal(kiln_ring_cons_attach(&c, r, cap, 1), KILN_OK);
   assert_int_equal(kiln_ring_push(&p, "abc", 3, 1, 0), KILN_OK);
-  ((kiln_rec *)p.data)->pos = 4096;
+  atomic_store(&((kiln_rec *)p.data)->commit, 4096 ^ r->key);
   assert_int_equal(kiln_ring_peek(&c, &rec), KILN_ECORRUPT);
 
   /* size past what was published */
-  ((kiln_rec *)p.data)->pos = 0;
+  atomic_store(&((kiln_rec *)p.data)->commit, 0 ^ r->key);
   ((kiln_rec *)p.data)->size = 500;
   assert_int_equal(kiln_ring_cons_attach(&c, r, cap, 1), KILN_OK);
   assert_int_equal(kiln_ring_peek(&c, &rec), KILN_ECORRUPT);
