@@ -38,6 +38,9 @@
 #define YIELDS_ 16
 /* Spin turns without a pause instruction (a few microseconds) before pausing between turns. */
 #define QUIET_SPIN_ 4096
+/* While spinning, yield every 1024 turns: when the peer shares our CPU (an oversubscribed machine), spinning out the
+ * whole budget before letting it run costs a time slice per hand-off; when it does not, a yield is a cheap no-op. */
+#define YIELD_EVERY_ 1023
 
 static uint32_t *low_word_(_Atomic uint64_t *word) {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -81,6 +84,7 @@ int kiln_ring_wait_readable(kiln_ring_cons *c, int64_t spin, int64_t timeout_ns)
     if ((i & 63) == 63) {
       if (kiln_ring__refresh_tail(c) != KILN_OK) return c->err;
       if (kiln_ring__ready(c)) return KILN_OK;
+      if ((i & YIELD_EVERY_) == YIELD_EVERY_) sched_yield();
     }
     if (i >= QUIET_SPIN_) cpu_relax_();
   }
@@ -124,6 +128,7 @@ int kiln_ring_wait_writable(kiln_ring_prod *p, uint64_t size, int64_t spin, int6
   for (int64_t i = 0; i < spin; i++) {
     if (kiln_ring__refresh_head(p) != KILN_OK) return p->err;
     if (kiln_ring__room(p) >= need) return KILN_OK;
+    if ((i & YIELD_EVERY_) == YIELD_EVERY_) sched_yield();
     if (i >= QUIET_SPIN_) cpu_relax_();
   }
   kiln_ring_flush(p); /* the consumer may be waiting for these records: publish before we yield or sleep */

@@ -8,6 +8,7 @@
  * volume). `test_bus_stress soak` multiplies them by 10 (label soak, outside CI). */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bus_test.h"
@@ -156,7 +157,9 @@ int main(int argc, char **argv) {
       {"4 KiB ring, 1 KiB records", 200000ull * mul / SCALE_DIV, 4096, 1024, 64},
   };
   int bad = 0;
-  for (size_t i = 0; i < sizeof phases / sizeof *phases; i++) bad |= run_phase(&phases[i]);
+  const char *only = getenv("KILN_STRESS_PHASE"); /* "0".."2": run one phase (for investigation) */
+  for (size_t i = 0; i < sizeof phases / sizeof *phases; i++)
+    if (!only || (size_t)atoi(only) == i) bad |= run_phase(&phases[i]);
   printf("stress: %s\n", bad ? "FAILED" : "ok");
   return bad;
 }
