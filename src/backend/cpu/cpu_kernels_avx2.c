@@ -20,6 +20,8 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+#include <cpuid.h>
+#include <stdbool.h>
 #include <math.h>
 #include <string.h>
 
@@ -245,10 +247,16 @@ static const kiln_cpu_kernels avx2_table_ = {
     .name = "avx2", .prep_x = prep_x_, .matmul = matmul_, .dot = dot_, .axpy = axpy_, .softmax = softmax_,
 };
 
+/* F16C is CPUID leaf 1, ECX bit 29; read it directly because clang 14's __builtin_cpu_supports does not know
+ * the "f16c" feature name (gcc does). Every AVX2 CPU has it, but a hypervisor may hide it. */
+static bool has_f16c_(void) {
+  unsigned a, b, c, d;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
+
 const kiln_cpu_kernels *kiln_cpu_kernels_avx2(void) {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-    return &avx2_table_;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c_()) return &avx2_table_;
   return NULL;
 }
 
