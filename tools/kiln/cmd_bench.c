@@ -3,14 +3,17 @@
  *
  * The model is a checkpoint (-m DIR) or random weights of a config.json (--random-weights FILE, --dtype). Each
  * repeat runs a prefill of --prompt-tokens tokens from an empty cache and --gen-tokens one-token decode steps
- * after it (greedy, the argmax on the host, as a user's generation would run). Before each decode step the copy
- * bandwidth is measured with the same number of threads (memcpy of KILN_BENCH_COPY_MB / 2 MiB, counted as bytes
- * read + bytes written, as PERF.md defines it): on a shared machine whose bandwidth moves from second to second,
- * a token and its floor are then measured within milliseconds of each other. The floor of a token is the bytes of
- * weights it reads (every matrix and norm once, the head once, one row of the embedding table) divided by that
- * bandwidth; the fraction reported is the median over tokens of floor time / token time. The fraction against the
- * best copy of the whole run (conservative) is reported beside it. Medians are printed, and written with the
- * machine, load, date and commit as JSON with --json FILE.
+ * after it (greedy, the argmax on the host, as a user's generation would run).
+ *
+ * The floor. Before each decode step the copy bandwidth is measured with the same number of threads: memcpy of
+ * KILN_BENCH_COPY_MB_PER_THREAD MiB per thread (at least 512 MiB), counted as bytes read + bytes written, as
+ * PERF.md defines it. (glibc copies of 256 MiB or more per thread take its fastest path on the build machine,
+ * ~1.5x the rate of 128 MiB ones: the floor is not made easy.) On a shared machine whose bandwidth moves from
+ * second to second, a token and its floor are so measured within milliseconds of each other. The floor of a token
+ * is the bytes of weights it reads (every matrix and norm once, the head once, one row of the embedding table)
+ * divided by that bandwidth; the fraction reported is the median over tokens of floor time / token time. The
+ * fraction against the best copy of the whole run (conservative) is reported beside it. Medians are printed, and
+ * written with the machine, load, date and commit as JSON with --json FILE.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -26,7 +29,7 @@
 
 enum { OPT_RANDOM = CLI_OPT_LONG, OPT_DTYPE, OPT_DEVICE, OPT_PROMPT, OPT_GEN, OPT_JSON, OPT_REPEATS };
 
-#define KILN_BENCH_COPY_MB 512
+#define KILN_BENCH_COPY_MB_PER_THREAD 256
 
 static const cli_opt opts_[] = {
     {'m', "model", "DIR", "checkpoint directory"},
@@ -232,7 +235,7 @@ int cmd_bench(int argc, char **argv) {
   double *pre = NULL, *dec = NULL, *bw = NULL, *tok_bw = NULL, *tok_ms = NULL, *frac_tok = NULL;
   json_t *out = NULL;
   int st;
-  const size_t copy_len = (size_t)KILN_BENCH_COPY_MB << 20;
+  size_t copy_len = 0;
 
   if (random_cfg) {
     size_t len;
@@ -255,6 +258,7 @@ int cmd_bench(int argc, char **argv) {
   }
   if ((rc = cli_engine_create(model, &ro, P + G, &eng))) goto done;
   const int threads = ro.n_threads > 0 ? ro.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  copy_len = (size_t)(threads < 2 ? 2 : threads) * ((size_t)KILN_BENCH_COPY_MB_PER_THREAD << 20);
   const int V = cfg->vocab_size;
   logits = malloc((size_t)V * sizeof *logits);
   prompt = malloc((size_t)P * sizeof *prompt);
@@ -307,7 +311,7 @@ int cmd_bench(int argc, char **argv) {
       /* the copy right before each token gives that token's floor: paired within milliseconds, the two see the
        * same state of a shared machine */
       const int i = r * G + g;
-      tok_bw[i] = copy_bandwidth_(dst, src, copy_len / 2, threads);
+      tok_bw[i] = copy_bandwidth_(dst, src, copy_len, threads);
       double a = cli_now_ms();
       if ((st = kiln_engine_forward(eng, 0, &tok, 1, logits, false)) < 0) {
         rc = cli_fail(st);
