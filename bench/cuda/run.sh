@@ -26,4 +26,4 @@ done
 torch_arg=()
 [ -s "$tmp/torch.jsonl" ] && torch_arg=(--torch "$tmp/torch.jsonl")
 python3 bench/cuda/report.py --kiln "$tmp/kiln.jsonl" "${torch_arg[@]}" --commit "$commit" --driver "$driver" \
-  --command "bench/cuda/run.sh $out ${configs[*]}" --out "$out"
+  --command "bench/cuda/run.sh $(basename "$out") ${configs[*]}" --out "$out"
