@@ -93,12 +93,13 @@ typedef struct mm_job {
   kiln_cpu_steal *ranges;
 } mm_job;
 
-/* Rows per unit of matmul work: about KILN_CPU_CHUNK_BYTES of weights, a multiple of 4. */
+/* Rows per unit of matmul work: about KILN_CPU_CHUNK_BYTES of weights, a multiple of 16 (the prefill GEMM's
+ * panel height). */
 #define KILN_CPU_CHUNK_BYTES (64 * 1024)
 
 static int64_t chunk_rows_(int64_t in, kiln_dtype dt) {
   int64_t r = KILN_CPU_CHUNK_BYTES / (in * (int64_t)kiln_dtype_size(dt));
-  return r < 4 ? 4 : r & ~(int64_t)3;
+  return r < 16 ? 16 : r & ~(int64_t)15;
 }
 
 static void mm_run_(void *arg, int tid, int nth) {
@@ -263,7 +264,7 @@ static void forward_chunk_(kiln_backend *b, int seq, int64_t pos, const int32_t 
       matmul_segs_(b, b->xn, n, H, &u, 1);
       for (int64_t t = 0; t < n; t++) kiln_cpu_swiglu(b->gate + t * b->inter, b->gate + t * b->inter, b->up + t * b->inter, b->inter);
     } else {
-      ffn_job fj = {b, L, n, chunk_rows_(H, L->w_gate.dtype) / 2};
+      ffn_job fj = {b, L, n, chunk_rows_(H, L->w_gate.dtype)};
       kiln_cpu_steal_init(b->ranges, b->n_threads, (b->inter + fj.chunk - 1) / fj.chunk);
       PROF(b, KILN_PROF_GATE_UP, kiln_cpu_pool_run(b->pool, ffn_run_, &fj));
     }

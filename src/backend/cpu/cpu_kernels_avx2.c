@@ -12,9 +12,8 @@
  * A row tail shorter than 16 is done in scalar code on the natural order (prep_x leaves the tail as is).
  *
  * Decode (one token) is bound by the bandwidth at which the weights stream from DRAM: rows are read one after
- * the other in one sequential stream with a software prefetch ahead (see mm_1x1). Prefill multiplies a tile of 4 tokens by 2 rows per pass
- * (8 accumulators, 16 FMAs per 16 weights and 2 weight loads), and rows are taken in blocks of about 64 KiB that
- * stay in L2 while all token tiles go by, so each weight row comes from DRAM once per call.
+ * the other in one sequential stream with a software prefetch ahead (see mm_1x1). Prefill (n >= 4 tokens) is a
+ * packed GEMM (see gemm_).
  */
 #include "backend/cpu/cpu_kernels.h"
 
@@ -32,6 +31,8 @@
 
 /* Software prefetch distance of the decode kernel, in bytes ahead of the weights being read. */
 #define KILN_PF 1024
+/* From this many tokens on, a matmul is the packed GEMM (x in natural order); below, the GEMV kernel. */
+#define KILN_GEMM_MIN_N 4
 
 AVX2_INLINE float hsum_(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -63,7 +64,7 @@ AVX2_INLINE void load_f32_(const void *w, int64_t k, __m256 *lo, __m256 *hi) {
 /* ---- prep_x ---- */
 
 AVX2_FN static void prep_x_(float *xp, const float *x, int64_t n, int64_t in, kiln_dtype dt) {
-  if (dt != KILN_BF16) {
+  if (dt != KILN_BF16 || n >= KILN_GEMM_MIN_N) { /* the packed GEMM reads x in its natural order */
     memcpy(xp, x, (size_t)(n * in) * sizeof *x);
     return;
   }
@@ -80,6 +81,129 @@ AVX2_FN static void prep_x_(float *xp, const float *x, int64_t n, int64_t in, ki
       _mm256_storeu_ps(pr + k + 8, _mm256_permute2f128_ps(a, b, 0x31));
     }
     for (int64_t k = in16; k < in; k++) pr[k] = xr[k];
+  }
+}
+
+/* ---- prefill: packed GEMM ---- */
+
+/* Prefill multiplies n >= KILN_GEMM_MIN_N tokens by the weights the way BLAS does: a panel of KILN_NR = 16 output
+ * rows by KILN_KC inputs is converted to f32 and transposed once ("packed", 16 KiB, stays in L1), then every tile
+ * of KILN_MR = 6 tokens runs over it: per input k, two loads of the panel (16 outputs), six broadcasts of x and 12
+ * FMAs into 12 accumulators (6 tokens x 16 outputs). The weight conversion is paid once per panel rather than once
+ * per token tile, and each weight row comes from DRAM once per call. */
+#define KILN_NR 16
+#define KILN_MR 6
+#define KILN_KC 256
+
+/* 8 weights of row `r` from column k as f32. */
+AVX2_INLINE __m256 load8_(const void *w, kiln_dtype dt, int64_t i) {
+  switch (dt) {
+  case KILN_BF16:
+    return _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i))), 16));
+  case KILN_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+  default: return _mm256_loadu_ps((const float *)w + i);
+  }
+}
+
+/* In-register transpose of 8 rows of 8 floats. */
+AVX2_INLINE void transpose8_(__m256 r[8]) {
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* pk[k][16] = W[o + j][k0 + k] as f32 for j < rows (0 for the rest), k < kc. */
+AVX2_INLINE void pack_(float *pk, const void *w, kiln_dtype dt, int64_t in, int64_t o, int rows, int64_t k0,
+                       int64_t kc) {
+  const int64_t kc8 = kc & ~(int64_t)7;
+  for (int half = 0; half < 2; half++)
+    for (int64_t k = 0; k < kc8; k += 8) {
+      __m256 r[8];
+      for (int j = 0; j < 8; j++) {
+        const int row = half * 8 + j;
+        r[j] = row < rows ? load8_(w, dt, (o + row) * in + k0 + k) : _mm256_setzero_ps();
+      }
+      transpose8_(r);
+      for (int j = 0; j < 8; j++) _mm256_storeu_ps(pk + (k + j) * KILN_NR + half * 8, r[j]);
+    }
+  for (int64_t k = kc8; k < kc; k++)
+    for (int j = 0; j < KILN_NR; j++) pk[k * KILN_NR + j] = j < rows ? kiln_weight_at(w, dt, (o + j) * in + k0 + k) : 0;
+}
+
+/* y[t][0..cols) (+)= sum_k x[t][k] pk[k][0..cols) for t < MR. */
+#define KILN_DEFINE_TILE(MR)                                                                                      \
+  AVX2_INLINE void tile_##MR(float *y, int64_t ldy, const float *x, int64_t in, const float *pk, int64_t kc,      \
+                             int add, int cols) {                                                                 \
+    __m256 c[2 * MR]; /* every loop over c is unrolled so the array lives in registers */                       \
+    _Pragma("GCC unroll 12") for (int i = 0; i < 2 * MR; i++) c[i] = _mm256_setzero_ps();                         \
+    for (int64_t k = 0; k < kc; k++) {                                                                            \
+      const __m256 w0 = _mm256_loadu_ps(pk + k * KILN_NR), w1 = _mm256_loadu_ps(pk + k * KILN_NR + 8);            \
+      _Pragma("GCC unroll 6") for (int t = 0; t < MR; t++) {                                                      \
+        const __m256 b = _mm256_broadcast_ss(x + t * in + k);                                                     \
+        c[2 * t] = _mm256_fmadd_ps(b, w0, c[2 * t]);                                                              \
+        c[2 * t + 1] = _mm256_fmadd_ps(b, w1, c[2 * t + 1]);                                                      \
+      }                                                                                                           \
+    }                                                                                                             \
+    _Pragma("GCC unroll 6") for (int t = 0; t < MR; t++) {                                                      \
+      float *yr = y + t * ldy;                                                                                    \
+      if (cols == KILN_NR) {                                                                                      \
+        if (add) {                                                                                                \
+          c[2 * t] = _mm256_add_ps(c[2 * t], _mm256_loadu_ps(yr));                                                \
+          c[2 * t + 1] = _mm256_add_ps(c[2 * t + 1], _mm256_loadu_ps(yr + 8));                                    \
+        }                                                                                                         \
+        _mm256_storeu_ps(yr, c[2 * t]);                                                                           \
+        _mm256_storeu_ps(yr + 8, c[2 * t + 1]);                                                                   \
+      } else {                                                                                                    \
+        float tmp[KILN_NR];                                                                                       \
+        _mm256_storeu_ps(tmp, c[2 * t]);                                                                          \
+        _mm256_storeu_ps(tmp + 8, c[2 * t + 1]);                                                                  \
+        for (int j = 0; j < cols; j++) yr[j] = add ? yr[j] + tmp[j] : tmp[j];                                     \
+      }                                                                                                           \
+    }                                                                                                             \
+  }
+KILN_DEFINE_TILE(1)
+KILN_DEFINE_TILE(2)
+KILN_DEFINE_TILE(3)
+KILN_DEFINE_TILE(4)
+KILN_DEFINE_TILE(5)
+KILN_DEFINE_TILE(6)
+
+AVX2_FN static void gemm_(float *y, int64_t ldy, const float *x, int64_t n, const void *w, kiln_dtype dt,
+                          int64_t in, int64_t o0, int64_t o1) {
+  float pk[KILN_KC * KILN_NR];
+  for (int64_t o = o0; o < o1; o += KILN_NR) {
+    const int rows = o1 - o < KILN_NR ? (int)(o1 - o) : KILN_NR;
+    for (int64_t k0 = 0; k0 < in; k0 += KILN_KC) {
+      const int64_t kc = in - k0 < KILN_KC ? in - k0 : KILN_KC;
+      const int add = k0 > 0;
+      pack_(pk, w, dt, in, o, rows, k0, kc);
+      for (int64_t t = 0; t < n; t += KILN_MR) {
+        float *yt = y + t * ldy + o;
+        const float *xt = x + t * in + k0;
+        switch (n - t < KILN_MR ? n - t : KILN_MR) {
+        case 1: tile_1(yt, ldy, xt, in, pk, kc, add, rows); break;
+        case 2: tile_2(yt, ldy, xt, in, pk, kc, add, rows); break;
+        case 3: tile_3(yt, ldy, xt, in, pk, kc, add, rows); break;
+        case 4: tile_4(yt, ldy, xt, in, pk, kc, add, rows); break;
+        case 5: tile_5(yt, ldy, xt, in, pk, kc, add, rows); break;
+        default: tile_6(yt, ldy, xt, in, pk, kc, add, rows); break;
+        }
+      }
+    }
   }
 }
 
@@ -117,48 +241,14 @@ AVX2_FN static void prep_x_(float *xp, const float *x, int64_t n, int64_t in, ki
     for (; k < in; k++) s += x[k] * kiln_weight_at(w, dt, o * in + k);                                            \
     return s;                                                                                                     \
   }                                                                                                               \
-  /* four tokens (x rows t..t+3, stride in), two rows o, o+1; y rows stride ldy */                                \
-  AVX2_INLINE void mm_4x2_##SUF(float *y, int64_t ldy, const float *x, const void *w, kiln_dtype dt, int64_t in,   \
-                                int64_t o) {                                                                      \
-    const int64_t in16 = in & ~(int64_t)15;                                                                       \
-    __m256 a[8];                                                                                                  \
-    for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();                                                       \
-    for (int64_t k = 0; k < in16; k += 16) {                                                                      \
-      __m256 l0, h0, l1, h1;                                                                                      \
-      LOADW(w, o * in + k, &l0, &h0);                                                                             \
-      LOADW(w, (o + 1) * in + k, &l1, &h1);                                                                       \
-      _Pragma("GCC unroll 4") for (int t = 0; t < 4; t++) {                                                       \
-        const __m256 x0 = _mm256_loadu_ps(x + t * in + k), x1 = _mm256_loadu_ps(x + t * in + k + 8);             \
-        a[2 * t] = _mm256_fmadd_ps(l0, x0, a[2 * t]);                                                             \
-        a[2 * t] = _mm256_fmadd_ps(h0, x1, a[2 * t]);                                                             \
-        a[2 * t + 1] = _mm256_fmadd_ps(l1, x0, a[2 * t + 1]);                                                     \
-        a[2 * t + 1] = _mm256_fmadd_ps(h1, x1, a[2 * t + 1]);                                                     \
-      }                                                                                                           \
-    }                                                                                                             \
-    for (int t = 0; t < 4; t++)                                                                                   \
-      for (int r = 0; r < 2; r++) {                                                                               \
-        float s = hsum_(a[2 * t + r]);                                                                            \
-        for (int64_t k = in16; k < in; k++) s += x[t * in + k] * kiln_weight_at(w, dt, (o + r) * in + k);         \
-        y[t * ldy + r] = s;                                                                                       \
-      }                                                                                                           \
-  }                                                                                                               \
   AVX2_FN static void matmul_##SUF(float *y, int64_t ldy, const float *xp, int64_t n, const void *w,             \
                                    kiln_dtype dt, int64_t in, int64_t o0, int64_t o1) {                           \
-    /* rows per block: about 64 KiB of weights, a multiple of 4 */                                                \
-    int64_t rb = (64 * 1024) / (in * (int64_t)kiln_dtype_size(dt));                                               \
-    rb = rb < 4 ? 4 : rb & ~(int64_t)3;                                                                           \
-    for (int64_t ob = o0; ob < o1; ob += rb) {                                                                    \
-      const int64_t oe = ob + rb < o1 ? ob + rb : o1;                                                             \
-      int64_t t = 0;                                                                                              \
-      for (; n >= 4 && t + 4 <= n; t += 4) {                                                                      \
-        int64_t o = ob;                                                                                           \
-        for (; o + 2 <= oe; o += 2) mm_4x2_##SUF(y + t * ldy + o, ldy, xp + t * in, w, dt, in, o);                \
-        for (; o < oe; o++)                                                                                       \
-          for (int64_t u = t; u < t + 4; u++) y[u * ldy + o] = mm_1x1_##SUF(xp + u * in, w, dt, in, o);          \
-      }                                                                                                           \
-      for (; t < n; t++)                                                                                          \
-        for (int64_t o = ob; o < oe; o++) y[t * ldy + o] = mm_1x1_##SUF(xp + t * in, w, dt, in, o);               \
+    if (n >= KILN_GEMM_MIN_N) {                                                                                   \
+      gemm_(y, ldy, xp, n, w, dt, in, o0, o1);                                                                    \
+      return;                                                                                                     \
     }                                                                                                             \
+    for (int64_t t = 0; t < n; t++)                                                                               \
+      for (int64_t o = o0; o < o1; o++) y[t * ldy + o] = mm_1x1_##SUF(xp + t * in, w, dt, in, o);                 \
   }
 
 KILN_DEFINE_MATMUL(bf16, load_bf16_)
