@@ -474,7 +474,8 @@ static void other_templates_and_bos(void **state) {
   json_decref(c);
   json_decref(c2);
   kiln_server_stop(l);
-  assert_int_equal(open_fds(), fds);
+  /* No more descriptors than before: one left open by an earlier test (a socket still closing) may be gone. */
+  assert_true(open_fds() <= fds);
 }
 
 static void failed_load(void **state) {
