@@ -5,16 +5,22 @@
  * repeat runs a prefill of --prompt-tokens tokens from an empty cache and --gen-tokens one-token decode steps
  * after it (greedy, the argmax on the host, as a user's generation would run).
  *
- * The floor. Before each decode step the copy bandwidth is measured with the same number of threads: memcpy of
- * KILN_BENCH_COPY_MB_PER_THREAD MiB per thread (at least 512 MiB), counted as bytes read + bytes written, as
- * PERF.md defines it. (glibc copies of 256 MiB or more per thread take its fastest path on the build machine,
- * ~1.5x the rate of 128 MiB ones: the floor is not made easy.) On a shared machine whose bandwidth moves from
- * second to second, a token and its floor are so measured within milliseconds of each other. The floor of a token
+ * The floor. Before each block of KILN_BENCH_BLOCK decode steps the copy bandwidth is measured with the same
+ * number of threads: memcpy of KILN_BENCH_COPY_MB_PER_THREAD MiB per thread (at least 512 MiB), counted as bytes
+ * read + bytes written, as PERF.md defines it (glibc copies of 256 MiB or more per thread take its fastest path on
+ * the build machine, ~1.5x the rate of 128 MiB ones: the floor is not made easy). On a shared machine whose
+ * bandwidth moves from second to second, tokens and their floor are so measured within milliseconds of each
+ * other. The step right after a copy runs untimed: it pays for waking the engine's threads after the copy's idle
+ * time, which a generation never does. The floor of a token
  * is the bytes of weights it reads (every matrix and norm once, the head once, one row of the embedding table)
  * divided by that bandwidth; the fraction reported is the median over tokens of floor time / token time. The
- * fraction against the best copy of the whole run (conservative) is reported beside it. Medians are printed, and
- * written with the machine, load, date and commit as JSON with --json FILE.
+ * fraction against the best copy of the whole run (conservative) is reported beside it, and the read-only
+ * bandwidth (threads summing their slices) for context. Medians are printed, and written with the machine, load,
+ * date and commit as JSON with --json FILE.
  */
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +36,7 @@
 enum { OPT_RANDOM = CLI_OPT_LONG, OPT_DTYPE, OPT_DEVICE, OPT_PROMPT, OPT_GEN, OPT_JSON, OPT_REPEATS };
 
 #define KILN_BENCH_COPY_MB_PER_THREAD 256
+#define KILN_BENCH_BLOCK 8 /* decode steps per copy-bandwidth measurement */
 
 static const cli_opt opts_[] = {
     {'m', "model", "DIR", "checkpoint directory"},
@@ -92,6 +99,61 @@ static double copy_bandwidth_(char *dst, const char *src, size_t len, int thread
   double ms = cli_now_ms() - t0;
   if (started < threads) return -1;
   return 2.0 * (double)(per * (size_t)threads) / (ms / 1e3);
+}
+
+/* Bytes read per second by `threads` threads each summing its own slice (the read-only ceiling, for context:
+ * decode reads its weights and writes almost nothing). */
+typedef struct read_arg {
+  const uint64_t *p;
+  size_t n;
+  uint64_t sum;
+} read_arg;
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("avx2"))) static uint64_t sum_avx2_(const uint64_t *p, size_t n) {
+  __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+  for (size_t i = 0; i + 16 <= n; i += 16) {
+    s0 = _mm256_add_epi64(s0, _mm256_loadu_si256((const __m256i *)(p + i)));
+    s1 = _mm256_add_epi64(s1, _mm256_loadu_si256((const __m256i *)(p + i + 4)));
+    s2 = _mm256_add_epi64(s2, _mm256_loadu_si256((const __m256i *)(p + i + 8)));
+    s3 = _mm256_add_epi64(s3, _mm256_loadu_si256((const __m256i *)(p + i + 12)));
+  }
+  uint64_t out[4];
+  _mm256_storeu_si256((__m256i *)out, _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
+  return out[0] + out[1] + out[2] + out[3];
+}
+#endif
+
+static void *read_main_(void *a) {
+  read_arg *r = a;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (__builtin_cpu_supports("avx2")) {
+    r->sum = sum_avx2_(r->p, r->n);
+    return NULL;
+  }
+#endif
+  uint64_t s[8] = {0};
+  for (size_t i = 0; i + 8 <= r->n; i += 8)
+    for (int k = 0; k < 8; k++) s[k] += r->p[i + k];
+  r->sum = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+  return NULL;
+}
+
+static double read_bandwidth_(const char *src, size_t len, int threads) {
+  pthread_t th[64];
+  read_arg ra[64];
+  if (threads > 64) threads = 64;
+  size_t per = (len / (size_t)threads) & ~(size_t)4095;
+  int started = 0;
+  double t0 = cli_now_ms();
+  for (int i = 0; i < threads; i++) {
+    ra[i] = (read_arg){(const uint64_t *)(src + (size_t)i * per), per / 8, 0};
+    if (pthread_create(&th[i], NULL, read_main_, &ra[i]) != 0) break;
+    started++;
+  }
+  for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+  double ms = cli_now_ms() - t0;
+  return started < threads ? -1 : (double)(per * (size_t)threads) / (ms / 1e3);
 }
 
 /* ---- helpers ---- */
@@ -232,7 +294,7 @@ int cmd_bench(int argc, char **argv) {
   char *dir = NULL, *cfg_text = NULL, *src = NULL, *dst = NULL;
   float *logits = NULL;
   int32_t *prompt = NULL;
-  double *pre = NULL, *dec = NULL, *bw = NULL, *tok_bw = NULL, *tok_ms = NULL, *frac_tok = NULL;
+  double *pre = NULL, *dec = NULL, *bw = NULL, *rbw = NULL, *tok_bw = NULL, *tok_ms = NULL, *frac_tok = NULL;
   json_t *out = NULL;
   int st;
   size_t copy_len = 0;
@@ -251,12 +313,13 @@ int cmd_bench(int argc, char **argv) {
     if ((rc = cli_model_dir(ro.model, &dir)) || (rc = cli_load_model(dir, ro.quiet, &model, &load_ms))) goto done;
   }
   const kiln_config *cfg = &model->cfg;
-  if (P + G > cfg->max_position_embeddings) {
-    rc = cli_errorf("--prompt-tokens + --gen-tokens = %d is past max_position_embeddings (%d)", P + G,
+  const int n_ctx = P + G + G / KILN_BENCH_BLOCK + 2; /* the prompt, the timed steps and the untimed ones */
+  if (n_ctx > cfg->max_position_embeddings) {
+    rc = cli_errorf("--prompt-tokens + --gen-tokens need %d positions, past max_position_embeddings (%d)", n_ctx,
                     cfg->max_position_embeddings);
     goto done;
   }
-  if ((rc = cli_engine_create(model, &ro, P + G, &eng))) goto done;
+  if ((rc = cli_engine_create(model, &ro, n_ctx, &eng))) goto done;
   const int threads = ro.n_threads > 0 ? ro.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
   copy_len = (size_t)(threads < 2 ? 2 : threads) * ((size_t)KILN_BENCH_COPY_MB_PER_THREAD << 20);
   const int V = cfg->vocab_size;
@@ -265,6 +328,7 @@ int cmd_bench(int argc, char **argv) {
   pre = calloc((size_t)R, sizeof *pre);
   dec = calloc((size_t)R, sizeof *dec);
   bw = calloc((size_t)R, sizeof *bw);
+  rbw = calloc((size_t)R, sizeof *rbw);
   tok_bw = calloc((size_t)R * (size_t)G, sizeof *tok_bw);
   tok_ms = calloc((size_t)R * (size_t)G, sizeof *tok_ms);
   frac_tok = calloc((size_t)R * (size_t)G, sizeof *frac_tok);
@@ -274,7 +338,7 @@ int cmd_bench(int argc, char **argv) {
   dst = aligned_alloc((size_t)2 << 20, copy_len);
   if (src) (void)madvise(src, copy_len, MADV_HUGEPAGE);
   if (dst) (void)madvise(dst, copy_len, MADV_HUGEPAGE);
-  if (!logits || !prompt || !pre || !dec || !bw || !tok_bw || !tok_ms || !frac_tok || !src || !dst) {
+  if (!logits || !prompt || !pre || !dec || !bw || !rbw || !tok_bw || !tok_ms || !frac_tok || !src || !dst) {
     rc = cli_errorf("out of memory");
     goto done;
   }
@@ -299,6 +363,7 @@ int cmd_bench(int argc, char **argv) {
       rc = cli_errorf("copy bandwidth: cannot start %d threads", threads);
       goto done;
     }
+    rbw[r] = read_bandwidth_(src, copy_len, threads);
     kiln_engine_seq_reset(eng, 0);
     double t0 = cli_now_ms();
     if ((st = kiln_engine_forward(eng, 0, prompt, P, logits, false)) < 0) {
@@ -307,11 +372,21 @@ int cmd_bench(int argc, char **argv) {
     }
     double t1 = cli_now_ms(), sum_ms = 0;
     int32_t tok = argmax_(logits, V);
+    double block_bw = 0;
     for (int g = 0; g < G; g++) {
-      /* the copy right before each token gives that token's floor: paired within milliseconds, the two see the
-       * same state of a shared machine */
+      /* the copy before each block of KILN_BENCH_BLOCK tokens gives their floor: measured within milliseconds of
+       * each other, the two see the same state of a shared machine. The step right after a copy runs untimed: it
+       * pays for waking the engine's threads after the copy's idle time, which a generation never does. */
       const int i = r * G + g;
-      tok_bw[i] = copy_bandwidth_(dst, src, copy_len, threads);
+      if (g % KILN_BENCH_BLOCK == 0) {
+        block_bw = copy_bandwidth_(dst, src, copy_len, threads);
+        if ((st = kiln_engine_forward(eng, 0, &tok, 1, logits, false)) < 0) {
+          rc = cli_fail(st);
+          goto done;
+        }
+        tok = argmax_(logits, V);
+      }
+      tok_bw[i] = block_bw;
       double a = cli_now_ms();
       if ((st = kiln_engine_forward(eng, 0, &tok, 1, logits, false)) < 0) {
         rc = cli_fail(st);
@@ -326,13 +401,15 @@ int cmd_bench(int argc, char **argv) {
     pre[r] = (double)P * 1e3 / (t1 - t0);
     dec[r] = (double)G * 1e3 / sum_ms;
     if (!ro.quiet)
-      fprintf(stderr, "repeat %d: copy up to %.1f GB/s | prefill %.1f tok/s | decode %.2f tok/s (%.2f ms/token)\n",
-              r + 1, bw[r] / 1e9, pre[r], dec[r], 1e3 / dec[r]);
+      fprintf(stderr,
+              "repeat %d: copy up to %.1f GB/s, read %.1f GB/s | prefill %.1f tok/s | decode %.2f tok/s (%.2f "
+              "ms/token = %.1f GB/s)\n",
+              r + 1, bw[r] / 1e9, rbw[r] / 1e9, pre[r], dec[r], 1e3 / dec[r], dec[r] * (double)bpt / 1e9);
   }
   double best_bw = 0;
   for (int r = 0; r < R; r++) best_bw = bw[r] > best_bw ? bw[r] : best_bw;
   const double med_pre = median_(pre, R), med_dec = median_(dec, R);
-  const double med_tok_bw = median_(tok_bw, R * G), frac = median_(frac_tok, R * G);
+  const double med_tok_bw = median_(tok_bw, R * G), frac = median_(frac_tok, R * G), med_rbw = median_(rbw, R);
   const double floor_tok_s = med_tok_bw / (double)bpt, frac_best = med_dec / (best_bw / (double)bpt);
   const char *dev = kiln__engine_describe(eng);
   printf("%s, %d thread%s, %s weights: prefill %.1f tok/s (%d tokens) | decode %.2f tok/s = %.2f ms/token | "
@@ -353,7 +430,7 @@ int cmd_bench(int argc, char **argv) {
       snprintf(cmdline + l, sizeof cmdline - l, " %s", argv[i]);
     }
     out = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:i, s:f, s:f}, s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:i, s:i, "
-                    "s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+                    "s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
                     "bench", "kiln bench", "date", date, "commit", commit, "command", cmdline, "machine", "cpu", cpu,
                     "cores", (int)sysconf(_SC_NPROCESSORS_ONLN), "loadavg_before", load_before, "loadavg_after",
                     loadavg_(), "device", dev, "model", random_cfg ? random_cfg : dir, "dtype",
@@ -362,7 +439,8 @@ int cmd_bench(int argc, char **argv) {
                     G, "repeats", R, "prefill_tok_s", med_pre, "decode_tok_s", med_dec, "decode_ms_per_token",
                     1e3 / med_dec, "copy_gb_s_median", med_tok_bw / 1e9, "copy_gb_s_best", best_bw / 1e9,
                     "floor_tok_s", floor_tok_s, "floor_ms_per_token", 1e3 / floor_tok_s, "fraction_of_floor", frac,
-                    "fraction_of_best_copy_floor", frac_best);
+                    "fraction_of_best_copy_floor", frac_best, "read_gb_s_median", med_rbw / 1e9,
+                    "decode_read_gb_s", med_dec * (double)bpt / 1e9);
     if (!out || json_dump_file(out, json_path, JSON_INDENT(2)) != 0) {
       rc = cli_errorf("%s: cannot write the results", json_path);
       goto done;
@@ -381,6 +459,7 @@ done:
   free(pre);
   free(dec);
   free(bw);
+  free(rbw);
   free(tok_bw);
   free(tok_ms);
   free(frac_tok);

@@ -26,9 +26,12 @@
 
 #include "kiln/status.h"
 
-/* How long a waiting thread spins before it sleeps: long enough to cover the serial gaps between the jobs of one
- * forward pass (norms, residual adds: microseconds), short enough not to burn a core between requests. */
-#define KILN_POOL_SPIN_NS 200000
+/* How long a waiting thread spins before it sleeps. Long enough to cover the serial gaps of a forward pass (norms,
+ * residual adds: microseconds) and the host's work between two decode steps (sampling over a 152k vocabulary:
+ * ~0.2 ms): on a virtual machine, a thread that sleeps idles its vCPU, and waking a halted vCPU was measured at
+ * ~5 ms on the build machine, which a 2-thread decode step of a tiny model (50 us) would otherwise pay every
+ * token. Short enough not to burn a core for long between requests. */
+#define KILN_POOL_SPIN_NS 2000000
 
 struct kiln_cpu_pool {
   int n;
