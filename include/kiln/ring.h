@@ -406,7 +406,7 @@ KILN_RING_FN int kiln_ring_push(kiln_ring_prod *p, const void *src, uint64_t siz
 #if defined(__CUDA_ARCH__)
   for (uint64_t i = 0; i < size; i++) dst[i] = s[i];
 #else
-  __builtin_memcpy(dst, s, size);
+  if (size > 0) __builtin_memcpy(dst, s, size); /* an empty record may come with src == NULL */
 #endif
   return kiln_ring_commit(p, rec, size, type, corr);
 }

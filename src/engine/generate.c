@@ -178,7 +178,7 @@ static void logprobs_(kiln_gen *g, int32_t chosen, kiln_gen_event *ev) {
   ev->logprob = (float)((double)x[chosen] - lse);
   const int k = g->p.top_logprobs < V ? g->p.top_logprobs : V;
   int n = 0;
-  for (int i = 0; i < V; i++) { /* insertion into a sorted list of at most k: ties keep the lower id first */
+  for (int i = 0; i < V && k > 0; i++) { /* insertion into a sorted list of at most k: ties keep the lower id first */
     if (n == k && !(x[i] > x[ev->top_ids[n - 1]])) continue;
     int j = n < k ? n++ : n - 1;
     while (j > 0 && x[i] > x[ev->top_ids[j - 1]]) {

@@ -168,8 +168,6 @@ bool srv_params_parse(const json_t *body, bool chat, int n_vocab, srv_params *p,
     if (i64 != 1 && i64 != p->n)
       return BAD(e, "best_of", "'best_of' other than 1 or 'n' is not supported");
   }
-  /* The engine is asked for at least one alternative (its top-0 path reads out of bounds); the event carries only
-   * as many as the request wants (server_engine.c). */
-  p->gen.top_logprobs = p->logprobs ? (p->top_logprobs > 0 ? p->top_logprobs : 1) : -1;
+  p->gen.top_logprobs = p->logprobs ? p->top_logprobs : -1;
   return true;
 }
