@@ -6,7 +6,6 @@
  *
  *   bench_tokenizer [-t tokenizer.json] [-f text] [-r repeats] [--json]
  */
-#define _GNU_SOURCE
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
