@@ -354,6 +354,13 @@ static void test_logprobs(void **st) {
       assert_true(in);
     }
   kiln_gen_free(g);
+  /* 0: the chosen token's logprob, no alternatives */
+  p.top_logprobs = 0;
+  assert_int_equal(kiln_gen_start(&g, e, fx->tok, 0, prompt_, 8, &p), KILN_OK);
+  assert_int_equal(kiln_gen_step(g, &ev), KILN_OK);
+  assert_int_equal(ev.n_top, 0);
+  assert_true(fabsf(ev.logprob - ls[ev.token]) < 1e-4f);
+  kiln_gen_free(g);
   /* -1: no logprobs at all */
   p.top_logprobs = -1;
   assert_int_equal(kiln_gen_start(&g, e, fx->tok, 0, prompt_, 8, &p), KILN_OK);
