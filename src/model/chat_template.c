@@ -202,7 +202,7 @@ int kiln_chat_render_json(const kiln_chat_template *t, const json_t *messages, c
   const kiln_chat_opts *o = opts ? opts : &none;
   if (o->kwargs && !json_is_object(o->kwargs))
     return kiln_error(KILN_EINVAL, "chat template: chat_template_kwargs must be an object");
-  chat_buf b = {0};
+  kiln_strbuf b = {0};
   int rc;
   switch (t->format) {
   case KILN_CHAT_CHATML: rc = chat__render_chatml(t, messages, o, &b); break;

@@ -14,8 +14,8 @@
 static bool streq(const char *a, const char *b) { return a && b && strcmp(a, b) == 0; }
 
 /* Appends trim(str(v)): what `value | trim` prints. */
-static int put_trimmed(chat_buf *b, const json_t *v, const char *what, size_t i) {
-  chat_buf tmp = {0};
+static int put_trimmed(kiln_strbuf *b, const json_t *v, const char *what, size_t i) {
+  kiln_strbuf tmp = {0};
   if (!chat__put_str(&tmp, v)) {
     free(tmp.p);
     return kiln_error(KILN_EINVAL, "chat template: message %zu: %s must be a string", i, what);
@@ -26,25 +26,25 @@ static int put_trimmed(chat_buf *b, const json_t *v, const char *what, size_t i)
   }
   size_t off, len;
   chat__strip(tmp.p ? tmp.p : "", tmp.n, NULL, true, true, &off, &len);
-  chat_buf__put(b, tmp.p + off, len);
+  kiln_strbuf_put(b, tmp.p + off, len);
   free(tmp.p);
   return KILN_OK;
 }
 
-int chat__render_llama3(const kiln_chat_template *t, const json_t *msgs, const kiln_chat_opts *o, chat_buf *b) {
+int chat__render_llama3(const kiln_chat_template *t, const json_t *msgs, const kiln_chat_opts *o, kiln_strbuf *b) {
   for (size_t i = 0; i < json_array_size(msgs); i++) {
     const json_t *m = json_array_get(msgs, i);
     const char *role = chat__str(m, "role");
     if (!role) return kiln_error(KILN_EINVAL, "chat template: message %zu: role must be a string", i);
-    if (i == 0) chat_buf__puts(b, t->bos_token);
-    chat_buf__puts(b, "<|start_header_id|>");
-    chat_buf__puts(b, role);
-    chat_buf__puts(b, "<|end_header_id|>\n\n");
+    if (i == 0) kiln_strbuf_puts(b, t->bos_token);
+    kiln_strbuf_puts(b, "<|start_header_id|>");
+    kiln_strbuf_puts(b, role);
+    kiln_strbuf_puts(b, "<|end_header_id|>\n\n");
     int rc = put_trimmed(b, json_object_get(m, "content"), "content", i);
     if (rc) return rc;
-    chat_buf__puts(b, "<|eot_id|>");
+    kiln_strbuf_puts(b, "<|eot_id|>");
   }
-  if (o->add_generation_prompt) chat_buf__puts(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  if (o->add_generation_prompt) kiln_strbuf_puts(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
   return KILN_OK;
 }
 
@@ -52,11 +52,11 @@ static const char llama_tools_lead[] =
     "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its value}."
     "Do not use variables.\n\n";
 
-static int put_tool_list(chat_buf *b, const json_t *tools) {
+static int put_tool_list(kiln_strbuf *b, const json_t *tools) {
   if (!json_is_array(tools)) return kiln_error(KILN_EINVAL, "chat template: tools must be a list");
   for (size_t k = 0; k < json_array_size(tools); k++) {
     chat__dumps(b, json_array_get(tools, k), 4);
-    chat_buf__puts(b, "\n\n");
+    kiln_strbuf_puts(b, "\n\n");
   }
   return KILN_OK;
 }
@@ -70,7 +70,7 @@ static bool in_string_list(const json_t *list, const char *s) {
 /* An assistant message carrying tool_calls: exactly one call, as JSON, or as <|python_tag|>name.call(k="v") when
  * the name is one of the builtin tools. */
 static int llama31_tool_call(const kiln_chat_template *t, const json_t *m, const json_t *builtin, size_t i,
-                             chat_buf *b) {
+                             kiln_strbuf *b) {
   const json_t *calls = json_object_get(m, "tool_calls");
   if (!json_is_array(calls)) return kiln_error(KILN_EINVAL, "chat template: message %zu: tool_calls must be a list", i);
   if (json_array_size(calls) != 1)
@@ -79,13 +79,13 @@ static int llama31_tool_call(const kiln_chat_template *t, const json_t *m, const
   const char *name = chat__str(fn, "name");
   if (!name) return kiln_error(KILN_EINVAL, "chat template: message %zu: tool call needs a function name", i);
   const json_t *args = json_object_get(fn, "arguments");
-  chat_buf__puts(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  kiln_strbuf_puts(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
   if (t->builtin_tools && builtin && in_string_list(builtin, name)) {
     if (!json_is_object(args))
       return kiln_error(KILN_EINVAL, "chat template: message %zu: builtin tool arguments must be an object", i);
-    chat_buf__puts(b, "<|python_tag|>");
-    chat_buf__puts(b, name);
-    chat_buf__puts(b, ".call(");
+    kiln_strbuf_puts(b, "<|python_tag|>");
+    kiln_strbuf_puts(b, name);
+    kiln_strbuf_puts(b, ".call(");
     const char *key;
     json_t *val;
     bool first = true;
@@ -93,27 +93,27 @@ static int llama31_tool_call(const kiln_chat_template *t, const json_t *m, const
       if (!json_is_string(val))
         return kiln_error(KILN_EINVAL, "chat template: message %zu: builtin tool argument '%s' must be a string", i,
                           key);
-      if (!first) chat_buf__puts(b, ", ");
+      if (!first) kiln_strbuf_puts(b, ", ");
       first = false;
-      chat_buf__puts(b, key);
-      chat_buf__puts(b, "=\"");
-      chat_buf__put(b, json_string_value(val), json_string_length(val));
-      chat_buf__puts(b, "\"");
+      kiln_strbuf_puts(b, key);
+      kiln_strbuf_puts(b, "=\"");
+      kiln_strbuf_put(b, json_string_value(val), json_string_length(val));
+      kiln_strbuf_puts(b, "\"");
     }
-    chat_buf__puts(b, ")");
+    kiln_strbuf_puts(b, ")");
   } else {
     if (!args) return kiln_error(KILN_EINVAL, "chat template: message %zu: tool call has no arguments", i);
-    chat_buf__puts(b, "{\"name\": \"");
-    chat_buf__puts(b, name);
-    chat_buf__puts(b, "\", \"parameters\": ");
+    kiln_strbuf_puts(b, "{\"name\": \"");
+    kiln_strbuf_puts(b, name);
+    kiln_strbuf_puts(b, "\", \"parameters\": ");
     chat__dumps(b, args, -1);
-    chat_buf__puts(b, "}");
+    kiln_strbuf_puts(b, "}");
   }
-  chat_buf__puts(b, t->builtin_tools && builtin ? "<|eom_id|>" : "<|eot_id|>");
+  kiln_strbuf_puts(b, t->builtin_tools && builtin ? "<|eom_id|>" : "<|eot_id|>");
   return KILN_OK;
 }
 
-int chat__render_llama31(const kiln_chat_template *t, const json_t *msgs, const kiln_chat_opts *o, chat_buf *b) {
+int chat__render_llama31(const kiln_chat_template *t, const json_t *msgs, const kiln_chat_opts *o, kiln_strbuf *b) {
   const json_t *kw = json_is_object(o->kwargs) ? o->kwargs : NULL;
   size_t n = json_array_size(msgs);
   if (n == 0) return kiln_error(KILN_EINVAL, "chat template: no messages");
@@ -144,62 +144,62 @@ int chat__render_llama31(const kiln_chat_template *t, const json_t *msgs, const 
         return kiln_error(KILN_EINVAL, "chat template: builtin_tools must be a list of strings");
   }
 
-  chat_buf__puts(b, t->bos_token);
+  kiln_strbuf_puts(b, t->bos_token);
   size_t start = 0;
-  chat_buf sys = {0};
+  kiln_strbuf sys = {0};
   int rc = KILN_OK;
   if (streq(chat__str(json_array_get(msgs, 0), "role"), "system")) {
     rc = put_trimmed(&sys, json_object_get(json_array_get(msgs, 0), "content"), "content", 0);
     if (rc) goto out;
     start = 1;
   }
-  chat_buf__puts(b, "<|start_header_id|>system<|end_header_id|>\n\n");
-  if (builtin || tools) chat_buf__puts(b, "Environment: ipython\n");
+  kiln_strbuf_puts(b, "<|start_header_id|>system<|end_header_id|>\n\n");
+  if (builtin || tools) kiln_strbuf_puts(b, "Environment: ipython\n");
   if (builtin) {
-    chat_buf__puts(b, "Tools: ");
+    kiln_strbuf_puts(b, "Tools: ");
     bool first = true;
     for (size_t k = 0; k < json_array_size(builtin); k++) {
       const char *s = json_string_value(json_array_get(builtin, k));
       if (streq(s, "code_interpreter")) continue;
-      if (!first) chat_buf__puts(b, ", ");
+      if (!first) kiln_strbuf_puts(b, ", ");
       first = false;
-      chat_buf__puts(b, s);
+      kiln_strbuf_puts(b, s);
     }
-    chat_buf__puts(b, "\n\n");
+    kiln_strbuf_puts(b, "\n\n");
   }
-  chat_buf__puts(b, "Cutting Knowledge Date: December 2023\nToday Date: ");
-  chat_buf__puts(b, date);
-  chat_buf__puts(b, "\n\n");
+  kiln_strbuf_puts(b, "Cutting Knowledge Date: December 2023\nToday Date: ");
+  kiln_strbuf_puts(b, date);
+  kiln_strbuf_puts(b, "\n\n");
   if (tools && !tools_in_user) {
-    chat_buf__puts(b, "You have access to the following functions. To call a function, please respond with JSON for "
+    kiln_strbuf_puts(b, "You have access to the following functions. To call a function, please respond with JSON for "
                       "a function call.");
-    chat_buf__puts(b, llama_tools_lead);
+    kiln_strbuf_puts(b, llama_tools_lead);
     if ((rc = put_tool_list(b, tools))) goto out;
   }
-  if (sys.p) chat_buf__put(b, sys.p, sys.n);
-  chat_buf__puts(b, "<|eot_id|>");
+  if (sys.p) kiln_strbuf_put(b, sys.p, sys.n);
+  kiln_strbuf_puts(b, "<|eot_id|>");
   if (tools_in_user && tools) {
     if (start >= n) {
       rc = kiln_error(KILN_EINVAL, "chat template: Cannot put tools in the first user message when there's no first "
                                    "user message!");
       goto out;
     }
-    chat_buf first = {0};
+    kiln_strbuf first = {0};
     rc = put_trimmed(&first, json_object_get(json_array_get(msgs, start), "content"), "content", start);
     if (rc) {
       free(first.p);
       goto out;
     }
     start++;
-    chat_buf__puts(b, "<|start_header_id|>user<|end_header_id|>\n\n");
-    chat_buf__puts(b, "Given the following functions, please respond with a JSON for a function call with its proper "
+    kiln_strbuf_puts(b, "<|start_header_id|>user<|end_header_id|>\n\n");
+    kiln_strbuf_puts(b, "Given the following functions, please respond with a JSON for a function call with its proper "
                       "arguments that best answers the given prompt.\n\n");
-    chat_buf__puts(b, llama_tools_lead);
+    kiln_strbuf_puts(b, llama_tools_lead);
     rc = put_tool_list(b, tools);
-    if (!rc && first.p) chat_buf__put(b, first.p, first.n);
+    if (!rc && first.p) kiln_strbuf_put(b, first.p, first.n);
     free(first.p);
     if (rc) goto out;
-    chat_buf__puts(b, "<|eot_id|>");
+    kiln_strbuf_puts(b, "<|eot_id|>");
   }
   for (size_t i = start; i < n; i++) {
     const json_t *m = json_array_get(msgs, i);
@@ -207,15 +207,15 @@ int chat__render_llama31(const kiln_chat_template *t, const json_t *msgs, const 
     bool is_tool = streq(role, "ipython") || streq(role, "tool");
     bool has_calls = json_object_get(m, "tool_calls") != NULL;
     if (!is_tool && !has_calls) {
-      chat_buf__puts(b, "<|start_header_id|>");
-      chat_buf__puts(b, role);
-      chat_buf__puts(b, "<|end_header_id|>\n\n");
+      kiln_strbuf_puts(b, "<|start_header_id|>");
+      kiln_strbuf_puts(b, role);
+      kiln_strbuf_puts(b, "<|end_header_id|>\n\n");
       if ((rc = put_trimmed(b, json_object_get(m, "content"), "content", i))) goto out;
-      chat_buf__puts(b, "<|eot_id|>");
+      kiln_strbuf_puts(b, "<|eot_id|>");
     } else if (has_calls) {
       if ((rc = llama31_tool_call(t, m, builtin, i, b))) goto out;
     } else {
-      chat_buf__puts(b, "<|start_header_id|>ipython<|end_header_id|>\n\n");
+      kiln_strbuf_puts(b, "<|start_header_id|>ipython<|end_header_id|>\n\n");
       const json_t *cv = json_object_get(m, "content");
       /* `content is mapping or content is iterable`: strings, lists and objects go through tojson. */
       if (!cv) {
@@ -226,10 +226,10 @@ int chat__render_llama31(const kiln_chat_template *t, const json_t *msgs, const 
         chat__dumps(b, cv, -1);
       else
         chat__put_str(b, cv);
-      chat_buf__puts(b, "<|eot_id|>");
+      kiln_strbuf_puts(b, "<|eot_id|>");
     }
   }
-  if (o->add_generation_prompt) chat_buf__puts(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  if (o->add_generation_prompt) kiln_strbuf_puts(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
 out:
   free(sys.p);
   return rc;

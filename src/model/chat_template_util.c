@@ -12,26 +12,6 @@
 
 #include "model/chat_template_impl.h"
 
-void chat_buf__put(chat_buf *b, const char *s, size_t n) {
-  if (b->failed || n == 0) return;
-  if (b->n + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->n + n + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-      b->failed = true;
-      return;
-    }
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->n, s, n);
-  b->n += n;
-  b->p[b->n] = '\0';
-}
-
-void chat_buf__puts(chat_buf *b, const char *s) { chat_buf__put(b, s, strlen(s)); }
-
 /* Python's str.isspace() code points: bidirectional class WS, B or S, or category Zs. */
 static bool py_isspace(uint32_t c) {
   if (c == 0x20 || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f)) return true;
@@ -148,8 +128,8 @@ static void py_float_repr(double x, char *out, size_t cap) {
 #undef EMIT
 }
 
-static void dump_string(chat_buf *b, const char *s, size_t n) {
-  chat_buf__put(b, "\"", 1);
+static void dump_string(kiln_strbuf *b, const char *s, size_t n) {
+  kiln_strbuf_put(b, "\"", 1);
   size_t run = 0;
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
@@ -170,95 +150,95 @@ static void dump_string(chat_buf *b, const char *s, size_t n) {
       }
     }
     if (esc) {
-      chat_buf__put(b, s + run, i - run);
-      chat_buf__puts(b, esc);
+      kiln_strbuf_put(b, s + run, i - run);
+      kiln_strbuf_puts(b, esc);
       run = i + 1;
     }
   }
-  chat_buf__put(b, s + run, n - run);
-  chat_buf__put(b, "\"", 1);
+  kiln_strbuf_put(b, s + run, n - run);
+  kiln_strbuf_put(b, "\"", 1);
 }
 
-static void dump_newline(chat_buf *b, int indent, int level) {
-  chat_buf__put(b, "\n", 1);
-  for (int i = 0; i < indent * level; i++) chat_buf__put(b, " ", 1);
+static void dump_newline(kiln_strbuf *b, int indent, int level) {
+  kiln_strbuf_put(b, "\n", 1);
+  for (int i = 0; i < indent * level; i++) kiln_strbuf_put(b, " ", 1);
 }
 
-static void dumps_at(chat_buf *b, const json_t *v, int indent, int level) {
+static void dumps_at(kiln_strbuf *b, const json_t *v, int indent, int level) {
   char num[64];
   switch (json_typeof(v)) {
-  case JSON_NULL: chat_buf__puts(b, "null"); break;
-  case JSON_TRUE: chat_buf__puts(b, "true"); break;
-  case JSON_FALSE: chat_buf__puts(b, "false"); break;
+  case JSON_NULL: kiln_strbuf_puts(b, "null"); break;
+  case JSON_TRUE: kiln_strbuf_puts(b, "true"); break;
+  case JSON_FALSE: kiln_strbuf_puts(b, "false"); break;
   case JSON_INTEGER:
     snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-    chat_buf__puts(b, num);
+    kiln_strbuf_puts(b, num);
     break;
   case JSON_REAL:
     py_float_repr(json_real_value(v), num, sizeof num);
-    chat_buf__puts(b, num);
+    kiln_strbuf_puts(b, num);
     break;
   case JSON_STRING: dump_string(b, json_string_value(v), json_string_length(v)); break;
   case JSON_ARRAY: {
     size_t n = json_array_size(v);
     if (n == 0) {
-      chat_buf__puts(b, "[]");
+      kiln_strbuf_puts(b, "[]");
       break;
     }
-    chat_buf__put(b, "[", 1);
+    kiln_strbuf_put(b, "[", 1);
     for (size_t i = 0; i < n; i++) {
-      if (i) chat_buf__puts(b, indent >= 0 ? "," : ", ");
+      if (i) kiln_strbuf_puts(b, indent >= 0 ? "," : ", ");
       if (indent >= 0) dump_newline(b, indent, level + 1);
       dumps_at(b, json_array_get(v, i), indent, level + 1);
     }
     if (indent >= 0) dump_newline(b, indent, level);
-    chat_buf__put(b, "]", 1);
+    kiln_strbuf_put(b, "]", 1);
     break;
   }
   case JSON_OBJECT: {
     if (json_object_size(v) == 0) {
-      chat_buf__puts(b, "{}");
+      kiln_strbuf_puts(b, "{}");
       break;
     }
-    chat_buf__put(b, "{", 1);
+    kiln_strbuf_put(b, "{", 1);
     const char *key;
     size_t klen;
     json_t *val;
     bool first = true;
     /* jansson keeps insertion order, as Python's dict does. */
     json_object_keylen_foreach((json_t *)v, key, klen, val) {
-      if (!first) chat_buf__puts(b, indent >= 0 ? "," : ", ");
+      if (!first) kiln_strbuf_puts(b, indent >= 0 ? "," : ", ");
       first = false;
       if (indent >= 0) dump_newline(b, indent, level + 1);
       dump_string(b, key, klen);
-      chat_buf__puts(b, ": ");
+      kiln_strbuf_puts(b, ": ");
       dumps_at(b, val, indent, level + 1);
     }
     if (indent >= 0) dump_newline(b, indent, level);
-    chat_buf__put(b, "}", 1);
+    kiln_strbuf_put(b, "}", 1);
     break;
   }
   }
 }
 
-void chat__dumps(chat_buf *b, const json_t *v, int indent) { dumps_at(b, v, indent, 0); }
+void chat__dumps(kiln_strbuf *b, const json_t *v, int indent) { dumps_at(b, v, indent, 0); }
 
-bool chat__put_str(chat_buf *b, const json_t *v) {
+bool chat__put_str(kiln_strbuf *b, const json_t *v) {
   char num[64];
   if (!v) return true;
   switch (json_typeof(v)) {
-  case JSON_NULL: chat_buf__puts(b, "None"); return true;
-  case JSON_TRUE: chat_buf__puts(b, "True"); return true;
-  case JSON_FALSE: chat_buf__puts(b, "False"); return true;
+  case JSON_NULL: kiln_strbuf_puts(b, "None"); return true;
+  case JSON_TRUE: kiln_strbuf_puts(b, "True"); return true;
+  case JSON_FALSE: kiln_strbuf_puts(b, "False"); return true;
   case JSON_INTEGER:
     snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-    chat_buf__puts(b, num);
+    kiln_strbuf_puts(b, num);
     return true;
   case JSON_REAL:
     py_float_repr(json_real_value(v), num, sizeof num);
-    chat_buf__puts(b, num);
+    kiln_strbuf_puts(b, num);
     return true;
-  case JSON_STRING: chat_buf__put(b, json_string_value(v), json_string_length(v)); return true;
+  case JSON_STRING: kiln_strbuf_put(b, json_string_value(v), json_string_length(v)); return true;
   default: return false;
   }
 }
