@@ -12,22 +12,6 @@
 /* Continues a streaming request (server_stream.c): queues the event-stream response. Takes `g` (heap). */
 enum MHD_Result srv_stream_start(srv_req *r, struct MHD_Connection *c, srv_gen *g);
 
-static bool append_text(srv_choice *ch, const char *t, size_t n) {
-  if (!n) return true;
-  if (ch->len + n + 1 > ch->cap) {
-    size_t cap = ch->cap ? ch->cap * 2 : 256;
-    while (cap < ch->len + n + 1) cap *= 2;
-    char *p = realloc(ch->text, cap);
-    if (!p) return false;
-    ch->text = p;
-    ch->cap = cap;
-  }
-  memcpy(ch->text + ch->len, t, n);
-  ch->len += n;
-  ch->text[ch->len] = '\0';
-  return true;
-}
-
 /* Prompt tokens' logprobs (echo + logprobs) go first in a completion choice's logprobs. */
 static int add_prompt_lp(srv_gen *g, int task) {
   srv_choice *ch = &g->ch[task];
@@ -49,7 +33,7 @@ static int on_step(srv_gen *g, const kiln_rec *rec) {
   const srv_ev_step *st = srv_gen_step(g, rec, &tops, &text);
   if (!st) return kiln_error(KILN_ECORRUPT, "server: malformed event");
   srv_choice *ch = &g->ch[st->task];
-  if (!append_text(ch, text, st->text_len)) return KILN_ENOMEM;
+  if (!kiln_strbuf_put(&ch->text, text, st->text_len)) return KILN_ENOMEM;
   if (g->p.logprobs && st->token >= 0) {
     if (g->chat) {
       if (!ch->lp && !(ch->lp = json_array())) return KILN_ENOMEM;
@@ -69,7 +53,7 @@ static json_t *choice_json(srv_gen *g, int i) {
   const char *fin = srv_finish_name(ch->finish);
   json_t *finish = fin ? json_string(fin) : json_null();
   if (g->chat) {
-    json_t *content = srv_json_text(ch->text ? ch->text : "", ch->len);
+    json_t *content = srv_json_text(ch->text.p ? ch->text.p : "", ch->text.n);
     json_t *lp = g->p.logprobs ? json_pack("{s:o}", "content", ch->lp ? json_incref(ch->lp) : json_array())
                                : json_null();
     return json_pack("{s:i, s:{s:s, s:o, s:n}, s:o, s:o}", "index", i, "message", "role", "assistant", "content",
@@ -79,17 +63,17 @@ static json_t *choice_json(srv_gen *g, int i) {
   json_t *text;
   if (g->p.echo) {
     size_t el = g->echo_len[t->prompt_index];
-    char *both = malloc(el + ch->len + 1);
+    char *both = malloc(el + ch->text.n + 1);
     if (!both) {
       json_decref(finish);
       return NULL;
     }
     memcpy(both, g->echo_text[t->prompt_index], el);
-    if (ch->len) memcpy(both + el, ch->text, ch->len);
-    text = srv_json_text(both, el + ch->len);
+    if (ch->text.n) memcpy(both + el, ch->text.p, ch->text.n);
+    text = srv_json_text(both, el + ch->text.n);
     free(both);
   } else {
-    text = srv_json_text(ch->text ? ch->text : "", ch->len);
+    text = srv_json_text(ch->text.p ? ch->text.p : "", ch->text.n);
   }
   json_t *lp = g->p.logprobs ? (ch->lp ? json_incref(ch->lp) : srv_cmpl_lp_new()) : json_null();
   return json_pack("{s:i, s:o, s:o, s:o}", "index", i, "text", text, "logprobs", lp, "finish_reason", finish);

@@ -521,7 +521,7 @@ void srv_gen_done(srv_gen *g) {
 void srv_gen_free(srv_gen *g) {
   if (!g) return;
   for (int i = 0; g->ch && i < g->n_choices; i++) {
-    free(g->ch[i].text);
+    kiln_strbuf_free(&g->ch[i].text);
     json_decref(g->ch[i].lp);
   }
   free(g->ch);

@@ -7,11 +7,11 @@
 #ifndef KILN_SERVER_GEN_H
 #define KILN_SERVER_GEN_H
 
+#include "base/strbuf.h"
 #include "server/server_impl.h"
 
 typedef struct srv_choice {
-  char *text;            /* collected text (non-streaming) */
-  size_t len, cap;
+  kiln_strbuf text;      /* collected text (non-streaming) */
   json_t *lp;            /* collected logprobs: chat: array of entries; completions: {tokens, token_logprobs, ...} */
   size_t text_chars;     /* completions: characters so far, for text_offset */
   int finish;            /* kiln_finish; 0 while running */

@@ -4,11 +4,11 @@
  * before the matching count, which Prometheus tolerates.
  */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/strbuf.h"
 #include "kiln/status.h"
 #include "server/server_impl.h"
 
@@ -35,64 +35,34 @@ void srv_hist_observe(srv_hist *h, double seconds) {
   atomic_fetch_add_explicit(&h->sum_ns, (uint64_t)(seconds * 1e9), memory_order_relaxed);
 }
 
-typedef struct mbuf {
-  char *p;
-  size_t n, cap;
-  bool failed;
-} mbuf;
-
-static void put(mbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(mbuf *b, const char *fmt, ...) {
-  if (b->failed) return;
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(b->p + b->n, b->cap - b->n, fmt, ap);
-    va_end(ap);
-    if (k < 0) {
-      b->failed = true;
-      return;
-    }
-    if ((size_t)k < b->cap - b->n) {
-      b->n += (size_t)k;
-      return;
-    }
-    size_t cap = b->cap * 2 + (size_t)k;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-      b->failed = true;
-      return;
-    }
-    b->p = p;
-    b->cap = cap;
-  }
+static void metric(kiln_strbuf *b, const char *name, const char *type, const char *help) {
+  kiln_strbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void metric(mbuf *b, const char *name, const char *type, const char *help) {
-  put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+static void outcome(kiln_strbuf *b, const char *labels, const char *what, uint64_t n) {
+  kiln_strbuf_printf(b, "kiln_requests_total{%soutcome=\"%s\"} %" PRIu64 "\n", labels, what, n);
 }
 
 /* `labels`: "model=\"x\"," to prefix the le label; `set`: "{model=\"x\"}" for _sum and _count. */
-static void hist(mbuf *b, const char *name, const char *help, const srv_hist *h, const char *labels,
+static void hist(kiln_strbuf *b, const char *name, const char *help, const srv_hist *h, const char *labels,
                  const char *set) {
   metric(b, name, "histogram", help);
   uint64_t cum = 0;
   for (int i = 0; i < SRV_HIST_BUCKETS; i++) {
     cum += atomic_load_explicit(&h->count[i], memory_order_relaxed);
     if (i < SRV_HIST_BUCKETS - 1)
-      put(b, "%s_bucket{%sle=\"%g\"} %" PRIu64 "\n", name, labels, h->bounds[i], cum);
+      kiln_strbuf_printf(b, "%s_bucket{%sle=\"%g\"} %" PRIu64 "\n", name, labels, h->bounds[i], cum);
     else
-      put(b, "%s_bucket{%sle=\"+Inf\"} %" PRIu64 "\n", name, labels, cum);
+      kiln_strbuf_printf(b, "%s_bucket{%sle=\"+Inf\"} %" PRIu64 "\n", name, labels, cum);
   }
-  put(b, "%s_sum%s %.9f\n", name, set, (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) * 1e-9);
-  put(b, "%s_count%s %" PRIu64 "\n", name, set, cum);
+  kiln_strbuf_printf(b, "%s_sum%s %.9f\n", name, set,
+                     (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) * 1e-9);
+  kiln_strbuf_printf(b, "%s_count%s %" PRIu64 "\n", name, set, cum);
 }
 
 int srv_metrics_render(const struct kiln_server *s, char **out, size_t *len) {
   const srv_metrics *m = &s->metrics;
-  mbuf b = {.p = malloc(8192), .cap = 8192};
-  if (!b.p) return kiln_error(KILN_ENOMEM, "metrics: out of memory");
-  b.p[0] = '\0';
+  kiln_strbuf b = {0};
   char labels[300];
   /* The model id is ours, but quote-escape it anyway. */
   char id[200];
@@ -107,29 +77,29 @@ int srv_metrics_render(const struct kiln_server *s, char **out, size_t *len) {
   snprintf(lab1, sizeof lab1, "{model=\"%s\"}", id);
 
   metric(&b, "kiln_requests_running", "gauge", "Requests with a generation in progress.");
-  put(&b, "kiln_requests_running%s %lld\n", lab1, (long long)atomic_load(&m->running));
+  kiln_strbuf_printf(&b, "kiln_requests_running%s %lld\n", lab1, (long long)atomic_load(&m->running));
   metric(&b, "kiln_requests_waiting", "gauge", "Requests accepted and waiting for a sequence slot.");
-  put(&b, "kiln_requests_waiting%s %lld\n", lab1, (long long)atomic_load(&m->waiting));
+  kiln_strbuf_printf(&b, "kiln_requests_waiting%s %lld\n", lab1, (long long)atomic_load(&m->waiting));
   metric(&b, "kiln_requests_total", "counter", "Finished generation requests by outcome.");
-  put(&b, "kiln_requests_total{%soutcome=\"ok\"} %" PRIu64 "\n", labels, atomic_load(&m->requests_ok));
-  put(&b, "kiln_requests_total{%soutcome=\"error\"} %" PRIu64 "\n", labels, atomic_load(&m->requests_err));
-  put(&b, "kiln_requests_total{%soutcome=\"cancelled\"} %" PRIu64 "\n", labels, atomic_load(&m->cancelled));
-  put(&b, "kiln_requests_total{%soutcome=\"rejected\"} %" PRIu64 "\n", labels, atomic_load(&m->rejected));
+  outcome(&b, labels, "ok", atomic_load(&m->requests_ok));
+  outcome(&b, labels, "error", atomic_load(&m->requests_err));
+  outcome(&b, labels, "cancelled", atomic_load(&m->cancelled));
+  outcome(&b, labels, "rejected", atomic_load(&m->rejected));
   metric(&b, "kiln_prompt_tokens_total", "counter", "Prompt tokens prefilled.");
-  put(&b, "kiln_prompt_tokens_total%s %" PRIu64 "\n", lab1, atomic_load(&m->prompt_tokens));
+  kiln_strbuf_printf(&b, "kiln_prompt_tokens_total%s %" PRIu64 "\n", lab1, atomic_load(&m->prompt_tokens));
   metric(&b, "kiln_generation_tokens_total", "counter", "Tokens generated.");
-  put(&b, "kiln_generation_tokens_total%s %" PRIu64 "\n", lab1, atomic_load(&m->generation_tokens));
+  kiln_strbuf_printf(&b, "kiln_generation_tokens_total%s %" PRIu64 "\n", lab1, atomic_load(&m->generation_tokens));
   hist(&b, "kiln_time_to_first_token_seconds", "Time from request arrival to its first token.", &m->ttft, labels, lab1);
   hist(&b, "kiln_inter_token_latency_seconds", "Time between consecutive tokens of a sequence.", &m->itl, labels, lab1);
   hist(&b, "kiln_e2e_request_latency_seconds", "Time from request arrival to its last token.", &m->e2e, labels, lab1);
   double cap = (double)s->n_ctx * (double)s->parallel;
   metric(&b, "kiln_kv_cache_usage_ratio", "gauge", "Fraction of the KV cache held by running sequences (0..1).");
-  put(&b, "kiln_kv_cache_usage_ratio%s %.6f\n", lab1,
-      cap > 0 ? (double)atomic_load(&m->kv_used) / cap : 0.0);
+  kiln_strbuf_printf(&b, "kiln_kv_cache_usage_ratio%s %.6f\n", lab1,
+                     cap > 0 ? (double)atomic_load(&m->kv_used) / cap : 0.0);
   metric(&b, "kiln_kv_cache_tokens", "gauge", "Tokens the KV cache can hold (all sequence slots).");
-  put(&b, "kiln_kv_cache_tokens%s %.0f\n", lab1, cap);
+  kiln_strbuf_printf(&b, "kiln_kv_cache_tokens%s %.0f\n", lab1, cap);
   if (b.failed) {
-    free(b.p);
+    kiln_strbuf_free(&b);
     return kiln_error(KILN_ENOMEM, "metrics: out of memory");
   }
   *out = b.p;

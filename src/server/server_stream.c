@@ -22,27 +22,14 @@
 
 typedef struct srv_stream {
   srv_gen *g;
-  char *buf; /* bytes formatted but not yet handed to MHD */
-  size_t len, off, cap;
+  kiln_strbuf buf; /* bytes formatted; buf.p[off..buf.n) not yet handed to MHD */
+  size_t off;
   bool done;  /* [DONE] formatted: end the stream once buf drains */
   bool oom;
 } srv_stream;
 
 static void out(srv_stream *st, const char *p, size_t n) {
-  if (st->oom) return;
-  if (st->len + n > st->cap) {
-    size_t cap = st->cap ? st->cap * 2 : 4096;
-    while (cap < st->len + n) cap *= 2;
-    char *q = realloc(st->buf, cap);
-    if (!q) {
-      st->oom = true;
-      return;
-    }
-    st->buf = q;
-    st->cap = cap;
-  }
-  memcpy(st->buf + st->len, p, n);
-  st->len += n;
+  if (!st->oom && !kiln_strbuf_put(&st->buf, p, n)) st->oom = true;
 }
 
 /* "data: <json>\n\n"; takes the reference. */
@@ -186,11 +173,14 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max) {
   srv_gen *g = st->g;
   for (;;) {
     if (st->oom) return MHD_CONTENT_READER_END_WITH_ERROR;
-    if (st->off < st->len) {
-      size_t n = st->len - st->off < max ? st->len - st->off : max;
-      memcpy(buf, st->buf + st->off, n);
+    if (st->off < st->buf.n) {
+      size_t n = st->buf.n - st->off < max ? st->buf.n - st->off : max;
+      memcpy(buf, st->buf.p + st->off, n);
       st->off += n;
-      if (st->off == st->len) st->off = st->len = 0;
+      if (st->off == st->buf.n) { /* drained: reuse the allocation from its start */
+        st->off = st->buf.n = 0;
+        st->buf.p[0] = '\0';
+      }
       return (ssize_t)n;
     }
     if (st->done) return MHD_CONTENT_READER_END_OF_STREAM;
@@ -243,7 +233,7 @@ static void reader_free(void *cls) {
   srv_gen_cancel(st->g); /* a no-op when the request ended normally */
   srv_gen_free(st->g);
   free(st->g);
-  free(st->buf);
+  kiln_strbuf_free(&st->buf);
   free(st);
 }
 
