@@ -13,12 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Bytes at the end of s[0..n) that form a valid but incomplete UTF-8 sequence (0..3). */
-size_t kiln_utf8_incomplete_tail(const char *s, size_t n);
-
-/* Appends s[0..n) to out (capacity out_cap) as valid UTF-8, invalid sequences (maximal subparts, as the Unicode
- * standard recommends) replaced by U+FFFD. Returns the bytes written; out_cap >= 3 * n always suffices. */
-size_t kiln_utf8_sanitize(char *out, size_t out_cap, const char *s, size_t n);
+#include "base/utf8.h" /* kiln_utf8_sanitize, kiln_utf8_incomplete_tail */
 
 typedef struct kiln_release {
   size_t consumed;  /* bytes of the pending buffer to drop (released or discarded) */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/utf8.h"
 #include "kiln/status.h"
 #include "model/tokenizer_impl.h"
 
@@ -87,7 +88,7 @@ int kiln_tokenizer_decode(const kiln_tokenizer *t, const int32_t *ids, size_t n,
     memcpy(joined + o, t->bytes + t->bytes_off[id], l);
     o += l;
   }
-  size_t m = tok_utf8_lossy(joined, o, out);
+  size_t m = kiln_utf8_sanitize(out, 3 * cap, joined, o); /* as String::from_utf8_lossy */
   free(joined);
   out[m] = 0;
   char *shrunk = realloc(out, m + 1); /* the 3x worst case is rarely needed */

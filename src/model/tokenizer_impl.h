@@ -99,9 +99,6 @@ size_t tok_utf8_check(const char *s, size_t len);
 /* Decodes one character of valid UTF-8 at s (n > 0 bytes left); returns its length. */
 int tok_utf8_decode(const char *s, size_t n, int32_t *cp);
 int tok_utf8_encode(int32_t cp, char *out);
-/* Appends src to dst as String::from_utf8_lossy does: each maximal ill-formed subsequence becomes U+FFFD.
- * dst must have room for 3 * n bytes. Returns the bytes written. */
-size_t tok_utf8_lossy(const char *src, size_t n, char *dst);
 /* Unicode White_Space, and the \w of Rust's regex crate (Alphabetic, marks, Nd, Pc, joiners). */
 bool tok_is_white_space(int32_t cp);
 bool tok_is_word_char(int32_t cp);

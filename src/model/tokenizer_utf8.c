@@ -1,6 +1,6 @@
 /*
- * tokenizer_utf8.c: UTF-8 validation, decoding and lossy repair, the few Unicode classes the added-token rules
- * use, and the GPT-2 byte <-> character table of ByteLevel.
+ * tokenizer_utf8.c: UTF-8 validation and decoding (lossy repair is base/utf8.c, shared with the engine), the few
+ * Unicode classes the added-token rules use, and the GPT-2 byte <-> character table of ByteLevel.
  */
 #include <pthread.h>
 #include <string.h>
@@ -95,43 +95,6 @@ int tok_utf8_encode(int32_t cp, char *out) {
   o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
   o[3] = (unsigned char)(0x80 | (cp & 0x3F));
   return 4;
-}
-
-size_t tok_utf8_lossy(const char *src, size_t n, char *dst) {
-  /* Rust's Utf8Chunks: an ill-formed subsequence ends just before the first byte that cannot continue it (so a
-   * truncated sequence is one chunk, and a bad lead byte is a chunk of one); each chunk becomes one U+FFFD. */
-  const unsigned char *s = (const unsigned char *)src;
-  size_t o = 0, i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    if (c < 0x80) {
-      dst[o++] = (char)c;
-      i++;
-      continue;
-    }
-    int w = lead_width(c);
-    size_t k = i + 1;
-    bool ok = false;
-    if (w >= 2 && k < n && (w == 2 ? (s[k] & 0xC0) == 0x80 : second_ok(c, s[k]))) {
-      k++;
-      int more = w - 2;
-      while (more > 0 && k < n && (s[k] & 0xC0) == 0x80) {
-        k++;
-        more--;
-      }
-      ok = more == 0;
-    }
-    if (ok) {
-      memcpy(dst + o, s + i, k - i);
-      o += k - i;
-    } else {
-      dst[o++] = (char)0xEF;
-      dst[o++] = (char)0xBF;
-      dst[o++] = (char)0xBD;
-    }
-    i = k;
-  }
-  return o;
 }
 
 /* Characters that HF tokenizers' normaliser does not know. Its Unicode tables (the unicode-normalization-alignments

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "base/utf8.h"
 #include "kiln/status.h"
 #include "kiln/tokenizer.h"
 #include "model/tokenizer_impl.h"
@@ -284,10 +285,10 @@ static void test_utf8_helpers(void **state) {
   assert_int_equal(tok_utf8_check("0123456789\xff", 11), 10);
   /* Lossy repair, one U+FFFD per maximal ill-formed subsequence (as Rust's from_utf8_lossy). */
   char out[64];
-  size_t n = tok_utf8_lossy("\xf0\x9f\x99" "a\x80\xe4\xb8\xad", 8, out);
+  size_t n = kiln_utf8_sanitize(out, sizeof out, "\xf0\x9f\x99" "a\x80\xe4\xb8\xad", 8);
   assert_int_equal(n, 3 + 1 + 3 + 3);
   assert_memory_equal(out, "\xef\xbf\xbd" "a\xef\xbf\xbd\xe4\xb8\xad", n);
-  n = tok_utf8_lossy("\xf0\x80", 2, out); /* F0 80: 80 cannot follow F0, so two pieces */
+  n = kiln_utf8_sanitize(out, sizeof out, "\xf0\x80", 2); /* F0 80: 80 cannot follow F0, so two pieces */
   assert_int_equal(n, 6);
 }
 
