@@ -24,6 +24,7 @@
 #include <getopt.h>
 #include <jansson.h>
 
+#include "base/strbuf.h"
 #include "kiln/kiln.h"
 
 enum { CLI_EXIT_OK = 0, CLI_EXIT_ERROR = 1, CLI_EXIT_USAGE = 2 };
@@ -142,13 +143,9 @@ int cli_chat_prompt(const char *dir, const cli_chat *c, const char *user, char *
  * a kiln status. */
 int cli_read_file(const char *path, char **buf, size_t *len);
 
-/* A growing byte buffer. */
-typedef struct cli_buf {
-  char *data;
-  size_t len, cap;
-} cli_buf;
-int cli_buf_append(cli_buf *b, const void *data, size_t n); /* kiln status */
-void cli_buf_free(cli_buf *b);
+/* Appends to a growing byte buffer (the library's; free it with kiln_strbuf_free). Returns a kiln status, with a
+ * message when out of memory. */
+int cli_buf_append(kiln_strbuf *b, const void *data, size_t n);
 
 /* A JSON string of `text`, with each invalid UTF-8 sequence replaced by U+FFFD (JSON must be valid UTF-8).
  * NULL when out of memory. */

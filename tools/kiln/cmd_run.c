@@ -215,7 +215,7 @@ static const char *finish_name_(kiln_finish f) {
 }
 
 /* The JSON line of --json: text, generated ids, counts and timings. */
-static json_t *result_json_(const cli_buf *text, const int32_t *ids, int n_ids, const kiln_gen_stats *st,
+static json_t *result_json_(const kiln_strbuf *text, const int32_t *ids, int n_ids, const kiln_gen_stats *st,
                             double tpot_ms, double tok_s) {
   json_t *arr = json_array();
   for (int i = 0; arr && i < n_ids; i++) {
@@ -224,7 +224,7 @@ static json_t *result_json_(const cli_buf *text, const int32_t *ids, int n_ids, 
       arr = NULL;
     }
   }
-  json_t *t = cli_json_text(text->data ? text->data : "", text->len);
+  json_t *t = cli_json_text(text->p ? text->p : "", text->n);
   if (!arr || !t) {
     json_decref(arr);
     json_decref(t);
@@ -260,7 +260,7 @@ int cmd_run(int argc, char **argv) {
   kiln_gen *gen = NULL;
   int32_t *prompt = NULL;
   size_t n_prompt = 0;
-  cli_buf text = {0};
+  kiln_strbuf text = {0};
   double load_ms = 0;
   int st, n_ctx, n_ids = 0;
   bool text_shown = false;
@@ -326,7 +326,7 @@ int cmd_run(int argc, char **argv) {
   if (a.json) rc = cli_json_print(result_json_(&text, ids, n_ids, &gs, tpot_ms, tok_s));
 out:
   signal(SIGINT, SIG_DFL);
-  cli_buf_free(&text);
+  kiln_strbuf_free(&text);
   if (gen) kiln_gen_free(gen);
   if (eng) kiln_engine_free(eng);
   free(prompt);
