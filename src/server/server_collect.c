@@ -23,7 +23,6 @@ static int add_prompt_lp(srv_gen *g, int task) {
     int rc = srv_cmpl_lp_append(g->s, ch->lp, row[0].id, row[0].lp, row + 1, W - 1, &ch->text_chars);
     if (rc) return rc;
   }
-  ch->prompt_lp_ready = true;
   return KILN_OK;
 }
 
@@ -121,12 +120,8 @@ static enum MHD_Result collect(srv_req *r, struct MHD_Connection *c, srv_gen *g)
       rc = task >= 0 && task < g->n_choices ? add_prompt_lp(g, task) : KILN_ECORRUPT;
     } else if (type == SRV_EV_ERROR && rec->size == sizeof(srv_ev_error)) {
       srv_ev_error err;
-      memcpy(&err, kiln_rec_data(rec), sizeof err);
-      err.msg[sizeof err.msg - 1] = '\0';
-      srv_gen_release_rec(g);
-      srv_gen_done(g);
-      int http = err.http >= 400 && err.http < 600 ? err.http : 500;
-      return srv_reply_error(r, c, http, http < 500 ? "invalid_request_error" : "server_error",
+      srv_gen_take_error(g, rec, &err);
+      return srv_reply_error(r, c, err.http, err.http < 500 ? "invalid_request_error" : "server_error",
                              err.status == KILN_ECONTEXT ? "context_length_exceeded" : NULL, NULL, "%s", err.msg);
     } else if (type == SRV_EV_END) {
       json_t *v = response_json(g); /* reads the job's tasks: before we let go of it */

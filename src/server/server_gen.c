@@ -495,7 +495,6 @@ const srv_ev_step *srv_gen_step(srv_gen *g, const kiln_rec *rec, const srv_top *
   if (st->finish && !ch->finish) {
     ch->finish = st->finish;
     ch->completion_tokens = st->completion_tokens;
-    g->n_finished++;
   }
   return st;
 }
@@ -516,6 +515,14 @@ void srv_gen_done(srv_gen *g) {
   kiln_ring_cons_flush(&g->slot->out_cons);
   srv_slot_release(g->s, g->slot);
   g->job = NULL;
+}
+
+void srv_gen_take_error(srv_gen *g, const kiln_rec *rec, srv_ev_error *err) {
+  memcpy(err, kiln_rec_data(rec), sizeof *err);
+  err->msg[sizeof err->msg - 1] = '\0';
+  if (err->http < 400 || err->http >= 600) err->http = 500;
+  srv_gen_release_rec(g);
+  srv_gen_done(g);
 }
 
 void srv_gen_free(srv_gen *g) {

@@ -17,7 +17,6 @@ typedef struct srv_choice {
   int finish;            /* kiln_finish; 0 while running */
   int completion_tokens;
   bool opened;           /* streaming: the first chunk (role, or echo) was sent */
-  bool prompt_lp_ready;  /* echo + logprobs: the engine filled the task's prompt_lp */
 } srv_choice;
 
 typedef struct srv_gen {
@@ -35,10 +34,7 @@ typedef struct srv_gen {
   char req_id[48];
   int64_t created;
   int fd;                /* the client's socket, watched for hang-ups */
-  int n_finished;
   bool ended;            /* END or ERROR read, or given up: our reference is dropped */
-  bool failed;
-  srv_ev_error err;
 } srv_gen;
 
 /* Builds the request's job from its body, claims a request slot and submits the job to the engine. On failure
@@ -57,6 +53,9 @@ const srv_ev_step *srv_gen_step(srv_gen *g, const kiln_rec *rec, const srv_top *
 void srv_gen_cancel(srv_gen *g);
 /* Drops our reference after the END or ERROR record. */
 void srv_gen_done(srv_gen *g);
+/* Takes an ERROR record (rec->size == sizeof *err): copies it into err with the message NUL-terminated and the
+ * HTTP status within 400..599 (else 500), releases the record and drops our reference (srv_gen_done). */
+void srv_gen_take_error(srv_gen *g, const kiln_rec *rec, srv_ev_error *err);
 /* Frees what the connection side allocated (not the job). */
 void srv_gen_free(srv_gen *g);
 

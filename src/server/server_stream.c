@@ -208,10 +208,7 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max) {
       if (task >= 0 && task < g->n_choices && !g->chat) open_completion(st, task, true);
     } else if (type == SRV_EV_ERROR && rec->size == sizeof(srv_ev_error)) {
       srv_ev_error err;
-      memcpy(&err, kiln_rec_data(rec), sizeof err);
-      err.msg[sizeof err.msg - 1] = '\0';
-      srv_gen_release_rec(g);
-      srv_gen_done(g);
+      srv_gen_take_error(g, rec, &err);
       on_error(st, err.http, err.status, err.msg);
       continue;
     } else if (type == SRV_EV_END) {
