@@ -78,7 +78,7 @@ static enum MHD_Result run_route(srv_req *r, struct MHD_Connection *c, route rt)
                            "The request body is larger than %lld bytes.", (long long)r->s->o.max_body_bytes);
   json_error_t err;
   /* Duplicate keys are refused: two different "model" or "max_tokens" fields cannot both be honoured. */
-  json_t *body = json_loadb(r->body ? r->body : "", r->n, JSON_REJECT_DUPLICATES, &err);
+  json_t *body = json_loadb(r->body.p ? r->body.p : "", r->body.n, JSON_REJECT_DUPLICATES, &err);
   if (!body)
     return srv_reply_error(r, c, 400, "invalid_request_error", NULL, NULL,
                            "We could not parse the JSON body of your request: %s (line %d, column %d).", err.text,
@@ -142,22 +142,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   if (*upload_size) {
     size_t k = *upload_size;
     *upload_size = 0;
-    if (r->too_big || r->n + k > (size_t)s->o.max_body_bytes) {
+    if (r->too_big || r->body.n + k > (size_t)s->o.max_body_bytes) {
       r->too_big = true;
       return MHD_YES;
     }
-    if (r->n + k + 1 > r->cap) {
-      size_t cap = r->cap ? r->cap : 4096;
-      while (cap < r->n + k + 1) cap *= 2;
-      char *p = realloc(r->body, cap);
-      if (!p) return MHD_NO;
-      r->body = p;
-      r->cap = cap;
-    }
-    memcpy(r->body + r->n, upload, k);
-    r->n += k;
-    r->body[r->n] = '\0';
-    return MHD_YES;
+    return kiln_strbuf_put(&r->body, upload, k) ? MHD_YES : MHD_NO;
   }
   return run_route(r, c, rt);
 }
@@ -170,7 +159,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
   if (s->o.log)
     fprintf(s->o.log, "%s %s %d %.1f ms%s\n", r->method, r->url, r->status, (srv_now() - r->t0) * 1e3,
             why == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
-  free(r->body);
+  kiln_strbuf_free(&r->body);
   free(r);
   *con_cls = NULL;
 }

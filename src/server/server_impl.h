@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/strbuf.h"
 #include "kiln/chat.h"
 #include "kiln/engine.h"
 #include "kiln/generate.h"
@@ -243,8 +244,7 @@ void *srv_engine_main(void *arg);
 typedef struct srv_req {
   struct kiln_server *s;
   const char *method, *url;
-  char *body;
-  size_t n, cap;
+  kiln_strbuf body; /* as uploaded so far */
   bool too_big;
   int status; /* HTTP status answered, for the log */
   double t0;
