@@ -3,13 +3,13 @@
  * tokenizer_config.json) and the public rendering entry points. The families themselves are rendered in
  * chat_template_chatml.c and chat_template_llama.c.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kiln/status.h"
 #include "model/chat_template_impl.h"
+#include "model/loader_io.h"
 
 const char *kiln_chat_format_name(kiln_chat_format f) {
   switch (f) {
@@ -76,44 +76,8 @@ int kiln_chat_template_by_name(kiln_chat_template *t, const char *name) {
   return KILN_OK;
 }
 
-/* Reads a whole small file (at most 16 MiB). */
-static int read_file(const char *path, char **out, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return kiln_error(errno == ENOENT ? KILN_ENOTFOUND : KILN_EIO, "%s: %s", path, strerror(errno));
-  char *p = NULL;
-  size_t n = 0, cap = 0;
-  int rc = KILN_OK;
-  for (;;) {
-    if (n + 4096 + 1 > cap) {
-      cap = cap ? cap * 2 : 8192;
-      if (cap > ((size_t)16 << 20)) {
-        rc = kiln_error(KILN_EFORMAT, "%s: larger than 16 MiB", path);
-        break;
-      }
-      char *q = realloc(p, cap);
-      if (!q) {
-        rc = kiln_error(KILN_ENOMEM, "%s: out of memory", path);
-        break;
-      }
-      p = q;
-    }
-    size_t k = fread(p + n, 1, cap - n - 1, f);
-    n += k;
-    if (k == 0) {
-      if (ferror(f)) rc = kiln_error(KILN_EIO, "%s: read error", path);
-      break;
-    }
-  }
-  fclose(f);
-  if (rc) {
-    free(p);
-    return rc;
-  }
-  p[n] = '\0';
-  *out = p;
-  *len = n;
-  return KILN_OK;
-}
+/* Template files are small; refuse anything past this rather than read a mistaken path to the end. */
+#define CHAT_FILE_MAX ((size_t)16 << 20)
 
 /* The template source in tokenizer_config.json's chat_template (a string, or named templates) or, as transformers
  * 4.43+ saves it, in chat_template.jinja beside it. *src is malloc'd. */
@@ -141,7 +105,7 @@ static int template_source(const json_t *cfg, const char *path, char **src) {
   memcpy(jp, path, dl);
   strcpy(jp + dl, "chat_template.jinja");
   size_t len;
-  int rc = read_file(jp, src, &len);
+  int rc = kiln_loader_read_file(jp, CHAT_FILE_MAX, src, &len);
   free(jp);
   if (rc == KILN_ENOTFOUND) return kiln_error(KILN_ENOTFOUND, "%s: no chat_template", path);
   return rc;
@@ -152,7 +116,7 @@ int kiln_chat_template_load(kiln_chat_template *t, const char *path) {
   memset(t, 0, sizeof *t);
   char *text = NULL, *src = NULL;
   size_t len;
-  int rc = read_file(path, &text, &len);
+  int rc = kiln_loader_read_file(path, CHAT_FILE_MAX, &text, &len);
   if (rc) return rc;
   json_error_t err;
   json_t *cfg = json_loadb(text, len, 0, &err);
