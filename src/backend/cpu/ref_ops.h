@@ -20,53 +20,14 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kiln/half.h"
 #include "kiln/model.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* ---- element conversions (exact; bf16 rounding is round-to-nearest-even, NaN kept quiet) ---- */
-
-static inline float kiln_bf16_to_f32(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-static inline uint16_t kiln_f32_to_bf16(float f) {
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u); /* NaN stays NaN */
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-
-/* IEEE binary16 to f32, subnormals and infinities included. */
-static inline float kiln_f16_to_f32(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu;
-  uint32_t man = h & 0x3ffu;
-  uint32_t u;
-  if (exp == 0x1fu) {
-    u = sign | 0x7f800000u | (man << 13);
-  } else if (exp != 0) {
-    u = sign | ((exp + 112u) << 23) | (man << 13);
-  } else if (man == 0) {
-    u = sign;
-  } else { /* subnormal: normalise */
-    exp = 113u;
-    while (!(man & 0x400u)) {
-      man <<= 1;
-      exp--;
-    }
-    u = sign | (exp << 23) | ((man & 0x3ffu) << 13);
-  }
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
+/* ---- element conversions: kiln/half.h (exact; bf16 rounds to nearest even, NaN kept NaN) ---- */
 
 /* Element i of a weight array of dtype dt, as f32. */
 static inline float kiln_weight_at(const void *w, kiln_dtype dt, int64_t i) {
