@@ -26,7 +26,7 @@ static int put_trimmed(kiln_strbuf *b, const json_t *v, const char *what, size_t
   }
   size_t off, len;
   chat__strip(tmp.p ? tmp.p : "", tmp.n, NULL, true, true, &off, &len);
-  kiln_strbuf_put(b, tmp.p + off, len);
+  if (len) kiln_strbuf_put(b, tmp.p + off, len); /* tmp.p is NULL when str(v) is empty */
   free(tmp.p);
   return KILN_OK;
 }
