@@ -64,8 +64,7 @@ static void core_respond(kiln_bus_chan *ch, size_t n) {
   kiln_ring_cons *c = kiln_bus_rx(ch);
   for (size_t i = 0; i < n; i++) {
     const kiln_rec *q;
-    while (kiln_ring_peek(c, &q) == KILN_EAGAIN) {
-    }
+    while (kiln_ring_peek(c, &q) == KILN_EAGAIN) _mm_pause(); /* as the bus's own spin (src/bus/bus_chan.c) */
     kiln_rec *w;
     while (kiln_ring_acquire(p, 32, &w) == KILN_EAGAIN) {
     }
@@ -88,8 +87,7 @@ static void core_initiate(kiln_bus_chan *ch, uint64_t *ticks, size_t n) {
     memcpy(kiln_rec_data(w), msg, 32);
     kiln_ring_commit(p, w, 32, 1, i);
     const kiln_rec *q;
-    while (kiln_ring_peek(c, &q) == KILN_EAGAIN) {
-    }
+    while (kiln_ring_peek(c, &q) == KILN_EAGAIN) _mm_pause(); /* as the bus's own spin (src/bus/bus_chan.c) */
     int ok = q->corr == i;
     kiln_ring_release(c);
     ticks[i] = tsc_now() - t0;

@@ -12,6 +12,14 @@
 
 #include "bus/bus_impl.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax_() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax_() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax_() ((void)0)
+#endif
+
 int bus__chan_attach(kiln_bus_chan *ch, void *seg, uint64_t seg_bytes, uint64_t cap, uint64_t off_tx,
                      uint64_t off_rx, const kiln_bus_opts *opts) {
   uint32_t batch = opts && opts->batch > 1 ? opts->batch : 1;
@@ -110,12 +118,32 @@ static int wait_(kiln_bus_chan *ch, int want_room, uint64_t size, int64_t deadli
   }
 }
 
+/* The first part of a consuming wait, spun right here on the commit word with a pause per turn: without the pause
+ * the loop keeps many loads of the polled line in flight, and the store that ends the wait costs a memory-order
+ * pipeline flush on exit (32-byte round trip p50 190 -> 160 ns near, 630 -> 470 ns far; raw 120 / 450 ns). Short
+ * (64 turns, about 2 us at ~28 ns per pause on the build VM): on an oversubscribed machine the peer may need our
+ * CPU, and wait_ (the ring's wait) yields and sleeps. Once per call, so a peer that flips the word cannot keep a
+ * call with a timeout spinning. Both rings are published first, as wait_ does (the peer may be waiting on either). */
+#define BUS_FAST_SPIN 64
+static int spin_ready_(kiln_bus_chan *ch) {
+  kiln_ring_flush(&ch->tx);
+  kiln_ring_cons_flush(&ch->rx);
+  int64_t n = ch->spin < BUS_FAST_SPIN ? ch->spin : BUS_FAST_SPIN;
+  for (int64_t i = 0; i < n; i++) {
+    if (kiln_ring__ready(&ch->rx)) return 1;
+    cpu_relax_();
+  }
+  return 0;
+}
+
 static int64_t deadline_(int64_t timeout_ns) { return timeout_ns < 0 ? INT64_MAX : bus__now_ns() + timeout_ns; }
 
 int kiln_bus_wait_readable(kiln_bus_chan *ch, int64_t timeout_ns) {
   if (kiln_ring__ready(&ch->rx)) return KILN_OK;
   if (ch->rx.err) return ring_err_(ch, ch->rx.err, "incoming");
-  return wait_(ch, 0, 0, deadline_(timeout_ns));
+  int64_t deadline = deadline_(timeout_ns);
+  if (timeout_ns != 0 && spin_ready_(ch)) return KILN_OK;
+  return wait_(ch, 0, 0, deadline);
 }
 
 int kiln_bus_wait_writable(kiln_bus_chan *ch, uint64_t size, int64_t timeout_ns) {
@@ -173,7 +201,10 @@ int kiln_bus_flush(kiln_bus_chan *ch) {
       int crc = ch->dead ? dead_(ch) : maybe_check_(ch);                                                    \
       return crc != KILN_OK ? crc : KILN_EAGAIN;                                                            \
     }                                                                                                       \
-    if (!deadline) deadline = deadline_(timeout_ns);                                                        \
+    if (!deadline) {                                                                                        \
+      deadline = deadline_(timeout_ns);                                                                     \
+      if (spin_ready_(ch)) continue;                                                                        \
+    }                                                                                                       \
     int wrc = wait_(ch, 0, 0, deadline);                                                                    \
     if (wrc != KILN_OK) return wrc;                                                                         \
   }
