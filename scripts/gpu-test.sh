@@ -10,17 +10,23 @@ cd "$(dirname "$0")/.."
 BIN=${1:-build/bin}
 export KILN_SOURCE_DIR=$PWD
 export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-tests=(test_cuda_ops test_cuda_model test_cuda_alloc test_cuda_smoke)
+# NAME or NAME@graph: the second runs with KILN_CUDA_DECODE=graph (the kernel-per-op decode step, the fallback
+# of the persistent decode kernel), so both decode paths meet the model tests.
+tests=(test_cuda_ops test_cuda_decode test_cuda_model test_cuda_model@graph test_cuda_alloc test_cuda_smoke
+       test_cuda_smoke@graph)
 declare -a rows
 fail=0
-for t in "${tests[@]}"; do
+for spec in "${tests[@]}"; do
+  t=${spec%@*}
+  mode=
+  [ "$spec" != "$t" ] && mode=${spec#*@}
   if [ ! -x "$BIN/$t" ]; then
-    rows+=("$t|missing|-")
+    rows+=("$spec|missing|-")
     fail=1
     continue
   fi
   s=$(date +%s%N)
-  "$BIN/$t"
+  if [ -n "$mode" ]; then KILN_CUDA_DECODE=$mode "$BIN/$t"; else "$BIN/$t"; fi
   rc=$?
   d=$(( ($(date +%s%N) - s) / 1000000 ))
   case $rc in
@@ -28,7 +34,7 @@ for t in "${tests[@]}"; do
     77) st=skip ;;
     *) st="FAIL($rc)"; fail=1 ;;
   esac
-  rows+=("$t|$st|$d")
+  rows+=("$spec|$st|$d")
 done
 if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1 && [ -x "$BIN/test_cuda_smoke" ]; then
   for tool in memcheck racecheck; do

@@ -98,6 +98,8 @@ static int take_all_(kiln_backend *b) {
   TAKE(b->gu, P * 2 * I * 4);
   TAKE(b->logits, (int64_t)b->logit_rows * V * 4);
   TAKE(b->attn_part, kiln_cuda_attn_decode_scratch(&b->shape, b->n_splits));
+  TAKE(b->d_layers, (int64_t)c->n_layers * (int64_t)sizeof(kiln_cuda_layer));
+  TAKE(b->d_barrier, 256);
   TAKE(b->cublas_ws, CUBLAS_WS_BYTES);
   b->cublas_ws_bytes = CUBLAS_WS_BYTES;
 #undef TAKE
@@ -202,8 +204,30 @@ out:
   return 0;
 }
 
-/* Warm-up step and graph capture: the last part of create(). */
-static int finish_(kiln_backend *b) {
+/* Chooses the persistent decode kernel when the device runs it (and KILN_CUDA_DECODE is not "graph"). */
+static int setup_decode_kernel_(kiln_backend *b) {
+  const kiln_config *c = &b->cfg;
+  b->ds_blocks = 0;
+  const char *mode = getenv("KILN_CUDA_DECODE");
+  if (mode && !strcmp(mode, "graph")) return 0;
+  KILN_CUDA_CHECK(cudaMemcpy(b->d_layers, b->layers, sizeof *b->layers * (size_t)c->n_layers, cudaMemcpyHostToDevice));
+  KILN_CUDA_CHECK(cudaMemset(b->d_barrier, 0, 256));
+  b->ds = (kiln_cuda_decode_args){
+      .layers = b->d_layers, .n_layers = c->n_layers, .hidden = c->hidden_size, .inter = c->intermediate_size,
+      .vocab = c->vocab_size, .qkv_dim = b->qkv_dim, .eps = c->rms_norm_eps, .shape = b->shape,
+      .n_splits = b->n_splits, .embed = b->embed, .lm_head = b->lm_head, .final_norm = b->final_norm,
+      .inv_freq = b->inv_freq, .step = b->d_step, .x = b->x, .qkv = b->qkv, .hbuf = b->hbuf, .logits = b->logits,
+      .part = b->attn_part, .argmax = b->d_argmax, .barrier = b->d_barrier};
+  int blocks = 0;
+  int rc = kiln_cuda_decode_step_prepare(&b->ds, &blocks);
+  if (rc == KILN_EUNSUPPORTED) return 0; /* the kernel-per-op graph serves this shape or device */
+  if (rc) return rc;
+  b->ds_blocks = blocks;
+  return 0;
+}
+
+/* Warm-up step and graph capture of the current decode path. */
+static int warm_and_capture_(kiln_backend *b) {
   int rc;
   memset(b->h_step, 0, sizeof *b->h_step);
   if ((rc = kiln_cuda__decode_enqueue(b, true))) return rc;
@@ -214,6 +238,25 @@ static int finish_(kiln_backend *b) {
   KILN_CUDA_CHECK(cudaGraphUpload(b->g_sample, b->stream));
   KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
   return 0;
+}
+
+/* The last part of create(). A persistent kernel that cannot be launched or captured here (a cooperative launch
+ * refused: another context holds SMs, a driver without cooperative nodes in graphs) leaves the kernel-per-op
+ * graph in charge; any other error is returned. */
+static int finish_(kiln_backend *b) {
+  int rc = setup_decode_kernel_(b);
+  if (rc) return rc;
+  if (b->ds_blocks > 0) {
+    rc = warm_and_capture_(b);
+    if (!rc) return 0;
+    if (rc != KILN_EDEVICE || cudaStreamQuery(b->stream) == cudaErrorIllegalAddress) return rc;
+    if (b->g_logits) (void)cudaGraphExecDestroy(b->g_logits);
+    b->g_logits = NULL;
+    (void)cudaStreamSynchronize(b->stream);
+    (void)cudaGetLastError();
+    b->ds_blocks = 0;
+  }
+  return warm_and_capture_(b);
 }
 
 static int cuda_create_(kiln_backend **out, const kiln_model *m, const kiln_engine_opts *opts, int device_index) {

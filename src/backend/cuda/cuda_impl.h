@@ -17,19 +17,9 @@
 #include "backend/backend.h"
 #include "backend/cuda/arena.h"
 #include "backend/cuda/cuda_common.h"
+#include "backend/cuda/decode_step.h"
 #include "backend/cuda/rope.h"
 
-typedef struct kiln_cuda_layer {
-  uint16_t *wqkv;              /* [(nh + 2 nkv) hd][H] */
-  float *bqkv;                 /* [(nh + 2 nkv) hd] or NULL */
-  uint16_t *wo;                /* [H][nh hd] */
-  float *bo;                   /* [H] or NULL (o_proj bias when attention_bias) */
-  uint16_t *wgu;               /* [2 I][H], gate and up rows interleaved */
-  uint16_t *wdown;             /* [H][I] */
-  float *attn_norm, *ffn_norm; /* [H] */
-  float *q_norm, *k_norm;      /* [hd] or NULL */
-  uint16_t *k_cache, *v_cache; /* [n_seqs][nkv][n_ctx][hd] */
-} kiln_cuda_layer;
 
 struct kiln_backend {
   kiln_config cfg;
@@ -76,6 +66,13 @@ struct kiln_backend {
 
   /* the decode step as CUDA graphs: logits only, and logits + sampling */
   cudaGraphExec_t g_logits, g_sample;
+
+  /* the persistent decode kernel (decode_step.h): ds_blocks > 0 when the graphs launch it, 0 when they hold the
+   * kernel-per-op step */
+  kiln_cuda_layer *d_layers; /* device copy of `layers` */
+  unsigned *d_barrier;
+  kiln_cuda_decode_args ds;
+  int ds_blocks;
 };
 
 /* Allocates the arena and every pointer of the layout (weights not yet uploaded). */

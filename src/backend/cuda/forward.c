@@ -5,7 +5,8 @@
  * that produce them, and SwiGLU into the gate/up GEMV, so a layer is 7 kernels: qkv GEMV (+norm, +bias), q/k
  * norm + RoPE + KV store, attention (split, combine), o GEMV (+= x), gate/up GEMV (+norm, SwiGLU), down GEMV
  * (+= x). Everything reads the step's position and slot from device memory, so the sequence of launches is
- * captured once into a CUDA graph and replayed for every token.
+ * captured once into a CUDA graph and replayed for every token. Where the device runs it, the graph holds the
+ * persistent decode kernel instead (decode_step.h): the same step in one launch.
  *
  * Prefill (a chunk of tokens): cuBLAS GEMMs on the tensor cores, the residual add (and the o_proj bias) fused
  * into the RMSNorm that follows it, and flash-style attention.
@@ -15,6 +16,7 @@
 #include "backend/cuda/attn_decode.h"
 #include "backend/cuda/attn_prefill.h"
 #include "backend/cuda/cuda_impl.h"
+#include "backend/cuda/decode_step.h"
 #include "backend/cuda/embed.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/gemv.h"
@@ -29,6 +31,14 @@ static int decode_enqueue_(kiln_backend *b, bool sample) {
   cudaStream_t st = b->stream;
   int rc;
   KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_step, b->h_step, sizeof *b->h_step, cudaMemcpyHostToDevice, st));
+  if (b->ds_blocks > 0) { /* the persistent kernel: the whole step up to the logits and their argmax */
+    if ((rc = kiln_cuda_decode_step(&b->ds, b->ds_blocks, st))) return rc;
+    if (sample) {
+      if ((rc = kiln_cuda_sample(b->d_next, b->logits, c->vocab_size, b->d_argmax, b->d_step, st))) return rc;
+      KILN_CUDA_CHECK(cudaMemcpyAsync(b->h_next, b->d_next, sizeof *b->h_next, cudaMemcpyDeviceToHost, st));
+    }
+    return 0;
+  }
   if ((rc = kiln_cuda_embed(b->x, b->embed, c->vocab_size, H, &b->d_step->token, 1, b->d_argmax, st))) return rc;
   /* from here to the sampler, kernel follows kernel: programmatic dependent launch (cuda_common.h) */
   kiln_cuda__set_pdl(1);

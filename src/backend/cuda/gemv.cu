@@ -2,37 +2,20 @@
  * backend/cuda/gemv.cu: the decode GEMV (see gemv.h).
  *
  * Layout of the work: a block of up to 8 warps first builds the bf16 input vector in shared memory (normalising it
- * when asked), then each warp takes pairs of rows in a grid-stride loop; a lane reads 16 bytes of each row per
- * step, 4 steps per batch (8 loads), and the next batch is issued before the current one is used, so a warp
- * keeps up to 8 KiB in flight without a gap between batches. The grid is as
- * many blocks as fit on the device at once (not more: every block pays for the prologue), so every SM streams.
- * Weights are read once and never reused: the loads bypass L1 (ld.global.nc.L1::no_allocate).
+ * when asked), then each warp takes pairs of rows in a grid-stride loop (the row loop of gemv_dev.cuh: two
+ * chunks of 8 16-byte loads per lane in flight). The grid is as many blocks as fit on the device at once (not
+ * more: every block pays for the prologue), so every SM streams.
  */
 #include <stdlib.h>
 
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/gemv.h"
+#include "backend/cuda/gemv_dev.cuh"
 
 #define GEMV_THREADS 256
 #define GEMV_WARPS (GEMV_THREADS / 32)
-#define GEMV_UNROLL 4
 #define GEMV_MAX_DEVICES 64
 #define GEMV_BLOCKS_PER_SM 4
-
-static __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
-
-/* Orders floats as unsigned integers (NaN lowest), then the lower index first on ties. */
-static __device__ __forceinline__ unsigned long long pack_argmax(float v, int64_t row) {
-  uint32_t u = __float_as_uint(v);
-  uint32_t key = (v != v) ? 0u : ((u & 0x80000000u) ? ~u : (u | 0x80000000u));
-  return ((unsigned long long)key << 32) | (unsigned long long)(0xffffffffu - (uint32_t)row);
-}
 
 static __device__ __forceinline__ void epilogue_(const kiln_cuda_gemv_args &a, int64_t row, float acc,
                                                  unsigned long long *best) {
@@ -41,25 +24,11 @@ static __device__ __forceinline__ void epilogue_(const kiln_cuda_gemv_args &a, i
   case KILN_GEMV_ADD: a.y[row] += acc + (a.bias ? a.bias[row] : 0.f); break;
   case KILN_GEMV_ARGMAX: {
     a.y[row] = acc;
-    unsigned long long p = pack_argmax(acc, row);
+    unsigned long long p = kiln_pack_argmax(acc, row);
     if (p > *best) *best = p;
     break;
   }
   default: break;
-  }
-}
-
-/* The loads of one batch: chunk c (GEMV_UNROLL 16-byte vectors per lane) of rows 2p and 2p + 1. */
-static __device__ __forceinline__ void load_batch_(const kiln_cuda_gemv_args &a, int64_t p, int64_t c, int lane,
-                                                   uint4 *wa, uint4 *wb) {
-  const int64_t K8 = a.k / 8, r0 = 2 * p;
-  const uint4 *w0 = (const uint4 *)(a.w + r0 * a.k);
-  const uint4 *w1 = r0 + 1 < a.n_rows ? w0 + K8 : w0;
-#pragma unroll
-  for (int u = 0; u < GEMV_UNROLL; u++) {
-    int64_t k = c * 32 * GEMV_UNROLL + 32 * u + lane;
-    wa[u] = k < K8 ? ld_stream(w0 + k) : make_uint4(0, 0, 0, 0);
-    wb[u] = k < K8 ? ld_stream(w1 + k) : make_uint4(0, 0, 0, 0);
   }
 }
 
@@ -70,17 +39,13 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int nw = blockDim.x >> 5, nt = blockDim.x; /* warps and threads of this launch (<= GEMV_THREADS) */
   const int64_t K = a.k, K8 = a.k / 8;
-  const int64_t n_pairs = (a.n_rows + 1) / 2;
-  const int64_t n_chunks = (K8 + 32 * GEMV_UNROLL - 1) / (32 * GEMV_UNROLL); /* batches per row pair */
-  const int64_t pstride = (int64_t)gridDim.x * nw;
+  const kiln_gemv_mat m = {a.w, a.n_rows, K8};
   kiln_pdl_trigger();
 
-  /* A warp walks the items (row pair p, chunk c) in order, loading item i+1 before it computes item i, so two
-   * batches of loads are in flight per warp. The first batch depends on nothing: it loads before the wait. */
-  int64_t p = (int64_t)blockIdx.x * nw + warp, c = 0;
-  uint4 ca[GEMV_UNROLL], cb[GEMV_UNROLL];
-  bool have = p < n_pairs;
-  if (have) load_batch_(a, p, 0, lane, ca, cb);
+  /* The first chunk depends on nothing: it loads before the wait. */
+  const int64_t p0 = (int64_t)blockIdx.x * nw + warp;
+  uint4 ca[KILN_GEMV_UNROLL], cb[KILN_GEMV_UNROLL];
+  kiln_gemv_first(m, p0, lane, ca, cb);
   kiln_pdl_wait();
 
   /* ---- prologue: the input vector, once per block ---- */
@@ -109,41 +74,17 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
   __syncthreads();
 
   unsigned long long best = 0ull;
-  float a0 = 0.f, a1 = 0.f;
-  while (have) {
-    int64_t np = p, nc = c + 1;
-    if (nc == n_chunks) nc = 0, np = p + pstride;
-    const bool have_next = np < n_pairs;
-    uint4 na[GEMV_UNROLL], nb[GEMV_UNROLL];
-    if (have_next) load_batch_(a, np, nc, lane, na, nb);
-#pragma unroll
-    for (int u = 0; u < GEMV_UNROLL; u++) {
-      int64_t k = c * 32 * GEMV_UNROLL + 32 * u + lane;
-      if (k < K8) {
-        uint4 x = xs[k];
-        a0 = kiln_dot8_bf16(ca[u], x, a0);
-        a1 = kiln_dot8_bf16(cb[u], x, a1);
-      }
+  kiln_gemv_walk(m, xs, p0, (int64_t)gridDim.x * nw, lane, ca, cb, [&](int64_t p, float y0, float y1) {
+    if (lane) return;
+    const int64_t r0 = 2 * p;
+    if (a.mode == KILN_GEMV_SWIGLU) {
+      /* silu(g) u with g = row 2p, u = row 2p + 1 (n_rows is even in this mode) */
+      a.y_bf16[p] = kiln_f32_to_bf16_dev(kiln_silu_mul(y0, y1));
+    } else {
+      epilogue_(a, r0, y0, &best);
+      if (r0 + 1 < a.n_rows) epilogue_(a, r0 + 1, y1, &best);
     }
-    if (c == n_chunks - 1) { /* the pair is complete (c and p are the same across the warp) */
-      a0 = kiln_warp_sum(a0);
-      a1 = kiln_warp_sum(a1);
-      if (lane == 0) {
-        const int64_t r0 = 2 * p;
-        if (a.mode == KILN_GEMV_SWIGLU) {
-          /* silu(g) u with g = row 2p, u = row 2p + 1 (n_rows is even in this mode) */
-          a.y_bf16[p] = kiln_f32_to_bf16_dev(a0 / (1.f + expf(-a0)) * a1);
-        } else {
-          epilogue_(a, r0, a0, &best);
-          if (r0 + 1 < a.n_rows) epilogue_(a, r0 + 1, a1, &best);
-        }
-      }
-      a0 = a1 = 0.f;
-    }
-    p = np, c = nc, have = have_next;
-#pragma unroll
-    for (int u = 0; u < GEMV_UNROLL; u++) ca[u] = na[u], cb[u] = nb[u];
-  }
+  });
 
   if (a.mode == KILN_GEMV_ARGMAX) {
     if (lane == 0) best_w[warp] = best;

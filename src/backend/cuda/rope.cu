@@ -5,33 +5,10 @@
  */
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/rope.h"
+#include "backend/cuda/rope_dev.cuh"
 
 #define ROPE_WARPS 4
 #define ROPE_MAX_HD 256
-
-/* Normalises (when nw != NULL) and rotates buf[0..hd) in place; the calling warp owns buf. */
-static __device__ void norm_rotate_(float *buf, int hd, const float *nw, float eps, const float *inv_freq, int pos) {
-  int lane = threadIdx.x & 31;
-  if (nw) {
-    float ss = 0.f;
-    for (int i = lane; i < hd; i += 32) ss = fmaf(buf[i], buf[i], ss);
-    ss = kiln_warp_sum(ss);
-    float inv = rsqrtf(ss / (float)hd + eps);
-    for (int i = lane; i < hd; i += 32) buf[i] = nw[i] * (buf[i] * inv);
-    __syncwarp();
-  }
-  int h = hd / 2;
-  float fp = (float)pos;
-  /* Each lane reads and writes only its own pairs (i, i + h): no lane touches another lane's pair. */
-  for (int i = lane; i < h; i += 32) {
-    float s, c;
-    sincosf(inv_freq[i] * fp, &s, &c);
-    float x1 = buf[i], x2 = buf[i + h];
-    buf[i] = x1 * c - x2 * s;
-    buf[i + h] = x2 * c + x1 * s;
-  }
-  __syncwarp();
-}
 
 static __global__ void __launch_bounds__(ROPE_WARPS * 32)
     qkv_rope_kernel(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const float *qkv, const float *bias,
@@ -55,13 +32,13 @@ static __global__ void __launch_bounds__(ROPE_WARPS * 32)
   for (int i = lane; i < hd; i += 32) buf[i] = row[off + i] + (bias ? bias[off + i] : 0.f);
   __syncwarp();
   if (head < sh.n_heads) {
-    norm_rotate_(buf, hd, q_norm, eps, inv_freq, pos);
+    kiln_norm_rotate(buf, hd, q_norm, eps, inv_freq, pos);
     float *dst = q_out + (t * sh.n_heads + head) * hd;
     for (int i = lane; i < hd; i += 32) dst[i] = buf[i];
     return;
   }
   int kh = head - sh.n_heads;
-  norm_rotate_(buf, hd, k_norm, eps, inv_freq, pos);
+  kiln_norm_rotate(buf, hd, k_norm, eps, inv_freq, pos);
   int64_t slot = (int64_t)step->seq * sh.n_kv_heads * sh.n_ctx * hd;
   int64_t at = slot + ((int64_t)kh * sh.n_ctx + pos) * hd;
   for (int i = lane; i < hd; i += 32) k_cache[at + i] = kiln_f32_to_bf16_dev(buf[i]);

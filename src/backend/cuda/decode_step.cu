@@ -1,0 +1,273 @@
+/*
+ * backend/cuda/decode_step.cu: the persistent decode kernel (see decode_step.h).
+ *
+ * Block = 512 threads (16 warps), one per SM. In a GEMV phase every warp of the grid owns row pairs of the
+ * phase's matrix (pair i to warp i mod (16 x blocks), spread so that small matrices still use every SM), and each
+ * block first builds the bf16 input vector in shared memory (RMSNorm of the residual stream, or the bf16 output
+ * of the previous phase). In the attention phase the block runs four attention units side by side (128 threads
+ * each, named barriers 1-4), units assigned round-robin over the grid with the key split varying fastest, so the
+ * few active splits of a short context land on different SMs.
+ *
+ * Memory: weights are streamed (ld.global.nc, no L1); everything another block wrote during this launch (the
+ * residual stream, q/k/v, the bf16 activations, attention partials) is read through L2 (ld.global.cg), because
+ * an SM's L1 is not coherent with the others. The grid barrier is the sense-reversal counter of cooperative
+ * groups: one atomic per block, block 0 adds 2^31 - (blocks - 1) and the others 1, so the top bit flips once
+ * everyone has arrived and the counter needs no reset between steps.
+ */
+#include "backend/cuda/attn_decode_dev.cuh"
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/decode_step.h"
+#include "backend/cuda/gemv_dev.cuh"
+#include "backend/cuda/rope_dev.cuh"
+
+#define DS_THREADS 512
+#define DS_WARPS (DS_THREADS / 32)
+#define DS_UNITS (DS_THREADS / KILN_AD_THREADS) /* attention units side by side in a block */
+#define DS_GMAX KILN_AD_GMIN                    /* query heads per attention unit */
+#define DS_PRE 4                                /* keys and values prefetched per thread per tile */
+#define DS_MAX_DEVICES 64
+
+typedef kiln_attn_smem<DS_GMAX> ds_attn_smem;
+
+/* The GEMV phases' shared memory; the attention phase reuses the same bytes as DS_UNITS ds_attn_smem. */
+typedef struct ds_gemv_smem {
+  float red[DS_WARPS];
+  unsigned long long best[DS_WARPS];
+  uint4 xs[1]; /* [k / 8]: the input vector as bf16 (sized at launch) */
+} ds_gemv_smem;
+
+static __device__ __forceinline__ unsigned ld_acquire_(const unsigned *p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+/* Every block arrives, then waits until all have: writes before are visible to reads after (device scope). */
+static __device__ __forceinline__ void grid_sync_(unsigned *bar) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned inc = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
+    __threadfence();
+    const unsigned old = atomicAdd(bar, inc);
+    while (((old ^ ld_acquire_(bar)) & 0x80000000u) == 0) {
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+/* The block's input vector for a GEMV: bf16 x_bf16 copied, or RMSNorm(x_f32) * norm_w rounded to bf16. */
+static __device__ __forceinline__ void load_input_(ds_gemv_smem *sm, int64_t K, const uint16_t *x_bf16,
+                                                   const float *x_f32, const float *norm_w, float eps) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t K8 = K / 8;
+  if (x_bf16) {
+    const uint4 *src = (const uint4 *)x_bf16;
+    for (int64_t i = threadIdx.x; i < K8; i += DS_THREADS) sm->xs[i] = __ldcg(src + i);
+  } else {
+    /* K is a multiple of 8: float4 loads; the values stay in registers between the two passes when they fit */
+    const float4 *src = (const float4 *)x_f32;
+    const int64_t K4 = K / 4;
+    float ss = 0.f;
+    for (int64_t i = threadIdx.x; i < K4; i += DS_THREADS) {
+      float4 v = __ldcg(src + i);
+      ss = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss))));
+    }
+    ss = kiln_warp_sum(ss);
+    if (lane == 0) sm->red[warp] = ss;
+    __syncthreads();
+    float tot = 0.f;
+    for (int i = 0; i < DS_WARPS; i++) tot += sm->red[i];
+    const float inv = rsqrtf(tot / (float)K + eps);
+    uint2 *xh = (uint2 *)sm->xs;
+    for (int64_t i = threadIdx.x; i < K4; i += DS_THREADS) {
+      float4 v = __ldcg(src + i);
+      float4 w = ((const float4 *)norm_w)[i];
+      xh[i] = make_uint2(kiln_pack_bf16x2(w.x * (v.x * inv), w.y * (v.y * inv)),
+                         kiln_pack_bf16x2(w.z * (v.z * inv), w.w * (v.w * inv)));
+    }
+  }
+  __syncthreads();
+}
+
+enum { DS_STORE, DS_ADD, DS_SWIGLU, DS_ARGMAX };
+
+/* One GEMV phase: the warp's first chunk is issued, then the grid barrier (the input is another phase's output),
+ * then the input vector and the row loop. */
+template <int MODE>
+static __device__ __noinline__ void gemv_phase_(ds_gemv_smem *sm, unsigned *bar, const uint16_t *w,
+                                                   int64_t n_rows, int64_t K, const uint16_t *x_bf16,
+                                                   const float *x_f32, const float *norm_w, float eps, float *y,
+                                                   const float *bias, uint16_t *y_bf16,
+                                                   unsigned long long *argmax) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const kiln_gemv_mat m = {w, n_rows, K / 8};
+  const int64_t p0 = (int64_t)warp * gridDim.x + blockIdx.x, pstride = (int64_t)gridDim.x * DS_WARPS;
+  uint4 ca[KILN_GEMV_UNROLL], cb[KILN_GEMV_UNROLL];
+  kiln_gemv_first(m, p0, lane, ca, cb);
+  grid_sync_(bar);
+  load_input_(sm, K, x_bf16, x_f32, norm_w, eps);
+  unsigned long long best = 0ull;
+  kiln_gemv_walk(m, sm->xs, p0, pstride, lane, ca, cb, [&](int64_t p, float y0, float y1) {
+    if (lane) return;
+    const int64_t r0 = 2 * p;
+    const bool two = r0 + 1 < n_rows;
+    if (MODE == DS_SWIGLU) {
+      y_bf16[p] = kiln_f32_to_bf16_dev(kiln_silu_mul(y0, y1));
+    } else if (MODE == DS_STORE) {
+      y[r0] = y0 + (bias ? bias[r0] : 0.f);
+      if (two) y[r0 + 1] = y1 + (bias ? bias[r0 + 1] : 0.f);
+    } else if (MODE == DS_ADD) {
+      y[r0] = __ldcg(y + r0) + (y0 + (bias ? bias[r0] : 0.f));
+      if (two) y[r0 + 1] = __ldcg(y + r0 + 1) + (y1 + (bias ? bias[r0 + 1] : 0.f));
+    } else {
+      y[r0] = y0;
+      unsigned long long b = kiln_pack_argmax(y0, r0);
+      if (two) {
+        y[r0 + 1] = y1;
+        unsigned long long b1 = kiln_pack_argmax(y1, r0 + 1);
+        b = b1 > b ? b1 : b;
+      }
+      best = b > best ? b : best;
+    }
+  });
+  if (MODE == DS_ARGMAX) {
+    if (lane == 0) sm->best[warp] = best;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      unsigned long long b = 0ull;
+      for (int i = 0; i < DS_WARPS; i++) b = sm->best[i] > b ? sm->best[i] : b;
+      if (b) atomicMax(argmax, b);
+    }
+  }
+}
+
+/* The attention phase: q/k norm, RoPE and the KV store of the new token, then split-KV attention into hbuf. */
+static __device__ __noinline__ void attention_phase_(ds_attn_smem *units, const kiln_cuda_decode_args &a,
+                                                        const kiln_cuda_layer &L, int seq, int pos, float qscale) {
+  const kiln_cuda_attn_shape &sh = a.shape;
+  const int sub = threadIdx.x / KILN_AD_THREADS, tid = threadIdx.x % KILN_AD_THREADS;
+  const int w4 = tid >> 5, lane = tid & 31;
+  const int hd = sh.head_dim, g = sh.n_heads / sh.n_kv_heads, n_gz = (g + DS_GMAX - 1) / DS_GMAX;
+  const int n_units = a.n_splits * sh.n_kv_heads * n_gz;
+  const int Lk = pos + 1, chunk = kiln_attn_chunk(Lk, a.n_splits);
+  ds_attn_smem &s = units[sub];
+  for (int ui = sub * gridDim.x + blockIdx.x; ui < n_units; ui += DS_UNITS * gridDim.x) {
+    kiln_attn_unit u;
+    u.split = ui % a.n_splits;
+    u.kh = (ui / a.n_splits) % sh.n_kv_heads;
+    u.gz = ui / (a.n_splits * sh.n_kv_heads);
+    u.n_splits = a.n_splits;
+    u.n_gz = n_gz;
+    u.seq = seq;
+    u.L = Lk;
+    const int c0 = u.split * chunk;
+    if (c0 < Lk) {
+      const int g0 = u.gz * DS_GMAX, gn = min(DS_GMAX, g - g0), h0 = u.kh * g + g0;
+      for (int i = w4; i < gn; i += KILN_AD_WARPS) {
+        float *buf = s.qs + i * hd;
+        const float *src = a.qkv + (int64_t)(h0 + i) * hd;
+        for (int d = lane; d < hd; d += 32) buf[d] = __ldcg(src + d);
+        __syncwarp();
+        kiln_norm_rotate(buf, hd, L.q_norm, a.eps, a.inv_freq, pos);
+        for (int d = lane; d < hd; d += 32) buf[d] *= qscale;
+      }
+      if (pos < c0 + chunk) {
+        /* this unit's keys include the new token: it stores the token's key and value itself (a unit of another
+         * head group of the same kv head stores the same bytes) before any thread of the unit reads them */
+        const int64_t at = (((int64_t)seq * sh.n_kv_heads + u.kh) * sh.n_ctx + pos) * hd;
+        const float *kq = a.qkv + (int64_t)(sh.n_heads + u.kh) * hd;
+        const float *vq = a.qkv + (int64_t)(sh.n_heads + sh.n_kv_heads + u.kh) * hd;
+        if (w4 == KILN_AD_WARPS - 1) {
+          float *buf = s.sc; /* free until the unit's first tile */
+          for (int d = lane; d < hd; d += 32) buf[d] = __ldcg(kq + d);
+          __syncwarp();
+          kiln_norm_rotate(buf, hd, L.k_norm, a.eps, a.inv_freq, pos);
+          for (int d = lane; d < hd; d += 32) L.k_cache[at + d] = kiln_f32_to_bf16_dev(buf[d]);
+        } else if (w4 == KILN_AD_WARPS - 2) {
+          for (int d = lane; d < hd; d += 32) L.v_cache[at + d] = kiln_f32_to_bf16_dev(__ldcg(vq + d));
+        }
+      }
+    }
+    kiln_attn_unit_run<DS_GMAX, DS_PRE>(s, 1 + sub, tid, u, a.hbuf, L.k_cache, L.v_cache, sh, a.part);
+  }
+}
+
+static __global__ void __launch_bounds__(DS_THREADS, 1) decode_step_kernel(kiln_cuda_decode_args a) {
+  extern __shared__ __align__(16) unsigned char ds_smem[];
+  ds_gemv_smem *gs = (ds_gemv_smem *)ds_smem;
+  ds_attn_smem *units = (ds_attn_smem *)ds_smem;
+  const int64_t H = a.hidden, I = a.inter, nq = (int64_t)a.shape.n_heads * a.shape.head_dim;
+  const int seq = a.step->seq, pos = a.step->pos, token = a.step->token;
+  const float qscale = 1.4426950408889634f / sqrtf((float)a.shape.head_dim); /* log2(e) / sqrt(head_dim) */
+
+  /* the embedding row into the residual stream; the argmax cell is cleared long before the lm_head */
+  {
+    /* an id outside the vocabulary gives NaN logits, as the embedding kernel does, never a wild read */
+    const bool ok = token >= 0 && token < a.vocab;
+    const uint16_t *row = a.embed + (ok ? (int64_t)token * H : 0);
+    for (int64_t i = (int64_t)blockIdx.x * DS_THREADS + threadIdx.x; i < H; i += (int64_t)gridDim.x * DS_THREADS)
+      a.x[i] = ok ? kiln_bf16_to_f32_dev(row[i]) : __int_as_float(0x7fc00000);
+    if (blockIdx.x == 0 && threadIdx.x == 0) *a.argmax = 0ull;
+  }
+  for (int l = 0; l < a.n_layers; l++) {
+    const kiln_cuda_layer L = a.layers[l];
+    gemv_phase_<DS_STORE>(gs, a.barrier, L.wqkv, a.qkv_dim, H, NULL, a.x, L.attn_norm, a.eps, a.qkv, L.bqkv, NULL,
+                          NULL);
+    grid_sync_(a.barrier);
+    attention_phase_(units, a, L, seq, pos, qscale);
+    gemv_phase_<DS_ADD>(gs, a.barrier, L.wo, H, nq, a.hbuf, NULL, NULL, 0.f, a.x, L.bo, NULL, NULL);
+    gemv_phase_<DS_SWIGLU>(gs, a.barrier, L.wgu, 2 * I, H, NULL, a.x, L.ffn_norm, a.eps, NULL, NULL, a.hbuf, NULL);
+    gemv_phase_<DS_ADD>(gs, a.barrier, L.wdown, H, I, a.hbuf, NULL, NULL, 0.f, a.x, NULL, NULL, NULL);
+  }
+  gemv_phase_<DS_ARGMAX>(gs, a.barrier, a.lm_head, a.vocab, H, NULL, a.x, a.final_norm, a.eps, a.logits, NULL, NULL,
+                         a.argmax);
+}
+
+static size_t smem_bytes_(const kiln_cuda_decode_args *a) {
+  const int64_t nq = (int64_t)a->shape.n_heads * a->shape.head_dim;
+  int64_t k = a->hidden > nq ? a->hidden : nq;
+  k = k > a->inter ? k : a->inter;
+  size_t gemv = sizeof(ds_gemv_smem) + (size_t)k * 2;
+  size_t attn = DS_UNITS * sizeof(ds_attn_smem);
+  return gemv > attn ? gemv : attn;
+}
+
+extern "C" int kiln_cuda_decode_step_prepare(const kiln_cuda_decode_args *a, int *blocks) {
+  static size_t smem_set[DS_MAX_DEVICES];
+  const kiln_cuda_attn_shape *sh = &a->shape;
+  *blocks = 0;
+  if (sh->head_dim <= 0 || sh->head_dim % 8 || sh->head_dim > KILN_AD_MAX_HD || sh->n_kv_heads <= 0 ||
+      sh->n_heads % sh->n_kv_heads || a->n_splits < 1 || a->n_splits > KILN_AD_MAX_SPLITS || a->hidden % 8 ||
+      a->inter % 8 || a->n_layers <= 0)
+    return kiln_error(KILN_EUNSUPPORTED, "cuda decode kernel: shape not supported");
+  int dev = 0, n_sm = 0, coop = 0, occ = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&dev));
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
+  if (!coop) return kiln_error(KILN_EUNSUPPORTED, "cuda decode kernel: device has no cooperative launch");
+  size_t smem = smem_bytes_(a);
+  if (dev >= DS_MAX_DEVICES || smem_set[dev] < smem) {
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(decode_step_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    if (dev < DS_MAX_DEVICES) smem_set[dev] = smem;
+  }
+  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, decode_step_kernel, DS_THREADS, smem));
+  if (occ < 1) return kiln_error(KILN_EUNSUPPORTED, "cuda decode kernel: does not fit on an SM");
+  *blocks = n_sm;
+  return 0;
+}
+
+extern "C" int kiln_cuda_decode_step(const kiln_cuda_decode_args *a, int blocks, cudaStream_t stream) {
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeCooperative;
+  at[0].val.cooperative = 1;
+  cfg.gridDim = dim3((unsigned)blocks);
+  cfg.blockDim = dim3(DS_THREADS);
+  cfg.dynamicSmemBytes = smem_bytes_(a);
+  cfg.stream = stream;
+  cfg.attrs = at;
+  cfg.numAttrs = 1;
+  KILN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_step_kernel, *a));
+  return 0;
+}
