@@ -306,13 +306,21 @@ static void test_attn_decode(int nh, int nkv, int hd, int L, int n_ctx, int spli
 }
 
 /* ---- causal prefill attention ---- */
+/* The slot's cache rows past pos0 + n hold NaN, as must never reach the output (a masked probability times a
+ * stale value); the output has one more token row, which must stay poisoned. */
 static void test_attn_prefill(int nh, int nkv, int hd, int pos0, int n, int n_ctx) {
   const int n_seqs = 2, seq = 1;
   kiln_cuda_attn_shape sh = {nh, nkv, hd, n_ctx};
-  int64_t cache = (int64_t)n_seqs * nkv * n_ctx * hd, nq = (int64_t)n * nh * hd;
-  uint16_t *d_k = gt_dev((size_t)cache * 2), *d_v = gt_dev((size_t)cache * 2), *d_o = gt_dev((size_t)nq * 2);
+  int64_t cache = (int64_t)n_seqs * nkv * n_ctx * hd, nq = (int64_t)n * nh * hd, row = (int64_t)nh * hd;
+  uint16_t *d_k = gt_dev((size_t)cache * 2), *d_v = gt_dev((size_t)cache * 2);
+  uint16_t *d_o = gt_dev((size_t)(nq + row) * 2);
   float *kref, *vref;
   fill_cache(d_k, d_v, n_seqs, nkv, n_ctx, hd, seq, pos0 + n, &kref, &vref);
+  for (int h = 0; h < nkv && pos0 + n < n_ctx; h++) {
+    size_t at = ((size_t)(seq * nkv + h) * n_ctx + pos0 + n) * hd, bytes = (size_t)(n_ctx - pos0 - n) * hd * 2;
+    gt_poison(d_k + at, bytes);
+    gt_poison(d_v + at, bytes);
+  }
   float *q = rand_f32(nq, 0.f, 1.f), *d_q = gt_dev((size_t)nq * 4);
   kiln_cuda_step st = {.seq = seq, .pos = pos0, .n = n}, *d_st = gt_dev(sizeof st);
   gt_up(d_q, q, (size_t)nq * 4);
@@ -320,11 +328,15 @@ static void test_attn_prefill(int nh, int nkv, int hd, int pos0, int n, int n_ct
   GT_OK(kiln_cuda_attn_prefill(d_o, d_q, d_k, d_v, d_st, n, &sh, 0));
   float *ref = malloc((size_t)nq * 4);
   kiln_ref_attention(ref, q, kref, vref, n, pos0, nh, nkv, hd);
-  uint16_t *o = malloc((size_t)nq * 2);
-  gt_down(o, d_o, (size_t)nq * 2);
+  uint16_t *o = malloc((size_t)(nq + row) * 2);
+  gt_down(o, d_o, (size_t)(nq + row) * 2);
   float *of = bf16_to_f32_arr(o, nq);
   double e = gt_nmse(of, ref, nq);
   GT_CHECK(e <= TOL_BF16_OPS, "attn_prefill nh=%d nkv=%d hd=%d pos0=%d n=%d: NMSE %.3g", nh, nkv, hd, pos0, n, e);
+  int64_t past = 0;
+  for (int64_t i = nq; i < nq + row; i++) past += o[i] != 0xffff;
+  GT_CHECK(past == 0, "attn_prefill nh=%d nkv=%d hd=%d pos0=%d n=%d: %lld values written past token n", nh, nkv, hd,
+           pos0, n, (long long)past);
   free(kref), free(vref), free(q), free(ref), free(o), free(of);
   cudaFree(d_k), cudaFree(d_v), cudaFree(d_o), cudaFree(d_q), cudaFree(d_st);
 }
@@ -540,6 +552,23 @@ int main(void) {
   test_attn_prefill(2, 2, 16, 0, 33, 64);
   test_attn_prefill(4, 2, 24, 3, 77, 128);
   test_attn_prefill(2, 1, 40, 0, 20, 32);
+  /* head_dim 64 and 128 (the mma.sync kernel): partial query tiles, pos0 not a multiple of the 64-key tile,
+   * chunks deep in the cache, grouped-query ratios 1, 2, 4, 8 */
+  test_attn_prefill(16, 8, 128, 0, 1, 64);
+  test_attn_prefill(4, 1, 128, 0, 15, 64);
+  test_attn_prefill(8, 1, 128, 37, 64, 128);
+  test_attn_prefill(2, 2, 128, 0, 65, 128);
+  test_attn_prefill(32, 4, 128, 0, 127, 128);
+  test_attn_prefill(4, 2, 128, 37, 128, 256);
+  test_attn_prefill(8, 4, 128, 512, 129, 1024);
+  test_attn_prefill(2, 1, 128, 0, 1000, 1024);
+  test_attn_prefill(4, 2, 64, 0, 1, 16);
+  test_attn_prefill(8, 8, 64, 5, 15, 32);
+  test_attn_prefill(32, 8, 64, 0, 64, 64);
+  test_attn_prefill(4, 1, 64, 37, 65, 128);
+  test_attn_prefill(16, 2, 64, 0, 129, 256);
+  test_attn_prefill(32, 32, 64, 100, 128, 256);
+  test_attn_prefill(2, 2, 64, 512, 1000, 1536);
 
   test_swiglu(3, 1000);
   test_swiglu(1, 8);

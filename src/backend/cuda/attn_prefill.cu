@@ -1,5 +1,329 @@
 /*
- * backend/cuda/attn_prefill.cu: causal prefill attention (see attn_prefill.h).
+ * backend/cuda/attn_prefill.cu: causal prefill attention (see attn_prefill.h), two kernels.
+ *
+ * head_dim 64 and 128: FlashAttention-2 on mma.sync, with sm_80 instructions only (mma.m16n8k16 bf16, ldmatrix,
+ * cp.async; no WGMMA or TMA). Block = 64 queries of one q head, 4 warps; warp w owns query rows 16w .. 16w+15 for
+ * the whole key loop, so its softmax state (max and sum of 2 rows per thread) and its output accumulator never
+ * leave registers, and the warps meet only to hand over K/V tiles.
+ *   - Q: f32 -> bf16 into shared memory once, then held as mma A fragments (ldmatrix.x4) for the key loop.
+ *   - K, V: 64-key tiles, double-buffered with cp.async (tile j+1 lands while tile j computes), one barrier per
+ *     tile. Keys at or past the block's last visible one are zero-filled, never read, so a masked probability
+ *     only ever multiplies a zero (stale cache rows may hold anything, NaN included).
+ *   - S = Q K^T on the tensor cores (K as B fragments, ldmatrix); online softmax in the log2 domain entirely in
+ *     registers (a row's 4 lanes reduce with shuffles); P is packed to bf16 straight from the S accumulators,
+ *     whose m16n8 layout is the m16k16 A layout cut in two; O += P V with V fragments from ldmatrix.trans.
+ *   - Causal: key tiles past the block's last query are never loaded, only tiles that cross a warp's diagonal
+ *     are masked, and a warp skips a tile that lies wholly after its rows (chunked prefill, pos0 % 64 != 0).
+ *     Block ids run heaviest query tile first, with the heads of one tile side by side (the q heads of a kv
+ *     head read the same K/V, which then stays in L2), so the short tiles fill the tail of the grid.
+ *   - Shared rows are head_dim bf16 with their 16-byte chunks XOR-swizzled by (row & 7): the 8 row addresses of
+ *     every ldmatrix phase, and the loader's and epilogue's 16-byte accesses, hit 8 different bank groups.
+ *   - The output is normalised, staged through shared memory and written as whole 16-byte chunks of a row.
+ * Why 64 queries and not 128: at 16 rows a warp the fragments of Q, S and O take ~130 of the ~170 registers a
+ * thread for head_dim 128, and a block's shared memory is 64 KB (2 stages of K and V; Q is staged in the second
+ * stage before tile 1 is requested). Three 4-warp blocks then fit an SM (12 warps, 192 KB), where one 8-warp
+ * block of 128 queries would fit once or twice; smaller blocks also shorten the causal tail.
+ *
+ * Any other head_dim (a multiple of 8 up to 256): WMMA 16x16x16 tiles, one block per 64 queries x 1 head,
+ * 4 warps; scores and probabilities make a round trip through shared memory (see ap_wmma_kernel).
+ */
+#include <limits.h>
+#include <mma.h>
+
+#include "backend/cuda/attn_prefill.h"
+#include "backend/cuda/cuda_common.h"
+
+#define AP_MAX_HD 256
+#define AP_MAX_DEVICES 64
+
+/* ------------------------------------------------------------------------------------------------------------
+ * head_dim 64 and 128: FlashAttention-2 on mma.sync
+ *
+ * Fragment layouts of mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (PTX ISA, "matrix fragments for
+ * mma.m16n8k16 with floating point type"). lane = 4 g + t (g = lane / 4 in 0..7, t = lane % 4 in 0..3); each
+ * .b32 register holds two bf16, the lower column (A) or the lower k (B) in its low half:
+ *   A 16x16 (row m, col k):  a0 = A[g][2t, 2t+1]   a1 = A[g+8][2t, 2t+1]
+ *                            a2 = A[g][2t+8, 2t+9]   a3 = A[g+8][2t+8, 2t+9]
+ *   B 16x8  (row k, col n):  b0 = B[2t, 2t+1][g]   b1 = B[2t+8, 2t+9][g]
+ *   C 16x8  f32:             c0, c1 = C[g][2t, 2t+1]   c2, c3 = C[g+8][2t, 2t+1]
+ * ldmatrix.m8n8.x4.b16: lanes 8i .. 8i+7 give the addresses of rows 0..7 of matrix i (16 bytes = 8 bf16 each);
+ * register i of lane 4g + t receives row g, columns 2t, 2t+1 of matrix i; with .trans, column g, rows 2t, 2t+1.
+ * Therefore, for one 16-wide step:
+ *   Q  (A = Q[query][dim]):       matrix 0 = queries 0-7 x dims 0-7, 1 = queries 8-15 x dims 0-7,
+ *                                 2 = queries 0-7 x dims 8-15, 3 = queries 8-15 x dims 8-15   -> a0 a1 a2 a3
+ *   K  (B[dim][key] = K[key][dim]: K's rows are B's columns, no transpose), 16 keys x 16 dims:
+ *                                 matrix 0 = keys 0-7 x dims 0-7 (b0 of keys 0-7), 1 = keys 0-7 x dims 8-15 (b1),
+ *                                 2 = keys 8-15 x dims 0-7 (b0 of keys 8-15), 3 = keys 8-15 x dims 8-15 (b1)
+ *   V  (B[key][dim] = V[key][dim], rows are k: .trans), 16 keys x 16 dims:
+ *                                 matrix 0 = keys 0-7 x dims 0-7 (b0 of dims 0-7), 1 = keys 8-15 x dims 0-7 (b1),
+ *                                 2 = keys 0-7 x dims 8-15 (b0 of dims 8-15), 3 = keys 8-15 x dims 8-15 (b1)
+ *   P  (A over keys 16i .. 16i+15) from the accumulators s[] of the key blocks 2i (keys 16i + 0..7) and 2i+1:
+ *                                 a0 = s[2i].c0,c1   a1 = s[2i].c2,c3   a2 = s[2i+1].c0,c1   a3 = s[2i+1].c2,c3
+ * A thread's accumulator elements c0, c1 belong to row g of its warp's 16, c2, c3 to row g+8, for S and for O.
+ * ------------------------------------------------------------------------------------------------------------ */
+
+#define FA_BQ 64 /* queries per block */
+#define FA_BK 64 /* keys per tile */
+#define FA_THREADS 128
+/* Blocks an SM must hold (caps the registers at 168 a thread for head_dim 128, 128 for 64); shared memory allows
+ * 3 x 64 KB and 4 x 32 KB. */
+#define FA_MIN_BLOCKS(hd) ((hd) == 64 ? 4 : 3)
+
+static __device__ __forceinline__ uint32_t fa_smem_addr(const void *p) {
+  return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16 bytes global -> shared, through L2 only; src_bytes 0 reads nothing and writes zeros. */
+static __device__ __forceinline__ void fa_cp16(uint32_t dst, const void *src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+static __device__ __forceinline__ void fa_cp_commit(void) { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+static __device__ __forceinline__ void fa_cp_wait_all(void) { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+static __device__ __forceinline__ void fa_ldsm4(uint32_t r[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+static __device__ __forceinline__ void fa_ldsm4_trans(uint32_t r[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
+/* c (16x8 f32) += a (16x16 bf16) b (16x8 bf16) */
+static __device__ __forceinline__ void fa_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* 2^x with ex2.approx: exp2f's accuracy (2 ulp) without its care for denormal results, far finer than the bf16
+ * rounding of the probabilities it feeds; 2^-inf = 0. */
+static __device__ __forceinline__ float fa_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+/* Two f32 as bf16x2, round to nearest even, lo in the low half (the lower column of a fragment). */
+static __device__ __forceinline__ uint32_t fa_bf16x2(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+/* Requests one 64-key tile of K and V (keys k0 .. k0+63) into a stage: K at dst, V at dst + the tile size. The
+ * thread copies 16-byte chunk c of the rows r0 + i * RSTEP; dst already holds its swizzled offset, which is the
+ * same for all its rows because RSTEP is a multiple of 8. Keys at or past kend are zero-filled. */
+template <int HD>
+static __device__ __forceinline__ void fa_load_tile(uint32_t dst, const uint16_t *Kg, const uint16_t *Vg, int k0,
+                                                    int kend, int r0, int c) {
+  constexpr int ROWB = HD * 2, RSTEP = FA_THREADS / (HD / 8), TILEB = FA_BK * ROWB;
+#pragma unroll
+  for (int i = 0; i < FA_BK / RSTEP; i++) {
+    const int key = k0 + r0 + i * RSTEP;
+    const int ok = key < kend;
+    const int64_t src = (int64_t)(ok ? key : 0) * HD + c * 8;
+    fa_cp16(dst + i * RSTEP * ROWB, Kg + src, ok ? 16 : 0);
+    fa_cp16(dst + TILEB + i * RSTEP * ROWB, Vg + src, ok ? 16 : 0);
+  }
+}
+
+/* Block = (query tile, q head), numbered heads fastest and heaviest (last) query tile first. Shared memory: two
+ * stages of [K tile | V tile], each tile 64 rows x HD bf16 (swizzled); Q is staged in stage 1's K tile, and the
+ * output in the stage the last tile did not use. */
+template <int HD>
+static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
+    fa2_kernel(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+               const kiln_cuda_step *step, int n, kiln_cuda_attn_shape sh, int n_qtiles, float scale_log2) {
+  static_assert(HD == 64 || HD == 128, "fa2_kernel: head_dim 64 or 128");
+  constexpr int ROWB = HD * 2;             /* bytes per shared row */
+  constexpr int CPR = HD / 8;              /* 16-byte chunks per row */
+  constexpr int TILEB = FA_BK * ROWB;      /* bytes per K, V or Q tile */
+  constexpr int RSTEP = FA_THREADS / CPR;  /* row step of a loading thread */
+  constexpr int KD = HD / 16;              /* 16-wide steps over head_dim */
+  static_assert(RSTEP % 8 == 0 && FA_BQ == FA_BK, "fa2_kernel: loader rows keep their swizzle");
+  extern __shared__ __align__(128) unsigned char smem[];
+  const uint32_t sb = fa_smem_addr(smem);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, tq = lane & 3;
+  const int h = (int)(blockIdx.x % (unsigned)sh.n_heads);
+  const int qt = n_qtiles - 1 - (int)(blockIdx.x / (unsigned)sh.n_heads);
+  const int kh = h / (sh.n_heads / sh.n_kv_heads);
+  const int t0 = qt * FA_BQ, rows = min(FA_BQ, n - t0);
+  const int pos0 = step->pos;
+  const int kend = pos0 + t0 + rows; /* keys 0 .. kend-1 are visible to some row of the block */
+  const int ntiles = (kend + FA_BK - 1) / FA_BK;
+  const int64_t base = ((int64_t)step->seq * sh.n_kv_heads + kh) * sh.n_ctx * HD;
+  const uint16_t *Kg = k_cache + base, *Vg = v_cache + base;
+
+  const int ld_c = tid % CPR, ld_r0 = tid / CPR;
+  const uint32_t ld_off = (uint32_t)(ld_r0 * ROWB + ((ld_c ^ (ld_r0 & 7)) << 4));
+  fa_load_tile<HD>(sb + ld_off, Kg, Vg, 0, kend, ld_r0, ld_c);
+  fa_cp_commit();
+
+  /* the Q tile as bf16 (rows past the chunk are zero) into stage 1's K tile, free until tile 1 is requested */
+#pragma unroll
+  for (int i = 0; i < FA_BQ / RSTEP; i++) {
+    const int r = ld_r0 + i * RSTEP;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (r < rows) {
+      const float4 *src = (const float4 *)(q + ((int64_t)(t0 + r) * sh.n_heads + h) * HD + ld_c * 8);
+      const float4 a = __ldg(src), b = __ldg(src + 1);
+      v = make_uint4(fa_bf16x2(a.x, a.y), fa_bf16x2(a.z, a.w), fa_bf16x2(b.x, b.y), fa_bf16x2(b.z, b.w));
+    }
+    *(uint4 *)(smem + 2 * TILEB + ld_off + i * RSTEP * ROWB) = v;
+  }
+  __syncthreads();
+
+  /* Lane parts of the ldmatrix addresses (layouts above). Q and V: lanes 8-15 and 24-31 give rows 8-15, lanes
+   * 16-31 the second 8 columns; K: lanes 16-31 give rows (keys) 8-15, lanes 8-15 and 24-31 the second 8 columns.
+   * Every group of 8 rows starts at a multiple of 8, so a lane's row swizzle is lane & 7, and column chunk
+   * 2j + hi of 16-wide step j (j < 4) sits at chunk (2j + hi) ^ (lane & 7); step j + 4m is 128 m bytes further. */
+  const int sw = lane & 7;
+  const uint32_t qv_row = (uint32_t)((sw + ((lane >> 3) & 1) * 8) * ROWB);
+  const uint32_t k_row = (uint32_t)((sw + (lane >> 4) * 8) * ROWB);
+  uint32_t qv_col[4], k_col[4];
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    qv_col[j] = (uint32_t)(((2 * j + (lane >> 4)) ^ sw) << 4);
+    k_col[j] = (uint32_t)(((2 * j + ((lane >> 3) & 1)) ^ sw) << 4);
+  }
+
+  uint32_t qa[KD][4];
+#pragma unroll
+  for (int kd = 0; kd < KD; kd++)
+    fa_ldsm4(qa[kd], sb + 2 * TILEB + warp * 16 * ROWB + qv_row + (kd >> 2) * 128 + qv_col[kd & 3]);
+
+  float o[2 * KD][4]; /* O: 8-column blocks over head_dim */
+#pragma unroll
+  for (int d = 0; d < 2 * KD; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+  /* rows g and g+8: running max of the scaled scores (log2 domain), and this thread's part of the row sum (its
+   * columns only; the quad adds its parts at the end, all of them were rescaled by the same factors) */
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  const int qw = pos0 + t0 + warp * 16; /* position of the warp's first query */
+  const int qp0 = qw + g, qp1 = qw + g + 8;
+
+  for (int j = 0; j < ntiles; j++) {
+    fa_cp_wait_all();
+    __syncthreads(); /* tile j is in, from every thread; every warp is done with tile j-1 and with Q's staging */
+    if (j + 1 < ntiles)
+      fa_load_tile<HD>(sb + ((j + 1) & 1) * 2 * TILEB + ld_off, Kg, Vg, (j + 1) * FA_BK, kend, ld_r0, ld_c);
+    fa_cp_commit();
+    const int k0 = j * FA_BK;
+    if (k0 > qw + 15) continue; /* every key of the tile comes after the warp's last query */
+    const uint32_t ks = sb + (j & 1) * 2 * TILEB, vs = ks + TILEB;
+
+    /* S = Q K^T: s[b] holds keys k0 + 8b .. k0 + 8b + 7 */
+    float s[8][4];
+#pragma unroll
+    for (int b = 0; b < 8; b++) s[b][0] = s[b][1] = s[b][2] = s[b][3] = 0.f;
+#pragma unroll
+    for (int kd = 0; kd < KD; kd++) {
+#pragma unroll
+      for (int kb = 0; kb < 4; kb++) {
+        uint32_t kf[4];
+        fa_ldsm4(kf, ks + kb * 16 * ROWB + k_row + (kd >> 2) * 128 + k_col[kd & 3]);
+        fa_mma(s[2 * kb], qa[kd], kf[0], kf[1]);
+        fa_mma(s[2 * kb + 1], qa[kd], kf[2], kf[3]);
+      }
+    }
+
+    if (k0 + FA_BK - 1 > qw) { /* the tile crosses the diagonal of the warp's rows (or the last visible key) */
+#pragma unroll
+      for (int b = 0; b < 8; b++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const int key = k0 + 8 * b + 2 * tq + e;
+          if (key > qp0) s[b][e] = -INFINITY;
+          if (key > qp1) s[b][2 + e] = -INFINITY;
+        }
+      }
+    }
+
+    /* online softmax; the 4 lanes of a quad hold the same two rows. Tile 0 holds key 0, which every row sees,
+     * so from tile 0 on m0 and m1 are finite and no -inf - -inf arises. */
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int b = 0; b < 8; b++) {
+      mx0 = fmaxf(mx0, fmaxf(s[b][0], s[b][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[b][2], s[b][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float mn0 = fmaxf(m0, mx0 * scale_log2), mn1 = fmaxf(m1, mx1 * scale_log2);
+    const float al0 = fa_exp2(m0 - mn0), al1 = fa_exp2(m1 - mn1);
+    m0 = mn0;
+    m1 = mn1;
+    float ls0 = 0.f, ls1 = 0.f;
+#pragma unroll
+    for (int b = 0; b < 8; b++) {
+      s[b][0] = fa_exp2(fmaf(s[b][0], scale_log2, -mn0));
+      s[b][1] = fa_exp2(fmaf(s[b][1], scale_log2, -mn0));
+      s[b][2] = fa_exp2(fmaf(s[b][2], scale_log2, -mn1));
+      s[b][3] = fa_exp2(fmaf(s[b][3], scale_log2, -mn1));
+      ls0 += s[b][0] + s[b][1];
+      ls1 += s[b][2] + s[b][3];
+    }
+    l0 = l0 * al0 + ls0;
+    l1 = l1 * al1 + ls1;
+#pragma unroll
+    for (int d = 0; d < 2 * KD; d++) {
+      o[d][0] *= al0;
+      o[d][1] *= al0;
+      o[d][2] *= al1;
+      o[d][3] *= al1;
+    }
+
+    /* O += P V, 16 keys at a time; P's A fragment is two key blocks of s */
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      const uint32_t pa[4] = {fa_bf16x2(s[2 * kk][0], s[2 * kk][1]), fa_bf16x2(s[2 * kk][2], s[2 * kk][3]),
+                              fa_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              fa_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int dd = 0; dd < KD; dd++) {
+        uint32_t vf[4];
+        fa_ldsm4_trans(vf, vs + kk * 16 * ROWB + qv_row + (dd >> 2) * 128 + qv_col[dd & 3]);
+        fa_mma(o[2 * dd], pa, vf[0], vf[1]);
+        fa_mma(o[2 * dd + 1], pa, vf[2], vf[3]);
+      }
+    }
+  }
+
+  /* normalise; stage the warp's 16 rows in the stage the last tile did not use (no warp reads it any more and
+   * no copy into it is in flight), then write whole rows, 16 bytes a lane */
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+  unsigned char *os = smem + (ntiles & 1) * 2 * TILEB;
+  const int r0 = warp * 16 + g; /* r0 & 7 == (r0 + 8) & 7 == g */
+#pragma unroll
+  for (int d = 0; d < 2 * KD; d++) {
+    *(uint32_t *)(os + r0 * ROWB + ((d ^ g) << 4) + tq * 4) = fa_bf16x2(o[d][0] * inv0, o[d][1] * inv0);
+    *(uint32_t *)(os + (r0 + 8) * ROWB + ((d ^ g) << 4) + tq * 4) = fa_bf16x2(o[d][2] * inv1, o[d][3] * inv1);
+  }
+  __syncwarp();
+#pragma unroll
+  for (int i = 0; i < 16 * CPR / 32; i++) {
+    const int idx = i * 32 + lane, r = warp * 16 + idx / CPR, c = idx % CPR;
+    if (r < rows)
+      *(uint4 *)(out + ((int64_t)(t0 + r) * sh.n_heads + h) * HD + c * 8) =
+          *(const uint4 *)(os + r * ROWB + ((c ^ (r & 7)) << 4));
+  }
+}
+
+/* ------------------------------------------------------------------------------------------------------------
+ * Any other head_dim: WMMA
  *
  * Block = (tile of 64 queries, one query head), 4 warps; warp w owns query rows 16w .. 16w+15 from start to end
  * (scores, softmax, rescaling, P V), so within a key tile the warps only meet at the loads of K and V. Q and the
@@ -8,17 +332,11 @@
  * once. Shared rows are padded (16 bytes for bf16, 16 for f32) against bank conflicts; every WMMA pointer
  * stays 32-byte aligned because 16 rows of any padded stride are a multiple of 32 bytes. A head_dim that is not a
  * multiple of 16 (the tensor-core step) is padded with zero columns in shared memory.
- */
-#include <mma.h>
-
-#include "backend/cuda/attn_prefill.h"
-#include "backend/cuda/cuda_common.h"
+ * ------------------------------------------------------------------------------------------------------------ */
 
 #define AP_BQ 64
 #define AP_BK 64
 #define AP_THREADS 128
-#define AP_MAX_HD 256
-#define AP_MAX_DEVICES 64
 
 using namespace nvcuda;
 
@@ -49,8 +367,8 @@ static __host__ __device__ ap_layout ap_layout_of(int hdp) {
  * that the accumulators stay in registers; 8 covers head_dim <= 128, 16 head_dim <= 256. */
 template <int NF>
 static __global__ void __launch_bounds__(AP_THREADS)
-    attn_prefill_kernel(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
-                        const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh, float scale_log2) {
+    ap_wmma_kernel(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                   const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh, float scale_log2) {
   extern __shared__ __align__(128) unsigned char smem[];
   typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_t;
   typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a_t;
@@ -224,31 +542,51 @@ static __global__ void __launch_bounds__(AP_THREADS)
   }
 }
 
-template <int NF>
-static int attn_prefill_launch_nf(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
-                                  const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh,
-                                  cudaStream_t stream) {
-  static size_t smem_set[AP_MAX_DEVICES]; /* dynamic shared memory already allowed, per device */
-  ap_layout L = ap_layout_of((sh->head_dim + 15) / 16 * 16);
+/* Allows `kern` more than 48 KB of dynamic shared memory (once per device; `set` is the kernel's own record) and
+ * asks for the largest shared-memory carveout, so that as many blocks fit an SM as the registers allow. */
+static int ap_allow_smem(const void *kern, size_t bytes, size_t set[AP_MAX_DEVICES]) {
   int dev = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&dev));
-  if (L.bytes > 48 * 1024 && (dev >= AP_MAX_DEVICES || smem_set[dev] < L.bytes)) {
-    KILN_CUDA_CHECK(cudaFuncSetAttribute(attn_prefill_kernel<NF>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)L.bytes));
-    if (dev < AP_MAX_DEVICES) smem_set[dev] = L.bytes;
-  }
-  dim3 grid((unsigned)((n + AP_BQ - 1) / AP_BQ), (unsigned)sh->n_heads);
-  float scale_log2 = 1.4426950408889634f / sqrtf((float)sh->head_dim);
-  attn_prefill_kernel<NF><<<grid, AP_THREADS, L.bytes, stream>>>(out, q, k_cache, v_cache, step, n, *sh, scale_log2);
+  if (dev < AP_MAX_DEVICES && set[dev] >= bytes) return 0;
+  if (bytes > 48 * 1024)
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  KILN_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                       cudaSharedmemCarveoutMaxShared));
+  if (dev < AP_MAX_DEVICES) set[dev] = bytes;
+  return 0;
+}
+
+template <int HD>
+static int fa2_launch(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                      const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh, cudaStream_t stream) {
+  static size_t smem_set[AP_MAX_DEVICES];
+  const size_t bytes = (size_t)4 * FA_BK * HD * 2; /* 2 stages x (K tile + V tile) */
+  const int64_t n_qtiles = (n + FA_BQ - 1) / FA_BQ, blocks = n_qtiles * sh->n_heads;
+  if (blocks > INT_MAX)
+    return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: %lld tokens x %d heads", (long long)n,
+                      sh->n_heads);
+  int rc = ap_allow_smem((const void *)fa2_kernel<HD>, bytes, smem_set);
+  if (rc) return rc;
+  const float scale_log2 = 1.4426950408889634f / sqrtf((float)HD);
+  fa2_kernel<HD><<<(unsigned)blocks, FA_THREADS, bytes, stream>>>(out, q, k_cache, v_cache, step, (int)n, *sh,
+                                                                  (int)n_qtiles, scale_log2);
   KILN_CUDA_LAUNCHED();
   return 0;
 }
 
-static int attn_prefill_launch(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
-                               const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh,
-                               cudaStream_t stream) {
-  if (sh->head_dim <= 128) return attn_prefill_launch_nf<8>(out, q, k_cache, v_cache, step, n, sh, stream);
-  return attn_prefill_launch_nf<16>(out, q, k_cache, v_cache, step, n, sh, stream);
+template <int NF>
+static int ap_wmma_launch_nf(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                             const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh,
+                             cudaStream_t stream) {
+  static size_t smem_set[AP_MAX_DEVICES];
+  ap_layout L = ap_layout_of((sh->head_dim + 15) / 16 * 16);
+  int rc = ap_allow_smem((const void *)ap_wmma_kernel<NF>, L.bytes, smem_set);
+  if (rc) return rc;
+  dim3 grid((unsigned)((n + AP_BQ - 1) / AP_BQ), (unsigned)sh->n_heads);
+  float scale_log2 = 1.4426950408889634f / sqrtf((float)sh->head_dim);
+  ap_wmma_kernel<NF><<<grid, AP_THREADS, L.bytes, stream>>>(out, q, k_cache, v_cache, step, n, *sh, scale_log2);
+  KILN_CUDA_LAUNCHED();
+  return 0;
 }
 
 extern "C" int kiln_cuda_attn_prefill(uint16_t *out, const float *q, const uint16_t *k_cache,
@@ -259,5 +597,11 @@ extern "C" int kiln_cuda_attn_prefill(uint16_t *out, const float *q, const uint1
     return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: head_dim %d, %d heads over %d kv heads",
                       sh->head_dim, sh->n_heads, sh->n_kv_heads);
   if (n == 0) return 0;
-  return attn_prefill_launch(out, q, k_cache, v_cache, step, n, sh, stream);
+  switch (sh->head_dim) {
+  case 64: return fa2_launch<64>(out, q, k_cache, v_cache, step, n, sh, stream);
+  case 128: return fa2_launch<128>(out, q, k_cache, v_cache, step, n, sh, stream);
+  default:
+    if (sh->head_dim <= 128) return ap_wmma_launch_nf<8>(out, q, k_cache, v_cache, step, n, sh, stream);
+    return ap_wmma_launch_nf<16>(out, q, k_cache, v_cache, step, n, sh, stream);
+  }
 }
