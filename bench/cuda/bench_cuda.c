@@ -252,6 +252,34 @@ static json_t *bench_ops(kiln_backend *b, int ctx) {
   return ops;
 }
 
+/* KILN_CUDA_DS_PROFILE=1: the last step's timeline as block 0 of the persistent decode kernel saw it
+ * (decode_step.h): per layer, each phase from one barrier's release to the next (microseconds, mean over the
+ * layers), and block 0's mean wait at a barrier. */
+static json_t *ds_profile(kiln_backend *b) {
+  static unsigned long long w[KILN_CUDA_DS_PROF_WORDS];
+  CK(cudaMemcpy(w, b->ds.prof, sizeof w, cudaMemcpyDeviceToHost));
+  const int nl = b->cfg.n_layers, nb = (int)w[0];
+  json_t *o = json_object();
+  if (nb != 5 * nl + 1 || 6 + 2 * nb > KILN_CUDA_DS_PROF_WORDS || w[4] <= w[3]) return o;
+  const double cyc_per_us = (double)(w[2] - w[1]) / ((double)(w[4] - w[3]) * 1e-3);
+#define ARR(k) ((double)w[5 + 2 * (k)])
+#define REL(k) ((double)w[6 + 2 * (k)])
+  static const char *names[5] = {"qkv_us", "attention_us", "o_us", "gate_up_us", "down_us"};
+  double ph[5] = {0}, wait = 0;
+  for (int l = 0; l < nl; l++)
+    for (int j = 0; j < 5; j++) ph[j] += (REL(5 * l + j + 1) - REL(5 * l + j)) / cyc_per_us / nl;
+  for (int k = 0; k < nb; k++) wait += (REL(k) - ARR(k)) / cyc_per_us / nb;
+  json_object_set_new(o, "total_us", json_real((double)(w[4] - w[3]) * 1e-3));
+  json_object_set_new(o, "embed_us", json_real((REL(0) - (double)w[1]) / cyc_per_us));
+  for (int j = 0; j < 5; j++) json_object_set_new(o, names[j], json_real(ph[j]));
+  json_object_set_new(o, "head_us", json_real(((double)w[2] - REL(nb - 1)) / cyc_per_us));
+  json_object_set_new(o, "barrier_wait_us", json_real(wait));
+  json_object_set_new(o, "barriers", json_integer(nb));
+#undef ARR
+#undef REL
+  return o;
+}
+
 static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const int *prompts, int n_prompts,
                             double bw, double tflops, int with_ops) {
   size_t len;
@@ -330,6 +358,7 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
     json_object_set_new(d, "kv_bytes_read", json_integer(kv_read));
     json_object_set_new(d, "floor_ms", json_real(floor_ms));
     json_object_set_new(d, "fraction_of_floor", json_real(floor_ms / hm));
+    if (b->ds.prof) json_object_set_new(d, "persistent_profile", ds_profile(b));
     json_array_append_new(dec, d);
   }
   float *logits = malloc(sizeof(float) * (size_t)V);

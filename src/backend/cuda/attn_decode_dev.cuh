@@ -1,10 +1,10 @@
 /*
  * backend/cuda/attn_decode_dev.cuh (internal, device code): one unit of split-KV decode attention, shared by the
- * standalone kernel (attn_decode.cu, one unit per block) and the persistent decode kernel (decode_step.cu, four
- * units side by side in a block, each synchronising on its own named barrier).
+ * standalone kernel (attn_decode.cu, blocks of 128 threads) and the persistent decode kernel (decode_step.cu,
+ * blocks of 512), one unit per block at a time.
  *
- * A unit is (split, kv head, group of up to GMAX query heads) run by KILN_AD_THREADS threads. Keys are read as
- * 16-byte vectors: a group of lpk lanes (head_dim/8 rounded up to a power of two; the extra lanes load nothing)
+ * A unit is (split, kv head, group of up to GMAX query heads) run by the THREADS threads of a block. Keys are
+ * read as 16-byte vectors: a group of lpk lanes (head_dim/8 rounded up to a power of two; the extra lanes load nothing)
  * covers one key, so a warp scores 32/lpk keys at a time and reduces each dot product over its group with xor
  * shuffles. Scores of a tile of 64 keys go to shared memory, one warp per head updates the running max and sum
  * (online softmax, base 2 with log2(e) folded into q), then all threads accumulate the tile's values, each thread
@@ -18,8 +18,6 @@
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/rope.h"
 
-#define KILN_AD_THREADS 128
-#define KILN_AD_WARPS (KILN_AD_THREADS / 32)
 #define KILN_AD_TILE 64
 #define KILN_AD_MAX_HD 256
 #define KILN_AD_MIN_CHUNK 32
@@ -27,22 +25,14 @@
 #define KILN_AD_GMIN 4 /* the smallest GMAX instantiated: the scratch has a counter per group of this many heads */
 
 /* A unit's shared memory. `red` sums the row groups' accumulators, then holds the combine's weights. */
-template <int GMAX>
+template <int GMAX, int THREADS>
 struct kiln_attn_smem {
   float qs[GMAX * KILN_AD_MAX_HD]; /* the unit's query heads, scaled by log2(e)/sqrt(head_dim) */
   float sc[GMAX * KILN_AD_TILE];
-  float red[GMAX * KILN_AD_THREADS * 8];
+  float red[GMAX * THREADS * 8];
   float m_s[GMAX], l_s[GMAX], al_s[GMAX];
   int last;
 };
-
-/* Synchronises the unit's threads: the whole block (bar 0), or named barrier `bar` of KILN_AD_THREADS threads. */
-static __device__ __forceinline__ void kiln_unit_sync(int bar) {
-  if (bar == 0)
-    __syncthreads();
-  else
-    asm volatile("bar.sync %0, %1;" ::"r"(bar), "n"(KILN_AD_THREADS) : "memory");
-}
 
 /* Keys per split: the context over n_splits, never fewer than KILN_AD_MIN_CHUNK. */
 static __device__ __forceinline__ int kiln_attn_chunk(int L, int n_splits) {
@@ -94,17 +84,18 @@ typedef struct kiln_attn_unit {
   int seq, L;         /* KV slot, keys 0 .. L-1 attended */
 } kiln_attn_unit;
 
-/* Runs one unit with tid in [0, KILN_AD_THREADS). On entry s.qs holds the unit's gn query heads (scaled), written
- * by this unit's threads before the call (the first sync here publishes them). `part` is the scratch of
+/* Runs one unit on the whole block (THREADS threads). On entry s.qs holds the unit's gn query heads (scaled),
+ * written by the block before the call (the first sync here publishes them). `part` is the scratch of
  * attn_decode.h: partials [n_heads][n_splits][hd], (max, sum) [n_heads][n_splits][2], then the arrival counters.
  * The partials are read back through L2 (ld.cg): other SMs wrote them. PRE: keys and values prefetched per thread
  * per tile (registers). */
-template <int GMAX, int PRE>
-static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX> &s, int bar, int tid,
-                                                          const kiln_attn_unit &u, uint16_t *out,
+template <int GMAX, int PRE, int THREADS>
+static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, THREADS> &s, const kiln_attn_unit &u,
+                                                          uint16_t *out,
                                                           const uint16_t *k_cache, const uint16_t *v_cache,
                                                           const kiln_cuda_attn_shape &sh, float *part) {
-  const int warp = tid >> 5, lane = tid & 31;
+  constexpr int WARPS = THREADS / 32;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int hd = sh.head_dim, g = sh.n_heads / sh.n_kv_heads;
   const int n_splits = u.n_splits, split = u.split, kh = u.kh;
   const int g0 = u.gz * GMAX;
@@ -119,7 +110,7 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX> &
     m_s[tid] = -INFINITY;
     l_s[tid] = 0.f;
   }
-  kiln_unit_sync(bar);
+  __syncthreads();
 
   const int64_t base = ((int64_t)u.seq * sh.n_kv_heads + kh) * sh.n_ctx * hd;
   const uint16_t *K = k_cache + base, *V = v_cache + base;
@@ -128,7 +119,7 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX> &
   while (lpk < hd8) lpk *= 2;
   const int kpw = 32 / lpk;              /* keys per warp step */
   const int sub = lane / lpk, sl = lane % lpk;
-  const int nr = KILN_AD_THREADS / hd8;  /* key rows accumulated in parallel in the value phase */
+  const int nr = THREADS / hd8;  /* key rows accumulated in parallel in the value phase */
   const int vrow = tid / hd8, vsl = tid % hd8;
   const bool vact = vrow < nr;           /* threads past nr * hd8 sit out the value phase */
 
@@ -146,7 +137,7 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX> &
     uint4 kreg[PRE], vreg[PRE];
 #pragma unroll
     for (int it = 0; it < PRE; it++) {
-      const int j = warp * kpw + it * KILN_AD_WARPS * kpw + sub;
+      const int j = warp * kpw + it * WARPS * kpw + sub;
       kreg[it] = j < tn && lane_ok ? *(const uint4 *)(K + (int64_t)(t0 + j) * hd + sl * 8) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
@@ -157,17 +148,17 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX> &
     /* scores: every lane of a warp runs the same steps, so the shuffles always see the whole warp */
 #pragma unroll
     for (int it = 0; it < PRE; it++) {
-      const int jb = warp * kpw + it * KILN_AD_WARPS * kpw;
+      const int jb = warp * kpw + it * WARPS * kpw;
       if (jb < tn) kiln_attn_score_<GMAX>(kreg[it], jb + sub, tn, lane_ok, sl, lpk, gn, hd, qs, sc);
     }
-    for (int jb = warp * kpw + PRE * KILN_AD_WARPS * kpw; jb < tn; jb += KILN_AD_WARPS * kpw) {
+    for (int jb = warp * kpw + PRE * WARPS * kpw; jb < tn; jb += WARPS * kpw) {
       const int j = jb + sub;
       uint4 kv = j < tn && lane_ok ? *(const uint4 *)(K + (int64_t)(t0 + j) * hd + sl * 8) : make_uint4(0, 0, 0, 0);
       kiln_attn_score_<GMAX>(kv, j, tn, lane_ok, sl, lpk, gn, hd, qs, sc);
     }
-    kiln_unit_sync(bar);
+    __syncthreads();
     /* online softmax: one warp per head */
-    for (int i = warp; i < gn; i += KILN_AD_WARPS) {
+    for (int i = warp; i < gn; i += WARPS) {
       float s0 = lane < tn ? sc[i * KILN_AD_TILE + lane] : -INFINITY;
       float s1 = lane + 32 < tn ? sc[i * KILN_AD_TILE + lane + 32] : -INFINITY;
       float mx = kiln_warp_max(fmaxf(s0, s1));
@@ -184,7 +175,7 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX> &
         m_s[i] = m_new;
       }
     }
-    kiln_unit_sync(bar);
+    __syncthreads();
     /* values */
 #pragma unroll
     for (int i = 0; i < GMAX; i++) {
@@ -201,7 +192,7 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX> &
     }
     for (int j = vrow + PRE * nr; vact && j < tn; j += nr)
       kiln_attn_accumulate_<GMAX>(*(const uint4 *)(V + (int64_t)(t0 + j) * hd + vsl * 8), j, gn, sc, acc);
-    kiln_unit_sync(bar); /* sc and al_s are rewritten by the next tile */
+    __syncthreads(); /* sc and al_s are rewritten by the next tile */
   }
 
   /* sum the per-row-group accumulators: red[row][i][hd] */
@@ -215,8 +206,8 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX> &
         for (int e = 0; e < 8; e++) red[((int64_t)vrow * GMAX + i) * hd + vsl * 8 + e] = acc[i][e];
       }
     }
-    kiln_unit_sync(bar);
-    for (int idx = tid; idx < gn * hd; idx += KILN_AD_THREADS) {
+    __syncthreads();
+    for (int idx = tid; idx < gn * hd; idx += THREADS) {
       int i = idx / hd, d = idx % hd;
       float sm = 0.f;
       for (int r = 0; r < nr; r++) sm += red[((int64_t)r * GMAX + i) * hd + d];
@@ -233,25 +224,25 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX> &
    * arriver reads the partials through L2 (ld.cg), then re-arms the counter for the next step. */
   unsigned *counter = (unsigned *)(pml + (int64_t)sh.n_heads * n_splits * 2) + kh * u.n_gz + u.gz;
   __threadfence();
-  kiln_unit_sync(bar);
+  __syncthreads();
   if (tid == 0) s.last = atomicAdd(counter, 1u) == (unsigned)n_splits - 1;
-  kiln_unit_sync(bar);
+  __syncthreads();
   const bool last = s.last;
-  kiln_unit_sync(bar); /* everyone has read s.last before a later unit of these threads rewrites it */
+  __syncthreads(); /* everyone has read s.last before a later unit of these threads rewrites it */
   if (!last) return;
   __threadfence();
   /* The combine, spread over the unit: the (max, sum) of every active split into shared memory (red is free
    * now), one warp per head turns them into normalised weights, then each thread sums its outputs over splits. */
   const int n_act = min(n_splits, (L + chunk - 1) / chunk);
   float *wsm = red, *lsm = red + GMAX * KILN_AD_MAX_SPLITS;
-  for (int idx = tid; idx < gn * n_act; idx += KILN_AD_THREADS) {
+  for (int idx = tid; idx < gn * n_act; idx += THREADS) {
     int i = idx / n_act, sp = idx % n_act;
     const float *ml = pml + ((int64_t)(h0 + i) * n_splits + sp) * 2;
     wsm[idx] = __ldcg(ml);
     lsm[idx] = __ldcg(ml + 1);
   }
-  kiln_unit_sync(bar);
-  for (int i = warp; i < gn; i += KILN_AD_WARPS) {
+  __syncthreads();
+  for (int i = warp; i < gn; i += WARPS) {
     float M = -INFINITY;
     for (int sp = lane; sp < n_act; sp += 32) M = fmaxf(M, wsm[i * n_act + sp]);
     M = kiln_warp_max(M);
@@ -261,11 +252,11 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX> &
     __syncwarp(); /* all lanes have read wsm before it is overwritten with the weights */
     for (int sp = lane; sp < n_act; sp += 32) wsm[i * n_act + sp] = exp2f(wsm[i * n_act + sp] - M) / den;
   }
-  kiln_unit_sync(bar);
+  __syncthreads();
   /* 4 dimensions per thread (16-byte loads), 8 splits' loads in flight at a time: the sum over splits costs a
    * few memory latencies, not one per split */
   const int hd4 = hd / 4;
-  for (int idx = tid; idx < gn * hd4; idx += KILN_AD_THREADS) {
+  for (int idx = tid; idx < gn * hd4; idx += THREADS) {
     const int i = idx / hd4, d = (idx % hd4) * 4;
     const float4 *ph = (const float4 *)(po + (int64_t)(h0 + i) * n_splits * hd + d);
     const float *w = wsm + i * n_act;
@@ -282,7 +273,7 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX> &
     *(uint2 *)o = make_uint2(kiln_pack_bf16x2(num.x, num.y), kiln_pack_bf16x2(num.z, num.w));
   }
   if (tid == 0) *counter = 0u; /* every unit of this group has arrived: nobody else touches it now */
-  kiln_unit_sync(bar);         /* the unit's shared memory is free for the next unit */
+  __syncthreads();         /* the unit's shared memory is free for the next unit */
 }
 
 #endif /* KILN_CUDA_ATTN_DECODE_DEV_CUH */

@@ -21,6 +21,7 @@
 #define CUBLAS_WS_BYTES ((int64_t)32 << 20)
 #define MAX_CHUNK 1024
 #define MAX_LOGIT_ROWS 128
+#define DS_PREFETCH 2 /* GEMV chunks prefetched into L2 ahead of a warp's loads (decode_step.h) */
 
 int kiln_cuda_device_count(void) {
   int n = 0;
@@ -100,6 +101,7 @@ static int take_all_(kiln_backend *b) {
   TAKE(b->attn_part, kiln_cuda_attn_decode_scratch(&b->shape, b->n_splits));
   TAKE(b->d_layers, (int64_t)c->n_layers * (int64_t)sizeof(kiln_cuda_layer));
   TAKE(b->d_barrier, 256);
+  TAKE(b->d_prof, KILN_CUDA_DS_PROF_WORDS * 8);
   TAKE(b->cublas_ws, CUBLAS_WS_BYTES);
   b->cublas_ws_bytes = CUBLAS_WS_BYTES;
 #undef TAKE
@@ -217,7 +219,12 @@ static int setup_decode_kernel_(kiln_backend *b) {
       .vocab = c->vocab_size, .qkv_dim = b->qkv_dim, .eps = c->rms_norm_eps, .shape = b->shape,
       .n_splits = b->n_splits, .embed = b->embed, .lm_head = b->lm_head, .final_norm = b->final_norm,
       .inv_freq = b->inv_freq, .step = b->d_step, .x = b->x, .qkv = b->qkv, .hbuf = b->hbuf, .logits = b->logits,
-      .part = b->attn_part, .argmax = b->d_argmax, .barrier = b->d_barrier};
+      .part = b->attn_part, .argmax = b->d_argmax, .barrier = b->d_barrier, .prefetch = DS_PREFETCH};
+  /* tuning only: the L2 prefetch distance, and block 0's barrier timeline (decode_step.h) */
+  const char *pf = getenv("KILN_CUDA_DS_PREFETCH");
+  if (pf && atoi(pf) >= 0) b->ds.prefetch = atoi(pf);
+  const char *prof = getenv("KILN_CUDA_DS_PROFILE");
+  if (prof && atoi(prof) > 0) b->ds.prof = b->d_prof;
   int blocks = 0;
   int rc = kiln_cuda_decode_step_prepare(&b->ds, &blocks);
   if (rc == KILN_EUNSUPPORTED) return 0; /* the kernel-per-op graph serves this shape or device */

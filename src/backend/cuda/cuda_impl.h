@@ -71,6 +71,7 @@ struct kiln_backend {
    * kernel-per-op step */
   kiln_cuda_layer *d_layers; /* device copy of `layers` */
   unsigned *d_barrier;
+  unsigned long long *d_prof;
   kiln_cuda_decode_args ds;
   int ds_blocks;
 };

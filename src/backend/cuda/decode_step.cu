@@ -4,9 +4,9 @@
  * Block = 512 threads (16 warps), one per SM. In a GEMV phase every warp of the grid owns row pairs of the
  * phase's matrix (pair i to warp i mod (16 x blocks), spread so that small matrices still use every SM), and each
  * block first builds the bf16 input vector in shared memory (RMSNorm of the residual stream, or the bf16 output
- * of the previous phase). In the attention phase the block runs four attention units side by side (128 threads
- * each, named barriers 1-4), units assigned round-robin over the grid with the key split varying fastest, so the
- * few active splits of a short context land on different SMs.
+ * of the previous phase). In the attention phase a block runs one attention unit at a time with all its threads,
+ * units assigned round-robin over the grid with the key split varying fastest, so the few active splits of a
+ * short context land on different SMs.
  *
  * Memory: weights are streamed (ld.global.nc, no L1); everything another block wrote during this launch (the
  * residual stream, q/k/v, the bf16 activations, attention partials) is read through L2 (ld.global.cg), because
@@ -22,14 +22,14 @@
 
 #define DS_THREADS 512
 #define DS_WARPS (DS_THREADS / 32)
-#define DS_UNITS (DS_THREADS / KILN_AD_THREADS) /* attention units side by side in a block */
 #define DS_GMAX KILN_AD_GMIN                    /* query heads per attention unit */
-#define DS_PRE 4                                /* keys and values prefetched per thread per tile */
+#define DS_PRE 2                                /* keys and values prefetched per thread per tile */
 #define DS_MAX_DEVICES 64
+#define DS_KEEP 4                               /* float4 of the residual stream a thread keeps for the norm */
 
-typedef kiln_attn_smem<DS_GMAX> ds_attn_smem;
+typedef kiln_attn_smem<DS_GMAX, DS_THREADS> ds_attn_smem;
 
-/* The GEMV phases' shared memory; the attention phase reuses the same bytes as DS_UNITS ds_attn_smem. */
+/* The GEMV phases' shared memory; the attention phase reuses the same bytes as a ds_attn_smem. */
 typedef struct ds_gemv_smem {
   float red[DS_WARPS];
   unsigned long long best[DS_WARPS];
@@ -43,17 +43,32 @@ static __device__ __forceinline__ unsigned ld_acquire_(const unsigned *p) {
 }
 
 /* Every block arrives, then waits until all have: writes before are visible to reads after (device scope). */
-static __device__ __forceinline__ void grid_sync_(unsigned *bar) {
+static __device__ __forceinline__ void grid_sync_(unsigned *bar, unsigned long long *prof) {
   __syncthreads();
   if (threadIdx.x == 0) {
     const unsigned inc = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
+    const long long t0 = prof && blockIdx.x == 0 ? clock64() : 0;
     __threadfence();
     const unsigned old = atomicAdd(bar, inc);
     while (((old ^ ld_acquire_(bar)) & 0x80000000u) == 0) {
     }
     __threadfence();
+    if (prof && blockIdx.x == 0) {
+      const unsigned long long k = prof[0];
+      if (5 + 2 * k + 1 < KILN_CUDA_DS_PROF_WORDS) {
+        prof[5 + 2 * k] = (unsigned long long)t0;
+        prof[6 + 2 * k] = (unsigned long long)clock64();
+      }
+      prof[0] = k + 1;
+    }
   }
   __syncthreads();
+}
+
+static __device__ __forceinline__ unsigned long long globaltimer_(void) {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+  return t;
 }
 
 /* The block's input vector for a GEMV: bf16 x_bf16 copied, or RMSNorm(x_f32) * norm_w rounded to bf16. */
@@ -65,11 +80,22 @@ static __device__ __forceinline__ void load_input_(ds_gemv_smem *sm, int64_t K, 
     const uint4 *src = (const uint4 *)x_bf16;
     for (int64_t i = threadIdx.x; i < K8; i += DS_THREADS) sm->xs[i] = __ldcg(src + i);
   } else {
-    /* K is a multiple of 8: float4 loads; the values stay in registers between the two passes when they fit */
+    /* K is a multiple of 8: float4 loads, kept in registers for the second pass up to K = 4 x 4 x DS_THREADS */
     const float4 *src = (const float4 *)x_f32;
     const int64_t K4 = K / 4;
     float ss = 0.f;
-    for (int64_t i = threadIdx.x; i < K4; i += DS_THREADS) {
+    float4 keep[DS_KEEP];
+#pragma unroll
+    for (int j = 0; j < DS_KEEP; j++) {
+      const int64_t i = threadIdx.x + (int64_t)j * DS_THREADS;
+      keep[j] = i < K4 ? __ldcg(src + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int j = 0; j < DS_KEEP; j++) {
+      const float4 v = keep[j];
+      ss = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss))));
+    }
+    for (int64_t i = threadIdx.x + (int64_t)DS_KEEP * DS_THREADS; i < K4; i += DS_THREADS) {
       float4 v = __ldcg(src + i);
       ss = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss))));
     }
@@ -81,7 +107,8 @@ static __device__ __forceinline__ void load_input_(ds_gemv_smem *sm, int64_t K, 
     const float inv = rsqrtf(tot / (float)K + eps);
     uint2 *xh = (uint2 *)sm->xs;
     for (int64_t i = threadIdx.x; i < K4; i += DS_THREADS) {
-      float4 v = __ldcg(src + i);
+      const int j = (int)((i - threadIdx.x) / DS_THREADS);
+      float4 v = j < DS_KEEP ? keep[j < DS_KEEP ? j : 0] : __ldcg(src + i);
       float4 w = ((const float4 *)norm_w)[i];
       xh[i] = make_uint2(kiln_pack_bf16x2(w.x * (v.x * inv), w.y * (v.y * inv)),
                          kiln_pack_bf16x2(w.z * (v.z * inv), w.w * (v.w * inv)));
@@ -99,16 +126,17 @@ static __device__ __noinline__ void gemv_phase_(ds_gemv_smem *sm, unsigned *bar,
                                                    int64_t n_rows, int64_t K, const uint16_t *x_bf16,
                                                    const float *x_f32, const float *norm_w, float eps, float *y,
                                                    const float *bias, uint16_t *y_bf16,
-                                                   unsigned long long *argmax) {
+                                                   unsigned long long *argmax, int pf, unsigned long long *prof) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const kiln_gemv_mat m = {w, n_rows, K / 8};
   const int64_t p0 = (int64_t)warp * gridDim.x + blockIdx.x, pstride = (int64_t)gridDim.x * DS_WARPS;
   uint4 ca[KILN_GEMV_UNROLL], cb[KILN_GEMV_UNROLL];
   kiln_gemv_first(m, p0, lane, ca, cb);
-  grid_sync_(bar);
+  kiln_gemv_prefetch_first(m, p0, pstride, pf, lane);
+  grid_sync_(bar, prof);
   load_input_(sm, K, x_bf16, x_f32, norm_w, eps);
   unsigned long long best = 0ull;
-  kiln_gemv_walk(m, sm->xs, p0, pstride, lane, ca, cb, [&](int64_t p, float y0, float y1) {
+  kiln_gemv_walk(m, sm->xs, p0, pstride, lane, ca, cb, pf, [&](int64_t p, float y0, float y1) {
     if (lane) return;
     const int64_t r0 = 2 * p;
     const bool two = r0 + 1 < n_rows;
@@ -143,16 +171,15 @@ static __device__ __noinline__ void gemv_phase_(ds_gemv_smem *sm, unsigned *bar,
 }
 
 /* The attention phase: q/k norm, RoPE and the KV store of the new token, then split-KV attention into hbuf. */
-static __device__ __noinline__ void attention_phase_(ds_attn_smem *units, const kiln_cuda_decode_args &a,
-                                                        const kiln_cuda_layer &L, int seq, int pos, float qscale) {
+static __device__ __noinline__ void attention_phase_(ds_attn_smem *sp, const kiln_cuda_decode_args &a,
+                                                     const kiln_cuda_layer &L, int seq, int pos, float qscale) {
   const kiln_cuda_attn_shape &sh = a.shape;
-  const int sub = threadIdx.x / KILN_AD_THREADS, tid = threadIdx.x % KILN_AD_THREADS;
-  const int w4 = tid >> 5, lane = tid & 31;
+  ds_attn_smem &s = *sp;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int hd = sh.head_dim, g = sh.n_heads / sh.n_kv_heads, n_gz = (g + DS_GMAX - 1) / DS_GMAX;
   const int n_units = a.n_splits * sh.n_kv_heads * n_gz;
   const int Lk = pos + 1, chunk = kiln_attn_chunk(Lk, a.n_splits);
-  ds_attn_smem &s = units[sub];
-  for (int ui = sub * gridDim.x + blockIdx.x; ui < n_units; ui += DS_UNITS * gridDim.x) {
+  for (int ui = blockIdx.x; ui < n_units; ui += gridDim.x) {
     kiln_attn_unit u;
     u.split = ui % a.n_splits;
     u.kh = (ui / a.n_splits) % sh.n_kv_heads;
@@ -164,9 +191,9 @@ static __device__ __noinline__ void attention_phase_(ds_attn_smem *units, const 
     const int c0 = u.split * chunk;
     if (c0 < Lk) {
       const int g0 = u.gz * DS_GMAX, gn = min(DS_GMAX, g - g0), h0 = u.kh * g + g0;
-      for (int i = w4; i < gn; i += KILN_AD_WARPS) {
-        float *buf = s.qs + i * hd;
-        const float *src = a.qkv + (int64_t)(h0 + i) * hd;
+      if (warp < gn) { /* one warp per query head */
+        float *buf = s.qs + warp * hd;
+        const float *src = a.qkv + (int64_t)(h0 + warp) * hd;
         for (int d = lane; d < hd; d += 32) buf[d] = __ldcg(src + d);
         __syncwarp();
         kiln_norm_rotate(buf, hd, L.q_norm, a.eps, a.inv_freq, pos);
@@ -178,29 +205,34 @@ static __device__ __noinline__ void attention_phase_(ds_attn_smem *units, const 
         const int64_t at = (((int64_t)seq * sh.n_kv_heads + u.kh) * sh.n_ctx + pos) * hd;
         const float *kq = a.qkv + (int64_t)(sh.n_heads + u.kh) * hd;
         const float *vq = a.qkv + (int64_t)(sh.n_heads + sh.n_kv_heads + u.kh) * hd;
-        if (w4 == KILN_AD_WARPS - 1) {
+        if (warp == DS_WARPS - 1) {
           float *buf = s.sc; /* free until the unit's first tile */
           for (int d = lane; d < hd; d += 32) buf[d] = __ldcg(kq + d);
           __syncwarp();
           kiln_norm_rotate(buf, hd, L.k_norm, a.eps, a.inv_freq, pos);
           for (int d = lane; d < hd; d += 32) L.k_cache[at + d] = kiln_f32_to_bf16_dev(buf[d]);
-        } else if (w4 == KILN_AD_WARPS - 2) {
+        } else if (warp == DS_WARPS - 2) {
           for (int d = lane; d < hd; d += 32) L.v_cache[at + d] = kiln_f32_to_bf16_dev(__ldcg(vq + d));
         }
       }
     }
-    kiln_attn_unit_run<DS_GMAX, DS_PRE>(s, 1 + sub, tid, u, a.hbuf, L.k_cache, L.v_cache, sh, a.part);
+    kiln_attn_unit_run<DS_GMAX, DS_PRE, DS_THREADS>(s, u, a.hbuf, L.k_cache, L.v_cache, sh, a.part);
   }
 }
 
 static __global__ void __launch_bounds__(DS_THREADS, 1) decode_step_kernel(kiln_cuda_decode_args a) {
   extern __shared__ __align__(16) unsigned char ds_smem[];
   ds_gemv_smem *gs = (ds_gemv_smem *)ds_smem;
-  ds_attn_smem *units = (ds_attn_smem *)ds_smem;
+  ds_attn_smem *att = (ds_attn_smem *)ds_smem;
   const int64_t H = a.hidden, I = a.inter, nq = (int64_t)a.shape.n_heads * a.shape.head_dim;
   const int seq = a.step->seq, pos = a.step->pos, token = a.step->token;
   const float qscale = 1.4426950408889634f / sqrtf((float)a.shape.head_dim); /* log2(e) / sqrt(head_dim) */
 
+  if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) {
+    a.prof[0] = 0;
+    a.prof[1] = (unsigned long long)clock64();
+    a.prof[3] = globaltimer_();
+  }
   /* the embedding row into the residual stream; the argmax cell is cleared long before the lm_head */
   {
     /* an id outside the vocabulary gives NaN logits, as the embedding kernel does, never a wild read */
@@ -213,15 +245,22 @@ static __global__ void __launch_bounds__(DS_THREADS, 1) decode_step_kernel(kiln_
   for (int l = 0; l < a.n_layers; l++) {
     const kiln_cuda_layer L = a.layers[l];
     gemv_phase_<DS_STORE>(gs, a.barrier, L.wqkv, a.qkv_dim, H, NULL, a.x, L.attn_norm, a.eps, a.qkv, L.bqkv, NULL,
-                          NULL);
-    grid_sync_(a.barrier);
-    attention_phase_(units, a, L, seq, pos, qscale);
-    gemv_phase_<DS_ADD>(gs, a.barrier, L.wo, H, nq, a.hbuf, NULL, NULL, 0.f, a.x, L.bo, NULL, NULL);
-    gemv_phase_<DS_SWIGLU>(gs, a.barrier, L.wgu, 2 * I, H, NULL, a.x, L.ffn_norm, a.eps, NULL, NULL, a.hbuf, NULL);
-    gemv_phase_<DS_ADD>(gs, a.barrier, L.wdown, H, I, a.hbuf, NULL, NULL, 0.f, a.x, NULL, NULL, NULL);
+                          NULL, a.prefetch, a.prof);
+    grid_sync_(a.barrier, a.prof);
+    attention_phase_(att, a, L, seq, pos, qscale);
+    gemv_phase_<DS_ADD>(gs, a.barrier, L.wo, H, nq, a.hbuf, NULL, NULL, 0.f, a.x, L.bo, NULL, NULL, a.prefetch,
+                        a.prof);
+    gemv_phase_<DS_SWIGLU>(gs, a.barrier, L.wgu, 2 * I, H, NULL, a.x, L.ffn_norm, a.eps, NULL, NULL, a.hbuf, NULL,
+                           a.prefetch, a.prof);
+    gemv_phase_<DS_ADD>(gs, a.barrier, L.wdown, H, I, a.hbuf, NULL, NULL, 0.f, a.x, NULL, NULL, NULL, a.prefetch,
+                        a.prof);
   }
   gemv_phase_<DS_ARGMAX>(gs, a.barrier, a.lm_head, a.vocab, H, NULL, a.x, a.final_norm, a.eps, a.logits, NULL, NULL,
-                         a.argmax);
+                         a.argmax, a.prefetch, a.prof);
+  if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) {
+    a.prof[2] = (unsigned long long)clock64();
+    a.prof[4] = globaltimer_();
+  }
 }
 
 static size_t smem_bytes_(const kiln_cuda_decode_args *a) {
@@ -229,7 +268,7 @@ static size_t smem_bytes_(const kiln_cuda_decode_args *a) {
   int64_t k = a->hidden > nq ? a->hidden : nq;
   k = k > a->inter ? k : a->inter;
   size_t gemv = sizeof(ds_gemv_smem) + (size_t)k * 2;
-  size_t attn = DS_UNITS * sizeof(ds_attn_smem);
+  size_t attn = sizeof(ds_attn_smem);
   return gemv > attn ? gemv : attn;
 }
 

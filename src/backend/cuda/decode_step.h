@@ -55,7 +55,14 @@ typedef struct kiln_cuda_decode_args {
   float *part;                   /* attention scratch (attn_decode.h), counters zeroed */
   unsigned long long *argmax;    /* the argmax cell of the logits (gemv.h) */
   unsigned *barrier;             /* one word, zero before the first step; every step leaves it consistent */
+  int prefetch;                  /* GEMV chunks each warp keeps prefetched into L2 ahead of its loads */
+  unsigned long long *prof;      /* NULL, or KILN_CUDA_DS_PROF_WORDS words: block 0's barrier timeline */
 } kiln_cuda_decode_args;
+
+/* The profile (tuning only, KILN_CUDA_DS_PROFILE=1 at create): word 0 counts the barriers, 1 and 2 hold the
+ * step's start and end in SM clocks, 3 and 4 in globaltimer nanoseconds (to convert), then for barrier k words
+ * 5 + 2k and 6 + 2k: the clock when block 0 arrived and when it was released. */
+#define KILN_CUDA_DS_PROF_WORDS 2048
 
 /* Checks the shapes, sets the kernel's shared-memory limit on the current device and returns in *blocks the grid
  * the kernel runs with (one block per SM). KILN_EUNSUPPORTED when the kernel cannot be resident on every SM. */

@@ -74,7 +74,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
   __syncthreads();
 
   unsigned long long best = 0ull;
-  kiln_gemv_walk(m, xs, p0, (int64_t)gridDim.x * nw, lane, ca, cb, [&](int64_t p, float y0, float y1) {
+  kiln_gemv_walk(m, xs, p0, (int64_t)gridDim.x * nw, lane, ca, cb, 0, [&](int64_t p, float y0, float y1) {
     if (lane) return;
     const int64_t r0 = 2 * p;
     if (a.mode == KILN_GEMV_SWIGLU) {

@@ -62,22 +62,59 @@ static __device__ __forceinline__ void kiln_gemv_first(const kiln_gemv_mat &m, i
   if (p < kiln_gemv_pairs(m)) kiln_gemv_load(m, p, 0, lane, ca, cb);
 }
 
+/* L2 prefetch of chunk c of pair p (one bulk prefetch per row, lanes 0 and 1): the bytes move from HBM while the
+ * warp works on earlier chunks, so the warp's loads of that chunk later hit L2. Fire and forget: no register, no
+ * completion to wait for, which is how a warp keeps more bytes in flight than its registers hold. */
+static __device__ __forceinline__ void kiln_gemv_prefetch(const kiln_gemv_mat &m, int64_t p, int64_t c, int lane) {
+  const int64_t r = 2 * p + lane;
+  if (lane >= 2 || p >= kiln_gemv_pairs(m) || r >= m.n_rows) return;
+  const int64_t k0 = c * 32 * KILN_GEMV_UNROLL;
+  const int64_t n = m.k8 - k0 < 32 * KILN_GEMV_UNROLL ? m.k8 - k0 : 32 * KILN_GEMV_UNROLL;
+  const uint4 *src = (const uint4 *)(m.w + r * m.k8 * 8) + k0;
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"((unsigned)(n * 16)) : "memory");
+}
+
+/* The warp's item after (p, c): the next chunk, or the first chunk of its next pair. */
+static __device__ __forceinline__ void kiln_gemv_next(int64_t n_chunks, int64_t pstride, int64_t *p, int64_t *c) {
+  if (++*c == n_chunks) *c = 0, *p += pstride;
+}
+
+/* Prefetches the items 1 .. pf after the warp's first (p, 0) into L2 (call with kiln_gemv_first). */
+static __device__ __forceinline__ void kiln_gemv_prefetch_first(const kiln_gemv_mat &m, int64_t p, int64_t pstride,
+                                                                int pf, int lane) {
+  const int64_t n_chunks = kiln_gemv_chunks(m);
+  int64_t c = 0;
+  for (int i = 0; i < pf; i++) {
+    kiln_gemv_next(n_chunks, pstride, &p, &c);
+    kiln_gemv_prefetch(m, p, c, lane);
+  }
+}
+
 /* Walks pairs p, p + pstride, ... with the first chunk of p already in ca/cb (kiln_gemv_first); xs is the input
  * vector as bf16 (shared memory). For each finished pair, done(p, y0, y1) runs on every lane with the two rows'
- * dot products summed over the warp (y1 is meaningless when row 2p + 1 does not exist). */
+ * dot products summed over the warp (y1 is meaningless when row 2p + 1 does not exist). pf > 0: item i + 1 + pf
+ * is prefetched into L2 when item i + 1 is loaded (items 1 .. pf by kiln_gemv_prefetch_first). */
 template <class Done>
 static __device__ __forceinline__ void kiln_gemv_walk(const kiln_gemv_mat &m, const uint4 *xs, int64_t p,
-                                                      int64_t pstride, int lane, uint4 *ca, uint4 *cb, Done done) {
+                                                      int64_t pstride, int lane, uint4 *ca, uint4 *cb, int pf,
+                                                      Done done) {
   const int64_t n_pairs = kiln_gemv_pairs(m), n_chunks = kiln_gemv_chunks(m);
   int64_t c = 0;
   bool have = p < n_pairs;
   float a0 = 0.f, a1 = 0.f;
+  int64_t fp = p, fc = 0; /* the prefetch cursor: pf + 1 items ahead of (p, c) */
+  if (pf > 0)
+    for (int i = 0; i <= pf; i++) kiln_gemv_next(n_chunks, pstride, &fp, &fc);
   while (have) {
     int64_t np = p, nc = c + 1;
     if (nc == n_chunks) nc = 0, np = p + pstride;
     const bool have_next = np < n_pairs;
     uint4 na[KILN_GEMV_UNROLL], nb[KILN_GEMV_UNROLL];
     if (have_next) kiln_gemv_load(m, np, nc, lane, na, nb);
+    if (pf > 0 && fp < n_pairs) {
+      kiln_gemv_prefetch(m, fp, fc, lane);
+      kiln_gemv_next(n_chunks, pstride, &fp, &fc);
+    }
 #pragma unroll
     for (int u = 0; u < KILN_GEMV_UNROLL; u++) {
       int64_t k = c * 32 * KILN_GEMV_UNROLL + 32 * u + lane;
