@@ -48,11 +48,12 @@ static __device__ __forceinline__ void grid_sync_(unsigned *bar, unsigned long l
   if (threadIdx.x == 0) {
     const unsigned inc = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
     const long long t0 = prof && blockIdx.x == 0 ? clock64() : 0;
-    __threadfence();
-    const unsigned old = atomicAdd(bar, inc);
+    /* release: the block's writes (ordered before by the __syncthreads above) are visible to whoever acquires
+     * the flipped counter; acquire: what the other blocks wrote before their release is visible here */
+    unsigned old;
+    asm volatile("atom.add.release.gpu.global.u32 %0, [%1], %2;" : "=r"(old) : "l"(bar), "r"(inc) : "memory");
     while (((old ^ ld_acquire_(bar)) & 0x80000000u) == 0) {
     }
-    __threadfence();
     if (prof && blockIdx.x == 0) {
       const unsigned long long k = prof[0];
       if (5 + 2 * k + 1 < KILN_CUDA_DS_PROF_WORDS) {
