@@ -314,6 +314,8 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
   json_object_set_new(res, "config", json_string(slash ? slash + 1 : path));
   json_object_set_new(res, "weight_bytes_per_token", json_integer(w_read));
   json_object_set_new(res, "create_ms", json_real(create_ms));
+  /* which decode step the graphs hold: the persistent kernel, or the kernel-per-op fallback */
+  json_object_set_new(res, "decode_path", json_string(b->ds_blocks > 0 ? "persistent" : "graph"));
   json_t *dec = json_array(), *pre = json_array();
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
