@@ -39,6 +39,11 @@ static __device__ __forceinline__ int kiln_attn_chunk(int L, int n_splits) {
   int chunk = (L + n_splits - 1) / n_splits;
   return chunk < KILN_AD_MIN_CHUNK ? KILN_AD_MIN_CHUNK : chunk;
 }
+/* Splits that hold keys (the first ones): only these run, leave a partial and arrive at the counter. */
+static __device__ __forceinline__ int kiln_attn_active(int L, int n_splits) {
+  const int chunk = kiln_attn_chunk(L, n_splits), n = (L + chunk - 1) / chunk;
+  return n < n_splits ? n : n_splits;
+}
 
 /* One key's scores for the unit's heads: the lpk lanes of a key each hold 8 of its dimensions. */
 template <int GMAX>
@@ -102,8 +107,9 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
   const int gn = min(GMAX, g - g0);
   const int h0 = kh * g + g0; /* first query head of this unit */
   const int L = u.L;
-  const int chunk = kiln_attn_chunk(L, n_splits);
+  const int chunk = kiln_attn_chunk(L, n_splits), n_act = kiln_attn_active(L, n_splits);
   const int c0 = split * chunk, c1 = min(L, c0 + chunk);
+  if (split >= n_act) return; /* no keys: no partial, no arrival (the whole block leaves together) */
   float *qs = s.qs, *sc = s.sc, *red = s.red, *m_s = s.m_s, *l_s = s.l_s, *al_s = s.al_s;
 
   if (tid < GMAX) {
@@ -198,7 +204,7 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
   /* sum the per-row-group accumulators: red[row][i][hd] */
   float *po = part;                                        /* [n_heads][n_splits][hd] */
   float *pml = part + (int64_t)sh.n_heads * n_splits * hd; /* [n_heads][n_splits][2] */
-  if (c0 < L) { /* a split past the context has no partial: the combine below reads only the first n_act */
+  {
 #pragma unroll
     for (int i = 0; i < GMAX; i++) {
       if (i < gn && vact) {
@@ -225,7 +231,7 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
   unsigned *counter = (unsigned *)(pml + (int64_t)sh.n_heads * n_splits * 2) + kh * u.n_gz + u.gz;
   __threadfence();
   __syncthreads();
-  if (tid == 0) s.last = atomicAdd(counter, 1u) == (unsigned)n_splits - 1;
+  if (tid == 0) s.last = atomicAdd(counter, 1u) == (unsigned)n_act - 1;
   __syncthreads();
   const bool last = s.last;
   __syncthreads(); /* everyone has read s.last before a later unit of these threads rewrites it */
@@ -233,7 +239,6 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
   __threadfence();
   /* The combine, spread over the unit: the (max, sum) of every active split into shared memory (red is free
    * now), one warp per head turns them into normalised weights, then each thread sums its outputs over splits. */
-  const int n_act = min(n_splits, (L + chunk - 1) / chunk);
   float *wsm = red, *lsm = red + GMAX * KILN_AD_MAX_SPLITS;
   for (int idx = tid; idx < gn * n_act; idx += THREADS) {
     int i = idx / n_act, sp = idx % n_act;

@@ -1,7 +1,7 @@
 /*
  * backend/cuda/decode_step.cu: the persistent decode kernel (see decode_step.h).
  *
- * Block = 512 threads (16 warps), one per SM. In a GEMV phase every warp of the grid owns row pairs of the
+ * Block = 384 threads (12 warps), one per SM. In a GEMV phase every warp of the grid owns row pairs of the
  * phase's matrix (pair i to warp i mod (16 x blocks), spread so that small matrices still use every SM), and each
  * block first builds the bf16 input vector in shared memory (RMSNorm of the residual stream, or the bf16 output
  * of the previous phase). In the attention phase a block runs one attention unit at a time with all its threads,
@@ -20,7 +20,13 @@
 #include "backend/cuda/gemv_dev.cuh"
 #include "backend/cuda/rope_dev.cuh"
 
-#define DS_THREADS 512
+/* 12 warps: 168 registers a thread, so a warp's two chunks of loads in flight never spill (at 16 warps, 128
+ * registers, they did, and a spilled load must land before it is stored: the stream stalls). KILN_DS_THREADS
+ * overrides it at build time (tuning only). */
+#ifndef KILN_DS_THREADS
+#define KILN_DS_THREADS 384
+#endif
+#define DS_THREADS KILN_DS_THREADS
 #define DS_WARPS (DS_THREADS / 32)
 #define DS_GMAX KILN_AD_GMIN                    /* query heads per attention unit */
 #define DS_PRE 2                                /* keys and values prefetched per thread per tile */
@@ -120,53 +126,64 @@ static __device__ __forceinline__ void load_input_(ds_gemv_smem *sm, int64_t K, 
 
 enum { DS_STORE, DS_ADD, DS_SWIGLU, DS_ARGMAX };
 
+/* One GEMV of the step: y (+)= W x with x the bf16 x_bf16, or RMSNorm(x_f32) * norm_w. */
+typedef struct ds_gemv {
+  const uint16_t *w;
+  int64_t n_rows, k;
+  const uint16_t *x_bf16;
+  const float *x_f32, *norm_w;
+  float *y;            /* STORE, ADD, ARGMAX */
+  const float *bias;   /* STORE, ADD, or NULL */
+  uint16_t *y_bf16;    /* SWIGLU */
+  int mode;
+} ds_gemv;
+
 /* One GEMV phase: the warp's first chunk is issued, then the grid barrier (the input is another phase's output),
- * then the input vector and the row loop. */
-template <int MODE>
-static __device__ __noinline__ void gemv_phase_(ds_gemv_smem *sm, unsigned *bar, const uint16_t *w,
-                                                   int64_t n_rows, int64_t K, const uint16_t *x_bf16,
-                                                   const float *x_f32, const float *norm_w, float eps, float *y,
-                                                   const float *bias, uint16_t *y_bf16,
-                                                   unsigned long long *argmax, int pf, unsigned long long *prof) {
+ * then the input vector and the row loop. One function for every mode (the mode is a runtime value): the four
+ * GEMVs of a layer run the same instructions, which stay in the instruction cache. */
+static __device__ __noinline__ void gemv_phase_(ds_gemv_smem *sm, const kiln_cuda_decode_args &a, const ds_gemv &g) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const kiln_gemv_mat m = {w, n_rows, K / 8};
+  const kiln_gemv_mat m = {g.w, g.n_rows, g.k / 8};
   const int64_t p0 = (int64_t)warp * gridDim.x + blockIdx.x, pstride = (int64_t)gridDim.x * DS_WARPS;
   uint4 ca[KILN_GEMV_UNROLL], cb[KILN_GEMV_UNROLL];
   kiln_gemv_first(m, p0, lane, ca, cb);
-  kiln_gemv_prefetch_first(m, p0, pstride, pf, lane);
-  grid_sync_(bar, prof);
-  load_input_(sm, K, x_bf16, x_f32, norm_w, eps);
+  kiln_gemv_prefetch_first(m, p0, pstride, a.prefetch, lane);
+  grid_sync_(a.barrier, a.prof);
+  load_input_(sm, g.k, g.x_bf16, g.x_f32, g.norm_w, a.eps);
   unsigned long long best = 0ull;
-  kiln_gemv_walk(m, sm->xs, p0, pstride, lane, ca, cb, pf, [&](int64_t p, float y0, float y1) {
+  kiln_gemv_walk(m, sm->xs, p0, pstride, lane, ca, cb, a.prefetch, [&](int64_t p, float y0, float y1) {
     if (lane) return;
     const int64_t r0 = 2 * p;
-    const bool two = r0 + 1 < n_rows;
-    if (MODE == DS_SWIGLU) {
-      y_bf16[p] = kiln_f32_to_bf16_dev(kiln_silu_mul(y0, y1));
-    } else if (MODE == DS_STORE) {
-      y[r0] = y0 + (bias ? bias[r0] : 0.f);
-      if (two) y[r0 + 1] = y1 + (bias ? bias[r0 + 1] : 0.f);
-    } else if (MODE == DS_ADD) {
-      y[r0] = __ldcg(y + r0) + (y0 + (bias ? bias[r0] : 0.f));
-      if (two) y[r0 + 1] = __ldcg(y + r0 + 1) + (y1 + (bias ? bias[r0 + 1] : 0.f));
-    } else {
-      y[r0] = y0;
+    const bool two = r0 + 1 < g.n_rows;
+    switch (g.mode) {
+    case DS_SWIGLU: g.y_bf16[p] = kiln_f32_to_bf16_dev(kiln_silu_mul(y0, y1)); break;
+    case DS_STORE:
+      g.y[r0] = y0 + (g.bias ? g.bias[r0] : 0.f);
+      if (two) g.y[r0 + 1] = y1 + (g.bias ? g.bias[r0 + 1] : 0.f);
+      break;
+    case DS_ADD: /* the residual stream: another block wrote it, read through L2 */
+      g.y[r0] = __ldcg(g.y + r0) + (y0 + (g.bias ? g.bias[r0] : 0.f));
+      if (two) g.y[r0 + 1] = __ldcg(g.y + r0 + 1) + (y1 + (g.bias ? g.bias[r0 + 1] : 0.f));
+      break;
+    default: {
+      g.y[r0] = y0;
       unsigned long long b = kiln_pack_argmax(y0, r0);
       if (two) {
-        y[r0 + 1] = y1;
+        g.y[r0 + 1] = y1;
         unsigned long long b1 = kiln_pack_argmax(y1, r0 + 1);
         b = b1 > b ? b1 : b;
       }
       best = b > best ? b : best;
     }
+    }
   });
-  if (MODE == DS_ARGMAX) {
+  if (g.mode == DS_ARGMAX) {
     if (lane == 0) sm->best[warp] = best;
     __syncthreads();
     if (threadIdx.x == 0) {
       unsigned long long b = 0ull;
       for (int i = 0; i < DS_WARPS; i++) b = sm->best[i] > b ? sm->best[i] : b;
-      if (b) atomicMax(argmax, b);
+      if (b) atomicMax(a.argmax, b);
     }
   }
 }
@@ -178,19 +195,19 @@ static __device__ __noinline__ void attention_phase_(ds_attn_smem *sp, const kil
   ds_attn_smem &s = *sp;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int hd = sh.head_dim, g = sh.n_heads / sh.n_kv_heads, n_gz = (g + DS_GMAX - 1) / DS_GMAX;
-  const int n_units = a.n_splits * sh.n_kv_heads * n_gz;
-  const int Lk = pos + 1, chunk = kiln_attn_chunk(Lk, a.n_splits);
+  const int Lk = pos + 1, chunk = kiln_attn_chunk(Lk, a.n_splits), n_act = kiln_attn_active(Lk, a.n_splits);
+  const int n_units = n_act * sh.n_kv_heads * n_gz; /* only splits that hold keys: the others have no work */
   for (int ui = blockIdx.x; ui < n_units; ui += gridDim.x) {
     kiln_attn_unit u;
-    u.split = ui % a.n_splits;
-    u.kh = (ui / a.n_splits) % sh.n_kv_heads;
-    u.gz = ui / (a.n_splits * sh.n_kv_heads);
+    u.split = ui % n_act;
+    u.kh = (ui / n_act) % sh.n_kv_heads;
+    u.gz = ui / (n_act * sh.n_kv_heads);
     u.n_splits = a.n_splits;
     u.n_gz = n_gz;
     u.seq = seq;
     u.L = Lk;
     const int c0 = u.split * chunk;
-    if (c0 < Lk) {
+    {
       const int g0 = u.gz * DS_GMAX, gn = min(DS_GMAX, g - g0), h0 = u.kh * g + g0;
       if (warp < gn) { /* one warp per query head */
         float *buf = s.qs + warp * hd;
@@ -245,19 +262,14 @@ static __global__ void __launch_bounds__(DS_THREADS, 1) decode_step_kernel(kiln_
   }
   for (int l = 0; l < a.n_layers; l++) {
     const kiln_cuda_layer L = a.layers[l];
-    gemv_phase_<DS_STORE>(gs, a.barrier, L.wqkv, a.qkv_dim, H, NULL, a.x, L.attn_norm, a.eps, a.qkv, L.bqkv, NULL,
-                          NULL, a.prefetch, a.prof);
+    gemv_phase_(gs, a, {L.wqkv, a.qkv_dim, H, NULL, a.x, L.attn_norm, a.qkv, L.bqkv, NULL, DS_STORE});
     grid_sync_(a.barrier, a.prof);
     attention_phase_(att, a, L, seq, pos, qscale);
-    gemv_phase_<DS_ADD>(gs, a.barrier, L.wo, H, nq, a.hbuf, NULL, NULL, 0.f, a.x, L.bo, NULL, NULL, a.prefetch,
-                        a.prof);
-    gemv_phase_<DS_SWIGLU>(gs, a.barrier, L.wgu, 2 * I, H, NULL, a.x, L.ffn_norm, a.eps, NULL, NULL, a.hbuf, NULL,
-                           a.prefetch, a.prof);
-    gemv_phase_<DS_ADD>(gs, a.barrier, L.wdown, H, I, a.hbuf, NULL, NULL, 0.f, a.x, NULL, NULL, NULL, a.prefetch,
-                        a.prof);
+    gemv_phase_(gs, a, {L.wo, H, nq, a.hbuf, NULL, NULL, a.x, L.bo, NULL, DS_ADD});
+    gemv_phase_(gs, a, {L.wgu, 2 * I, H, NULL, a.x, L.ffn_norm, NULL, NULL, a.hbuf, DS_SWIGLU});
+    gemv_phase_(gs, a, {L.wdown, H, I, a.hbuf, NULL, NULL, a.x, NULL, NULL, DS_ADD});
   }
-  gemv_phase_<DS_ARGMAX>(gs, a.barrier, a.lm_head, a.vocab, H, NULL, a.x, a.final_norm, a.eps, a.logits, NULL, NULL,
-                         a.argmax, a.prefetch, a.prof);
+  gemv_phase_(gs, a, {a.lm_head, a.vocab, H, NULL, a.x, a.final_norm, a.logits, NULL, NULL, DS_ARGMAX});
   if (a.prof && blockIdx.x == 0 && threadIdx.x == 0) {
     a.prof[2] = (unsigned long long)clock64();
     a.prof[4] = globaltimer_();
