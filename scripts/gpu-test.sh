@@ -10,10 +10,10 @@ cd "$(dirname "$0")/.."
 BIN=${1:-build/bin}
 export KILN_SOURCE_DIR=$PWD
 export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-# NAME or NAME@graph: the second runs with KILN_CUDA_DECODE=graph (the kernel-per-op decode step, the fallback
-# of the persistent decode kernel), so both decode paths meet the model tests.
-tests=(test_cuda_ops test_cuda_decode test_cuda_model test_cuda_model@graph test_cuda_alloc test_cuda_smoke
-       test_cuda_smoke@graph)
+# NAME or NAME@MODE: the second runs with KILN_CUDA_DECODE=MODE (persistent: the persistent decode kernel instead
+# of the default kernel-per-op graph), so both decode paths meet the model tests.
+tests=(test_cuda_ops test_cuda_decode test_cuda_model test_cuda_model@persistent test_cuda_alloc
+       test_cuda_alloc@persistent test_cuda_smoke test_cuda_smoke@persistent)
 declare -a rows
 fail=0
 for spec in "${tests[@]}"; do
@@ -39,7 +39,9 @@ done
 if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1 && [ -x "$BIN/test_cuda_smoke" ]; then
   for tool in memcheck racecheck; do
     s=$(date +%s%N)
-    compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_smoke" > "/tmp/sanitizer-$tool.log" 2>&1
+    compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_smoke" > "/tmp/sanitizer-$tool.log" 2>&1 &&
+      KILN_CUDA_DECODE=persistent compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_smoke" \
+        >> "/tmp/sanitizer-$tool.log" 2>&1
     rc=$?
     d=$(( ($(date +%s%N) - s) / 1000000 ))
     tail -n 3 "/tmp/sanitizer-$tool.log"

@@ -1,6 +1,6 @@
 /*
- * tests/cuda/test_cuda_decode.c: the persistent decode kernel (decode_step.h) against the kernel-per-op decode
- * graph, on random weights of shapes the model tests do not reach: contexts long enough that many key splits are
+ * tests/cuda/test_cuda_decode.c: the persistent decode kernel (decode_step.h, KILN_CUDA_DECODE=persistent)
+ * against the default kernel-per-op decode graph, on random weights of shapes the model tests do not reach: contexts long enough that many key splits are
  * active (up to 1,900 positions), q/k/v and o biases without q/k norm, grouped-query ratios 2, 4 and 8 (8 puts two
  * attention units on one kv head, both storing the new key), head_dim 64 and 128. Two backends with the same
  * weights (same seed) prefill the same prompt, then decode the same tokens one by one; each step's logits must
@@ -73,14 +73,14 @@ static void run_case(const shape_case *s) {
   kiln_config cfg = config_of(s);
   kiln_engine_opts o = {.device = "cuda", .n_ctx = 2048, .n_seqs = 2};
   kiln_backend *pk = NULL, *gr = NULL;
+  setenv("KILN_CUDA_DECODE", "persistent", 1);
   GT_OK(kiln_cuda_create_random(&pk, &cfg, &o, 0, 11));
-  setenv("KILN_CUDA_DECODE", "graph", 1);
-  GT_OK(kiln_cuda_create_random(&gr, &cfg, &o, 0, 11));
   unsetenv("KILN_CUDA_DECODE");
+  GT_OK(kiln_cuda_create_random(&gr, &cfg, &o, 0, 11));
   if (!pk || !gr) goto out;
   GT_CHECK(pk->ds_blocks > 0, "%s: the persistent decode kernel was not chosen (a cooperative launch refused?)",
            s->name);
-  GT_CHECK(gr->ds_blocks == 0, "%s: KILN_CUDA_DECODE=graph did not select the graph", s->name);
+  GT_CHECK(gr->ds_blocks == 0, "%s: the default decode path is not the kernel-per-op graph", s->name);
 
   const int V = s->vocab, seq = 1;
   int32_t *prompt = malloc(sizeof(int32_t) * (size_t)s->prompt);

@@ -14,8 +14,6 @@
  * groups: one atomic per block, block 0 adds 2^31 - (blocks - 1) and the others 1, so the top bit flips once
  * everyone has arrived and the counter needs no reset between steps.
  */
-#include <stddef.h>
-
 #include "backend/cuda/attn_decode_dev.cuh"
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/decode_step.h"
@@ -50,10 +48,15 @@ static __device__ __forceinline__ unsigned ld_acquire_(const unsigned *p) {
   return v;
 }
 
+/* The thread that arrives and waits for its block: lane 0 of the last warp, which issues no weight loads before a
+ * barrier (a release waits for the thread's outstanding loads, which would put a memory latency on every
+ * barrier). */
+#define DS_BARRIER_THREAD (DS_THREADS - 32)
+
 /* Every block arrives, then waits until all have: writes before are visible to reads after (device scope). */
 static __device__ __forceinline__ void grid_sync_(unsigned *bar, unsigned long long *prof) {
   __syncthreads();
-  if (threadIdx.x == 0) {
+  if (threadIdx.x == DS_BARRIER_THREAD) {
     const unsigned inc = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
     const long long t0 = prof && blockIdx.x == 0 ? clock64() : 0;
     /* release: the block's writes (ordered before by the __syncthreads above) are visible to whoever acquires
@@ -140,83 +143,26 @@ typedef struct ds_gemv {
   int mode;
 } ds_gemv;
 
-/* The largest GEMV input of the step (the bf16 input vector's room in shared memory). */
-static __host__ __device__ __forceinline__ int64_t max_k_(const kiln_cuda_decode_args &a) {
-  const int64_t nq = (int64_t)a.shape.n_heads * a.shape.head_dim;
-  int64_t k = a.hidden > nq ? a.hidden : nq;
-  return k > a.inter ? k : a.inter;
-}
-/* Bytes of the input vector's room, a multiple of 16 (the partials follow it). */
-static __host__ __device__ __forceinline__ int64_t xs_bytes_(const kiln_cuda_decode_args &a) {
-  return (max_k_(a) * 2 + 15) / 16 * 16;
-}
-
-/* Block b's row pairs of a matrix: an even share, [begin, end). */
-static __host__ __device__ __forceinline__ void block_pairs_(int64_t n_pairs, int64_t b, int64_t blocks,
-                                                             int64_t *begin, int64_t *end) {
-  *begin = n_pairs * b / blocks;
-  *end = n_pairs * (b + 1) / blocks;
-}
-
-/* One GEMV phase. A block owns an even share of the row pairs; its warps split the share's chunks (a chunk: 2 KB
- * of each row of a pair), item i to warp i mod warps, so every warp has work even when a matrix has fewer pairs
- * than the grid has warps, and a small matrix is loaded in one or two memory latencies instead of a chain of
- * chunks per warp. Each chunk's two dot products go to shared memory; after the loop the block sums them per
- * pair in chunk order (the result does not depend on timing) and applies the epilogue. The warp's first chunk
- * (and pf more, into L2) is requested before the grid barrier: weights depend on nothing. One function for every
- * mode (a runtime value): the four GEMVs of a layer run the same instructions. */
+/* One GEMV phase: the warp's first chunk is issued, then the grid barrier (the input is another phase's output),
+ * then the input vector and the row loop. One function for every mode (the mode is a runtime value): the four
+ * GEMVs of a layer run the same instructions, which stay in the instruction cache. */
 static __device__ __noinline__ void gemv_phase_(ds_gemv_smem *sm, const kiln_cuda_decode_args &a, const ds_gemv &g) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const kiln_gemv_mat m = {g.w, g.n_rows, g.k / 8};
-  const int64_t n_chunks = kiln_gemv_chunks(m);
-  int64_t pb, pe;
-  block_pairs_(kiln_gemv_pairs(m), blockIdx.x, gridDim.x, &pb, &pe);
-  const int64_t n_items = (pe - pb) * n_chunks;
-  const int pf = a.prefetch;
-  float2 *part = (float2 *)((unsigned char *)sm->xs + xs_bytes_(a));
+  const int64_t p0 = (int64_t)warp * gridDim.x + blockIdx.x, pstride = (int64_t)gridDim.x * DS_WARPS;
   uint4 ca[KILN_GEMV_UNROLL], cb[KILN_GEMV_UNROLL];
-  int64_t it = warp;
-  if (it < n_items) kiln_gemv_load(m, pb + it / n_chunks, it % n_chunks, lane, ca, cb);
-  for (int d = 1; d <= pf; d++) {
-    const int64_t f = it + (int64_t)d * DS_WARPS;
-    if (f < n_items) kiln_gemv_prefetch(m, pb + f / n_chunks, f % n_chunks, lane);
+  const bool barrier_warp = warp == DS_BARRIER_THREAD / 32;
+  if (!barrier_warp) {
+    kiln_gemv_first(m, p0, lane, ca, cb);
+    kiln_gemv_prefetch_first(m, p0, pstride, a.prefetch, lane);
   }
   grid_sync_(a.barrier, a.prof);
+  if (barrier_warp) kiln_gemv_first(m, p0, lane, ca, cb);
   load_input_(sm, g.k, g.x_bf16, g.x_f32, g.norm_w, a.eps);
-  while (it < n_items) {
-    const int64_t nx = it + DS_WARPS;
-    uint4 na[KILN_GEMV_UNROLL], nb[KILN_GEMV_UNROLL];
-    if (nx < n_items) kiln_gemv_load(m, pb + nx / n_chunks, nx % n_chunks, lane, na, nb);
-    const int64_t f = it + (int64_t)(pf + 1) * DS_WARPS;
-    if (pf > 0 && f < n_items) kiln_gemv_prefetch(m, pb + f / n_chunks, f % n_chunks, lane);
-    const int64_t c = it % n_chunks;
-    float a0 = 0.f, a1 = 0.f;
-#pragma unroll
-    for (int u = 0; u < KILN_GEMV_UNROLL; u++) {
-      const int64_t k = c * 32 * KILN_GEMV_UNROLL + 32 * u + lane;
-      if (k < m.k8) {
-        const uint4 x = sm->xs[k];
-        a0 = kiln_dot8_bf16(ca[u], x, a0);
-        a1 = kiln_dot8_bf16(cb[u], x, a1);
-      }
-    }
-    a0 = kiln_warp_sum(a0);
-    a1 = kiln_warp_sum(a1);
-    if (lane == 0) part[it] = make_float2(a0, a1);
-    it = nx;
-#pragma unroll
-    for (int u = 0; u < KILN_GEMV_UNROLL; u++) ca[u] = na[u], cb[u] = nb[u];
-  }
-  __syncthreads();
   unsigned long long best = 0ull;
-  for (int64_t lp = threadIdx.x; lp < pe - pb; lp += DS_THREADS) {
-    float y0 = 0.f, y1 = 0.f;
-    for (int64_t c = 0; c < n_chunks; c++) {
-      const float2 v = part[lp * n_chunks + c];
-      y0 += v.x;
-      y1 += v.y;
-    }
-    const int64_t p = pb + lp, r0 = 2 * p;
+  kiln_gemv_walk(m, sm->xs, p0, pstride, lane, ca, cb, a.prefetch, [&](int64_t p, float y0, float y1) {
+    if (lane) return;
+    const int64_t r0 = 2 * p;
     const bool two = r0 + 1 < g.n_rows;
     switch (g.mode) {
     case DS_SWIGLU: g.y_bf16[p] = kiln_f32_to_bf16_dev(kiln_silu_mul(y0, y1)); break;
@@ -233,19 +179,14 @@ static __device__ __noinline__ void gemv_phase_(ds_gemv_smem *sm, const kiln_cud
       unsigned long long b = kiln_pack_argmax(y0, r0);
       if (two) {
         g.y[r0 + 1] = y1;
-        const unsigned long long b1 = kiln_pack_argmax(y1, r0 + 1);
+        unsigned long long b1 = kiln_pack_argmax(y1, r0 + 1);
         b = b1 > b ? b1 : b;
       }
       best = b > best ? b : best;
     }
     }
-  }
+  });
   if (g.mode == DS_ARGMAX) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const unsigned long long other = __shfl_xor_sync(0xffffffffu, best, o);
-      best = other > best ? other : best;
-    }
     if (lane == 0) sm->best[warp] = best;
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -344,19 +285,11 @@ static __global__ void __launch_bounds__(DS_THREADS, 1) decode_step_kernel(kiln_
   }
 }
 
-/* The GEMV phases' shared memory: the input vector, then the chunk partials of the block's largest share. */
-static size_t smem_bytes_(const kiln_cuda_decode_args *a, int blocks) {
-  const int64_t H = a->hidden, I = a->inter, nq = (int64_t)a->shape.n_heads * a->shape.head_dim;
-  const int64_t mats[5][2] = {{a->qkv_dim, H}, {H, nq}, {2 * I, H}, {H, I}, {a->vocab, H}}; /* rows, k */
-  int64_t items = 0;
-  for (int i = 0; i < 5; i++) {
-    const int64_t pairs = (mats[i][0] + 1) / 2, chunks = (mats[i][1] / 8 + 32 * KILN_GEMV_UNROLL - 1) /
-                                                          (32 * KILN_GEMV_UNROLL);
-    const int64_t share = (pairs + blocks - 1) / blocks + 1;
-    items = share * chunks > items ? share * chunks : items;
-  }
-  size_t gemv = offsetof(ds_gemv_smem, xs) + (size_t)xs_bytes_(*a) +
-                (size_t)items * sizeof(float2);
+static size_t smem_bytes_(const kiln_cuda_decode_args *a) {
+  const int64_t nq = (int64_t)a->shape.n_heads * a->shape.head_dim;
+  int64_t k = a->hidden > nq ? a->hidden : nq;
+  k = k > a->inter ? k : a->inter;
+  size_t gemv = sizeof(ds_gemv_smem) + (size_t)k * 2;
   size_t attn = sizeof(ds_attn_smem);
   return gemv > attn ? gemv : attn;
 }
@@ -374,8 +307,7 @@ extern "C" int kiln_cuda_decode_step_prepare(const kiln_cuda_decode_args *a, int
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
   if (!coop) return kiln_error(KILN_EUNSUPPORTED, "cuda decode kernel: device has no cooperative launch");
-  size_t smem = smem_bytes_(a, n_sm);
-  if (smem > 227 * 1024) return kiln_error(KILN_EUNSUPPORTED, "cuda decode kernel: %zu bytes of shared memory", smem);
+  size_t smem = smem_bytes_(a);
   if (dev >= DS_MAX_DEVICES || smem_set[dev] < smem) {
     KILN_CUDA_CHECK(cudaFuncSetAttribute(decode_step_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     if (dev < DS_MAX_DEVICES) smem_set[dev] = smem;
@@ -393,7 +325,7 @@ extern "C" int kiln_cuda_decode_step(const kiln_cuda_decode_args *a, int blocks,
   at[0].val.cooperative = 1;
   cfg.gridDim = dim3((unsigned)blocks);
   cfg.blockDim = dim3(DS_THREADS);
-  cfg.dynamicSmemBytes = smem_bytes_(a, blocks);
+  cfg.dynamicSmemBytes = smem_bytes_(a);
   cfg.stream = stream;
   cfg.attrs = at;
   cfg.numAttrs = 1;

@@ -8,8 +8,9 @@
  * instead of at kernel boundaries, and every warp issues its first weight loads of a phase before it waits at
  * the barrier, so the memory system streams through the phase changes. The kernel computes what the
  * kernel-per-op graph computes, with the same device code (the GEMV row loop of gemv_dev.cuh, the attention
- * unit of attn_decode_dev.cuh); the kernel-per-op graph stays as the fallback where a cooperative launch is not
- * possible (KILN_CUDA_DECODE=graph selects it).
+ * unit of attn_decode_dev.cuh). It is selected with KILN_CUDA_DECODE=persistent; the kernel-per-op graph is the
+ * default because it is still faster (each phase change costs a few microseconds of barrier, input and drain,
+ * 141 to 181 of them per token: docs/cuda.md has the measurements).
  */
 #ifndef KILN_CUDA_DECODE_STEP_H
 #define KILN_CUDA_DECODE_STEP_H

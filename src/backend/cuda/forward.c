@@ -5,8 +5,8 @@
  * that produce them, and SwiGLU into the gate/up GEMV, so a layer is 7 kernels: qkv GEMV (+norm, +bias), q/k
  * norm + RoPE + KV store, attention (split, combine), o GEMV (+= x), gate/up GEMV (+norm, SwiGLU), down GEMV
  * (+= x). Everything reads the step's position and slot from device memory, so the sequence of launches is
- * captured once into a CUDA graph and replayed for every token. Where the device runs it, the graph holds the
- * persistent decode kernel instead (decode_step.h): the same step in one launch.
+ * captured once into a CUDA graph and replayed for every token. With KILN_CUDA_DECODE=persistent the graph holds
+ * the persistent decode kernel instead (decode_step.h): the same step in one launch.
  *
  * Prefill (a chunk of tokens): cuBLAS GEMMs on the tensor cores, the residual add (and the o_proj bias) fused
  * into the RMSNorm that follows it, and flash-style attention.
