@@ -1,13 +1,13 @@
 /*
  * tests/cuda/test_cuda_decode.c: the persistent decode kernel (decode_step.h, KILN_CUDA_DECODE=persistent)
- * against the default kernel-per-op decode graph, on random weights of shapes the model tests do not reach: contexts long enough that many key splits are
- * active (up to 1,900 positions), q/k/v and o biases without q/k norm, grouped-query ratios 2, 4 and 8 (8 puts two
- * attention units on one kv head, both storing the new key), head_dim 64 and 128. Two backends with the same
- * weights (same seed) prefill the same prompt, then decode the same tokens one by one; each step's logits must
- * agree within NMSE 1e-4 (the two paths round the normalised inputs to bf16 after sums taken in a different
- * order, so they are close, not bitwise equal), and the greedy tokens sampled on the device must match wherever
- * the top two logits are not a near tie. The graph path itself is checked against the CPU engine and
- * transformers by test_cuda_model and test_cuda_ops.
+ * against the default kernel-per-op decode graph, on random weights of shapes the model tests do not reach:
+ * contexts long enough that many key splits are active (up to 1,900 positions), q/k/v and o biases without q/k
+ * norm, grouped-query ratios 2, 4 and 8 (8 puts two attention units on one kv head, both storing the new key),
+ * head_dim 64 and 128. Two backends with the same weights (same seed) prefill the same prompt, then decode the
+ * same tokens one by one; each step's logits must agree within NMSE 1e-4 (the two paths round the normalised
+ * inputs to bf16 after sums taken in a different order, so they are close, not bitwise equal), and the greedy
+ * tokens sampled on the device must match wherever the top two logits are not a near tie. The graph path itself
+ * is checked against the CPU engine and transformers by test_cuda_model and test_cuda_ops.
  */
 #include "backend/cuda/cuda_impl.h"
 #include "cuda/gpu_test.h"

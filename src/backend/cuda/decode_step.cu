@@ -2,7 +2,7 @@
  * backend/cuda/decode_step.cu: the persistent decode kernel (see decode_step.h).
  *
  * Block = 384 threads (12 warps), one per SM. In a GEMV phase every warp of the grid owns row pairs of the
- * phase's matrix (pair i to warp i mod (16 x blocks), spread so that small matrices still use every SM), and each
+ * phase's matrix (pair i to warp i mod (12 x blocks), spread so that small matrices still use every SM), and each
  * block first builds the bf16 input vector in shared memory (RMSNorm of the residual stream, or the bf16 output
  * of the previous phase). In the attention phase a block runs one attention unit at a time with all its threads,
  * units assigned round-robin over the grid with the key split varying fastest, so the few active splits of a
