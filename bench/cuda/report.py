@@ -1,7 +1,8 @@
 """Joins bench_cuda's and the PyTorch baseline's JSON lines (bench/cuda/run.sh) into one results file
 (bench/results/cuda-*.json: device, driver, date, commit, command, the measured ceilings and every number) and
-prints the table: decode ms/token (what a caller sees per token) against the floor and the baseline, and prefill
-(TTFT) against the compute floor and the baseline."""
+prints the table: decode ms/token (what a caller sees per token) against the floor and the baseline (and, with
+--persistent, the persistent decode kernel's, rows "persist"), and prefill (TTFT) against the compute floor and the
+baseline."""
 import argparse
 import datetime
 import json
@@ -16,6 +17,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kiln", required=True)
     ap.add_argument("--torch")
+    ap.add_argument("--persistent", help="bench_cuda lines of the persistent decode kernel (run.sh PERSISTENT=1)")
     ap.add_argument("--commit", default="unknown")
     ap.add_argument("--command", default="")
     ap.add_argument("--driver", default="")
@@ -27,12 +29,20 @@ def main():
     doc = dict(device=k0["device"], driver=a.driver, date=datetime.datetime.now(datetime.timezone.utc).isoformat(),
                commit=a.commit, command=a.command, copy_gbps=k0["copy_gbps"], matmul_tflops=k0["matmul_tflops"],
                kiln=kiln, torch=list(torch.values()))
+    persistent = lines(a.persistent) if a.persistent else []
+    if persistent:
+        doc["kiln_persistent"] = persistent
     rows = []
     for k in kiln:
         t = torch.get(k["config"])
         for d in k["decode"]:
             td = next((x for x in t["decode"] if x["ctx"] == d["ctx"]), None) if t else None
             rows.append(("decode", k["config"], "ctx %d" % d["ctx"], d["ms_per_token_host"], d["ms_per_token_gpu"],
+                         td["ms_per_token_host"] if td else None, d["floor_ms"]))
+        pk = next((x for x in persistent if x["config"] == k["config"]), None)
+        for d in pk["decode"] if pk else []:
+            td = next((x for x in t["decode"] if x["ctx"] == d["ctx"]), None) if t else None
+            rows.append(("persist", k["config"], "ctx %d" % d["ctx"], d["ms_per_token_host"], d["ms_per_token_gpu"],
                          td["ms_per_token_host"] if td else None, d["floor_ms"]))
         for p in k["prefill"]:
             tp = next((x for x in t["prefill"] if x["prompt"] == p["prompt"]), None) if t else None

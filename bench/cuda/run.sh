@@ -3,7 +3,8 @@
 # config in one run on one GPU, then report.py writes the results JSON and prints the table.
 #   bench/cuda/run.sh [RESULTS_JSON] [CONFIG.json...]
 # Environment: BIN (folder of bench_cuda, default build/bin), KILN_COMMIT (recorded; default: git rev-parse HEAD),
-# NO_TORCH=1 to leave the baseline out, CTX and PROMPTS (comma lists, default 128,2048 and 128,1024).
+# NO_TORCH=1 to leave the baseline out, CTX and PROMPTS (comma lists, default 128,2048 and 128,1024),
+# PERSISTENT=1 to time the persistent decode kernel (KILN_CUDA_DECODE=persistent) too, in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-build/bin}
@@ -19,11 +20,15 @@ driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null
 tmp=$(mktemp -d)
 for c in "${configs[@]}"; do
   "$BIN/bench_cuda" --ctx "$CTX" --prompts "$PROMPTS" --json "$tmp/kiln.jsonl" "$c" >&2
+  if [ -n "${PERSISTENT:-}" ]; then
+    KILN_CUDA_DECODE=persistent "$BIN/bench_cuda" --ctx "$CTX" --prompts 128 --json "$tmp/persistent.jsonl" "$c" >&2
+  fi
   if [ -z "${NO_TORCH:-}" ]; then
     python3 bench/peers/torch_decode.py --ctx "$CTX" --prompts "$PROMPTS" --json "$tmp/torch.jsonl" "$c" >&2
   fi
 done
-torch_arg=()
-[ -s "$tmp/torch.jsonl" ] && torch_arg=(--torch "$tmp/torch.jsonl")
-python3 bench/cuda/report.py --kiln "$tmp/kiln.jsonl" "${torch_arg[@]}" --commit "$commit" --driver "$driver" \
+extra_args=()
+[ -s "$tmp/torch.jsonl" ] && extra_args=(--torch "$tmp/torch.jsonl")
+[ -s "$tmp/persistent.jsonl" ] && extra_args+=(--persistent "$tmp/persistent.jsonl")
+python3 bench/cuda/report.py --kiln "$tmp/kiln.jsonl" "${extra_args[@]}" --commit "$commit" --driver "$driver" \
   --command "bench/cuda/run.sh $(basename "$out") ${configs[*]}" --out "$out"
