@@ -2,12 +2,13 @@
  * tests/cuda/test_cuda_decode.c: the persistent decode kernel (decode_step.h, KILN_CUDA_DECODE=persistent)
  * against the default kernel-per-op decode graph, on random weights of shapes the model tests do not reach:
  * contexts long enough that many key splits are active (up to 1,900 positions), q/k/v and o biases without q/k
- * norm, grouped-query ratios 2, 4 and 8 (8 puts two attention units on one kv head, both storing the new key),
- * head_dim 64 and 128. Two backends with the same weights (same seed) prefill the same prompt, then decode the
- * same tokens one by one; each step's logits must agree within NMSE 1e-4 (the two paths round the normalised
- * inputs to bf16 after sums taken in a different order, so they are close, not bitwise equal), and the greedy
- * tokens sampled on the device must match wherever the top two logits are not a near tie. The graph path itself
- * is checked against the CPU engine and transformers by test_cuda_model and test_cuda_ops.
+ * norm, grouped-query ratios 2, 4, 8 and 16 (8 and 16 put several attention units on one kv head, each storing
+ * the new key), head_dim 64, 128 and 256, an odd vocabulary, a hidden size not a multiple of 16. Two backends with
+ * the same weights (same seed) prefill the same prompt, then decode the same tokens one by one; each step's
+ * logits must agree within NMSE 1e-4 (the two paths round the normalised inputs to bf16 after sums taken in a
+ * different order, so they are close, not bitwise equal), and the greedy tokens sampled on the device must match
+ * wherever the top two logits are not a near tie. The graph path itself is checked against the CPU engine and
+ * transformers by test_cuda_model and test_cuda_ops.
  */
 #include "backend/cuda/cuda_impl.h"
 #include "cuda/gpu_test.h"
@@ -104,9 +105,9 @@ static void run_case(const shape_case *s) {
       double e = nmse_(la, lb, V);
       worst = e > worst ? e : worst;
       GT_CHECK(e <= LOGIT_NMSE, "%s: step %d (position %d): logits NMSE %.3g", s->name, i, pos, e);
-      bool tie;
-      int ta = top_(la, V, &tie), tb = top_(lb, V, &tie);
-      if (ta != tb && !tie) flips++;
+      bool tie_a, tie_b;
+      int ta = top_(la, V, &tie_a), tb = top_(lb, V, &tie_b);
+      if (ta != tb && !tie_a && !tie_b) flips++;
       tok = tb;
     } else { /* sampled on the device */
       int32_t na = -1, nb = -1;
@@ -141,6 +142,10 @@ int main(void) {
       {"gqa-8", 768, 2048, 2, 32, 4, 64, 2048, false, true, true, 300, 30},
       /* short context: most splits idle */
       {"short", 1024, 2816, 2, 16, 4, 128, 1024, false, true, true, 3, 20},
+      /* head_dim 256 (one lane group per key), 16 q heads per kv head (four units per kv head), a residual
+       * longer than the norm keeps in registers (6,152 = 4 x 4 x 384 + 8), an odd vocabulary (the argmax of a
+       * last row without a partner), a hidden size that is a multiple of 8 but not of 16 */
+      {"wide", 6152, 8192, 2, 32, 2, 256, 32001, false, true, false, 500, 20},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
   return gt_finish("test_cuda_decode");

@@ -213,8 +213,10 @@ static int setup_decode_kernel_(kiln_backend *b) {
   b->ds_blocks = 0;
   const char *mode = getenv("KILN_CUDA_DECODE");
   if (!mode || strcmp(mode, "persistent")) return 0;
-  KILN_CUDA_CHECK(cudaMemcpy(b->d_layers, b->layers, sizeof *b->layers * (size_t)c->n_layers, cudaMemcpyHostToDevice));
-  KILN_CUDA_CHECK(cudaMemset(b->d_barrier, 0, 256));
+  /* on the backend's stream (non-blocking: not ordered with the legacy default stream), before the warm-up */
+  KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_layers, b->layers, sizeof *b->layers * (size_t)c->n_layers,
+                                  cudaMemcpyHostToDevice, b->stream));
+  KILN_CUDA_CHECK(cudaMemsetAsync(b->d_barrier, 0, 256, b->stream));
   b->ds = (kiln_cuda_decode_args){
       .layers = b->d_layers, .n_layers = c->n_layers, .hidden = c->hidden_size, .inter = c->intermediate_size,
       .vocab = c->vocab_size, .qkv_dim = b->qkv_dim, .eps = c->rms_norm_eps, .shape = b->shape,
@@ -230,8 +232,12 @@ static int setup_decode_kernel_(kiln_backend *b) {
   const int g = c->n_heads / c->n_kv_heads, groups = c->n_kv_heads * ((g + 3) / 4);
   const int one_round = b->n_sm / groups > 1 ? b->n_sm / groups : 1;
   if (b->ds.n_splits > one_round) b->ds.n_splits = one_round;
+  /* the arrival counters sit after the partials, so with fewer splits they sit elsewhere: zero them there (the
+   * kernel leaves them zero after every step) */
+  int rc = kiln_cuda_attn_decode_init(b->attn_part, &b->shape, b->ds.n_splits, b->stream);
+  if (rc) return rc;
   int blocks = 0;
-  int rc = kiln_cuda_decode_step_prepare(&b->ds, &blocks);
+  rc = kiln_cuda_decode_step_prepare(&b->ds, &blocks);
   if (rc == KILN_EUNSUPPORTED) return 0; /* the kernel-per-op graph serves this shape or device */
   if (rc) return rc;
   b->ds_blocks = blocks;
@@ -261,11 +267,14 @@ static int finish_(kiln_backend *b) {
   if (b->ds_blocks > 0) {
     rc = warm_and_capture_(b);
     if (!rc) return 0;
-    if (rc != KILN_EDEVICE || cudaStreamQuery(b->stream) == cudaErrorIllegalAddress) return rc;
+    if (rc != KILN_EDEVICE) return rc;
     if (b->g_logits) (void)cudaGraphExecDestroy(b->g_logits);
-    b->g_logits = NULL;
-    (void)cudaStreamSynchronize(b->stream);
+    if (b->g_sample) (void)cudaGraphExecDestroy(b->g_sample);
+    b->g_logits = b->g_sample = NULL;
+    /* a refused launch or capture leaves the context usable; a fault in the kernel does not: report that */
+    cudaError_t e = cudaStreamSynchronize(b->stream);
     (void)cudaGetLastError();
+    if (e != cudaSuccess) return rc;
     b->ds_blocks = 0;
   }
   return warm_and_capture_(b);
