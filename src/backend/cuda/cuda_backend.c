@@ -212,6 +212,8 @@ static int setup_decode_kernel_(kiln_backend *b) {
   const kiln_config *c = &b->cfg;
   b->ds_blocks = 0;
   const char *mode = getenv("KILN_CUDA_DECODE");
+  if (mode && *mode && strcmp(mode, "graph") && strcmp(mode, "persistent"))
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_DECODE=%s: expected graph or persistent", mode);
   if (!mode || strcmp(mode, "persistent")) return 0;
   /* on the backend's stream (non-blocking: not ordered with the legacy default stream), before the warm-up */
   KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_layers, b->layers, sizeof *b->layers * (size_t)c->n_layers,
