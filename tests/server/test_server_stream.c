@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -189,6 +190,7 @@ typedef struct stream_job {
   double t_first, t_last;
   int tokens, done;
   int pings;
+  atomic_int started; /* set once the first token has arrived (read by the test's main thread) */
 } stream_job;
 
 static double now_s(void) {
@@ -214,7 +216,10 @@ static void *run_stream(void *arg) {
       json_t *x = sse_json(ev);
       size_t n = json_array_size(jpath(x, "choices.0.logprobs.tokens"));
       if (n) {
-        if (!j->tokens) j->t_first = now_s();
+        if (!j->tokens) {
+          j->t_first = now_s();
+          atomic_store(&j->started, 1);
+        }
         j->t_last = now_s();
         j->tokens += (int)n;
       }
@@ -251,7 +256,10 @@ static void pings_while_waiting(void **state) {
   stream_job c = {.body = "{\"prompt\":\"x\",\"max_tokens\":5,\"ignore_eos\":true,\"stream\":true,\"logprobs\":0}"};
   pthread_t ta, tc;
   pthread_create(&ta, NULL, run_stream, &a);
-  usleep(5000);
+  /* C only once A is generating, so A holds both slots: a fixed delay was not enough on a loaded 2-core machine
+   * under ASan, where C sometimes got a slot first and never waited */
+  for (int i = 0; i < 3000 && !atomic_load(&a.started); i++) usleep(1000);
+  assert_true(atomic_load(&a.started));
   pthread_create(&tc, NULL, run_stream, &c);
   pthread_join(ta, NULL);
   pthread_join(tc, NULL);
