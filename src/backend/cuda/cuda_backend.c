@@ -230,18 +230,13 @@ static int setup_decode_kernel_(kiln_backend *b) {
   if (pf && atoi(pf) >= 0) b->ds.prefetch = atoi(pf);
   const char *prof = getenv("KILN_CUDA_DS_PROFILE");
   if (prof && atoi(prof) > 0) b->ds.prof = b->d_prof;
-  /* one round of attention units over the grid at the longest context: a block runs one unit at a time */
-  const int g = c->n_heads / c->n_kv_heads, groups = c->n_kv_heads * ((g + 3) / 4);
-  const int one_round = b->n_sm / groups > 1 ? b->n_sm / groups : 1;
-  if (b->ds.n_splits > one_round) b->ds.n_splits = one_round;
+  int blocks = 0;
+  int rc = kiln_cuda_decode_step_prepare(&b->ds, &blocks); /* may lower ds.n_splits */
+  if (rc == KILN_EUNSUPPORTED) return 0;                  /* the kernel-per-op graph serves this shape or device */
+  if (rc) return rc;
   /* the arrival counters sit after the partials, so with fewer splits they sit elsewhere: zero them there (the
    * kernel leaves them zero after every step) */
-  int rc = kiln_cuda_attn_decode_init(b->attn_part, &b->shape, b->ds.n_splits, b->stream);
-  if (rc) return rc;
-  int blocks = 0;
-  rc = kiln_cuda_decode_step_prepare(&b->ds, &blocks);
-  if (rc == KILN_EUNSUPPORTED) return 0; /* the kernel-per-op graph serves this shape or device */
-  if (rc) return rc;
+  if ((rc = kiln_cuda_attn_decode_init(b->attn_part, &b->shape, b->ds.n_splits, b->stream))) return rc;
   b->ds_blocks = blocks;
   return 0;
 }

@@ -294,7 +294,7 @@ static size_t smem_bytes_(const kiln_cuda_decode_args *a) {
   return gemv > attn ? gemv : attn;
 }
 
-extern "C" int kiln_cuda_decode_step_prepare(const kiln_cuda_decode_args *a, int *blocks) {
+extern "C" int kiln_cuda_decode_step_prepare(kiln_cuda_decode_args *a, int *blocks) {
   static size_t smem_set[DS_MAX_DEVICES];
   const kiln_cuda_attn_shape *sh = &a->shape;
   *blocks = 0;
@@ -307,6 +307,10 @@ extern "C" int kiln_cuda_decode_step_prepare(const kiln_cuda_decode_args *a, int
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
   if (!coop) return kiln_error(KILN_EUNSUPPORTED, "cuda decode kernel: device has no cooperative launch");
+  /* one round of attention units over the grid at the longest context: a block runs one unit at a time */
+  const int g = sh->n_heads / sh->n_kv_heads, groups = sh->n_kv_heads * ((g + DS_GMAX - 1) / DS_GMAX);
+  const int one_round = n_sm / groups > 1 ? n_sm / groups : 1;
+  if (a->n_splits > one_round) a->n_splits = one_round;
   size_t smem = smem_bytes_(a);
   if (dev >= DS_MAX_DEVICES || smem_set[dev] < smem) {
     KILN_CUDA_CHECK(cudaFuncSetAttribute(decode_step_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));

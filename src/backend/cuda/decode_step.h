@@ -65,9 +65,10 @@ typedef struct kiln_cuda_decode_args {
  * 5 + 2k and 6 + 2k: the clock when block 0 arrived and when it was released. */
 #define KILN_CUDA_DS_PROF_WORDS 2048
 
-/* Checks the shapes, sets the kernel's shared-memory limit on the current device and returns in *blocks the grid
- * the kernel runs with (one block per SM). KILN_EUNSUPPORTED when the kernel cannot be resident on every SM. */
-int kiln_cuda_decode_step_prepare(const kiln_cuda_decode_args *a, int *blocks);
+/* Checks the shapes, lowers a->n_splits to one round of attention units over the grid, sets the kernel's
+ * shared-memory limit on the current device and returns in *blocks the grid the kernel runs with (one block per
+ * SM). KILN_EUNSUPPORTED when the kernel cannot be resident on every SM. */
+int kiln_cuda_decode_step_prepare(kiln_cuda_decode_args *a, int *blocks);
 
 /* Enqueues one step (cooperative launch: all blocks resident, or the launch fails). */
 int kiln_cuda_decode_step(const kiln_cuda_decode_args *a, int blocks, cudaStream_t stream);
