@@ -195,18 +195,14 @@ static double time_op(kiln_backend *b, op_fn op, const void *arg) {
 
 static int op_gemv(kiln_backend *b, const void *arg) { return kiln_cuda_gemv(arg, b->stream); }
 
-static int op_rope(kiln_backend *b, const void *arg) {
-  (void)arg;
-  const kiln_cuda_layer *L = &b->layers[0];
-  return kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, b->qkv, NULL, L->q_norm, L->k_norm, 1e-6f, b->inv_freq,
-                            b->d_step, 1, &b->shape, b->stream);
-}
-
 static int op_attn(kiln_backend *b, const void *arg) {
   (void)arg;
   const kiln_cuda_layer *L = &b->layers[0];
-  return kiln_cuda_attn_decode(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, &b->shape, b->n_splits,
-                               b->attn_part, b->stream);
+  kiln_cuda_attn_decode_args a = {.out = b->hbuf, .qkv = b->qkv, .q_norm = L->q_norm, .k_norm = L->k_norm,
+                                  .inv_freq = b->inv_freq, .eps = 1e-6f, .k_cache = L->k_cache,
+                                  .v_cache = L->v_cache, .step = b->d_step, .shape = b->shape,
+                                  .n_splits = b->n_splits, .scratch = b->attn_part};
+  return kiln_cuda_attn_decode(&a, b->stream);
 }
 
 /* Each decode kernel of layer 0 (and the head) alone: microseconds and, for the GEMVs, GB/s of weights. */
@@ -239,12 +235,8 @@ static json_t *bench_ops(kiln_backend *b, int ctx) {
     json_object_set_new(o, "weight_gbps", json_real(gbs));
     json_array_append_new(ops, o);
   }
-  double us_rope = time_op(b, op_rope, NULL), us_attn = time_op(b, op_attn, NULL);
+  double us_attn = time_op(b, op_attn, NULL);
   json_t *o = json_object();
-  json_object_set_new(o, "op", json_string("qkv_rope"));
-  json_object_set_new(o, "us", json_real(us_rope));
-  json_array_append_new(ops, o);
-  o = json_object();
   json_object_set_new(o, "op", json_string("attention"));
   json_object_set_new(o, "ctx", json_integer(ctx));
   json_object_set_new(o, "us", json_real(us_attn));

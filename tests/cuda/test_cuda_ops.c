@@ -275,34 +275,94 @@ static void fill_cache(uint16_t *d_k, uint16_t *d_v, int n_seqs, int nkv, int n_
   free(k), free(v);
 }
 
-/* ---- split-KV decode attention ---- */
-static void test_attn_decode(int nh, int nkv, int hd, int L, int n_ctx, int splits) {
-  const int n_seqs = 2, seq = 1;
+/* ---- decode attention: q/k norm + RoPE + KV store + split-KV attention ---- */
+static void test_attn_decode(int nh, int nkv, int hd, int L, int n_ctx, int splits, int qk_norm) {
+  const int n_seqs = 2, seq = 1, pos = L - 1;
+  const float eps = 1e-6f;
   kiln_cuda_attn_shape sh = {nh, nkv, hd, n_ctx};
   if (splits <= 0) splits = kiln_cuda_attn_decode_splits(&sh, n_sm);
-  int64_t cache = (int64_t)n_seqs * nkv * n_ctx * hd;
+  const int64_t cache = (int64_t)n_seqs * nkv * n_ctx * hd, row = (int64_t)(nh + 2 * nkv) * hd;
   uint16_t *d_k = gt_dev((size_t)cache * 2), *d_v = gt_dev((size_t)cache * 2), *d_o = gt_dev((size_t)nh * hd * 2);
-  float *kref, *vref;
-  fill_cache(d_k, d_v, n_seqs, nkv, n_ctx, hd, seq, L, &kref, &vref);
-  float *q = rand_f32((int64_t)nh * hd, 0.f, 1.f), *d_q = gt_dev((size_t)nh * hd * 4);
+  /* the cache: random everywhere (position pos too: the kernel must overwrite it) */
+  uint16_t *k0 = rand_bf16(cache, 0.5f), *v0 = rand_bf16(cache, 1.f);
+  gt_up(d_k, k0, (size_t)cache * 2);
+  gt_up(d_v, v0, (size_t)cache * 2);
+  kiln_config c;
+  memset(&c, 0, sizeof c);
+  c.head_dim = hd;
+  c.rope_theta = 1000000.0;
+  c.rope_type = KILN_ROPE_DEFAULT;
+  float inv[128]; /* head_dim <= 256 */
+  kiln_ref_rope_inv_freq(inv, &c);
+  float *qkv = rand_f32(row, 0.f, 1.f), *qn = rand_f32(hd, 1.f, 0.2f), *kn = rand_f32(hd, 1.f, 0.2f);
+  float *d_qkv = gt_dev((size_t)row * 4), *d_qn = gt_dev((size_t)hd * 4), *d_kn = gt_dev((size_t)hd * 4);
+  float *d_inv = gt_dev((size_t)hd / 2 * 4);
   float *d_part = gt_dev((size_t)kiln_cuda_attn_decode_scratch(&sh, splits));
-  kiln_cuda_step st = {.seq = seq, .pos = L - 1, .n = 1}, *d_st = gt_dev(sizeof st);
-  gt_up(d_q, q, (size_t)nh * hd * 4);
+  kiln_cuda_step st = {.seq = seq, .pos = pos, .n = 1}, *d_st = gt_dev(sizeof st);
+  gt_up(d_qkv, qkv, (size_t)row * 4);
+  gt_up(d_qn, qn, (size_t)hd * 4);
+  gt_up(d_kn, kn, (size_t)hd * 4);
+  gt_up(d_inv, inv, (size_t)hd / 2 * 4);
   gt_up(d_st, &st, sizeof st);
   GT_OK(kiln_cuda_attn_decode_init(d_part, &sh, splits, 0));
+  kiln_cuda_attn_decode_args a = {.out = d_o, .qkv = d_qkv, .q_norm = qk_norm ? d_qn : NULL,
+                                  .k_norm = qk_norm ? d_kn : NULL, .inv_freq = d_inv, .eps = eps, .k_cache = d_k,
+                                  .v_cache = d_v, .step = d_st, .shape = sh, .n_splits = splits, .scratch = d_part};
   /* twice, the output poisoned in between: the first call must leave the arrival counters re-armed */
-  GT_OK(kiln_cuda_attn_decode(d_o, d_q, d_k, d_v, d_st, &sh, splits, d_part, 0));
+  GT_OK(kiln_cuda_attn_decode(&a, 0));
   gt_poison(d_o, (size_t)nh * hd * 2);
-  GT_OK(kiln_cuda_attn_decode(d_o, d_q, d_k, d_v, d_st, &sh, splits, d_part, 0));
+  GT_OK(kiln_cuda_attn_decode(&a, 0));
+  /* reference: norm and rotate q and the new k, round k and v to the cache's bf16, attend over 0 .. pos */
+  float *q = malloc((size_t)nh * hd * 4), *kq = malloc((size_t)nkv * hd * 4), *vq = malloc((size_t)nkv * hd * 4);
+  memcpy(q, qkv, (size_t)nh * hd * 4);
+  memcpy(kq, qkv + (int64_t)nh * hd, (size_t)nkv * hd * 4);
+  memcpy(vq, qkv + (int64_t)(nh + nkv) * hd, (size_t)nkv * hd * 4);
+  if (qk_norm) {
+    kiln_ref_rmsnorm(q, q, qn, KILN_F32, nh, hd, eps);
+    kiln_ref_rmsnorm(kq, kq, kn, KILN_F32, nkv, hd, eps);
+  }
+  int32_t p32 = pos;
+  kiln_ref_rope(q, &p32, 1, nh, hd, inv);
+  kiln_ref_rope(kq, &p32, 1, nkv, hd, inv);
+  float *kref = malloc((size_t)L * nkv * hd * 4), *vref = malloc((size_t)L * nkv * hd * 4);
+  for (int p = 0; p < L; p++)
+    for (int h = 0; h < nkv; h++)
+      for (int d = 0; d < hd; d++) {
+        const int64_t at = (((int64_t)seq * nkv + h) * n_ctx + p) * hd + d, r = ((int64_t)p * nkv + h) * hd + d;
+        kref[r] = p == pos ? kiln_bf16_to_f32(kiln_f32_to_bf16(kq[h * hd + d])) : kiln_bf16_to_f32(k0[at]);
+        vref[r] = p == pos ? kiln_bf16_to_f32(kiln_f32_to_bf16(vq[h * hd + d])) : kiln_bf16_to_f32(v0[at]);
+      }
   float *ref = malloc((size_t)nh * hd * 4);
-  kiln_ref_attention(ref, q, kref, vref, 1, L - 1, nh, nkv, hd);
+  kiln_ref_attention(ref, q, kref, vref, 1, pos, nh, nkv, hd);
   uint16_t *o = malloc((size_t)nh * hd * 2);
   gt_down(o, d_o, (size_t)nh * hd * 2);
   float *of = bf16_to_f32_arr(o, (int64_t)nh * hd);
   double e = gt_nmse(of, ref, (int64_t)nh * hd);
-  GT_CHECK(e <= TOL_BF16_OUT, "attn_decode nh=%d nkv=%d hd=%d L=%d splits=%d: NMSE %.3g", nh, nkv, hd, L, splits, e);
-  free(kref), free(vref), free(q), free(ref), free(o), free(of);
-  cudaFree(d_k), cudaFree(d_v), cudaFree(d_o), cudaFree(d_q), cudaFree(d_part), cudaFree(d_st);
+  GT_CHECK(e <= TOL_BF16_OUT, "attn_decode nh=%d nkv=%d hd=%d L=%d splits=%d norm=%d: NMSE %.3g", nh, nkv, hd, L,
+           splits, qk_norm, e);
+  /* the cache: the new token's rows as the reference rounds them, every other element as it was */
+  uint16_t *gk = malloc((size_t)cache * 2), *gv = malloc((size_t)cache * 2);
+  gt_down(gk, d_k, (size_t)cache * 2);
+  gt_down(gv, d_v, (size_t)cache * 2);
+  int64_t bad_new = 0, bad_old = 0;
+  for (int64_t i = 0; i < cache; i++) {
+    const int64_t d = i % hd, p = (i / hd) % n_ctx, h = (i / hd / n_ctx) % nkv, s_ = i / hd / n_ctx / nkv;
+    if (s_ == seq && p == pos) {
+      const float kw = kiln_bf16_to_f32(kiln_f32_to_bf16(kq[h * hd + d]));
+      const float vw = kiln_bf16_to_f32(kiln_f32_to_bf16(vq[h * hd + d]));
+      bad_new += fabsf(kiln_bf16_to_f32(gk[i]) - kw) > 1e-2f * (fabsf(kw) + 1e-3f) ||
+                 fabsf(kiln_bf16_to_f32(gv[i]) - vw) > 1e-2f * (fabsf(vw) + 1e-3f);
+    } else {
+      bad_old += gk[i] != k0[i] || gv[i] != v0[i];
+    }
+  }
+  GT_CHECK(bad_new == 0 && bad_old == 0,
+           "attn_decode nh=%d nkv=%d hd=%d L=%d: %lld new cache elements wrong, %lld others changed", nh, nkv, hd, L,
+           (long long)bad_new, (long long)bad_old);
+  free(k0), free(v0), free(qkv), free(qn), free(kn), free(q), free(kq), free(vq), free(kref), free(vref);
+  free(ref), free(o), free(of), free(gk), free(gv);
+  cudaFree(d_k), cudaFree(d_v), cudaFree(d_o), cudaFree(d_qkv), cudaFree(d_qn), cudaFree(d_kn), cudaFree(d_inv);
+  cudaFree(d_part), cudaFree(d_st);
 }
 
 /* ---- causal prefill attention ---- */
@@ -533,16 +593,20 @@ int main(void) {
   test_qkv_rope(32, KILN_ROPE_DEFAULT, 1, 0);
   test_qkv_rope(24, KILN_ROPE_LLAMA3, 0, 1);
 
-  test_attn_decode(16, 8, 128, 1, 64, 0);
-  test_attn_decode(16, 8, 128, 100, 256, 0);
-  test_attn_decode(32, 8, 128, 2048, 4096, 0);
-  test_attn_decode(8, 8, 64, 77, 128, 1);
-  test_attn_decode(32, 2, 64, 300, 512, 7);
-  test_attn_decode(4, 1, 256, 50, 64, 3);
-  test_attn_decode(4, 2, 16, 40, 64, 0);
-  test_attn_decode(4, 2, 24, 45, 64, 0);
-  test_attn_decode(6, 3, 40, 200, 256, 0);
-  test_attn_decode(2, 1, 8, 9, 16, 2);
+  test_attn_decode(16, 8, 128, 1, 64, 0, 1);
+  test_attn_decode(16, 8, 128, 100, 256, 0, 1);
+  test_attn_decode(16, 8, 128, 129, 4096, 0, 1);   /* the new key in the first tile of the last of 5 splits */
+  test_attn_decode(32, 8, 128, 2048, 4096, 0, 1);
+  test_attn_decode(32, 8, 128, 300, 512, 1, 0);    /* one split: five tiles in a row */
+  test_attn_decode(8, 8, 64, 77, 128, 1, 1);
+  test_attn_decode(32, 2, 64, 300, 512, 7, 0);
+  test_attn_decode(4, 1, 256, 50, 64, 3, 1);
+  test_attn_decode(4, 1, 256, 200, 256, 1, 0);     /* head_dim 256: tiles longer than one round of loads */
+  test_attn_decode(32, 2, 128, 150, 256, 2, 1);    /* 16 heads per kv head: two head groups store the key */
+  test_attn_decode(4, 2, 16, 40, 64, 0, 1);
+  test_attn_decode(4, 2, 24, 45, 64, 0, 0);
+  test_attn_decode(6, 3, 40, 200, 256, 0, 1);
+  test_attn_decode(2, 1, 8, 9, 16, 2, 1);
 
   test_attn_prefill(8, 2, 128, 30, 100, 256);
   test_attn_prefill(4, 4, 64, 0, 64, 64);

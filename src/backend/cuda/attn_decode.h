@@ -1,8 +1,8 @@
 /*
- * backend/cuda/attn_decode.h (internal): attention of one new token over the KV cache, split along the keys
- * (flash-decoding) so that a long context spreads over every SM: each block reduces one chunk of keys for one KV
- * head and the query heads that share it (GQA), leaving a partial (max, sum, weighted values); the last block of
- * a group to finish combines the partials (one kernel, no second launch).
+ * backend/cuda/attn_decode.h (internal): attention of one new token over the KV cache, its q/k norm, RoPE and KV
+ * store folded in, split along the keys (flash-decoding) so that a long context spreads over every SM: each block
+ * reduces one chunk of keys for one KV head and the query heads that share it (GQA), leaving a partial (max, sum,
+ * weighted values); the last block of a group to finish combines the partials (one kernel, no second launch).
  */
 #ifndef KILN_CUDA_ATTN_DECODE_H
 #define KILN_CUDA_ATTN_DECODE_H
@@ -26,12 +26,25 @@ int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *shape, int n_sm);
 int64_t kiln_cuda_attn_decode_scratch(const kiln_cuda_attn_shape *shape, int n_splits);
 int kiln_cuda_attn_decode_init(float *scratch, const kiln_cuda_attn_shape *shape, int n_splits, cudaStream_t stream);
 
-/* q f32 [n_heads][head_dim] (rotated) attends to positions 0 .. step->pos of slot step->seq (the new token's key
- * and value already stored); out bf16 [n_heads][head_dim]. Softmax scale 1/sqrt(head_dim). head_dim must be a
- * multiple of 8, at most 256. `scratch` holds kiln_cuda_attn_decode_scratch() bytes. */
-int kiln_cuda_attn_decode(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
-                          const kiln_cuda_step *step, const kiln_cuda_attn_shape *shape, int n_splits, float *scratch,
-                          cudaStream_t stream);
+/* The attention of one new token, from its projections:
+ *   qkv  f32 [n_heads + 2 n_kv_heads][head_dim]: the token's q, k and v rows (biases already added)
+ *   q_norm, k_norm  f32 [head_dim], or NULL: per-head RMSNorm of q and k (eps)
+ *   inv_freq  f32 [head_dim / 2]: RoPE at position step->pos (as kiln_cuda_qkv_rope)
+ * stores the token's normalised, rotated key and its value (bf16) at position step->pos of slot step->seq, then
+ * attends with q over positions 0 .. step->pos: out bf16 [n_heads][head_dim], softmax scale 1/sqrt(head_dim).
+ * head_dim must be a multiple of 8, at most 256. `scratch` holds kiln_cuda_attn_decode_scratch() bytes. */
+typedef struct kiln_cuda_attn_decode_args {
+  uint16_t *out;
+  const float *qkv, *q_norm, *k_norm, *inv_freq;
+  float eps;
+  uint16_t *k_cache, *v_cache;
+  const kiln_cuda_step *step;
+  kiln_cuda_attn_shape shape;
+  int n_splits;
+  float *scratch;
+} kiln_cuda_attn_decode_args;
+
+int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *args, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -11,12 +11,18 @@
  * owning 8 dimensions of every head for a subset of the keys; those subsets are summed at the end. The unit
  * leaves a partial (max, sum, weighted values); the last unit of its (kv head, head group) to finish combines
  * every split's partial into the output, so no second pass is needed.
+ *
+ * A unit starts from the new token's q/k/v projections: kiln_attn_unit_prologue normalises and rotates them and
+ * stores the token's key and value into the cache. Keys of earlier positions depend on nothing of this step, so
+ * callers request the first tile's (kiln_attn_unit_first) before they wait for their inputs, and each tile's
+ * successor is requested while the tile is still being used: a short context costs one memory latency in all.
  */
 #ifndef KILN_CUDA_ATTN_DECODE_DEV_CUH
 #define KILN_CUDA_ATTN_DECODE_DEV_CUH
 
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/rope.h"
+#include "backend/cuda/rope_dev.cuh"
 
 #define KILN_AD_TILE 64
 #define KILN_AD_MAX_HD 256
@@ -86,19 +92,153 @@ static __device__ __forceinline__ void kiln_attn_accumulate_(uint4 vv, int j, in
 typedef struct kiln_attn_unit {
   int split, kh, gz;  /* key chunk, kv head, head group */
   int n_splits, n_gz; /* splits, and head groups per kv head */
-  int seq, L;         /* KV slot, keys 0 .. L-1 attended */
+  int seq, L;         /* KV slot, keys 0 .. L-1 attended (L-1: the new token) */
 } kiln_attn_unit;
 
-/* Runs one unit on the whole block (THREADS threads). On entry s.qs holds the unit's gn query heads (scaled),
- * written by the block before the call (the first sync here publishes them). `part` is the scratch of
- * attn_decode.h: partials [n_heads][n_splits][hd], (max, sum) [n_heads][n_splits][2], then the arrival counters.
- * The partials are read back through L2 (ld.cg): other SMs wrote them. PRE: keys and values prefetched per thread
- * per tile (registers). */
+/* Which thread loads what: in the key phase a group of lpk lanes covers one key (lane sl of the group holds
+ * dimensions 8 sl .. 8 sl + 7; lanes past hd/8 load nothing), a warp kpw keys at a time; in the value phase
+ * thread tid holds dimensions 8 vsl .. of key row vrow, nr rows at a time. */
+typedef struct kiln_attn_geo {
+  int hd, hd8, lpk, kpw, sub, sl, nr, vrow, vsl;
+  bool lane_ok, vact;
+} kiln_attn_geo;
+
+template <int THREADS>
+static __device__ __forceinline__ kiln_attn_geo kiln_attn_geo_make(int hd) {
+  const int tid = threadIdx.x, lane = tid & 31;
+  kiln_attn_geo g;
+  g.hd = hd;
+  g.hd8 = hd / 8;
+  g.lpk = 1;
+  while (g.lpk < g.hd8) g.lpk *= 2;
+  g.kpw = 32 / g.lpk;
+  g.sub = lane / g.lpk;
+  g.sl = lane % g.lpk;
+  g.lane_ok = g.sl < g.hd8;
+  g.nr = THREADS / g.hd8;
+  g.vrow = tid / g.hd8;
+  g.vsl = tid % g.hd8;
+  g.vact = g.vrow < g.nr; /* threads past nr * hd8 sit out the value phase */
+  return g;
+}
+
+/* The thread's PRE key vectors of the tile at t0 (tn keys), only keys j in [jlo, jhi) (others untouched). */
+template <int PRE, int THREADS>
+static __device__ __forceinline__ void kiln_attn_load_k_(const kiln_attn_geo &g, const uint16_t *K, int t0, int tn,
+                                                         int jlo, int jhi, uint4 *kreg) {
+  constexpr int WARPS = THREADS / 32;
+  const int warp = threadIdx.x >> 5;
+  jhi = min(jhi, tn);
+#pragma unroll
+  for (int it = 0; it < PRE; it++) {
+    const int j = warp * g.kpw + it * WARPS * g.kpw + g.sub;
+    if (j >= jlo && j < jhi && g.lane_ok) kreg[it] = *(const uint4 *)(K + (int64_t)(t0 + j) * g.hd + g.sl * 8);
+  }
+}
+/* The same for the value vectors. */
+template <int PRE>
+static __device__ __forceinline__ void kiln_attn_load_v_(const kiln_attn_geo &g, const uint16_t *V, int t0, int tn,
+                                                         int jlo, int jhi, uint4 *vreg) {
+  jhi = min(jhi, tn);
+#pragma unroll
+  for (int it = 0; it < PRE; it++) {
+    const int j = g.vrow + it * g.nr;
+    if (g.vact && j >= jlo && j < jhi) vreg[it] = *(const uint4 *)(V + (int64_t)(t0 + j) * g.hd + g.vsl * 8);
+  }
+}
+
+/* The unit's first key chunk [c0, c1) (c1 empty when the split holds no keys). */
+static __device__ __forceinline__ void kiln_attn_range(const kiln_attn_unit &u, int *c0, int *c1) {
+  const int chunk = kiln_attn_chunk(u.L, u.n_splits);
+  *c0 = u.split * chunk;
+  *c1 = min(u.L, *c0 + chunk);
+}
+
+/* The first tile's keys and values that earlier steps stored (positions below L-1), requested before the unit's
+ * inputs are ready: callers issue this before they wait (a PDL wait, a grid barrier), so the cache read overlaps
+ * the previous kernel's tail. The new token's vectors (position L-1) are loaded by kiln_attn_unit_run, after
+ * kiln_attn_unit_prologue has stored them. Slots left unloaded are zero. */
+template <int PRE, int THREADS>
+static __device__ __forceinline__ void kiln_attn_unit_first(const kiln_attn_unit &u, const uint16_t *k_cache,
+                                                            const uint16_t *v_cache, const kiln_cuda_attn_shape &sh,
+                                                            uint4 *kreg, uint4 *vreg) {
+#pragma unroll
+  for (int it = 0; it < PRE; it++) kreg[it] = vreg[it] = make_uint4(0, 0, 0, 0);
+  int c0, c1;
+  kiln_attn_range(u, &c0, &c1);
+  if (c0 >= c1) return;
+  const kiln_attn_geo g = kiln_attn_geo_make<THREADS>(sh.head_dim);
+  const int64_t base = ((int64_t)u.seq * sh.n_kv_heads + u.kh) * sh.n_ctx * sh.head_dim;
+  const int tn = min(KILN_AD_TILE, c1 - c0), old = u.L - 1 - c0;
+  kiln_attn_load_k_<PRE, THREADS>(g, k_cache + base, c0, tn, 0, old, kreg);
+  kiln_attn_load_v_<PRE>(g, v_cache + base, c0, tn, 0, old, vreg);
+}
+
+/* What the prologue needs besides the unit: the new token's q/k/v rows (f32, biases added, written by another
+ * kernel or block: read through L2), the per-head norms (NULL: none), RoPE frequencies and the softmax scale. */
+typedef struct kiln_attn_token {
+  const float *qkv;           /* [n_heads + 2 n_kv_heads][head_dim] */
+  const float *q_norm, *k_norm;
+  const float *inv_freq;      /* [head_dim / 2] */
+  float eps, qscale;          /* qscale: log2(e) / sqrt(head_dim) */
+  int pos;
+} kiln_attn_token;
+
+/* Per-head RMSNorm and RoPE of the unit's query heads into s.qs (scaled by qscale); the unit whose keys include
+ * the new token also normalises and rotates its key and stores key and value into the cache (a unit of another
+ * head group of the same kv head stores the same bytes). One warp per head; kiln_attn_unit_run's first barrier
+ * publishes it all to the block. */
+template <int GMAX, int THREADS>
+static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GMAX, THREADS> &s,
+                                                               const kiln_attn_unit &u, const kiln_attn_token &t,
+                                                               uint16_t *k_cache, uint16_t *v_cache,
+                                                               const kiln_cuda_attn_shape &sh) {
+  static_assert(GMAX * KILN_AD_TILE >= KILN_AD_MAX_HD, "the new key is rotated in s.sc");
+  constexpr int WARPS = THREADS / 32;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int hd = sh.head_dim, g = sh.n_heads / sh.n_kv_heads;
+  const int g0 = u.gz * GMAX, gn = min(GMAX, g - g0), h0 = u.kh * g + g0;
+  int c0, c1;
+  kiln_attn_range(u, &c0, &c1);
+  const bool owner = t.pos >= c0 && t.pos < c1;
+  const int jobs = gn + (owner ? 2 : 0);
+  for (int job = warp; job < jobs; job += WARPS) {
+    if (job < gn) {
+      float *buf = s.qs + job * hd;
+      const float *src = t.qkv + (int64_t)(h0 + job) * hd;
+      for (int d = lane; d < hd; d += 32) buf[d] = __ldcg(src + d);
+      __syncwarp();
+      kiln_norm_rotate(buf, hd, t.q_norm, t.eps, t.inv_freq, t.pos);
+      for (int d = lane; d < hd; d += 32) buf[d] *= t.qscale;
+      continue;
+    }
+    const int64_t at = (((int64_t)u.seq * sh.n_kv_heads + u.kh) * sh.n_ctx + t.pos) * hd;
+    if (job == gn) {
+      float *buf = s.sc; /* free until the unit's first tile */
+      const float *kq = t.qkv + (int64_t)(sh.n_heads + u.kh) * hd;
+      for (int d = lane; d < hd; d += 32) buf[d] = __ldcg(kq + d);
+      __syncwarp();
+      kiln_norm_rotate(buf, hd, t.k_norm, t.eps, t.inv_freq, t.pos);
+      for (int d = lane; d < hd; d += 32) k_cache[at + d] = kiln_f32_to_bf16_dev(buf[d]);
+    } else {
+      const float *vq = t.qkv + (int64_t)(sh.n_heads + sh.n_kv_heads + u.kh) * hd;
+      for (int d = lane; d < hd; d += 32) v_cache[at + d] = kiln_f32_to_bf16_dev(__ldcg(vq + d));
+    }
+  }
+}
+
+/* Runs one active unit (split < kiln_attn_active) on the whole block (THREADS threads). On entry s.qs holds the
+ * unit's gn query heads, scaled, and the new token's key and value are in the cache (kiln_attn_unit_prologue, by
+ * this block), and kreg/vreg hold the first tile's older vectors (kiln_attn_unit_first). `part` is the scratch
+ * of attn_decode.h: partials [n_heads][n_splits][hd], (max, sum) [n_heads][n_splits][2], then the arrival
+ * counters. The partials are read back through L2 (ld.cg): other SMs wrote them. PRE: keys and values held per
+ * thread per tile (registers); the next tile's are requested while the current one is still being used. */
 template <int GMAX, int PRE, int THREADS>
 static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, THREADS> &s, const kiln_attn_unit &u,
                                                           uint16_t *out,
                                                           const uint16_t *k_cache, const uint16_t *v_cache,
-                                                          const kiln_cuda_attn_shape &sh, float *part) {
+                                                          const kiln_cuda_attn_shape &sh, float *part, uint4 *kreg,
+                                                          uint4 *vreg) {
   constexpr int WARPS = THREADS / 32;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int hd = sh.head_dim, g = sh.n_heads / sh.n_kv_heads;
@@ -107,27 +247,28 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
   const int gn = min(GMAX, g - g0);
   const int h0 = kh * g + g0; /* first query head of this unit */
   const int L = u.L;
-  const int chunk = kiln_attn_chunk(L, n_splits), n_act = kiln_attn_active(L, n_splits);
-  const int c0 = split * chunk, c1 = min(L, c0 + chunk);
-  if (split >= n_act) return; /* no keys: no partial, no arrival (the whole block leaves together) */
+  const int n_act = kiln_attn_active(L, n_splits);
+  int c0, c1;
+  kiln_attn_range(u, &c0, &c1);
   float *qs = s.qs, *sc = s.sc, *red = s.red, *m_s = s.m_s, *l_s = s.l_s, *al_s = s.al_s;
 
   if (tid < GMAX) {
     m_s[tid] = -INFINITY;
     l_s[tid] = 0.f;
   }
-  __syncthreads();
+  __syncthreads(); /* publishes the prologue: s.qs and the new token's key and value */
 
   const int64_t base = ((int64_t)u.seq * sh.n_kv_heads + kh) * sh.n_ctx * hd;
   const uint16_t *K = k_cache + base, *V = v_cache + base;
-  const int hd8 = hd / 8;                /* 16-byte vectors per key */
-  int lpk = 1;                           /* lanes per key: hd8 rounded up to a power of two */
-  while (lpk < hd8) lpk *= 2;
-  const int kpw = 32 / lpk;              /* keys per warp step */
-  const int sub = lane / lpk, sl = lane % lpk;
-  const int nr = THREADS / hd8;  /* key rows accumulated in parallel in the value phase */
-  const int vrow = tid / hd8, vsl = tid % hd8;
-  const bool vact = vrow < nr;           /* threads past nr * hd8 sit out the value phase */
+  const kiln_attn_geo G = kiln_attn_geo_make<THREADS>(hd);
+  const int kpw = G.kpw, sub = G.sub, sl = G.sl, lpk = G.lpk, nr = G.nr, vrow = G.vrow, vsl = G.vsl;
+  const bool vact = G.vact, lane_ok = G.lane_ok;
+  {
+    /* the new token's vectors, when they fall in the first tile */
+    const int tn = min(KILN_AD_TILE, c1 - c0), jn = L - 1 - c0;
+    kiln_attn_load_k_<PRE, THREADS>(G, K, c0, tn, jn, jn + 1, kreg);
+    kiln_attn_load_v_<PRE>(G, V, c0, tn, jn, jn + 1, vreg);
+  }
 
   float acc[GMAX][8];
 #pragma unroll
@@ -137,20 +278,7 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
 
   for (int t0 = c0; t0 < c1; t0 += KILN_AD_TILE) {
     const int tn = min(KILN_AD_TILE, c1 - t0);
-    const bool lane_ok = sl < hd8;
-    /* The tile's keys and values, PRE vectors per thread of each, are all requested before the first is used:
-     * one memory latency per tile instead of one per loop step (values load under the scoring). */
-    uint4 kreg[PRE], vreg[PRE];
-#pragma unroll
-    for (int it = 0; it < PRE; it++) {
-      const int j = warp * kpw + it * WARPS * kpw + sub;
-      kreg[it] = j < tn && lane_ok ? *(const uint4 *)(K + (int64_t)(t0 + j) * hd + sl * 8) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int it = 0; it < PRE; it++) {
-      const int j = vrow + it * nr;
-      vreg[it] = vact && j < tn ? *(const uint4 *)(V + (int64_t)(t0 + j) * hd + vsl * 8) : make_uint4(0, 0, 0, 0);
-    }
+    const int t1 = t0 + KILN_AD_TILE, tn1 = min(KILN_AD_TILE, c1 - t1); /* the next tile (tn1 <= 0: none) */
     /* scores: every lane of a warp runs the same steps, so the shuffles always see the whole warp */
 #pragma unroll
     for (int it = 0; it < PRE; it++) {
@@ -161,6 +289,12 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
       const int j = jb + sub;
       uint4 kv = j < tn && lane_ok ? *(const uint4 *)(K + (int64_t)(t0 + j) * hd + sl * 8) : make_uint4(0, 0, 0, 0);
       kiln_attn_score_<GMAX>(kv, j, tn, lane_ok, sl, lpk, gn, hd, qs, sc);
+    }
+    /* the next tile's keys load under this tile's softmax and values */
+    if (tn1 > 0) {
+#pragma unroll
+      for (int it = 0; it < PRE; it++) kreg[it] = make_uint4(0, 0, 0, 0);
+      kiln_attn_load_k_<PRE, THREADS>(G, K, t1, tn1, 0, tn1, kreg);
     }
     __syncthreads();
     /* online softmax: one warp per head */
@@ -198,6 +332,11 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
     }
     for (int j = vrow + PRE * nr; vact && j < tn; j += nr)
       kiln_attn_accumulate_<GMAX>(*(const uint4 *)(V + (int64_t)(t0 + j) * hd + vsl * 8), j, gn, sc, acc);
+    if (tn1 > 0) {
+#pragma unroll
+      for (int it = 0; it < PRE; it++) vreg[it] = make_uint4(0, 0, 0, 0);
+      kiln_attn_load_v_<PRE>(G, V, t1, tn1, 0, tn1, vreg);
+    }
     __syncthreads(); /* sc and al_s are rewritten by the next tile */
   }
 

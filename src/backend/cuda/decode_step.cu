@@ -202,9 +202,8 @@ static __device__ __noinline__ void attention_phase_(ds_attn_smem *sp, const kil
                                                      const kiln_cuda_layer &L, int seq, int pos, float qscale) {
   const kiln_cuda_attn_shape &sh = a.shape;
   ds_attn_smem &s = *sp;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int hd = sh.head_dim, g = sh.n_heads / sh.n_kv_heads, n_gz = (g + DS_GMAX - 1) / DS_GMAX;
-  const int Lk = pos + 1, chunk = kiln_attn_chunk(Lk, a.n_splits), n_act = kiln_attn_active(Lk, a.n_splits);
+  const int g = sh.n_heads / sh.n_kv_heads, n_gz = (g + DS_GMAX - 1) / DS_GMAX;
+  const int Lk = pos + 1, n_act = kiln_attn_active(Lk, a.n_splits);
   const int n_units = n_act * sh.n_kv_heads * n_gz; /* only splits that hold keys: the others have no work */
   for (int ui = blockIdx.x; ui < n_units; ui += gridDim.x) {
     kiln_attn_unit u;
@@ -215,35 +214,11 @@ static __device__ __noinline__ void attention_phase_(ds_attn_smem *sp, const kil
     u.n_gz = n_gz;
     u.seq = seq;
     u.L = Lk;
-    const int c0 = u.split * chunk;
-    {
-      const int g0 = u.gz * DS_GMAX, gn = min(DS_GMAX, g - g0), h0 = u.kh * g + g0;
-      if (warp < gn) { /* one warp per query head */
-        float *buf = s.qs + warp * hd;
-        const float *src = a.qkv + (int64_t)(h0 + warp) * hd;
-        for (int d = lane; d < hd; d += 32) buf[d] = __ldcg(src + d);
-        __syncwarp();
-        kiln_norm_rotate(buf, hd, L.q_norm, a.eps, a.inv_freq, pos);
-        for (int d = lane; d < hd; d += 32) buf[d] *= qscale;
-      }
-      if (pos < c0 + chunk) {
-        /* this unit's keys include the new token: it stores the token's key and value itself (a unit of another
-         * head group of the same kv head stores the same bytes) before any thread of the unit reads them */
-        const int64_t at = (((int64_t)seq * sh.n_kv_heads + u.kh) * sh.n_ctx + pos) * hd;
-        const float *kq = a.qkv + (int64_t)(sh.n_heads + u.kh) * hd;
-        const float *vq = a.qkv + (int64_t)(sh.n_heads + sh.n_kv_heads + u.kh) * hd;
-        if (warp == DS_WARPS - 1) {
-          float *buf = s.sc; /* free until the unit's first tile */
-          for (int d = lane; d < hd; d += 32) buf[d] = __ldcg(kq + d);
-          __syncwarp();
-          kiln_norm_rotate(buf, hd, L.k_norm, a.eps, a.inv_freq, pos);
-          for (int d = lane; d < hd; d += 32) L.k_cache[at + d] = kiln_f32_to_bf16_dev(buf[d]);
-        } else if (warp == DS_WARPS - 2) {
-          for (int d = lane; d < hd; d += 32) L.v_cache[at + d] = kiln_f32_to_bf16_dev(__ldcg(vq + d));
-        }
-      }
-    }
-    kiln_attn_unit_run<DS_GMAX, DS_PRE, DS_THREADS>(s, u, a.hbuf, L.k_cache, L.v_cache, sh, a.part);
+    uint4 kreg[DS_PRE], vreg[DS_PRE];
+    kiln_attn_unit_first<DS_PRE, DS_THREADS>(u, L.k_cache, L.v_cache, sh, kreg, vreg);
+    const kiln_attn_token t = {a.qkv, L.q_norm, L.k_norm, a.inv_freq, a.eps, qscale, pos};
+    kiln_attn_unit_prologue<DS_GMAX, DS_THREADS>(s, u, t, L.k_cache, L.v_cache, sh);
+    kiln_attn_unit_run<DS_GMAX, DS_PRE, DS_THREADS>(s, u, a.hbuf, L.k_cache, L.v_cache, sh, a.part, kreg, vreg);
   }
 }
 

@@ -47,12 +47,11 @@ static int decode_enqueue_(kiln_backend *b, bool sample) {
     kiln_cuda_gemv_args a = {.w = L->wqkv, .n_rows = b->qkv_dim, .k = H, .x_f32 = b->x, .norm_w = L->attn_norm,
                              .eps = c->rms_norm_eps, .mode = KILN_GEMV_STORE, .y = b->qkv, .bias = L->bqkv};
     if ((rc = kiln_cuda_gemv(&a, st))) return rc;
-    if ((rc = kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, b->qkv, NULL, L->q_norm, L->k_norm, c->rms_norm_eps,
-                                 b->inv_freq, b->d_step, 1, &b->shape, st)))
-      return rc;
-    if ((rc = kiln_cuda_attn_decode(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, &b->shape, b->n_splits,
-                                    b->attn_part, st)))
-      return rc;
+    kiln_cuda_attn_decode_args at = {.out = b->hbuf, .qkv = b->qkv, .q_norm = L->q_norm, .k_norm = L->k_norm,
+                                     .inv_freq = b->inv_freq, .eps = c->rms_norm_eps, .k_cache = L->k_cache,
+                                     .v_cache = L->v_cache, .step = b->d_step, .shape = b->shape,
+                                     .n_splits = b->n_splits, .scratch = b->attn_part};
+    if ((rc = kiln_cuda_attn_decode(&at, st))) return rc;
     kiln_cuda_gemv_args o = {.w = L->wo, .n_rows = H, .k = nq, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->x,
                              .bias = L->bo};
     if ((rc = kiln_cuda_gemv(&o, st))) return rc;
