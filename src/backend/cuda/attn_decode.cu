@@ -11,24 +11,42 @@
 #include "backend/cuda/cuda_common.h"
 
 #define AD_THREADS 128
-#define AD_GMAX 8
-#define AD_PRE 8 /* keys and values prefetched per thread per tile */
+#define AD_MAX_DEVICES 64
 
-static __global__ void __launch_bounds__(AD_THREADS)
-    attn_decode_kernel(kiln_cuda_attn_decode_args a, float qscale) {
-  __shared__ __align__(16) kiln_attn_smem<AD_GMAX, AD_THREADS> s;
+/* GMAX: query heads a unit computes, the power of two covering the heads per kv head (at most 8; more heads make
+ * more head groups). Shared memory is dynamic: the tile buffers put it past the 48 KB of a static array. */
+template <int GMAX>
+static __global__ void __launch_bounds__(AD_THREADS) attn_decode_kernel(kiln_cuda_attn_decode_args a, float qscale) {
+  extern __shared__ uint4 ad_smem[];
+  kiln_attn_smem<GMAX, AD_THREADS> &s = *(kiln_attn_smem<GMAX, AD_THREADS> *)ad_smem;
   kiln_pdl_trigger();
   /* The step (slot, position) was written by the graph's first node, before any kernel of the step started, so
    * it and the cache rows of earlier steps can be read before the wait. */
   kiln_attn_unit u = {(int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, a.n_splits, (int)gridDim.z, a.step->seq,
                       a.step->pos + 1};
   if (u.split >= kiln_attn_active(u.L, u.n_splits)) return; /* no keys: no partial, no arrival */
-  uint4 kreg[AD_PRE], vreg[AD_PRE];
-  kiln_attn_unit_first<AD_PRE, AD_THREADS>(u, a.k_cache, a.v_cache, a.shape, kreg, vreg);
+  kiln_attn_unit_first<GMAX, AD_THREADS>(s, u, a.k_cache, a.v_cache, a.shape);
   kiln_pdl_wait();
   const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.inv_freq, a.eps, qscale, u.L - 1};
-  kiln_attn_unit_prologue<AD_GMAX, AD_THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
-  kiln_attn_unit_run<AD_GMAX, AD_PRE, AD_THREADS>(s, u, a.out, a.k_cache, a.v_cache, a.shape, a.scratch, kreg, vreg);
+  kiln_attn_unit_prologue<GMAX, AD_THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
+  kiln_attn_unit_run<GMAX, AD_THREADS>(s, u, a.out, a.k_cache, a.v_cache, a.shape, a.scratch);
+}
+
+template <int GMAX>
+static int attn_decode_launch(const kiln_cuda_attn_decode_args *a, float qscale, cudaStream_t stream) {
+  static int smem_set[AD_MAX_DEVICES]; /* the dynamic shared memory limit is raised once per device */
+  const int smem = (int)sizeof(kiln_attn_smem<GMAX, AD_THREADS>);
+  int dev = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev >= AD_MAX_DEVICES || !smem_set[dev]) {
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(attn_decode_kernel<GMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    if (dev < AD_MAX_DEVICES) smem_set[dev] = 1;
+  }
+  const kiln_cuda_attn_shape *sh = &a->shape;
+  const int g = sh->n_heads / sh->n_kv_heads;
+  dim3 grid((unsigned)a->n_splits, (unsigned)sh->n_kv_heads, (unsigned)((g + GMAX - 1) / GMAX));
+  KILN_CUDA_CHECK(kiln_launch(attn_decode_kernel<GMAX>, grid, dim3(AD_THREADS), (size_t)smem, stream, *a, qscale));
+  return 0;
 }
 
 extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int n_sm) {
@@ -72,8 +90,9 @@ extern "C" int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *a, cudaSt
   if (!a->out || !a->qkv || !a->inv_freq || !a->k_cache || !a->v_cache || !a->step || !a->scratch)
     return kiln_error(KILN_EINVAL, "cuda attention: missing argument");
   const int g = sh->n_heads / sh->n_kv_heads;
-  dim3 grid((unsigned)a->n_splits, (unsigned)sh->n_kv_heads, (unsigned)((g + AD_GMAX - 1) / AD_GMAX));
   const float qscale = 1.4426950408889634f / sqrtf((float)hd); /* log2(e) / sqrt(head_dim) */
-  KILN_CUDA_CHECK(kiln_launch(attn_decode_kernel, grid, dim3(AD_THREADS), 0, stream, *a, qscale));
-  return 0;
+  if (g <= 1) return attn_decode_launch<1>(a, qscale, stream);
+  if (g <= 2) return attn_decode_launch<2>(a, qscale, stream);
+  if (g <= 4) return attn_decode_launch<4>(a, qscale, stream);
+  return attn_decode_launch<8>(a, qscale, stream);
 }

@@ -1,21 +1,26 @@
 /*
  * backend/cuda/attn_decode_dev.cuh (internal, device code): one unit of split-KV decode attention, shared by the
  * standalone kernel (attn_decode.cu, blocks of 128 threads) and the persistent decode kernel (decode_step.cu,
- * blocks of 512), one unit per block at a time.
+ * blocks of 384), one unit per block at a time.
  *
- * A unit is (split, kv head, group of up to GMAX query heads) run by the THREADS threads of a block. Keys are
- * read as 16-byte vectors: a group of lpk lanes (head_dim/8 rounded up to a power of two; the extra lanes load nothing)
- * covers one key, so a warp scores 32/lpk keys at a time and reduces each dot product over its group with xor
- * shuffles. Scores of a tile of 64 keys go to shared memory, one warp per head updates the running max and sum
- * (online softmax, base 2 with log2(e) folded into q), then all threads accumulate the tile's values, each thread
- * owning 8 dimensions of every head for a subset of the keys; those subsets are summed at the end. The unit
- * leaves a partial (max, sum, weighted values); the last unit of its (kv head, head group) to finish combines
+ * A unit is (split, kv head, group of up to GMAX query heads) run by the THREADS threads of a block. It starts
+ * from the new token's q/k/v projections: kiln_attn_unit_prologue normalises and rotates them and stores the
+ * token's key and value into the cache. Keys and values come in tiles of 64 positions, copied into shared memory
+ * with cp.async: a tile is one contiguous run of the cache. The first tile's older rows depend on nothing of this
+ * step, so callers start their copy (kiln_attn_unit_first) before they wait for their inputs, and each next tile's
+ * keys (values) are copied while the current tile's values (the next keys) are still in use.
+ *
+ * Scores: a group of lpk lanes (head_dim/8 rounded up to a power of two; the extra lanes load nothing) holds one
+ * key, 8 dimensions a lane, and reduces the GMAX dot products together with xor shuffles. One warp per head updates
+ * the running max and sum (online softmax, base 2 with log2(e) folded into q), then every thread accumulates
+ * values, owning 8 dimensions of every head for a subset of the keys; those subsets are summed at the end. The
+ * unit leaves a partial (max, sum, weighted values); the last unit of its (kv head, head group) to finish combines
  * every split's partial into the output, so no second pass is needed.
  *
- * A unit starts from the new token's q/k/v projections: kiln_attn_unit_prologue normalises and rotates them and
- * stores the token's key and value into the cache. Keys of earlier positions depend on nothing of this step, so
- * callers request the first tile's (kiln_attn_unit_first) before they wait for their inputs, and each tile's
- * successor is requested while the tile is still being used: a short context costs one memory latency in all.
+ * The loops are short and rolled, and the heads are computed unconditionally (a group smaller than GMAX computes
+ * zero queries): a block runs this code once per token, so its instructions come from L2 every time, and code size
+ * is time. (An earlier version unrolled keys x heads under guards; ~190 KB of instructions made one 32-key tile
+ * cost ~4 us of instruction fetch.)
  */
 #ifndef KILN_CUDA_ATTN_DECODE_DEV_CUH
 #define KILN_CUDA_ATTN_DECODE_DEV_CUH
@@ -28,12 +33,15 @@
 #define KILN_AD_MAX_HD 256
 #define KILN_AD_MIN_CHUNK 32
 #define KILN_AD_MAX_SPLITS 512 /* the combine keeps GMAX x KILN_AD_MAX_SPLITS (max, sum) pairs in `red` */
-#define KILN_AD_GMIN 4 /* the smallest GMAX instantiated: the scratch has a counter per group of this many heads */
+#define KILN_AD_GMIN 4 /* the scratch has a counter per group of this many heads: GMAX >= min(heads per kv, 4) */
 
-/* A unit's shared memory. `red` sums the row groups' accumulators, then holds the combine's weights. */
+/* A unit's shared memory. `red` sums the row groups' accumulators, then holds the combine's weights; before the
+ * first tile it holds the new key while it is normalised and rotated. */
 template <int GMAX, int THREADS>
 struct kiln_attn_smem {
-  float qs[GMAX * KILN_AD_MAX_HD]; /* the unit's query heads, scaled by log2(e)/sqrt(head_dim) */
+  uint4 kt[KILN_AD_TILE * KILN_AD_MAX_HD / 8]; /* the tile's keys, row j at j * head_dim / 8 */
+  uint4 vt[KILN_AD_TILE * KILN_AD_MAX_HD / 8]; /* and values */
+  float qs[GMAX * KILN_AD_MAX_HD];             /* the unit's query heads, scaled by log2(e)/sqrt(head_dim) */
   float sc[GMAX * KILN_AD_TILE];
   float red[GMAX * THREADS * 8];
   float m_s[GMAX], l_s[GMAX], al_s[GMAX];
@@ -51,43 +59,6 @@ static __device__ __forceinline__ int kiln_attn_active(int L, int n_splits) {
   return n < n_splits ? n : n_splits;
 }
 
-/* One key's scores for the unit's heads: the lpk lanes of a key each hold 8 of its dimensions. */
-template <int GMAX>
-static __device__ __forceinline__ void kiln_attn_score_(uint4 kv, int j, int tn, bool lane_ok, int sl, int lpk,
-                                                        int gn, int hd, const float *qs, float *sc) {
-  float kf[8] = {kiln_bf16_lo(kv.x), kiln_bf16_hi(kv.x), kiln_bf16_lo(kv.y), kiln_bf16_hi(kv.y),
-                 kiln_bf16_lo(kv.z), kiln_bf16_hi(kv.z), kiln_bf16_lo(kv.w), kiln_bf16_hi(kv.w)};
-#pragma unroll
-  for (int i = 0; i < GMAX; i++) {
-    if (i < gn) {
-      const float *qi = qs + i * hd + sl * 8;
-      float d = 0.f;
-      if (lane_ok) {
-#pragma unroll
-        for (int e = 0; e < 8; e++) d = fmaf(qi[e], kf[e], d);
-      }
-      for (int o = lpk / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-      if (j < tn && sl == 0) sc[i * KILN_AD_TILE + j] = d;
-    }
-  }
-}
-
-/* acc[i][:] += p_ij * v_j for the unit's heads. */
-template <int GMAX>
-static __device__ __forceinline__ void kiln_attn_accumulate_(uint4 vv, int j, int gn, const float *sc,
-                                                             float (*acc)[8]) {
-  float vf[8] = {kiln_bf16_lo(vv.x), kiln_bf16_hi(vv.x), kiln_bf16_lo(vv.y), kiln_bf16_hi(vv.y),
-                 kiln_bf16_lo(vv.z), kiln_bf16_hi(vv.z), kiln_bf16_lo(vv.w), kiln_bf16_hi(vv.w)};
-#pragma unroll
-  for (int i = 0; i < GMAX; i++) {
-    if (i < gn) {
-      float p = sc[i * KILN_AD_TILE + j];
-#pragma unroll
-      for (int e = 0; e < 8; e++) acc[i][e] = fmaf(p, vf[e], acc[i][e]);
-    }
-  }
-}
-
 /* Where a unit works and what it shares with the other units of its step. */
 typedef struct kiln_attn_unit {
   int split, kh, gz;  /* key chunk, kv head, head group */
@@ -95,105 +66,57 @@ typedef struct kiln_attn_unit {
   int seq, L;         /* KV slot, keys 0 .. L-1 attended (L-1: the new token) */
 } kiln_attn_unit;
 
-/* Which thread loads what: in the key phase a group of lpk lanes covers one key (lane sl of the group holds
- * dimensions 8 sl .. 8 sl + 7; lanes past hd/8 load nothing), a warp kpw keys at a time; in the value phase
- * thread tid holds dimensions 8 vsl .. of key row vrow, nr rows at a time. */
-typedef struct kiln_attn_geo {
-  int hd, hd8, lpk, kpw, sub, sl, nr, vrow, vsl;
-  bool lane_ok, vact;
-} kiln_attn_geo;
-
-template <int THREADS>
-static __device__ __forceinline__ kiln_attn_geo kiln_attn_geo_make(int hd) {
-  const int tid = threadIdx.x, lane = tid & 31;
-  kiln_attn_geo g;
-  g.hd = hd;
-  g.hd8 = hd / 8;
-  g.lpk = 1;
-  while (g.lpk < g.hd8) g.lpk *= 2;
-  g.kpw = 32 / g.lpk;
-  g.sub = lane / g.lpk;
-  g.sl = lane % g.lpk;
-  g.lane_ok = g.sl < g.hd8;
-  g.nr = THREADS / g.hd8;
-  g.vrow = tid / g.hd8;
-  g.vsl = tid % g.hd8;
-  g.vact = g.vrow < g.nr; /* threads past nr * hd8 sit out the value phase */
-  return g;
-}
-
-/* The thread's PRE key vectors of the tile at t0 (tn keys), only keys j in [jlo, jhi) (others untouched). */
-template <int PRE, int THREADS>
-static __device__ __forceinline__ void kiln_attn_load_k_(const kiln_attn_geo &g, const uint16_t *K, int t0, int tn,
-                                                         int jlo, int jhi, uint4 *kreg) {
-  constexpr int WARPS = THREADS / 32;
-  const int warp = threadIdx.x >> 5;
-  jhi = min(jhi, tn);
-#pragma unroll
-  for (int it = 0; it < PRE; it++) {
-    const int j = warp * g.kpw + it * WARPS * g.kpw + g.sub;
-    if (j >= jlo && j < jhi && g.lane_ok) kreg[it] = *(const uint4 *)(K + (int64_t)(t0 + j) * g.hd + g.sl * 8);
-  }
-}
-/* The same for the value vectors. */
-template <int PRE>
-static __device__ __forceinline__ void kiln_attn_load_v_(const kiln_attn_geo &g, const uint16_t *V, int t0, int tn,
-                                                         int jlo, int jhi, uint4 *vreg) {
-  jhi = min(jhi, tn);
-#pragma unroll
-  for (int it = 0; it < PRE; it++) {
-    const int j = g.vrow + it * g.nr;
-    if (g.vact && j >= jlo && j < jhi) vreg[it] = *(const uint4 *)(V + (int64_t)(t0 + j) * g.hd + g.vsl * 8);
-  }
-}
-
-/* The unit's first key chunk [c0, c1) (c1 empty when the split holds no keys). */
+/* The unit's key range [c0, c1) (empty when the split holds no keys). */
 static __device__ __forceinline__ void kiln_attn_range(const kiln_attn_unit &u, int *c0, int *c1) {
   const int chunk = kiln_attn_chunk(u.L, u.n_splits);
   *c0 = u.split * chunk;
   *c1 = min(u.L, *c0 + chunk);
 }
 
-/* The first tile's keys and values that earlier steps stored (positions below L-1), requested before the unit's
- * inputs are ready: callers issue this before they wait (a PDL wait, a grid barrier), so the cache read overlaps
- * the previous kernel's tail. The new token's vectors (position L-1) are loaded by kiln_attn_unit_run, after
- * kiln_attn_unit_prologue has stored them. Slots left unloaded are zero. */
-template <int PRE, int THREADS>
-static __device__ __forceinline__ void kiln_attn_unit_first(const kiln_attn_unit &u, const uint16_t *k_cache,
-                                                            const uint16_t *v_cache, const kiln_cuda_attn_shape &sh,
-                                                            uint4 *kreg, uint4 *vreg) {
-#pragma unroll
-  for (int it = 0; it < PRE; it++) kreg[it] = vreg[it] = make_uint4(0, 0, 0, 0);
+/* Copies rows [jlo, jhi) of the tile starting at position t0 (src: the head's cache) into dst (shared memory);
+ * rows are head_dim * 2 bytes and contiguous, so the tile is one run of 16-byte vectors. */
+template <int THREADS>
+static __device__ __forceinline__ void kiln_attn_copy_(uint4 *dst, const uint16_t *src, int hd8, int t0, int jlo,
+                                                       int jhi) {
+  const uint4 *s = (const uint4 *)src + (int64_t)t0 * hd8;
+  for (int v = jlo * hd8 + threadIdx.x; v < jhi * hd8; v += THREADS) kiln_cp16(kiln_smem_addr(dst + v), s + v, 16);
+}
+
+/* Starts the copy of the first tile's rows that earlier steps stored (positions below L-1) into s.kt / s.vt.
+ * Callers issue this before they wait for their inputs (a PDL wait, a grid barrier): the cache read overlaps the
+ * previous kernel's tail. kiln_attn_unit_run waits for it. */
+template <int GMAX, int THREADS>
+static __device__ __forceinline__ void kiln_attn_unit_first(kiln_attn_smem<GMAX, THREADS> &s, const kiln_attn_unit &u,
+                                                            const uint16_t *k_cache, const uint16_t *v_cache,
+                                                            const kiln_cuda_attn_shape &sh) {
   int c0, c1;
   kiln_attn_range(u, &c0, &c1);
-  if (c0 >= c1) return;
-  const kiln_attn_geo g = kiln_attn_geo_make<THREADS>(sh.head_dim);
+  const int hd8 = sh.head_dim / 8, tn = min(KILN_AD_TILE, c1 - c0), old = min(tn, u.L - 1 - c0);
   const int64_t base = ((int64_t)u.seq * sh.n_kv_heads + u.kh) * sh.n_ctx * sh.head_dim;
-  const int tn = min(KILN_AD_TILE, c1 - c0), old = u.L - 1 - c0;
-  kiln_attn_load_k_<PRE, THREADS>(g, k_cache + base, c0, tn, 0, old, kreg);
-  kiln_attn_load_v_<PRE>(g, v_cache + base, c0, tn, 0, old, vreg);
+  kiln_attn_copy_<THREADS>(s.kt, k_cache + base, hd8, c0, 0, old);
+  kiln_attn_copy_<THREADS>(s.vt, v_cache + base, hd8, c0, 0, old);
+  kiln_cp_commit();
 }
 
 /* What the prologue needs besides the unit: the new token's q/k/v rows (f32, biases added, written by another
  * kernel or block: read through L2), the per-head norms (NULL: none), RoPE frequencies and the softmax scale. */
 typedef struct kiln_attn_token {
-  const float *qkv;           /* [n_heads + 2 n_kv_heads][head_dim] */
+  const float *qkv; /* [n_heads + 2 n_kv_heads][head_dim] */
   const float *q_norm, *k_norm;
-  const float *inv_freq;      /* [head_dim / 2] */
-  float eps, qscale;          /* qscale: log2(e) / sqrt(head_dim) */
+  const float *inv_freq; /* [head_dim / 2] */
+  float eps, qscale;     /* qscale: log2(e) / sqrt(head_dim) */
   int pos;
 } kiln_attn_token;
 
-/* Per-head RMSNorm and RoPE of the unit's query heads into s.qs (scaled by qscale); the unit whose keys include
- * the new token also normalises and rotates its key and stores key and value into the cache (a unit of another
- * head group of the same kv head stores the same bytes). One warp per head; kiln_attn_unit_run's first barrier
- * publishes it all to the block. */
+/* Per-head RMSNorm and RoPE of the unit's query heads into s.qs (scaled by qscale; heads past the group are
+ * zero); the unit whose keys include the new token also normalises and rotates its key and stores key and value
+ * into the cache and, when they fall in the first tile, into s.kt / s.vt (a unit of another head group of the
+ * same kv head stores the same bytes). One warp per job; kiln_attn_unit_run's first barrier publishes it all. */
 template <int GMAX, int THREADS>
 static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GMAX, THREADS> &s,
                                                                const kiln_attn_unit &u, const kiln_attn_token &t,
                                                                uint16_t *k_cache, uint16_t *v_cache,
                                                                const kiln_cuda_attn_shape &sh) {
-  static_assert(GMAX * KILN_AD_TILE >= KILN_AD_MAX_HD, "the new key is rotated in s.sc");
   constexpr int WARPS = THREADS / 32;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int hd = sh.head_dim, g = sh.n_heads / sh.n_kv_heads;
@@ -201,10 +124,15 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
   int c0, c1;
   kiln_attn_range(u, &c0, &c1);
   const bool owner = t.pos >= c0 && t.pos < c1;
-  const int jobs = gn + (owner ? 2 : 0);
+  const int jn = t.pos - c0; /* the new token's row in the first tile, when < KILN_AD_TILE */
+  const int jobs = GMAX + (owner ? 2 : 0);
   for (int job = warp; job < jobs; job += WARPS) {
-    if (job < gn) {
+    if (job < GMAX) {
       float *buf = s.qs + job * hd;
+      if (job >= gn) {
+        for (int d = lane; d < hd; d += 32) buf[d] = 0.f;
+        continue;
+      }
       const float *src = t.qkv + (int64_t)(h0 + job) * hd;
       for (int d = lane; d < hd; d += 32) buf[d] = __ldcg(src + d);
       __syncwarp();
@@ -213,63 +141,76 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
       continue;
     }
     const int64_t at = (((int64_t)u.seq * sh.n_kv_heads + u.kh) * sh.n_ctx + t.pos) * hd;
-    if (job == gn) {
-      float *buf = s.sc; /* free until the unit's first tile */
+    const bool in_tile = jn < KILN_AD_TILE;
+    if (job == GMAX) {
+      float *buf = s.red; /* free until the first tile's values are summed */
       const float *kq = t.qkv + (int64_t)(sh.n_heads + u.kh) * hd;
       for (int d = lane; d < hd; d += 32) buf[d] = __ldcg(kq + d);
       __syncwarp();
       kiln_norm_rotate(buf, hd, t.k_norm, t.eps, t.inv_freq, t.pos);
-      for (int d = lane; d < hd; d += 32) k_cache[at + d] = kiln_f32_to_bf16_dev(buf[d]);
+      uint16_t *row = in_tile ? (uint16_t *)(s.kt + jn * (hd / 8)) : NULL;
+      for (int d = lane; d < hd; d += 32) {
+        const uint16_t b = kiln_f32_to_bf16_dev(buf[d]);
+        k_cache[at + d] = b;
+        if (row) row[d] = b;
+      }
     } else {
       const float *vq = t.qkv + (int64_t)(sh.n_heads + sh.n_kv_heads + u.kh) * hd;
-      for (int d = lane; d < hd; d += 32) v_cache[at + d] = kiln_f32_to_bf16_dev(__ldcg(vq + d));
+      uint16_t *row = in_tile ? (uint16_t *)(s.vt + jn * (hd / 8)) : NULL;
+      for (int d = lane; d < hd; d += 32) {
+        const uint16_t b = kiln_f32_to_bf16_dev(__ldcg(vq + d));
+        v_cache[at + d] = b;
+        if (row) row[d] = b;
+      }
     }
   }
 }
 
-/* Runs one active unit (split < kiln_attn_active) on the whole block (THREADS threads). On entry s.qs holds the
- * unit's gn query heads, scaled, and the new token's key and value are in the cache (kiln_attn_unit_prologue, by
- * this block), and kreg/vreg hold the first tile's older vectors (kiln_attn_unit_first). `part` is the scratch
- * of attn_decode.h: partials [n_heads][n_splits][hd], (max, sum) [n_heads][n_splits][2], then the arrival
- * counters. The partials are read back through L2 (ld.cg): other SMs wrote them. PRE: keys and values held per
- * thread per tile (registers); the next tile's are requested while the current one is still being used. */
-template <int GMAX, int PRE, int THREADS>
+/* Runs one active unit (split < kiln_attn_active) on the whole block (THREADS threads). On entry the first tile's
+ * copy is in flight (kiln_attn_unit_first) and the prologue has run (kiln_attn_unit_prologue, this block). `part`
+ * is the scratch of attn_decode.h: partials [n_heads][n_splits][hd], (max, sum) [n_heads][n_splits][2], then the
+ * arrival counters. The partials are read back through L2 (ld.cg): other SMs wrote them. */
+template <int GMAX, int THREADS>
 static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, THREADS> &s, const kiln_attn_unit &u,
-                                                          uint16_t *out,
-                                                          const uint16_t *k_cache, const uint16_t *v_cache,
-                                                          const kiln_cuda_attn_shape &sh, float *part, uint4 *kreg,
-                                                          uint4 *vreg) {
+                                                          uint16_t *out, const uint16_t *k_cache,
+                                                          const uint16_t *v_cache, const kiln_cuda_attn_shape &sh,
+                                                          float *part) {
   constexpr int WARPS = THREADS / 32;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int hd = sh.head_dim, g = sh.n_heads / sh.n_kv_heads;
+  const int hd = sh.head_dim, hd8 = hd / 8, g = sh.n_heads / sh.n_kv_heads;
   const int n_splits = u.n_splits, split = u.split, kh = u.kh;
   const int g0 = u.gz * GMAX;
   const int gn = min(GMAX, g - g0);
   const int h0 = kh * g + g0; /* first query head of this unit */
-  const int L = u.L;
-  const int n_act = kiln_attn_active(L, n_splits);
+  const int n_act = kiln_attn_active(u.L, n_splits);
   int c0, c1;
   kiln_attn_range(u, &c0, &c1);
-  float *qs = s.qs, *sc = s.sc, *red = s.red, *m_s = s.m_s, *l_s = s.l_s, *al_s = s.al_s;
+  const int64_t base = ((int64_t)u.seq * sh.n_kv_heads + kh) * sh.n_ctx * hd;
+  const uint16_t *K = k_cache + base, *V = v_cache + base;
+  float *sc = s.sc, *red = s.red, *m_s = s.m_s, *l_s = s.l_s, *al_s = s.al_s;
+
+  /* key phase: lpk lanes a key, kpw keys a warp step; value phase: row vrow, dimensions 8 vsl .. 8 vsl + 7 */
+  int lpk = 1;
+  while (lpk < hd8) lpk *= 2;
+  const int kpw = 32 / lpk, sub = lane / lpk, sl = lane % lpk;
+  const bool lane_ok = sl < hd8;
+  const int nr = THREADS / hd8, vrow = tid / hd8, vsl = tid % hd8;
+  const bool vact = vrow < nr; /* threads past nr * hd8 sit out the value phase */
 
   if (tid < GMAX) {
     m_s[tid] = -INFINITY;
     l_s[tid] = 0.f;
+    al_s[tid] = 1.f;
   }
-  __syncthreads(); /* publishes the prologue: s.qs and the new token's key and value */
+  kiln_cp_wait_all();
+  __syncthreads(); /* publishes the prologue and the first tile */
 
-  const int64_t base = ((int64_t)u.seq * sh.n_kv_heads + kh) * sh.n_ctx * hd;
-  const uint16_t *K = k_cache + base, *V = v_cache + base;
-  const kiln_attn_geo G = kiln_attn_geo_make<THREADS>(hd);
-  const int kpw = G.kpw, sub = G.sub, sl = G.sl, lpk = G.lpk, nr = G.nr, vrow = G.vrow, vsl = G.vsl;
-  const bool vact = G.vact, lane_ok = G.lane_ok;
-  {
-    /* the new token's vectors, when they fall in the first tile */
-    const int tn = min(KILN_AD_TILE, c1 - c0), jn = L - 1 - c0;
-    kiln_attn_load_k_<PRE, THREADS>(G, K, c0, tn, jn, jn + 1, kreg);
-    kiln_attn_load_v_<PRE>(G, V, c0, tn, jn, jn + 1, vreg);
-  }
-
+  /* the thread's 8 dimensions of every query head, for the whole unit */
+  float q[GMAX][8];
+#pragma unroll
+  for (int i = 0; i < GMAX; i++)
+#pragma unroll
+    for (int e = 0; e < 8; e++) q[i][e] = lane_ok ? s.qs[i * hd + sl * 8 + e] : 0.f;
   float acc[GMAX][8];
 #pragma unroll
   for (int i = 0; i < GMAX; i++)
@@ -280,23 +221,31 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
     const int tn = min(KILN_AD_TILE, c1 - t0);
     const int t1 = t0 + KILN_AD_TILE, tn1 = min(KILN_AD_TILE, c1 - t1); /* the next tile (tn1 <= 0: none) */
     /* scores: every lane of a warp runs the same steps, so the shuffles always see the whole warp */
-#pragma unroll
-    for (int it = 0; it < PRE; it++) {
-      const int jb = warp * kpw + it * WARPS * kpw;
-      if (jb < tn) kiln_attn_score_<GMAX>(kreg[it], jb + sub, tn, lane_ok, sl, lpk, gn, hd, qs, sc);
-    }
-    for (int jb = warp * kpw + PRE * WARPS * kpw; jb < tn; jb += WARPS * kpw) {
+#pragma unroll 1
+    for (int jb = warp * kpw; jb < tn; jb += WARPS * kpw) {
       const int j = jb + sub;
-      uint4 kv = j < tn && lane_ok ? *(const uint4 *)(K + (int64_t)(t0 + j) * hd + sl * 8) : make_uint4(0, 0, 0, 0);
-      kiln_attn_score_<GMAX>(kv, j, tn, lane_ok, sl, lpk, gn, hd, qs, sc);
-    }
-    /* the next tile's keys load under this tile's softmax and values */
-    if (tn1 > 0) {
+      const uint4 kv = j < tn && lane_ok ? s.kt[j * hd8 + sl] : make_uint4(0, 0, 0, 0);
+      const float kf[8] = {kiln_bf16_lo(kv.x), kiln_bf16_hi(kv.x), kiln_bf16_lo(kv.y), kiln_bf16_hi(kv.y),
+                           kiln_bf16_lo(kv.z), kiln_bf16_hi(kv.z), kiln_bf16_lo(kv.w), kiln_bf16_hi(kv.w)};
+      float d[GMAX];
 #pragma unroll
-      for (int it = 0; it < PRE; it++) kreg[it] = make_uint4(0, 0, 0, 0);
-      kiln_attn_load_k_<PRE, THREADS>(G, K, t1, tn1, 0, tn1, kreg);
+      for (int i = 0; i < GMAX; i++) {
+        d[i] = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; e++) d[i] = fmaf(q[i][e], kf[e], d[i]);
+      }
+      for (int o = lpk / 2; o > 0; o >>= 1)
+#pragma unroll
+        for (int i = 0; i < GMAX; i++) d[i] += __shfl_xor_sync(0xffffffffu, d[i], o);
+      if (j < tn && sl == 0)
+#pragma unroll
+        for (int i = 0; i < GMAX; i++) sc[i * KILN_AD_TILE + j] = d[i];
     }
-    __syncthreads();
+    __syncthreads(); /* scores complete; s.kt is free */
+    if (tn1 > 0) { /* the next tile's keys land under this tile's softmax and values */
+      kiln_attn_copy_<THREADS>(s.kt, K, hd8, t1, 0, tn1);
+      kiln_cp_commit();
+    }
     /* online softmax: one warp per head */
     for (int i = warp; i < gn; i += WARPS) {
       float s0 = lane < tn ? sc[i * KILN_AD_TILE + lane] : -INFINITY;
@@ -316,39 +265,47 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
       }
     }
     __syncthreads();
-    /* values */
+    /* values (heads past the group: zero scores from zero queries, never stored) */
 #pragma unroll
     for (int i = 0; i < GMAX; i++) {
-      if (i < gn) {
-        float al = al_s[i];
+      const float al = al_s[i];
 #pragma unroll
-        for (int e = 0; e < 8; e++) acc[i][e] *= al;
+      for (int e = 0; e < 8; e++) acc[i][e] *= al;
+    }
+    if (vact) {
+#pragma unroll 2
+      for (int j = vrow; j < tn; j += nr) {
+        const uint4 vv = s.vt[j * hd8 + vsl];
+        const float vf[8] = {kiln_bf16_lo(vv.x), kiln_bf16_hi(vv.x), kiln_bf16_lo(vv.y), kiln_bf16_hi(vv.y),
+                             kiln_bf16_lo(vv.z), kiln_bf16_hi(vv.z), kiln_bf16_lo(vv.w), kiln_bf16_hi(vv.w)};
+#pragma unroll
+        for (int i = 0; i < GMAX; i++) {
+          const float p = sc[i * KILN_AD_TILE + j];
+#pragma unroll
+          for (int e = 0; e < 8; e++) acc[i][e] = fmaf(p, vf[e], acc[i][e]);
+        }
       }
     }
-#pragma unroll
-    for (int it = 0; it < PRE; it++) {
-      const int j = vrow + it * nr;
-      if (vact && j < tn) kiln_attn_accumulate_<GMAX>(vreg[it], j, gn, sc, acc);
-    }
-    for (int j = vrow + PRE * nr; vact && j < tn; j += nr)
-      kiln_attn_accumulate_<GMAX>(*(const uint4 *)(V + (int64_t)(t0 + j) * hd + vsl * 8), j, gn, sc, acc);
+    __syncthreads(); /* sc, al_s and s.vt are free */
     if (tn1 > 0) {
-#pragma unroll
-      for (int it = 0; it < PRE; it++) vreg[it] = make_uint4(0, 0, 0, 0);
-      kiln_attn_load_v_<PRE>(G, V, t1, tn1, 0, tn1, vreg);
+      kiln_attn_copy_<THREADS>(s.vt, V, hd8, t1, 0, tn1);
+      kiln_cp_commit();
+      kiln_cp_wait_all();
+      __syncthreads(); /* the next tile's keys and values are in */
     }
-    __syncthreads(); /* sc and al_s are rewritten by the next tile */
   }
 
   /* sum the per-row-group accumulators: red[row][i][hd] */
   float *po = part;                                        /* [n_heads][n_splits][hd] */
   float *pml = part + (int64_t)sh.n_heads * n_splits * hd; /* [n_heads][n_splits][2] */
   {
+    if (vact) {
 #pragma unroll
-    for (int i = 0; i < GMAX; i++) {
-      if (i < gn && vact) {
+      for (int i = 0; i < GMAX; i++) {
+        if (i < gn) {
 #pragma unroll
-        for (int e = 0; e < 8; e++) red[((int64_t)vrow * GMAX + i) * hd + vsl * 8 + e] = acc[i][e];
+          for (int e = 0; e < 8; e++) red[((int64_t)vrow * GMAX + i) * hd + vsl * 8 + e] = acc[i][e];
+        }
       }
     }
     __syncthreads();

@@ -69,17 +69,6 @@
  * 3 x 64 KB and 4 x 32 KB. */
 #define FA_MIN_BLOCKS(hd) ((hd) == 64 ? 4 : 3)
 
-static __device__ __forceinline__ uint32_t fa_smem_addr(const void *p) {
-  return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-/* 16 bytes global -> shared, through L2 only; src_bytes 0 reads nothing and writes zeros. */
-static __device__ __forceinline__ void fa_cp16(uint32_t dst, const void *src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-static __device__ __forceinline__ void fa_cp_commit(void) { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-static __device__ __forceinline__ void fa_cp_wait_all(void) { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
 static __device__ __forceinline__ void fa_ldsm4(uint32_t r[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -128,8 +117,8 @@ static __device__ __forceinline__ void fa_load_tile(uint32_t dst, const uint16_t
     const int key = k0 + r0 + i * RSTEP;
     const int ok = key < kend;
     const int64_t src = (int64_t)(ok ? key : 0) * HD + c * 8;
-    fa_cp16(dst + i * RSTEP * ROWB, Kg + src, ok ? 16 : 0);
-    fa_cp16(dst + TILEB + i * RSTEP * ROWB, Vg + src, ok ? 16 : 0);
+    kiln_cp16(dst + i * RSTEP * ROWB, Kg + src, ok ? 16 : 0);
+    kiln_cp16(dst + TILEB + i * RSTEP * ROWB, Vg + src, ok ? 16 : 0);
   }
 }
 
@@ -148,7 +137,7 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
   constexpr int KD = HD / 16;              /* 16-wide steps over head_dim */
   static_assert(RSTEP % 8 == 0 && FA_BQ == FA_BK, "fa2_kernel: loader rows keep their swizzle");
   extern __shared__ __align__(128) unsigned char smem[];
-  const uint32_t sb = fa_smem_addr(smem);
+  const uint32_t sb = kiln_smem_addr(smem);
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, tq = lane & 3;
@@ -165,7 +154,7 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
   const int ld_c = tid % CPR, ld_r0 = tid / CPR;
   const uint32_t ld_off = (uint32_t)(ld_r0 * ROWB + ((ld_c ^ (ld_r0 & 7)) << 4));
   fa_load_tile<HD>(sb + ld_off, Kg, Vg, 0, kend, ld_r0, ld_c);
-  fa_cp_commit();
+  kiln_cp_commit();
 
   /* the Q tile as bf16 (rows past the chunk are zero) into stage 1's K tile, free until tile 1 is requested */
 #pragma unroll
@@ -210,11 +199,11 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
   const int qp0 = qw + g, qp1 = qw + g + 8;
 
   for (int j = 0; j < ntiles; j++) {
-    fa_cp_wait_all();
+    kiln_cp_wait_all();
     __syncthreads(); /* tile j is in, from every thread; every warp is done with tile j-1 and with Q's staging */
     if (j + 1 < ntiles)
       fa_load_tile<HD>(sb + ((j + 1) & 1) * 2 * TILEB + ld_off, Kg, Vg, (j + 1) * FA_BK, kend, ld_r0, ld_c);
-    fa_cp_commit();
+    kiln_cp_commit();
     const int k0 = j * FA_BK;
     if (k0 > qw + 15) continue; /* every key of the tile comes after the warp's last query */
     const uint32_t ks = sb + (j & 1) * 2 * TILEB, vs = ks + TILEB;

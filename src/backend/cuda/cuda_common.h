@@ -114,6 +114,17 @@ static __device__ __forceinline__ float kiln_dot8_bf16(uint4 w, uint4 x, float a
 static __device__ __forceinline__ void kiln_pdl_trigger(void) { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
 static __device__ __forceinline__ void kiln_pdl_wait(void) { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 
+/* Asynchronous 16-byte copies global -> shared through L2 (cp.async.cg): src_bytes 0 reads nothing and writes
+ * zeros; commit closes a group, wait_all waits for every group of the thread (a barrier then publishes them). */
+static __device__ __forceinline__ uint32_t kiln_smem_addr(const void *p) {
+  return (uint32_t)__cvta_generic_to_shared(p);
+}
+static __device__ __forceinline__ void kiln_cp16(uint32_t dst, const void *src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+static __device__ __forceinline__ void kiln_cp_commit(void) { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+static __device__ __forceinline__ void kiln_cp_wait_all(void) { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
 /* Launches kern<<<grid, block, smem, stream>>>(args...), with the PDL attribute when the thread asked for it. */
 template <typename... K, typename... A>
 static cudaError_t kiln_launch(void (*kern)(K...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,

@@ -29,7 +29,6 @@
 #define DS_THREADS KILN_DS_THREADS
 #define DS_WARPS (DS_THREADS / 32)
 #define DS_GMAX KILN_AD_GMIN                    /* query heads per attention unit */
-#define DS_PRE 2                                /* keys and values prefetched per thread per tile */
 #define DS_MAX_DEVICES 64
 #define DS_KEEP 4                               /* float4 of the residual stream a thread keeps for the norm */
 
@@ -214,11 +213,10 @@ static __device__ __noinline__ void attention_phase_(ds_attn_smem *sp, const kil
     u.n_gz = n_gz;
     u.seq = seq;
     u.L = Lk;
-    uint4 kreg[DS_PRE], vreg[DS_PRE];
-    kiln_attn_unit_first<DS_PRE, DS_THREADS>(u, L.k_cache, L.v_cache, sh, kreg, vreg);
+    kiln_attn_unit_first<DS_GMAX, DS_THREADS>(s, u, L.k_cache, L.v_cache, sh);
     const kiln_attn_token t = {a.qkv, L.q_norm, L.k_norm, a.inv_freq, a.eps, qscale, pos};
     kiln_attn_unit_prologue<DS_GMAX, DS_THREADS>(s, u, t, L.k_cache, L.v_cache, sh);
-    kiln_attn_unit_run<DS_GMAX, DS_PRE, DS_THREADS>(s, u, a.hbuf, L.k_cache, L.v_cache, sh, a.part, kreg, vreg);
+    kiln_attn_unit_run<DS_GMAX, DS_THREADS>(s, u, a.hbuf, L.k_cache, L.v_cache, sh, a.part);
   }
 }
 
