@@ -133,21 +133,16 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
         for (int d = lane; d < hd; d += 32) buf[d] = 0.f;
         continue;
       }
-      const float *src = t.qkv + (int64_t)(h0 + job) * hd;
-      for (int d = lane; d < hd; d += 32) buf[d] = __ldcg(src + d);
-      __syncwarp();
-      kiln_norm_rotate(buf, hd, t.q_norm, t.eps, t.inv_freq, t.pos);
-      for (int d = lane; d < hd; d += 32) buf[d] *= t.qscale;
+      kiln_norm_rotate(buf, t.qkv + (int64_t)(h0 + job) * hd, NULL, hd, t.q_norm, t.eps, t.inv_freq, t.pos,
+                       t.qscale);
       continue;
     }
     const int64_t at = (((int64_t)u.seq * sh.n_kv_heads + u.kh) * sh.n_ctx + t.pos) * hd;
     const bool in_tile = jn < KILN_AD_TILE;
     if (job == GMAX) {
       float *buf = s.red; /* free until the first tile's values are summed */
-      const float *kq = t.qkv + (int64_t)(sh.n_heads + u.kh) * hd;
-      for (int d = lane; d < hd; d += 32) buf[d] = __ldcg(kq + d);
-      __syncwarp();
-      kiln_norm_rotate(buf, hd, t.k_norm, t.eps, t.inv_freq, t.pos);
+      kiln_norm_rotate(buf, t.qkv + (int64_t)(sh.n_heads + u.kh) * hd, NULL, hd, t.k_norm, t.eps, t.inv_freq, t.pos,
+                       1.f);
       uint16_t *row = in_tile ? (uint16_t *)(s.kt + jn * (hd / 8)) : NULL;
       for (int d = lane; d < hd; d += 32) {
         const uint16_t b = kiln_f32_to_bf16_dev(buf[d]);

@@ -29,16 +29,14 @@ static __global__ void __launch_bounds__(ROPE_WARPS * 32)
   int pos = step->pos + (int)t;
   float *buf = bufs[warp];
   int64_t off = (int64_t)head * hd; /* q head h, or k head (head - n_heads) */
-  for (int i = lane; i < hd; i += 32) buf[i] = row[off + i] + (bias ? bias[off + i] : 0.f);
-  __syncwarp();
   if (head < sh.n_heads) {
-    kiln_norm_rotate(buf, hd, q_norm, eps, inv_freq, pos);
+    kiln_norm_rotate(buf, row + off, bias ? bias + off : NULL, hd, q_norm, eps, inv_freq, pos, 1.f);
     float *dst = q_out + (t * sh.n_heads + head) * hd;
     for (int i = lane; i < hd; i += 32) dst[i] = buf[i];
     return;
   }
   int kh = head - sh.n_heads;
-  kiln_norm_rotate(buf, hd, k_norm, eps, inv_freq, pos);
+  kiln_norm_rotate(buf, row + off, bias ? bias + off : NULL, hd, k_norm, eps, inv_freq, pos, 1.f);
   int64_t slot = (int64_t)step->seq * sh.n_kv_heads * sh.n_ctx * hd;
   int64_t at = slot + ((int64_t)kh * sh.n_ctx + pos) * hd;
   for (int i = lane; i < hd; i += 32) k_cache[at + i] = kiln_f32_to_bf16_dev(buf[i]);

@@ -1,33 +1,61 @@
 /*
- * backend/cuda/rope_dev.cuh (internal, device code): per-head RMSNorm and RoPE of one head held in shared memory
- * by one warp, shared by the q/k/v kernel (rope.cu) and the persistent decode kernel (decode_step.cu).
+ * backend/cuda/rope_dev.cuh (internal, device code): per-head RMSNorm and RoPE of one head into shared memory by
+ * one warp, shared by the q/k/v kernel of prefill (rope.cu) and decode attention (attn_decode_dev.cuh).
  */
 #ifndef KILN_CUDA_ROPE_DEV_CUH
 #define KILN_CUDA_ROPE_DEV_CUH
 
 #include "backend/cuda/cuda_common.h"
 
-/* Normalises (when nw != NULL) and rotates buf[0..hd) in place; the calling warp owns buf. */
-static __device__ __forceinline__ void kiln_norm_rotate(float *buf, int hd, const float *nw, float eps,
-                                                        const float *inv_freq, int pos) {
-  int lane = threadIdx.x & 31;
+#define KILN_ROPE_DEV_MAX_HD 256
+
+/* buf[0..hd) = RoPE(RMSNorm(src + bias)) * scale for one head (norm skipped when nw == NULL, bias when NULL),
+ * run by the calling warp, which owns buf. Every input (the head, its bias, the norm weights, the frequencies)
+ * is requested at once, so the head costs one memory latency, not one per dependent step. src is read through L2
+ * (another kernel or block wrote it). hd <= KILN_ROPE_DEV_MAX_HD. */
+static __device__ __forceinline__ void kiln_norm_rotate(float *buf, const float *src, const float *bias, int hd,
+                                                        const float *nw, float eps, const float *inv_freq, int pos,
+                                                        float scale) {
+  constexpr int NV = KILN_ROPE_DEV_MAX_HD / 32;
+  const int lane = threadIdx.x & 31, h = hd / 2;
+  float x[NV], w[NV], f[NV / 2];
+#pragma unroll
+  for (int k = 0; k < NV; k++) {
+    const int i = lane + 32 * k;
+    x[k] = i < hd ? __ldcg(src + i) + (bias ? bias[i] : 0.f) : 0.f;
+    w[k] = nw && i < hd ? nw[i] : 1.f;
+  }
+#pragma unroll
+  for (int k = 0; k < NV / 2; k++) {
+    const int i = lane + 32 * k;
+    f[k] = i < h ? inv_freq[i] : 0.f;
+  }
+  float inv = 1.f;
   if (nw) {
     float ss = 0.f;
-    for (int i = lane; i < hd; i += 32) ss = fmaf(buf[i], buf[i], ss);
+#pragma unroll
+    for (int k = 0; k < NV; k++) ss = fmaf(x[k], x[k], ss);
     ss = kiln_warp_sum(ss);
-    float inv = rsqrtf(ss / (float)hd + eps);
-    for (int i = lane; i < hd; i += 32) buf[i] = nw[i] * (buf[i] * inv);
-    __syncwarp();
+    inv = rsqrtf(ss / (float)hd + eps);
   }
-  int h = hd / 2;
-  float fp = (float)pos;
+#pragma unroll
+  for (int k = 0; k < NV; k++) {
+    const int i = lane + 32 * k;
+    if (i < hd) buf[i] = nw ? w[k] * (x[k] * inv) : x[k];
+  }
+  __syncwarp();
+  const float fp = (float)pos;
   /* Each lane reads and writes only its own pairs (i, i + h): no lane touches another lane's pair. */
-  for (int i = lane; i < h; i += 32) {
-    float s, c;
-    sincosf(inv_freq[i] * fp, &s, &c);
-    float x1 = buf[i], x2 = buf[i + h];
-    buf[i] = x1 * c - x2 * s;
-    buf[i + h] = x2 * c + x1 * s;
+#pragma unroll
+  for (int k = 0; k < NV / 2; k++) {
+    const int i = lane + 32 * k;
+    if (i < h) {
+      float sn, cs;
+      sincosf(f[k] * fp, &sn, &cs);
+      const float x1 = buf[i], x2 = buf[i + h];
+      buf[i] = (x1 * cs - x2 * sn) * scale;
+      buf[i + h] = (x2 * cs + x1 * sn) * scale;
+    }
   }
   __syncwarp();
 }
