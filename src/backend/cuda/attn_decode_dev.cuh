@@ -18,9 +18,9 @@
  * every split's partial into the output, so no second pass is needed.
  *
  * The loops are short and rolled, and the heads are computed unconditionally (a group smaller than GMAX computes
- * zero queries): a block runs this code once per token, so its instructions come from L2 every time, and code size
- * is time. (An earlier version unrolled keys x heads under guards; ~190 KB of instructions made one 32-key tile
- * cost ~4 us of instruction fetch.)
+ * zero queries): a block runs this code once per token, so its instructions are not in the SM's caches, and code
+ * size is latency. (An earlier version unrolled keys x heads under guards into ~190 KB of instructions; scoring
+ * one 32-key tile took ~7,500 cycles whether or not its keys had arrived.)
  */
 #ifndef KILN_CUDA_ATTN_DECODE_DEV_CUH
 #define KILN_CUDA_ATTN_DECODE_DEV_CUH
