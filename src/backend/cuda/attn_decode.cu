@@ -11,7 +11,6 @@
 #include "backend/cuda/cuda_common.h"
 
 #define AD_THREADS 128
-#define AD_MAX_DEVICES 64
 
 /* GMAX: query heads a unit computes, the power of two covering the heads per kv head (at most 8; more heads make
  * more head groups). Shared memory is dynamic: the tile buffers put it past the 48 KB of a static array. */
@@ -27,25 +26,21 @@ static __global__ void __launch_bounds__(AD_THREADS) attn_decode_kernel(kiln_cud
   if (u.split >= kiln_attn_active(u.L, u.n_splits)) return; /* no keys: no partial, no arrival */
   kiln_attn_unit_first<GMAX, AD_THREADS>(s, u, a.k_cache, a.v_cache, a.shape);
   kiln_pdl_wait();
-  const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.inv_freq, a.eps, qscale, u.L - 1};
+  const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.inv_freq, a.eps, qscale};
   kiln_attn_unit_prologue<GMAX, AD_THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
   kiln_attn_unit_run<GMAX, AD_THREADS>(s, u, a.out, a.k_cache, a.v_cache, a.shape, a.scratch);
 }
 
 template <int GMAX>
 static int attn_decode_launch(const kiln_cuda_attn_decode_args *a, float qscale, cudaStream_t stream) {
-  static int smem_set[AD_MAX_DEVICES]; /* the dynamic shared memory limit is raised once per device */
-  const int smem = (int)sizeof(kiln_attn_smem<GMAX, AD_THREADS>);
-  int dev = 0;
-  KILN_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev >= AD_MAX_DEVICES || !smem_set[dev]) {
-    KILN_CUDA_CHECK(cudaFuncSetAttribute(attn_decode_kernel<GMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    if (dev < AD_MAX_DEVICES) smem_set[dev] = 1;
-  }
+  static size_t smem_set[KILN_CUDA_MAX_DEVICES];
+  const size_t smem = sizeof(kiln_attn_smem<GMAX, AD_THREADS>);
+  int rc = kiln_cuda__allow_smem((const void *)attn_decode_kernel<GMAX>, smem, smem_set, 0);
+  if (rc) return rc;
   const kiln_cuda_attn_shape *sh = &a->shape;
   const int g = sh->n_heads / sh->n_kv_heads;
   dim3 grid((unsigned)a->n_splits, (unsigned)sh->n_kv_heads, (unsigned)((g + GMAX - 1) / GMAX));
-  KILN_CUDA_CHECK(kiln_launch(attn_decode_kernel<GMAX>, grid, dim3(AD_THREADS), (size_t)smem, stream, *a, qscale));
+  KILN_CUDA_CHECK(kiln_launch(attn_decode_kernel<GMAX>, grid, dim3(AD_THREADS), smem, stream, *a, qscale));
   return 0;
 }
 

@@ -98,14 +98,15 @@ static __device__ __forceinline__ void kiln_attn_unit_first(kiln_attn_smem<GMAX,
   kiln_cp_commit();
 }
 
-/* What the prologue needs besides the unit: the new token's q/k/v rows (f32, biases added, written by another
- * kernel or block: read through L2), the per-head norms (NULL: none), RoPE frequencies and the softmax scale. */
+/* What the prologue needs besides the unit (whose new token sits at position L-1): the token's q/k/v rows (f32,
+ * biases added, written by another kernel or block: read through L2), the per-head norms (NULL: none), the RoPE
+ * frequencies and the softmax scale (computed once by the caller: an IEEE division inlined here costs the GMAX 8
+ * kernel a register spill). */
 typedef struct kiln_attn_token {
   const float *qkv; /* [n_heads + 2 n_kv_heads][head_dim] */
   const float *q_norm, *k_norm;
   const float *inv_freq; /* [head_dim / 2] */
-  float eps, qscale;     /* qscale: log2(e) / sqrt(head_dim) */
-  int pos;
+  float eps, qscale; /* qscale: log2(e) / sqrt(head_dim) */
 } kiln_attn_token;
 
 /* Per-head RMSNorm and RoPE of the unit's query heads into s.qs (scaled by qscale; heads past the group are
@@ -121,10 +122,11 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int hd = sh.head_dim, g = sh.n_heads / sh.n_kv_heads;
   const int g0 = u.gz * GMAX, gn = min(GMAX, g - g0), h0 = u.kh * g + g0;
+  const int pos = u.L - 1;
   int c0, c1;
   kiln_attn_range(u, &c0, &c1);
-  const bool owner = t.pos >= c0 && t.pos < c1;
-  const int jn = t.pos - c0; /* the new token's row in the first tile, when < KILN_AD_TILE */
+  const bool owner = pos >= c0 && pos < c1;
+  const int jn = pos - c0; /* the new token's row in the first tile, when < KILN_AD_TILE */
   const int jobs = GMAX + (owner ? 2 : 0);
   for (int job = warp; job < jobs; job += WARPS) {
     if (job < GMAX) {
@@ -133,15 +135,14 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
         for (int d = lane; d < hd; d += 32) buf[d] = 0.f;
         continue;
       }
-      kiln_norm_rotate(buf, t.qkv + (int64_t)(h0 + job) * hd, NULL, hd, t.q_norm, t.eps, t.inv_freq, t.pos,
-                       t.qscale);
+      kiln_norm_rotate(buf, t.qkv + (int64_t)(h0 + job) * hd, NULL, hd, t.q_norm, t.eps, t.inv_freq, pos, t.qscale);
       continue;
     }
-    const int64_t at = (((int64_t)u.seq * sh.n_kv_heads + u.kh) * sh.n_ctx + t.pos) * hd;
+    const int64_t at = (((int64_t)u.seq * sh.n_kv_heads + u.kh) * sh.n_ctx + pos) * hd;
     const bool in_tile = jn < KILN_AD_TILE;
     if (job == GMAX) {
       float *buf = s.red; /* free until the first tile's values are summed */
-      kiln_norm_rotate(buf, t.qkv + (int64_t)(sh.n_heads + u.kh) * hd, NULL, hd, t.k_norm, t.eps, t.inv_freq, t.pos,
+      kiln_norm_rotate(buf, t.qkv + (int64_t)(sh.n_heads + u.kh) * hd, NULL, hd, t.k_norm, t.eps, t.inv_freq, pos,
                        1.f);
       uint16_t *row = in_tile ? (uint16_t *)(s.kt + jn * (hd / 8)) : NULL;
       for (int d = lane; d < hd; d += 32) {

@@ -34,7 +34,6 @@
 #include "backend/cuda/cuda_common.h"
 
 #define AP_MAX_HD 256
-#define AP_MAX_DEVICES 64
 
 /* ------------------------------------------------------------------------------------------------------------
  * head_dim 64 and 128: FlashAttention-2 on mma.sync
@@ -531,30 +530,16 @@ static __global__ void __launch_bounds__(AP_THREADS)
   }
 }
 
-/* Allows `kern` more than 48 KB of dynamic shared memory (once per device; `set` is the kernel's own record) and
- * asks for the largest shared-memory carveout, so that as many blocks fit an SM as the registers allow. */
-static int ap_allow_smem(const void *kern, size_t bytes, size_t set[AP_MAX_DEVICES]) {
-  int dev = 0;
-  KILN_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < AP_MAX_DEVICES && set[dev] >= bytes) return 0;
-  if (bytes > 48 * 1024)
-    KILN_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-  KILN_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                       cudaSharedmemCarveoutMaxShared));
-  if (dev < AP_MAX_DEVICES) set[dev] = bytes;
-  return 0;
-}
-
 template <int HD>
 static int fa2_launch(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
                       const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh, cudaStream_t stream) {
-  static size_t smem_set[AP_MAX_DEVICES];
+  static size_t smem_set[KILN_CUDA_MAX_DEVICES];
   const size_t bytes = (size_t)4 * FA_BK * HD * 2; /* 2 stages x (K tile + V tile) */
   const int64_t n_qtiles = (n + FA_BQ - 1) / FA_BQ, blocks = n_qtiles * sh->n_heads;
   if (blocks > INT_MAX)
     return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: %lld tokens x %d heads", (long long)n,
                       sh->n_heads);
-  int rc = ap_allow_smem((const void *)fa2_kernel<HD>, bytes, smem_set);
+  int rc = kiln_cuda__allow_smem((const void *)fa2_kernel<HD>, bytes, smem_set, 1);
   if (rc) return rc;
   const float scale_log2 = 1.4426950408889634f / sqrtf((float)HD);
   fa2_kernel<HD><<<(unsigned)blocks, FA_THREADS, bytes, stream>>>(out, q, k_cache, v_cache, step, (int)n, *sh,
@@ -567,9 +552,9 @@ template <int NF>
 static int ap_wmma_launch_nf(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
                              const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh,
                              cudaStream_t stream) {
-  static size_t smem_set[AP_MAX_DEVICES];
+  static size_t smem_set[KILN_CUDA_MAX_DEVICES];
   ap_layout L = ap_layout_of((sh->head_dim + 15) / 16 * 16);
-  int rc = ap_allow_smem((const void *)ap_wmma_kernel<NF>, L.bytes, smem_set);
+  int rc = kiln_cuda__allow_smem((const void *)ap_wmma_kernel<NF>, L.bytes, smem_set, 1);
   if (rc) return rc;
   dim3 grid((unsigned)((n + AP_BQ - 1) / AP_BQ), (unsigned)sh->n_heads);
   float scale_log2 = 1.4426950408889634f / sqrtf((float)sh->head_dim);

@@ -29,7 +29,6 @@
 #define DS_THREADS KILN_DS_THREADS
 #define DS_WARPS (DS_THREADS / 32)
 #define DS_GMAX KILN_AD_GMIN                    /* query heads per attention unit */
-#define DS_MAX_DEVICES 64
 #define DS_KEEP 4                               /* float4 of the residual stream a thread keeps for the norm */
 
 typedef kiln_attn_smem<DS_GMAX, DS_THREADS> ds_attn_smem;
@@ -214,7 +213,7 @@ static __device__ __noinline__ void attention_phase_(ds_attn_smem *sp, const kil
     u.seq = seq;
     u.L = Lk;
     kiln_attn_unit_first<DS_GMAX, DS_THREADS>(s, u, L.k_cache, L.v_cache, sh);
-    const kiln_attn_token t = {a.qkv, L.q_norm, L.k_norm, a.inv_freq, a.eps, qscale, pos};
+    const kiln_attn_token t = {a.qkv, L.q_norm, L.k_norm, a.inv_freq, a.eps, qscale};
     kiln_attn_unit_prologue<DS_GMAX, DS_THREADS>(s, u, t, L.k_cache, L.v_cache, sh);
     kiln_attn_unit_run<DS_GMAX, DS_THREADS>(s, u, a.hbuf, L.k_cache, L.v_cache, sh, a.part);
   }
@@ -268,7 +267,7 @@ static size_t smem_bytes_(const kiln_cuda_decode_args *a) {
 }
 
 extern "C" int kiln_cuda_decode_step_prepare(kiln_cuda_decode_args *a, int *blocks) {
-  static size_t smem_set[DS_MAX_DEVICES];
+  static size_t smem_set[KILN_CUDA_MAX_DEVICES];
   const kiln_cuda_attn_shape *sh = &a->shape;
   *blocks = 0;
   if (sh->head_dim <= 0 || sh->head_dim % 8 || sh->head_dim > KILN_AD_MAX_HD || sh->n_kv_heads <= 0 ||
@@ -285,10 +284,8 @@ extern "C" int kiln_cuda_decode_step_prepare(kiln_cuda_decode_args *a, int *bloc
   const int one_round = n_sm / groups > 1 ? n_sm / groups : 1;
   if (a->n_splits > one_round) a->n_splits = one_round;
   size_t smem = smem_bytes_(a);
-  if (dev >= DS_MAX_DEVICES || smem_set[dev] < smem) {
-    KILN_CUDA_CHECK(cudaFuncSetAttribute(decode_step_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    if (dev < DS_MAX_DEVICES) smem_set[dev] = smem;
-  }
+  int rc = kiln_cuda__allow_smem((const void *)decode_step_kernel, smem, smem_set, 0);
+  if (rc) return rc;
   KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, decode_step_kernel, DS_THREADS, smem));
   if (occ < 1) return kiln_error(KILN_EUNSUPPORTED, "cuda decode kernel: does not fit on an SM");
   *blocks = n_sm;

@@ -14,7 +14,6 @@
 
 #define GEMV_THREADS 256
 #define GEMV_WARPS (GEMV_THREADS / 32)
-#define GEMV_MAX_DEVICES 64
 #define GEMV_BLOCKS_PER_SM 4
 
 static __device__ __forceinline__ void epilogue_(const kiln_cuda_gemv_args &a, int64_t row, float acc,
@@ -98,15 +97,13 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
 }
 
 static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
-  static int smem_set[GEMV_MAX_DEVICES]; /* bytes of dynamic shared memory already allowed, per device */
+  static size_t smem_set[KILN_CUDA_MAX_DEVICES];
   int dev = 0, n_sm = 0, occ = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&dev));
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
   size_t smem = (size_t)a->k * sizeof(uint16_t);
-  if (smem > 48 * 1024 && (dev >= GEMV_MAX_DEVICES || smem_set[dev] < (int)smem)) {
-    KILN_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    if (dev < GEMV_MAX_DEVICES) smem_set[dev] = (int)smem;
-  }
+  int rc = kiln_cuda__allow_smem((const void *)gemv_kernel, smem, smem_set, 0);
+  if (rc) return rc;
   /* Narrower blocks when the matrix has too few row pairs to give every SM two blocks of 8 warps. */
   const int64_t pairs = (a->n_rows + 1) / 2;
   int threads = GEMV_THREADS;
