@@ -276,11 +276,12 @@ static void fill_cache(uint16_t *d_k, uint16_t *d_v, int n_seqs, int nkv, int n_
 }
 
 /* ---- decode attention: q/k norm + RoPE + KV store + split-KV attention ---- */
+static int attn_cluster; /* the combine under test: 1 inside thread-block clusters, 0 through global memory */
 static void test_attn_decode(int nh, int nkv, int hd, int L, int n_ctx, int splits, int qk_norm) {
   const int n_seqs = 2, seq = 1, pos = L - 1;
   const float eps = 1e-6f;
   kiln_cuda_attn_shape sh = {nh, nkv, hd, n_ctx};
-  if (splits <= 0) splits = kiln_cuda_attn_decode_splits(&sh, n_sm);
+  if (splits <= 0) GT_OK(kiln_cuda_attn_decode_splits(&sh, n_sm, &splits));
   const int64_t cache = (int64_t)n_seqs * nkv * n_ctx * hd, row = (int64_t)(nh + 2 * nkv) * hd;
   uint16_t *d_k = gt_dev((size_t)cache * 2), *d_v = gt_dev((size_t)cache * 2), *d_o = gt_dev((size_t)nh * hd * 2);
   /* the cache: random everywhere (position pos too: the kernel must overwrite it) */
@@ -338,8 +339,8 @@ static void test_attn_decode(int nh, int nkv, int hd, int L, int n_ctx, int spli
   gt_down(o, d_o, (size_t)nh * hd * 2);
   float *of = bf16_to_f32_arr(o, (int64_t)nh * hd);
   double e = gt_nmse(of, ref, (int64_t)nh * hd);
-  GT_CHECK(e <= TOL_BF16_OUT, "attn_decode nh=%d nkv=%d hd=%d L=%d splits=%d norm=%d: NMSE %.3g", nh, nkv, hd, L,
-           splits, qk_norm, e);
+  GT_CHECK(e <= TOL_BF16_OUT, "attn_decode nh=%d nkv=%d hd=%d L=%d splits=%d norm=%d cluster=%d: NMSE %.3g", nh, nkv,
+           hd, L, splits, qk_norm, attn_cluster, e);
   /* the cache: the new token's rows as the reference rounds them, every other element as it was */
   uint16_t *gk = malloc((size_t)cache * 2), *gv = malloc((size_t)cache * 2);
   gt_down(gk, d_k, (size_t)cache * 2);
@@ -593,20 +594,30 @@ int main(void) {
   test_qkv_rope(32, KILN_ROPE_DEFAULT, 1, 0);
   test_qkv_rope(24, KILN_ROPE_LLAMA3, 0, 1);
 
-  test_attn_decode(16, 8, 128, 1, 64, 0, 1);
-  test_attn_decode(16, 8, 128, 100, 256, 0, 1);
-  test_attn_decode(16, 8, 128, 129, 4096, 0, 1);   /* the new key in the first tile of the last of 5 splits */
-  test_attn_decode(32, 8, 128, 2048, 4096, 0, 1);
-  test_attn_decode(32, 8, 128, 300, 512, 1, 0);    /* one split: five tiles in a row */
-  test_attn_decode(8, 8, 64, 77, 128, 1, 1);
-  test_attn_decode(32, 2, 64, 300, 512, 7, 0);
-  test_attn_decode(4, 1, 256, 50, 64, 3, 1);
-  test_attn_decode(4, 1, 256, 200, 256, 1, 0);     /* head_dim 256: tiles longer than one round of loads */
-  test_attn_decode(32, 2, 128, 150, 256, 2, 1);    /* 16 heads per kv head: two head groups store the key */
-  test_attn_decode(4, 2, 16, 40, 64, 0, 1);
-  test_attn_decode(4, 2, 24, 45, 64, 0, 0);
-  test_attn_decode(6, 3, 40, 200, 256, 0, 1);
-  test_attn_decode(2, 1, 8, 9, 16, 2, 1);
+  /* both combines: through global memory, then inside thread-block clusters (where the device has them) */
+  for (int cl = 0; cl < 2; cl++) {
+    kiln_cuda_attn_decode_cluster(attn_cluster = cl);
+    test_attn_decode(16, 8, 128, 1, 64, 0, 1);
+    test_attn_decode(16, 8, 128, 100, 256, 0, 1);
+    test_attn_decode(16, 8, 128, 129, 4096, 0, 1);   /* the new key in the first tile of the last of 5 splits */
+    test_attn_decode(32, 8, 128, 2048, 4096, 0, 1);
+    test_attn_decode(32, 8, 128, 300, 512, 1, 0);    /* one split: five tiles in a row */
+    test_attn_decode(8, 8, 64, 77, 128, 1, 1);
+    test_attn_decode(32, 2, 64, 300, 512, 7, 0);
+    test_attn_decode(4, 1, 256, 50, 64, 3, 1);
+    test_attn_decode(4, 1, 256, 200, 256, 1, 0);     /* head_dim 256: tiles longer than one round of loads */
+    test_attn_decode(32, 2, 128, 150, 256, 2, 1);    /* 16 heads per kv head: two head groups store the key */
+    test_attn_decode(4, 2, 16, 40, 64, 0, 1);
+    test_attn_decode(4, 2, 24, 45, 64, 0, 0);
+    test_attn_decode(6, 3, 40, 200, 256, 0, 1);
+    test_attn_decode(2, 1, 8, 9, 16, 2, 1);
+    /* with clusters: up to 16 splits a group is one cluster (combine in shared memory); more use global memory */
+    test_attn_decode(32, 4, 128, 700, 1024, 16, 1);  /* clusters of 16, 8 heads a unit */
+    test_attn_decode(16, 8, 128, 129, 4096, 9, 1);   /* 5 of 9 splits hold keys; the others only help combine */
+    test_attn_decode(16, 8, 128, 1000, 2048, 17, 0); /* one past the largest cluster */
+    test_attn_decode(32, 8, 128, 2048, 4096, 33, 1);
+  }
+  kiln_cuda_attn_decode_cluster(0);
 
   test_attn_prefill(8, 2, 128, 30, 100, 256);
   test_attn_prefill(4, 4, 64, 0, 64, 64);

@@ -2,7 +2,8 @@
  * backend/cuda/attn_decode.cu: q/k norm, RoPE, the KV store and split-KV decode attention (see attn_decode.h) as
  * one kernel: one block of AD_THREADS threads per unit (split, kv head, group of up to 8 query heads), only the
  * splits that hold keys doing anything; the unit itself is attn_decode_dev.cuh, which the persistent decode
- * kernel runs too.
+ * kernel runs too. When the splits fit a thread-block cluster (sm_90: up to 16 blocks), the units of a (kv head,
+ * head group) are launched as one cluster and combine through distributed shared memory.
  */
 #include <stdlib.h>
 
@@ -13,8 +14,10 @@
 #define AD_THREADS 128
 
 /* GMAX: query heads a unit computes, the power of two covering the heads per kv head (at most 8; more heads make
- * more head groups). Shared memory is dynamic: the tile buffers put it past the 48 KB of a static array. */
-template <int GMAX>
+ * more head groups). CLUSTER: the n_splits units of a (kv head, head group) are one thread-block cluster and
+ * combine their partials through distributed shared memory; otherwise through the global scratch and an arrival
+ * counter. Shared memory is dynamic: the tile buffers put it past the 48 KB of a static array. */
+template <int GMAX, bool CLUSTER>
 static __global__ void __launch_bounds__(AD_THREADS) attn_decode_kernel(kiln_cuda_attn_decode_args a, float qscale) {
   extern __shared__ uint4 ad_smem[];
   kiln_attn_smem<GMAX, AD_THREADS> &s = *(kiln_attn_smem<GMAX, AD_THREADS> *)ad_smem;
@@ -23,30 +26,100 @@ static __global__ void __launch_bounds__(AD_THREADS) attn_decode_kernel(kiln_cud
    * it and the cache rows of earlier steps can be read before the wait. */
   kiln_attn_unit u = {(int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, a.n_splits, (int)gridDim.z, a.step->seq,
                       a.step->pos + 1};
-  if (u.split >= kiln_attn_active(u.L, u.n_splits)) return; /* no keys: no partial, no arrival */
-  kiln_attn_unit_first<GMAX, AD_THREADS>(s, u, a.k_cache, a.v_cache, a.shape);
+  const bool active = u.split < kiln_attn_active(u.L, u.n_splits);
+  if (!CLUSTER && !active) return; /* no keys: no partial, no arrival */
+  if (active) kiln_attn_unit_first<GMAX, AD_THREADS>(s, u, a.k_cache, a.v_cache, a.shape);
   kiln_pdl_wait();
-  const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.inv_freq, a.eps, qscale};
-  kiln_attn_unit_prologue<GMAX, AD_THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
-  kiln_attn_unit_run<GMAX, AD_THREADS>(s, u, a.out, a.k_cache, a.v_cache, a.shape, a.scratch);
+  if (active) {
+    const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.inv_freq, a.eps, qscale};
+    kiln_attn_unit_prologue<GMAX, AD_THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
+    if (CLUSTER)
+      kiln_attn_unit_tiles<GMAX, AD_THREADS>(s, u, a.k_cache, a.v_cache, a.shape, (float *)s.kt, a.shape.head_dim);
+    else
+      kiln_attn_unit_run<GMAX, AD_THREADS>(s, u, a.out, a.k_cache, a.v_cache, a.shape, a.scratch);
+  }
+  if (CLUSTER) kiln_attn_cluster_combine<GMAX, AD_THREADS>(s, u, a.out, a.shape);
+}
+
+/* Whether the cluster combine is used: -1 until first asked, then KILN_CUDA_ATTN_CLUSTER (1: on; default off until
+ * it has been measured against the global combine on a GPU, docs/cuda.md) or what kiln_cuda_attn_decode_cluster
+ * set. */
+static int cluster_on_ = -1;
+static int cluster_allowed_(void) {
+  if (cluster_on_ < 0) {
+    const char *e = getenv("KILN_CUDA_ATTN_CLUSTER");
+    cluster_on_ = e && *e == '1';
+  }
+  return cluster_on_;
+}
+extern "C" void kiln_cuda_attn_decode_cluster(int on) { cluster_on_ = on != 0; }
+
+/* The largest cluster the GMAX kernel launches with on the current device (1: none), found once per device:
+ * 16 needs the non-portable attribute, and the kernel's shared memory decides how many units a GPC holds. */
+template <int GMAX>
+static int cluster_max_(int *cmax) {
+  static int known[KILN_CUDA_MAX_DEVICES];
+  static size_t smem_set[KILN_CUDA_MAX_DEVICES];
+  int dev = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < KILN_CUDA_MAX_DEVICES && known[dev]) {
+    *cmax = known[dev];
+    return 0;
+  }
+  const size_t smem = sizeof(kiln_attn_smem<GMAX, AD_THREADS>);
+  int rc = kiln_cuda__allow_smem((const void *)attn_decode_kernel<GMAX, true>, smem, smem_set, 0);
+  if (rc) return rc;
+  int major = 0, c = 1;
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  if (major >= 9) {
+    KILN_CUDA_CHECK(
+        cudaFuncSetAttribute(attn_decode_kernel<GMAX, true>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(KILN_AD_MAX_CLUSTER, 1, 1);
+    cfg.blockDim = dim3(AD_THREADS);
+    cfg.dynamicSmemBytes = smem;
+    KILN_CUDA_CHECK(cudaOccupancyMaxPotentialClusterSize(&c, attn_decode_kernel<GMAX, true>, &cfg));
+    if (c > KILN_AD_MAX_CLUSTER) c = KILN_AD_MAX_CLUSTER;
+    if (c < 1) c = 1;
+  }
+  if (dev < KILN_CUDA_MAX_DEVICES) known[dev] = c;
+  *cmax = c;
+  return 0;
 }
 
 template <int GMAX>
 static int attn_decode_launch(const kiln_cuda_attn_decode_args *a, float qscale, cudaStream_t stream) {
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
   const size_t smem = sizeof(kiln_attn_smem<GMAX, AD_THREADS>);
-  int rc = kiln_cuda__allow_smem((const void *)attn_decode_kernel<GMAX>, smem, smem_set, 0);
-  if (rc) return rc;
   const kiln_cuda_attn_shape *sh = &a->shape;
   const int g = sh->n_heads / sh->n_kv_heads;
   dim3 grid((unsigned)a->n_splits, (unsigned)sh->n_kv_heads, (unsigned)((g + GMAX - 1) / GMAX));
-  KILN_CUDA_CHECK(kiln_launch(attn_decode_kernel<GMAX>, grid, dim3(AD_THREADS), smem, stream, *a, qscale));
+  int cmax = 1, rc;
+  if (cluster_allowed_() && (rc = cluster_max_<GMAX>(&cmax))) return rc;
+  if (cluster_allowed_() && a->n_splits <= cmax) {
+    KILN_CUDA_CHECK(kiln_launch_cluster(attn_decode_kernel<GMAX, true>, grid, dim3(AD_THREADS), smem, stream,
+                                        (unsigned)a->n_splits, *a, qscale));
+    return 0;
+  }
+  if ((rc = kiln_cuda__allow_smem((const void *)attn_decode_kernel<GMAX, false>, smem, smem_set, 0))) return rc;
+  KILN_CUDA_CHECK(kiln_launch(attn_decode_kernel<GMAX, false>, grid, dim3(AD_THREADS), smem, stream, *a, qscale));
   return 0;
 }
 
-extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int n_sm) {
+static int cluster_max_for_(const kiln_cuda_attn_shape *sh, int *cmax) {
+  const int g = sh->n_heads / sh->n_kv_heads;
+  if (g <= 1) return cluster_max_<1>(cmax);
+  if (g <= 2) return cluster_max_<2>(cmax);
+  if (g <= 4) return cluster_max_<4>(cmax);
+  return cluster_max_<8>(cmax);
+}
+
+extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int n_sm, int *n_splits) {
   /* about two units per SM at the longest context, never chunks shorter than KILN_AD_MIN_CHUNK keys
    * (KILN_CUDA_ATTN_UNITS=N: N units per SM instead; tuning only) */
+  if (sh->n_kv_heads <= 0 || sh->n_heads < sh->n_kv_heads || sh->n_ctx <= 0)
+    return kiln_error(KILN_EINVAL, "cuda attention: bad shape (%d heads over %d kv heads)", sh->n_heads,
+                      sh->n_kv_heads);
   const char *e = getenv("KILN_CUDA_ATTN_UNITS");
   const int per_sm = e && atoi(e) > 0 ? atoi(e) : 2;
   int g = sh->n_heads / sh->n_kv_heads;
@@ -55,7 +128,16 @@ extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int 
   int most = (sh->n_ctx + KILN_AD_MIN_CHUNK - 1) / KILN_AD_MIN_CHUNK;
   int n = want < most ? want : most;
   if (n > KILN_AD_MAX_SPLITS) n = KILN_AD_MAX_SPLITS;
-  return n < 1 ? 1 : n;
+  /* Up to KILN_AD_CLUSTER_CTX keys of context, no more splits than a cluster holds: the cluster's combine costs
+   * about a microsecond less than the global one, more than the extra splits would save (docs/cuda.md). */
+  if (cluster_allowed_() && sh->n_ctx <= KILN_AD_CLUSTER_CTX) {
+    int cmax = 1;
+    int rc = cluster_max_for_(sh, &cmax);
+    if (rc) return rc;
+    if (cmax > 1 && n > cmax) n = cmax;
+  }
+  *n_splits = n < 1 ? 1 : n;
+  return 0;
 }
 
 static int64_t groups_(const kiln_cuda_attn_shape *sh) {

@@ -2,7 +2,9 @@
  * backend/cuda/attn_decode.h (internal): attention of one new token over the KV cache, its q/k norm, RoPE and KV
  * store folded in, split along the keys (flash-decoding) so that a long context spreads over every SM: each block
  * reduces one chunk of keys for one KV head and the query heads that share it (GQA), leaving a partial (max, sum,
- * weighted values); the last block of a group to finish combines the partials (one kernel, no second launch).
+ * weighted values) that are combined in the same kernel: through distributed shared memory when a group's blocks
+ * are one thread-block cluster (n_splits no larger than the device's cluster limit), else by the last block of
+ * the group to finish, through global memory.
  */
 #ifndef KILN_CUDA_ATTN_DECODE_H
 #define KILN_CUDA_ATTN_DECODE_H
@@ -18,8 +20,10 @@
 extern "C" {
 #endif
 
-/* How many key chunks to split into for this shape on this device (at most max_splits, at least 1). */
-int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *shape, int n_sm);
+/* How many key chunks to split into for this shape on the current device (n_sm SMs), at least 1, into *n_splits.
+ * With the cluster combine on (kiln_cuda_attn_decode_cluster) and up to 16K keys of context, they are at most the
+ * size of a thread-block cluster the device runs, so the combine stays on chip. Returns 0 or an error. */
+int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *shape, int n_sm, int *n_splits);
 
 /* Bytes of scratch: the f32 partials [n_heads][n_splits][head_dim + 2], then one arrival counter per group of
  * blocks. The counters must be zeroed once (kiln_cuda_attn_decode_init); every call leaves them zero again. */
@@ -45,6 +49,11 @@ typedef struct kiln_cuda_attn_decode_args {
 } kiln_cuda_attn_decode_args;
 
 int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *args, cudaStream_t stream);
+
+/* Process-wide: whether groups of at most 16 splits combine inside a thread-block cluster (on) or through global
+ * memory (off). The default comes from KILN_CUDA_ATTN_CLUSTER (1: on), read at first use; off otherwise. Set it
+ * before a backend is created: the split count depends on it. */
+void kiln_cuda_attn_decode_cluster(int on);
 
 #ifdef __cplusplus
 }

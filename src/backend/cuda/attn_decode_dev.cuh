@@ -25,6 +25,8 @@
 #ifndef KILN_CUDA_ATTN_DECODE_DEV_CUH
 #define KILN_CUDA_ATTN_DECODE_DEV_CUH
 
+#include <cooperative_groups.h>
+
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/rope.h"
 #include "backend/cuda/rope_dev.cuh"
@@ -33,6 +35,8 @@
 #define KILN_AD_MAX_HD 256
 #define KILN_AD_MIN_CHUNK 32
 #define KILN_AD_MAX_SPLITS 512 /* the combine keeps GMAX x KILN_AD_MAX_SPLITS (max, sum) pairs in `red` */
+#define KILN_AD_MAX_CLUSTER 16    /* the most blocks a cluster may have on sm_90 (non-portable past 8) */
+#define KILN_AD_CLUSTER_CTX 16384 /* contexts up to this many keys cap the splits at the cluster size */
 #define KILN_AD_GMIN 4 /* the scratch has a counter per group of this many heads: GMAX >= min(heads per kv, 4) */
 
 /* A unit's shared memory. `red` sums the row groups' accumulators, then holds the combine's weights; before the
@@ -162,26 +166,22 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
   }
 }
 
-/* Runs one active unit (split < kiln_attn_active) on the whole block (THREADS threads). On entry the first tile's
- * copy is in flight (kiln_attn_unit_first) and the prologue has run (kiln_attn_unit_prologue, this block). `part`
- * is the scratch of attn_decode.h: partials [n_heads][n_splits][hd], (max, sum) [n_heads][n_splits][2], then the
- * arrival counters. The partials are read back through L2 (ld.cg): other SMs wrote them. */
+/* Runs one active unit's keys (split < kiln_attn_active) on the whole block (THREADS threads). On entry the first
+ * tile's copy is in flight (kiln_attn_unit_first) and the prologue has run (kiln_attn_unit_prologue, this block).
+ * Leaves the unit's partial: its weighted values of head i (i < the group's heads) at dst + i * head_stride, and
+ * the running max and sum in s.m_s / s.l_s. */
 template <int GMAX, int THREADS>
-static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, THREADS> &s, const kiln_attn_unit &u,
-                                                          uint16_t *out, const uint16_t *k_cache,
-                                                          const uint16_t *v_cache, const kiln_cuda_attn_shape &sh,
-                                                          float *part) {
+static __device__ __forceinline__ void kiln_attn_unit_tiles(kiln_attn_smem<GMAX, THREADS> &s,
+                                                            const kiln_attn_unit &u, const uint16_t *k_cache,
+                                                            const uint16_t *v_cache, const kiln_cuda_attn_shape &sh,
+                                                            float *dst, int64_t head_stride) {
   constexpr int WARPS = THREADS / 32;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int hd = sh.head_dim, hd8 = hd / 8, g = sh.n_heads / sh.n_kv_heads;
-  const int n_splits = u.n_splits, split = u.split, kh = u.kh;
-  const int g0 = u.gz * GMAX;
-  const int gn = min(GMAX, g - g0);
-  const int h0 = kh * g + g0; /* first query head of this unit */
-  const int n_act = kiln_attn_active(u.L, n_splits);
+  const int gn = min(GMAX, g - u.gz * GMAX);
   int c0, c1;
   kiln_attn_range(u, &c0, &c1);
-  const int64_t base = ((int64_t)u.seq * sh.n_kv_heads + kh) * sh.n_ctx * hd;
+  const int64_t base = ((int64_t)u.seq * sh.n_kv_heads + u.kh) * sh.n_ctx * hd;
   const uint16_t *K = k_cache + base, *V = v_cache + base;
   float *sc = s.sc, *red = s.red, *m_s = s.m_s, *l_s = s.l_s, *al_s = s.al_s;
 
@@ -292,29 +292,65 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
   }
 
   /* sum the per-row-group accumulators: red[row][i][hd] */
-  float *po = part;                                        /* [n_heads][n_splits][hd] */
-  float *pml = part + (int64_t)sh.n_heads * n_splits * hd; /* [n_heads][n_splits][2] */
-  {
-    if (vact) {
+  if (vact) {
 #pragma unroll
-      for (int i = 0; i < GMAX; i++) {
-        if (i < gn) {
+    for (int i = 0; i < GMAX; i++) {
+      if (i < gn) {
 #pragma unroll
-          for (int e = 0; e < 8; e++) red[((int64_t)vrow * GMAX + i) * hd + vsl * 8 + e] = acc[i][e];
-        }
+        for (int e = 0; e < 8; e++) red[((int64_t)vrow * GMAX + i) * hd + vsl * 8 + e] = acc[i][e];
       }
     }
-    __syncthreads();
-    for (int idx = tid; idx < gn * hd; idx += THREADS) {
-      int i = idx / hd, d = idx % hd;
-      float sm = 0.f;
-      for (int r = 0; r < nr; r++) sm += red[((int64_t)r * GMAX + i) * hd + d];
-      po[((int64_t)(h0 + i) * n_splits + split) * hd + d] = sm;
-    }
-    if (tid < gn) {
-      pml[((int64_t)(h0 + tid) * n_splits + split) * 2] = m_s[tid];
-      pml[((int64_t)(h0 + tid) * n_splits + split) * 2 + 1] = l_s[tid];
-    }
+  }
+  __syncthreads();
+  for (int idx = tid; idx < gn * hd; idx += THREADS) {
+    int i = idx / hd, d = idx % hd;
+    float sm = 0.f;
+    for (int r = 0; r < nr; r++) sm += red[((int64_t)r * GMAX + i) * hd + d];
+    dst[i * head_stride + d] = sm;
+  }
+}
+
+/* Turns the (max, sum) pairs of n_act splits of gn heads (wsm[i * n_act + sp], lsm[...]; shared memory) into
+ * the weights of each split's partial in the normalised output, in place in wsm. One warp per head; the caller
+ * publishes wsm with a barrier. */
+template <int THREADS>
+static __device__ __forceinline__ void kiln_attn_weights_(float *wsm, const float *lsm, int gn, int n_act) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int i = warp; i < gn; i += THREADS / 32) {
+    float M = -INFINITY;
+    for (int sp = lane; sp < n_act; sp += 32) M = fmaxf(M, wsm[i * n_act + sp]);
+    M = kiln_warp_max(M);
+    float den = 0.f;
+    for (int sp = lane; sp < n_act; sp += 32) den += exp2f(wsm[i * n_act + sp] - M) * lsm[i * n_act + sp];
+    den = kiln_warp_sum(den);
+    __syncwarp(); /* all lanes have read wsm before it is overwritten with the weights */
+    for (int sp = lane; sp < n_act; sp += 32) wsm[i * n_act + sp] = exp2f(wsm[i * n_act + sp] - M) / den;
+  }
+}
+
+/* kiln_attn_unit_tiles, then the combine through global memory: `part` is the scratch of attn_decode.h: partials
+ * [n_heads][n_splits][hd], (max, sum) [n_heads][n_splits][2], then the arrival counters. The partials are read
+ * back through L2 (ld.cg): other SMs wrote them. */
+template <int GMAX, int THREADS>
+static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, THREADS> &s, const kiln_attn_unit &u,
+                                                          uint16_t *out, const uint16_t *k_cache,
+                                                          const uint16_t *v_cache, const kiln_cuda_attn_shape &sh,
+                                                          float *part) {
+  const int tid = threadIdx.x;
+  const int hd = sh.head_dim, g = sh.n_heads / sh.n_kv_heads;
+  const int n_splits = u.n_splits, split = u.split, kh = u.kh;
+  const int g0 = u.gz * GMAX;
+  const int gn = min(GMAX, g - g0);
+  const int h0 = kh * g + g0; /* first query head of this unit */
+  const int n_act = kiln_attn_active(u.L, n_splits);
+  float *red = s.red;
+  float *po = part;                                        /* [n_heads][n_splits][hd] */
+  float *pml = part + (int64_t)sh.n_heads * n_splits * hd; /* [n_heads][n_splits][2] */
+  kiln_attn_unit_tiles<GMAX, THREADS>(s, u, k_cache, v_cache, sh, po + ((int64_t)h0 * n_splits + split) * hd,
+                                      (int64_t)n_splits * hd);
+  if (tid < gn) {
+    pml[((int64_t)(h0 + tid) * n_splits + split) * 2] = s.m_s[tid];
+    pml[((int64_t)(h0 + tid) * n_splits + split) * 2 + 1] = s.l_s[tid];
   }
 
   /* The last unit of this (kv head, head group) to finish combines every split's partial (threadFenceReduction
@@ -339,16 +375,7 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
     lsm[idx] = __ldcg(ml + 1);
   }
   __syncthreads();
-  for (int i = warp; i < gn; i += WARPS) {
-    float M = -INFINITY;
-    for (int sp = lane; sp < n_act; sp += 32) M = fmaxf(M, wsm[i * n_act + sp]);
-    M = kiln_warp_max(M);
-    float den = 0.f;
-    for (int sp = lane; sp < n_act; sp += 32) den += exp2f(wsm[i * n_act + sp] - M) * lsm[i * n_act + sp];
-    den = kiln_warp_sum(den);
-    __syncwarp(); /* all lanes have read wsm before it is overwritten with the weights */
-    for (int sp = lane; sp < n_act; sp += 32) wsm[i * n_act + sp] = exp2f(wsm[i * n_act + sp] - M) / den;
-  }
+  kiln_attn_weights_<THREADS>(wsm, lsm, gn, n_act);
   __syncthreads();
   /* 4 dimensions per thread (16-byte loads), 8 splits' loads in flight at a time: the sum over splits costs a
    * few memory latencies, not one per split */
@@ -371,6 +398,55 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
   }
   if (tid == 0) *counter = 0u; /* every unit of this group has arrived: nobody else touches it now */
   __syncthreads();         /* the unit's shared memory is free for the next unit */
+}
+
+/* The combine inside a thread-block cluster (sm_90): the cluster is the n_splits units of one (kv head, head
+ * group), cluster rank = split. Each active unit has left its partial in its own shared memory (s.kt, as f32
+ * [GMAX][head_dim]; kiln_attn_unit_tiles with dst (float *)s.kt, head_stride head_dim) and its (max, sum) in s.m_s /
+ * s.l_s. After one cluster barrier every unit reads the (max, sum) of every active unit, computes the weights,
+ * and sums its share of the outputs (16-byte slices spread over the cluster) from the other units' shared memory;
+ * a second barrier keeps every unit's shared memory alive until all reads are done. Nothing goes through global
+ * memory but the output: no partials, no fence, no arrival counter. Inactive units (no keys) take part too: they
+ * must arrive at the barriers, and they have threads to spare for the sum. */
+template <int GMAX, int THREADS>
+static __device__ __forceinline__ void kiln_attn_cluster_combine(kiln_attn_smem<GMAX, THREADS> &s,
+                                                                 const kiln_attn_unit &u, uint16_t *out,
+                                                                 const kiln_cuda_attn_shape &sh) {
+  namespace cg = cooperative_groups;
+  cg::cluster_group cl = cg::this_cluster();
+  const int tid = threadIdx.x;
+  const int hd = sh.head_dim, g = sh.n_heads / sh.n_kv_heads;
+  const int g0 = u.gz * GMAX, gn = min(GMAX, g - g0), h0 = u.kh * g + g0;
+  const int n_act = kiln_attn_active(u.L, u.n_splits);
+  cl.sync(); /* every active unit's partial and (max, sum) are in its shared memory */
+  float *wsm = s.red, *lsm = s.red + gn * n_act;
+  for (int idx = tid; idx < gn * n_act; idx += THREADS) {
+    const int i = idx / n_act, sp = idx % n_act;
+    const kiln_attn_smem<GMAX, THREADS> *r = cl.map_shared_rank(&s, (unsigned)sp);
+    wsm[idx] = r->m_s[i];
+    lsm[idx] = r->l_s[i];
+  }
+  __syncthreads();
+  kiln_attn_weights_<THREADS>(wsm, lsm, gn, n_act);
+  __syncthreads();
+  const int hd4 = hd / 4;
+  for (int idx = u.split * THREADS + tid; idx < gn * hd4; idx += u.n_splits * THREADS) {
+    const int i = idx / hd4, d = (idx % hd4) * 4;
+    const float *w = wsm + i * n_act;
+    float4 num = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
+    for (int sp = 0; sp < n_act; sp++) {
+      const float *rp = cl.map_shared_rank((const float *)s.kt, (unsigned)sp);
+      const float4 v = *(const float4 *)(rp + i * hd + d);
+      num.x = fmaf(w[sp], v.x, num.x);
+      num.y = fmaf(w[sp], v.y, num.y);
+      num.z = fmaf(w[sp], v.z, num.z);
+      num.w = fmaf(w[sp], v.w, num.w);
+    }
+    uint16_t *o = out + (int64_t)(h0 + i) * hd + d;
+    *(uint2 *)o = make_uint2(kiln_pack_bf16x2(num.x, num.y), kiln_pack_bf16x2(num.z, num.w));
+  }
+  cl.sync(); /* no unit leaves, freeing its shared memory, while another still reads it */
 }
 
 #endif /* KILN_CUDA_ATTN_DECODE_DEV_CUH */

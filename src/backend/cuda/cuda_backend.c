@@ -176,7 +176,7 @@ static int open_(kiln_backend **out, const kiln_config *cfg, const kiln_engine_o
   b->logit_rows = b->chunk < MAX_LOGIT_ROWS ? b->chunk : MAX_LOGIT_ROWS;
   b->qkv_dim = (int64_t)(cfg->n_heads + 2 * cfg->n_kv_heads) * cfg->head_dim;
   b->shape = (kiln_cuda_attn_shape){cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, b->n_ctx};
-  b->n_splits = kiln_cuda_attn_decode_splits(&b->shape, b->n_sm);
+  if ((rc = kiln_cuda_attn_decode_splits(&b->shape, b->n_sm, &b->n_splits))) goto out;
   KILN_CUDA_TRY(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
   if ((rc = kiln_cublas__check(cublasCreate(&b->cublas), "cublasCreate(&b->cublas)", __FILE__, __LINE__))) goto out;
   if ((rc = kiln_cublas__check(cublasSetStream(b->cublas, b->stream), "cublasSetStream", __FILE__, __LINE__)))

@@ -131,21 +131,36 @@ static __device__ __forceinline__ void kiln_cp16(uint32_t dst, const void *src, 
 static __device__ __forceinline__ void kiln_cp_commit(void) { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 static __device__ __forceinline__ void kiln_cp_wait_all(void) { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
-/* Launches kern<<<grid, block, smem, stream>>>(args...), with the PDL attribute when the thread asked for it. */
+/* Launches kern<<<grid, block, smem, stream>>>(args...), with the PDL attribute when the thread asked for it, as
+ * thread-block clusters of `cluster_x` x 1 x 1 blocks when cluster_x > 0 (grid.x a multiple of it). */
 template <typename... K, typename... A>
-static cudaError_t kiln_launch(void (*kern)(K...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                               A... args) {
+static cudaError_t kiln_launch_cluster(void (*kern)(K...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                                       unsigned cluster_x, A... args) {
   cudaLaunchConfig_t cfg = {};
-  cudaLaunchAttribute at[1];
-  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute at[2];
+  int n = 0;
+  if (kiln_cuda__pdl()) {
+    at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster_x > 0) {
+    at[n].id = cudaLaunchAttributeClusterDimension;
+    at[n].val.clusterDim.x = cluster_x;
+    at[n].val.clusterDim.y = 1;
+    at[n++].val.clusterDim.z = 1;
+  }
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = at;
-  cfg.numAttrs = kiln_cuda__pdl() ? 1 : 0;
+  cfg.numAttrs = (unsigned)n;
   return cudaLaunchKernelEx(&cfg, kern, args...);
+}
+template <typename... K, typename... A>
+static cudaError_t kiln_launch(void (*kern)(K...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                               A... args) {
+  return kiln_launch_cluster(kern, grid, block, smem, stream, 0u, args...);
 }
 
 static __device__ __forceinline__ float kiln_warp_sum(float v) {

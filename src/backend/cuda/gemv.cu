@@ -15,6 +15,7 @@
 #define GEMV_THREADS 256
 #define GEMV_WARPS (GEMV_THREADS / 32)
 #define GEMV_BLOCKS_PER_SM 4
+#define GEMV_XV 4 /* 16-byte pieces of the input a thread has in flight at once in the prologue */
 
 static __device__ __forceinline__ void epilogue_(const kiln_cuda_gemv_args &a, int64_t row, float acc,
                                                  unsigned long long *best) {
@@ -31,49 +32,81 @@ static __device__ __forceinline__ void epilogue_(const kiln_cuda_gemv_args &a, i
   }
 }
 
-static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gemv_args a) {
+static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gemv_args a, int pf) {
   extern __shared__ uint4 xs[]; /* [k / 8]: the input as bf16 */
   __shared__ float red[GEMV_WARPS];
   __shared__ unsigned long long best_w[GEMV_WARPS];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int nw = blockDim.x >> 5, nt = blockDim.x; /* warps and threads of this launch (<= GEMV_THREADS) */
-  const int64_t K = a.k, K8 = a.k / 8;
+  const int64_t K8 = a.k / 8, K4 = a.k / 4;
   const kiln_gemv_mat m = {a.w, a.n_rows, K8};
   kiln_pdl_trigger();
 
-  /* The first chunk depends on nothing: it loads before the wait. */
-  const int64_t p0 = (int64_t)blockIdx.x * nw + warp;
+  /* The first chunk depends on nothing: it loads before the wait (and, with pf, the next pf chunks into L2). */
+  const int64_t p0 = (int64_t)blockIdx.x * nw + warp, pstride = (int64_t)gridDim.x * nw;
   uint4 ca[KILN_GEMV_UNROLL], cb[KILN_GEMV_UNROLL];
   kiln_gemv_first(m, p0, lane, ca, cb);
+  if (pf > 0) kiln_gemv_prefetch_first(m, p0, pstride, pf, lane);
   kiln_pdl_wait();
 
-  /* ---- prologue: the input vector, once per block ---- */
+  /* ---- prologue: the input vector, once per block; a thread's loads go out GEMV_XV at a time, so the block
+   * waits for one or two memory latencies, not one per element it reads ---- */
   if (a.x_bf16) {
     const uint4 *src = (const uint4 *)a.x_bf16;
-    for (int64_t i = threadIdx.x; i < K8; i += nt) xs[i] = src[i];
+    for (int64_t i0 = tid; i0 < K8; i0 += GEMV_XV * nt) {
+      uint4 v[GEMV_XV];
+#pragma unroll
+      for (int u = 0; u < GEMV_XV; u++)
+        if (i0 + u * nt < K8) v[u] = src[i0 + u * nt];
+#pragma unroll
+      for (int u = 0; u < GEMV_XV; u++)
+        if (i0 + u * nt < K8) xs[i0 + u * nt] = v[u];
+    }
   } else {
+    const float4 *x4 = (const float4 *)a.x_f32, *w4 = (const float4 *)a.norm_w;
     float inv = 1.f;
     if (a.norm_w) {
       float ss = 0.f;
-      for (int64_t i = threadIdx.x; i < K; i += nt) ss = fmaf(a.x_f32[i], a.x_f32[i], ss);
+      for (int64_t i0 = tid; i0 < K4; i0 += GEMV_XV * nt) {
+        float4 v[GEMV_XV];
+#pragma unroll
+        for (int u = 0; u < GEMV_XV; u++)
+          v[u] = i0 + u * nt < K4 ? x4[i0 + u * nt] : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+        for (int u = 0; u < GEMV_XV; u++) {
+          ss = fmaf(v[u].x, v[u].x, ss);
+          ss = fmaf(v[u].y, v[u].y, ss);
+          ss = fmaf(v[u].z, v[u].z, ss);
+          ss = fmaf(v[u].w, v[u].w, ss);
+        }
+      }
       ss = kiln_warp_sum(ss);
       if (lane == 0) red[warp] = ss;
       __syncthreads();
       float tot = 0.f;
       for (int i = 0; i < nw; i++) tot += red[i];
-      inv = rsqrtf(tot / (float)K + a.eps);
+      inv = rsqrtf(tot / (float)a.k + a.eps);
     }
-    uint16_t *xh = (uint16_t *)xs;
-    for (int64_t i = threadIdx.x; i < K; i += nt) {
-      float v = a.x_f32[i] * inv;
-      if (a.norm_w) v = a.norm_w[i] * v;
-      xh[i] = kiln_f32_to_bf16_dev(v);
+    uint2 *xh = (uint2 *)xs; /* 4 bf16 per float4 */
+    for (int64_t i0 = tid; i0 < K4; i0 += GEMV_XV * nt) {
+      float4 v[GEMV_XV], w[GEMV_XV];
+#pragma unroll
+      for (int u = 0; u < GEMV_XV; u++) {
+        const bool in = i0 + u * nt < K4;
+        v[u] = in ? x4[i0 + u * nt] : make_float4(0.f, 0.f, 0.f, 0.f);
+        w[u] = in && w4 ? w4[i0 + u * nt] : make_float4(1.f, 1.f, 1.f, 1.f);
+      }
+#pragma unroll
+      for (int u = 0; u < GEMV_XV; u++)
+        if (i0 + u * nt < K4) /* w (x inv), the order of the reference */
+          xh[i0 + u * nt] = make_uint2(kiln_pack_bf16x2(w[u].x * (v[u].x * inv), w[u].y * (v[u].y * inv)),
+                                       kiln_pack_bf16x2(w[u].z * (v[u].z * inv), w[u].w * (v[u].w * inv)));
     }
   }
   __syncthreads();
 
   unsigned long long best = 0ull;
-  kiln_gemv_walk(m, xs, p0, (int64_t)gridDim.x * nw, lane, ca, cb, 0, [&](int64_t p, float y0, float y1) {
+  kiln_gemv_walk(m, xs, p0, pstride, lane, ca, cb, pf, [&](int64_t p, float y0, float y1) {
     if (lane) return;
     const int64_t r0 = 2 * p;
     if (a.mode == KILN_GEMV_SWIGLU) {
@@ -113,17 +146,23 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
    * product (4 measured a little faster than 2 on the 8B shapes); the rest of the SM is left to the next kernel
    * of a PDL chain, which prefetches its own weights. The
    * environment variable KILN_CUDA_GEMV_BLOCKS overrides the cap (tuning only). */
-  static int cap = 0;
+  static int cap = 0, pf = -1;
   if (cap == 0) {
     const char *e = getenv("KILN_CUDA_GEMV_BLOCKS");
     cap = e && atoi(e) > 0 ? atoi(e) : GEMV_BLOCKS_PER_SM;
+  }
+  /* KILN_CUDA_GEMV_PF=N: each warp also prefetches its next N chunks into L2 before the PDL wait, and keeps N
+   * chunks ahead of its loads (tuning only) */
+  if (pf < 0) {
+    const char *e = getenv("KILN_CUDA_GEMV_PF");
+    pf = e && atoi(e) > 0 ? atoi(e) : 0;
   }
   if (occ > cap) occ = cap;
   if (occ < 1) occ = 1;
   int64_t need = (pairs + threads / 32 - 1) / (threads / 32);
   int64_t fit = (int64_t)n_sm * occ;
   unsigned blocks = (unsigned)(need < fit ? need : fit);
-  KILN_CUDA_CHECK(kiln_launch(gemv_kernel, dim3(blocks), dim3(threads), smem, stream, *a));
+  KILN_CUDA_CHECK(kiln_launch(gemv_kernel, dim3(blocks), dim3(threads), smem, stream, *a, pf));
   return 0;
 }
 
@@ -132,6 +171,8 @@ extern "C" int kiln_cuda_gemv(const kiln_cuda_gemv_args *a, cudaStream_t stream)
     return kiln_error(KILN_EINVAL, "cuda gemv: bad shape (%lld x %lld; k must be a multiple of 8)",
                       (long long)a->n_rows, (long long)a->k);
   if (!a->x_bf16 && !a->x_f32) return kiln_error(KILN_EINVAL, "cuda gemv: no input");
+  if (((uintptr_t)a->w | (uintptr_t)a->x_bf16 | (uintptr_t)a->x_f32 | (uintptr_t)a->norm_w) % 16)
+    return kiln_error(KILN_EINVAL, "cuda gemv: weights and inputs must be 16-byte aligned");
   if ((a->mode == KILN_GEMV_SWIGLU && (!a->y_bf16 || a->n_rows % 2)) ||
       (a->mode != KILN_GEMV_SWIGLU && !a->y) || (a->mode == KILN_GEMV_ARGMAX && !a->argmax) ||
       a->mode < KILN_GEMV_STORE || a->mode > KILN_GEMV_ARGMAX)
