@@ -2,7 +2,7 @@
 (bench/results/cuda-*.json: device, driver, date, commit, command, the measured ceilings and every number) and
 prints the table: decode ms/token (what a caller sees per token) against the floor and the baseline (and, with
 --persistent, the persistent decode kernel's, rows "persist"), and prefill (TTFT) against the compute floor and the
-baseline."""
+baseline; with --llama, llama.cpp's times on the same shapes (bench/peers/llama_cpp.sh bench) beside them."""
 import argparse
 import datetime
 import json
@@ -18,6 +18,7 @@ def main():
     ap.add_argument("--kiln", required=True)
     ap.add_argument("--torch")
     ap.add_argument("--persistent", help="bench_cuda lines of the persistent decode kernel (run.sh PERSISTENT=1)")
+    ap.add_argument("--llama", help="llama.cpp's lines (bench/peers/llama_cpp.sh bench)")
     ap.add_argument("--commit", default="unknown")
     ap.add_argument("--command", default="")
     ap.add_argument("--driver", default="")
@@ -25,43 +26,58 @@ def main():
     a = ap.parse_args()
     kiln = lines(a.kiln)
     torch = {r["config"]: r for r in lines(a.torch)} if a.torch else {}
+    llama = {r["config"].replace(".json", ""): r for r in lines(a.llama)} if a.llama else {}
     k0 = kiln[0]
     doc = dict(device=k0["device"], driver=a.driver, date=datetime.datetime.now(datetime.timezone.utc).isoformat(),
                commit=a.commit, command=a.command, copy_gbps=k0["copy_gbps"], matmul_tflops=k0["matmul_tflops"],
                kiln=kiln, torch=list(torch.values()))
+    if llama:
+        doc["llama_cpp"] = list(llama.values())
     persistent = lines(a.persistent) if a.persistent else []
     if persistent:
         doc["kiln_persistent"] = persistent
     rows = []
     for k in kiln:
         t = torch.get(k["config"])
+        lc = llama.get(k["config"].replace(".json", ""))
+
+        def peer(p, part, key, val, field):
+            x = next((x for x in p[part] if x[key] == val), None) if p else None
+            return x[field] if x else None
+
         for d in k["decode"]:
-            td = next((x for x in t["decode"] if x["ctx"] == d["ctx"]), None) if t else None
             rows.append(("decode", k["config"], "ctx %d" % d["ctx"], d["ms_per_token_host"], d["ms_per_token_gpu"],
-                         td["ms_per_token_host"] if td else None, d["floor_ms"]))
+                         peer(t, "decode", "ctx", d["ctx"], "ms_per_token_host"), d["floor_ms"],
+                         peer(lc, "decode", "ctx", d["ctx"], "ms_per_token_host")))
         pk = next((x for x in persistent if x["config"] == k["config"]), None)
         for d in pk["decode"] if pk else []:
-            td = next((x for x in t["decode"] if x["ctx"] == d["ctx"]), None) if t else None
             rows.append(("persist", k["config"], "ctx %d" % d["ctx"], d["ms_per_token_host"], d["ms_per_token_gpu"],
-                         td["ms_per_token_host"] if td else None, d["floor_ms"]))
+                         peer(t, "decode", "ctx", d["ctx"], "ms_per_token_host"), d["floor_ms"],
+                         peer(lc, "decode", "ctx", d["ctx"], "ms_per_token_host")))
         for p in k["prefill"]:
-            tp = next((x for x in t["prefill"] if x["prompt"] == p["prompt"]), None) if t else None
             rows.append(("prefill", k["config"], "%d tok" % p["prompt"], p["ttft_ms"], None,
-                         tp["ttft_ms"] if tp else None, p["compute_floor_ms"]))
+                         peer(t, "prefill", "prompt", p["prompt"], "ttft_ms"), p["compute_floor_ms"],
+                         peer(lc, "prefill", "prompt", p["prompt"], "ttft_ms")))
     doc["table"] = [dict(kind=r[0], config=r[1], case=r[2], kiln_ms=r[3], kiln_gpu_ms=r[4], torch_ms=r[5],
-                         floor_ms=r[6]) for r in rows]
+                         floor_ms=r[6], llama_cpp_ms=r[7]) for r in rows]
     if a.out:
         with open(a.out, "w") as f:
             json.dump(doc, f, indent=1)
     print("device %s, driver %s, copy %.0f GB/s, bf16 matmul %.0f TFLOP/s, commit %s" %
           (k0["device"], a.driver, k0["copy_gbps"], k0["matmul_tflops"], a.commit[:12]))
-    print("%-8s %-16s %-9s %9s %9s %9s %8s %8s %8s" %
-          ("what", "config", "case", "kiln ms", "(gpu ms)", "torch ms", "torch/k", "floor", "floor/k"))
+    print("%-8s %-16s %-9s %9s %9s %9s %8s %9s %8s %8s %8s" %
+          ("what", "config", "case", "kiln ms", "(gpu ms)", "torch ms", "torch/k", "llama ms", "llama/k", "floor",
+           "floor/k"))
     for r in rows:
-        ratio = "%8.2f" % (r[5] / r[3]) if r[5] else "%8s" % "-"
-        print("%-8s %-16s %-9s %9.3f %9s %9s %s %8.3f %8.2f" %
-              (r[0], r[1].replace(".json", ""), r[2], r[3], "%9.3f" % r[4] if r[4] else "-",
-               "%9.3f" % r[5] if r[5] else "-", ratio, r[6], r[6] / r[3]))
+        def ms(v):
+            return "%9.3f" % v if v else "%9s" % "-"
+
+        def ratio(v):
+            return "%8.2f" % (v / r[3]) if v else "%8s" % "-"
+
+        print("%-8s %-16s %-9s %9.3f %s %s %s %s %s %8.3f %8.2f" %
+              (r[0], r[1].replace(".json", ""), r[2], r[3], ms(r[4]), ms(r[5]), ratio(r[5]), ms(r[7]), ratio(r[7]),
+               r[6], r[6] / r[3]))
     for k in kiln:
         bd = k.get("prefill_breakdown")
         if bd:

@@ -4,7 +4,8 @@
 #   bench/cuda/run.sh [RESULTS_JSON] [CONFIG.json...]
 # Environment: BIN (folder of bench_cuda, default build/bin), KILN_COMMIT (recorded; default: git rev-parse HEAD),
 # NO_TORCH=1 to leave the baseline out, CTX and PROMPTS (comma lists, default 128,2048 and 128,1024),
-# PERSISTENT=1 to time the persistent decode kernel (KILN_CUDA_DECODE=persistent) too, in the same run.
+# PERSISTENT=1 to time the persistent decode kernel (KILN_CUDA_DECODE=persistent) too, in the same run;
+# LLAMA_CPP=DIR (a folder made by bench/peers/llama_cpp.sh fetch + build) to time llama.cpp on the same shapes too.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-build/bin}
@@ -27,8 +28,12 @@ for c in "${configs[@]}"; do
     python3 bench/peers/torch_decode.py --ctx "$CTX" --prompts "$PROMPTS" --json "$tmp/torch.jsonl" "$c" >&2
   fi
 done
+if [ -n "${LLAMA_CPP:-}" ]; then
+  BIN=$BIN bench/peers/llama_cpp.sh bench "$LLAMA_CPP" "$tmp/llama.jsonl" "${configs[@]}" >&2
+fi
 extra_args=()
 [ -s "$tmp/torch.jsonl" ] && extra_args=(--torch "$tmp/torch.jsonl")
+[ -s "$tmp/llama.jsonl" ] && extra_args+=(--llama "$tmp/llama.jsonl")
 [ -s "$tmp/persistent.jsonl" ] && extra_args+=(--persistent "$tmp/persistent.jsonl")
 python3 bench/cuda/report.py --kiln "$tmp/kiln.jsonl" "${extra_args[@]}" --commit "$commit" --driver "$driver" \
   --command "bench/cuda/run.sh $(basename "$out") ${configs[*]}" --out "$out"
