@@ -28,6 +28,7 @@
 #include <cublas_v2.h>
 
 #include "backend/cuda/attn_prefill.h"
+#include "backend/cuda/bandwidth.h"
 #include "backend/cuda/cuda_impl.h"
 #include "backend/cuda/attn_decode.h"
 #include "backend/cuda/gemm.h"
@@ -74,27 +75,12 @@ static int parse_list(const char *s, int *out, int max) {
 
 /* GB/s of a device-to-device copy, counting bytes read and written. */
 static double copy_bandwidth(void) {
-  const size_t bytes = (size_t)1 << 30;
-  void *a, *b;
-  CK(cudaMalloc(&a, bytes));
-  CK(cudaMalloc(&b, bytes));
-  CK(cudaMemset(a, 0x5a, bytes));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  double best = 0;
-  for (int i = 0; i < 12; i++) {
-    CK(cudaEventRecord(e0, 0));
-    CK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, 0));
-    CK(cudaEventRecord(e1, 0));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    double gbs = 2.0 * (double)bytes / (ms * 1e-3) / 1e9;
-    if (i >= 2 && gbs > best) best = gbs;
+  double bps = 0;
+  if (kiln_cuda_copy_bandwidth((size_t)1 << 30, 10, 0, &bps)) {
+    fprintf(stderr, "bench_cuda: %s\n", kiln_last_error());
+    exit(1);
   }
-  cudaEventDestroy(e0), cudaEventDestroy(e1), cudaFree(a), cudaFree(b);
-  return best;
+  return bps / 1e9;
 }
 
 /* TFLOP/s of a cuBLAS bf16 8192^3 matmul on random data. */

@@ -35,7 +35,31 @@ typedef struct kiln_backend_vtbl {
                        int32_t *next);
   /* Device name for display ("cpu", "cuda:0 NVIDIA H200"). */
   const char *(*describe)(kiln_backend *b);
+  /* Bytes one decode step reads from memory when its token sits at position `pos`: every weight once as this
+   * backend stores it, one embedding row, and the K and V cache rows 0 .. pos of every layer (the floor's
+   * numerator, PERF.md). */
+  int64_t (*step_bytes)(kiln_backend *b, int pos);
+  /* Optional (NULL when the backend computes in host memory, whose bandwidth the caller measures itself): the
+   * copy bandwidth of the backend's device memory, bytes read + written per second, measured now. */
+  int (*copy_bandwidth)(kiln_backend *b, double *bytes_per_s);
 } kiln_backend_vtbl;
+
+/* The weights one decode step reads, as element counts: `matrix` of the projections and the head (the embedding
+ * table when tied) plus one embedding row, `vector` of the norms and biases. Backends weigh them by the dtypes
+ * they store (step_bytes). */
+static inline void kiln_backend_step_elems(const kiln_config *c, int64_t *matrix, int64_t *vector) {
+  const int64_t H = c->hidden_size, I = c->intermediate_size, q = (int64_t)c->n_heads * c->head_dim,
+                kv = (int64_t)c->n_kv_heads * c->head_dim;
+  const int64_t mat = H * (q + 2 * kv) + q * H + 3 * H * I;
+  const int64_t vec = 2 * H + (c->qk_norm ? 2 * (int64_t)c->head_dim : 0) + (c->attention_bias ? q + 2 * kv + H : 0);
+  *matrix = c->n_layers * mat + (int64_t)c->vocab_size * H + H;
+  *vector = c->n_layers * vec + H;
+}
+
+/* K and V cache elements of positions 0 .. pos over all layers. */
+static inline int64_t kiln_backend_kv_elems(const kiln_config *c, int pos) {
+  return 2 * (int64_t)c->n_layers * c->n_kv_heads * c->head_dim * (int64_t)(pos + 1);
+}
 
 extern const kiln_backend_vtbl kiln_backend_cpu;
 #ifdef KILN_HAVE_CUDA

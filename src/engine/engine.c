@@ -165,3 +165,10 @@ int kiln__engine_decode_sample(kiln_engine *e, int seq, int32_t token, const kil
 bool kiln__engine_has_decode_sample(const kiln_engine *e) { return e->vt->decode_sample != NULL; }
 
 const char *kiln__engine_describe(const kiln_engine *e) { return e->vt->describe(e->be); }
+
+int64_t kiln__engine_step_bytes(const kiln_engine *e, int pos) { return e->vt->step_bytes(e->be, pos); }
+
+int kiln__engine_copy_bandwidth(kiln_engine *e, double *bytes_per_s) {
+  if (!e->vt->copy_bandwidth) return KILN_EUNSUPPORTED;
+  return e->vt->copy_bandwidth(e->be, bytes_per_s);
+}

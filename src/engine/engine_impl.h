@@ -18,5 +18,11 @@ int kiln__engine_decode_sample(kiln_engine *e, int seq, int32_t token, const kil
 bool kiln__engine_has_decode_sample(const kiln_engine *e);
 /* The backend's description ("cpu (2 threads, avx2)", "cuda:0 NVIDIA H200"). */
 const char *kiln__engine_describe(const kiln_engine *e);
+/* Bytes a decode step at position `pos` reads (weights as the backend stores them, one embedding row, the KV
+ * cache rows 0 .. pos): the numerator of the decode floor. */
+int64_t kiln__engine_step_bytes(const kiln_engine *e, int pos);
+/* The copy bandwidth (bytes read + written per second) of the backend's device memory, measured now;
+ * KILN_EUNSUPPORTED (no message) for a backend that computes in host memory. */
+int kiln__engine_copy_bandwidth(kiln_engine *e, double *bytes_per_s);
 
 #endif /* KILN_ENGINE_IMPL_H */

@@ -3,7 +3,8 @@
  *
  * The model is a checkpoint (-m DIR) or random weights of a config.json (--random-weights FILE, --dtype). Each
  * repeat runs a prefill of --prompt-tokens tokens from an empty cache and --gen-tokens one-token decode steps
- * after it (greedy, the argmax on the host, as a user's generation would run).
+ * after it, greedy, as a user's generation runs: on a GPU the token is chosen on the device (one small read per
+ * token), on the CPU the argmax is taken on the host.
  *
  * The floor. Before each block of KILN_BENCH_BLOCK decode steps the copy bandwidth is measured with the same
  * number of threads: memcpy of KILN_BENCH_COPY_MB_PER_THREAD MiB per thread (at least 512 MiB), counted as bytes
@@ -11,9 +12,10 @@
  * the build machine, ~1.5x the rate of 128 MiB ones: the floor is not made easy). On a shared machine whose
  * bandwidth moves from second to second, tokens and their floor are so measured within milliseconds of each
  * other. The step right after a copy runs untimed: it pays for waking the engine's threads after the copy's idle
- * time, which a generation never does. The floor of a token
- * is the bytes of weights it reads (every matrix and norm once, the head once, one row of the embedding table)
- * divided by that bandwidth; the fraction reported is the median over tokens of floor time / token time. The
+ * time, which a generation never does. On a GPU (--device cuda) the copies are device-to-device copies of 1 GiB in
+ * the GPU's memory instead, timed on the device. The floor of a token is the bytes it reads (every weight once as
+ * the backend stores it, one row of the embedding table, and the KV cache of its context) divided by that
+ * bandwidth; the fraction reported is the median over tokens of floor time / token time. The
  * fraction against the best copy of the whole run (conservative) is reported beside it, and the read-only
  * bandwidth (threads summing their slices) for context. Medians are printed, and written with the machine, load,
  * date and commit as JSON with --json FILE.
@@ -168,25 +170,7 @@ static double median_(double *v, int n) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* Bytes of weights one decode step reads. */
-static int64_t bytes_per_token_(const kiln_model *m) {
-  const kiln_config *c = &m->cfg;
-  int64_t b = 0;
-  const kiln_tensor *t;
-#define ADD(x) (t = (x), b += t->data ? kiln_tensor_numel(t) * (int64_t)kiln_dtype_size(t->dtype) : 0)
-  for (int l = 0; l < c->n_layers; l++) {
-    const kiln_layer_weights *L = &m->layers[l];
-    ADD(&L->attn_norm), ADD(&L->wq), ADD(&L->wk), ADD(&L->wv), ADD(&L->wo), ADD(&L->bq), ADD(&L->bk), ADD(&L->bv);
-    ADD(&L->bo), ADD(&L->q_norm), ADD(&L->k_norm), ADD(&L->ffn_norm), ADD(&L->w_gate), ADD(&L->w_up);
-    ADD(&L->w_down);
-  }
-  ADD(&m->final_norm);
-  ADD(m->lm_head.data ? &m->lm_head : &m->embed);
-#undef ADD
-  b += (int64_t)c->hidden_size * (int64_t)kiln_dtype_size(m->embed.dtype); /* one embedding row */
-  return b;
-}
-
+/* Parameters: the elements of every weight tensor, a tied head once. */
 static int64_t params_(const kiln_model *m) {
   const kiln_config *c = &m->cfg;
   int64_t n = kiln_tensor_numel(&m->embed) + kiln_tensor_numel(&m->final_norm);
@@ -251,6 +235,25 @@ static int32_t argmax_(const float *x, int n) {
   return b;
 }
 
+/* One copy-bandwidth measurement into *bps: the GPU's memory for a backend that has one, else `threads` host
+ * threads copying. KILN_EIO when the threads cannot start. */
+static int measure_bw_(kiln_engine *eng, bool on_device, char *dst, const char *src, size_t len, int threads,
+                       double *bps) {
+  if (on_device) return kiln__engine_copy_bandwidth(eng, bps);
+  *bps = copy_bandwidth_(dst, src, len, threads);
+  return *bps < 0 ? KILN_EIO : KILN_OK;
+}
+
+/* One greedy decode step of sequence 0 from *tok, replaced by the chosen token: on the device when the backend
+ * samples there (the step a GPU generation runs), else logits to the host and their argmax. */
+static int decode_(kiln_engine *eng, bool device_sample, const kiln_sampling *greedy, uint64_t step, int32_t *tok,
+                   float *logits, int V) {
+  if (device_sample) return kiln__engine_decode_sample(eng, 0, *tok, greedy, step, tok);
+  int st = kiln_engine_forward(eng, 0, tok, 1, logits, false);
+  if (st == KILN_OK) *tok = argmax_(logits, V);
+  return st;
+}
+
 int cmd_bench(int argc, char **argv) {
   cli_parser p;
   cli_parser_init(&p, "bench", "[-m DIR | --random-weights CONFIG_JSON [--dtype T]] [-t N] [options]",
@@ -295,6 +298,7 @@ int cmd_bench(int argc, char **argv) {
   float *logits = NULL;
   int32_t *prompt = NULL;
   double *pre = NULL, *dec = NULL, *bw = NULL, *rbw = NULL, *tok_bw = NULL, *tok_ms = NULL, *frac_tok = NULL;
+  double *tok_bytes = NULL;
   json_t *out = NULL;
   int st;
   size_t copy_len = 0;
@@ -320,8 +324,16 @@ int cmd_bench(int argc, char **argv) {
     goto done;
   }
   if ((rc = cli_engine_create(model, &ro, n_ctx, &eng))) goto done;
+  /* a GPU's own memory sets its floor; the host's copies would say nothing about it */
+  double dev_bw = 0;
+  st = kiln__engine_copy_bandwidth(eng, &dev_bw);
+  const bool on_device = st == KILN_OK;
+  if (st != KILN_OK && st != KILN_EUNSUPPORTED) {
+    rc = cli_fail(st);
+    goto done;
+  }
   const int threads = ro.n_threads > 0 ? ro.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-  copy_len = (size_t)(threads < 2 ? 2 : threads) * ((size_t)KILN_BENCH_COPY_MB_PER_THREAD << 20);
+  copy_len = on_device ? 0 : (size_t)(threads < 2 ? 2 : threads) * ((size_t)KILN_BENCH_COPY_MB_PER_THREAD << 20);
   const int V = cfg->vocab_size;
   logits = malloc((size_t)V * sizeof *logits);
   prompt = malloc((size_t)P * sizeof *prompt);
@@ -332,38 +344,46 @@ int cmd_bench(int argc, char **argv) {
   tok_bw = calloc((size_t)R * (size_t)G, sizeof *tok_bw);
   tok_ms = calloc((size_t)R * (size_t)G, sizeof *tok_ms);
   frac_tok = calloc((size_t)R * (size_t)G, sizeof *frac_tok);
+  tok_bytes = calloc((size_t)R * (size_t)G, sizeof *tok_bytes);
   /* 2 MiB-aligned and asked for transparent huge pages, as kiln_model_random's weights are: the floor is taken
    * with memory the kernels' own weights are no worse placed than */
-  src = aligned_alloc((size_t)2 << 20, copy_len);
-  dst = aligned_alloc((size_t)2 << 20, copy_len);
-  if (src) (void)madvise(src, copy_len, MADV_HUGEPAGE);
-  if (dst) (void)madvise(dst, copy_len, MADV_HUGEPAGE);
-  if (!logits || !prompt || !pre || !dec || !bw || !rbw || !tok_bw || !tok_ms || !frac_tok || !src || !dst) {
+  if (!on_device) {
+    src = aligned_alloc((size_t)2 << 20, copy_len);
+    dst = aligned_alloc((size_t)2 << 20, copy_len);
+    if (src) (void)madvise(src, copy_len, MADV_HUGEPAGE);
+    if (dst) (void)madvise(dst, copy_len, MADV_HUGEPAGE);
+  }
+  if (!logits || !prompt || !pre || !dec || !bw || !rbw || !tok_bw || !tok_ms || !frac_tok || !tok_bytes ||
+      (!on_device && (!src || !dst))) {
     rc = cli_errorf("out of memory");
     goto done;
   }
-  memset(src, 1, copy_len); /* fault the pages in before timing */
-  memset(dst, 2, copy_len);
+  if (!on_device) {
+    memset(src, 1, copy_len); /* fault the pages in before timing */
+    memset(dst, 2, copy_len);
+  }
   uint64_t s = 0x9e3779b97f4a7c15ull;
   for (int i = 0; i < P; i++) {
     s = s * 6364136223846793005ull + 1442695040888963407ull;
     prompt[i] = (int32_t)((s >> 33) % (uint64_t)V);
   }
-  const int64_t bpt = bytes_per_token_(model);
   const double load_before = loadavg_();
-  /* warm-up: one short prefill and decode, so first-touch costs are not timed */
+  const bool device_sample = kiln__engine_has_decode_sample(eng);
+  const kiln_sampling greedy = kiln_sampling_default();
+  /* warm-up: one short prefill and decode steps on both paths, so first-touch costs are not timed */
+  int32_t warm = prompt[0];
   if ((st = kiln_engine_forward(eng, 0, prompt, P < 8 ? P : 8, logits, false)) < 0 ||
-      (st = kiln_engine_forward(eng, 0, prompt, 1, logits, false)) < 0) {
+      (st = kiln_engine_forward(eng, 0, prompt, 1, logits, false)) < 0 ||
+      (st = decode_(eng, device_sample, &greedy, 0, &warm, logits, V)) < 0) {
     rc = cli_fail(st);
     goto done;
   }
   for (int r = 0; r < R; r++) {
-    bw[r] = copy_bandwidth_(dst, src, copy_len, threads);
-    if (bw[r] < 0) {
-      rc = cli_errorf("copy bandwidth: cannot start %d threads", threads);
+    if ((st = measure_bw_(eng, on_device, dst, src, copy_len, threads, &bw[r])) < 0) {
+      rc = st == KILN_EIO ? cli_errorf("copy bandwidth: cannot start %d threads", threads) : cli_fail(st);
       goto done;
     }
-    rbw[r] = read_bandwidth_(src, copy_len, threads);
+    rbw[r] = on_device ? 0 : read_bandwidth_(src, copy_len, threads);
     kiln_engine_seq_reset(eng, 0);
     double t0 = cli_now_ms();
     if ((st = kiln_engine_forward(eng, 0, prompt, P, logits, false)) < 0) {
@@ -373,49 +393,53 @@ int cmd_bench(int argc, char **argv) {
     double t1 = cli_now_ms(), sum_ms = 0;
     int32_t tok = argmax_(logits, V);
     double block_bw = 0;
+    uint64_t step = 0;
     for (int g = 0; g < G; g++) {
       /* the copy before each block of KILN_BENCH_BLOCK tokens gives their floor: measured within milliseconds of
        * each other, the two see the same state of a shared machine. The step right after a copy runs untimed: it
        * pays for waking the engine's threads after the copy's idle time, which a generation never does. */
       const int i = r * G + g;
       if (g % KILN_BENCH_BLOCK == 0) {
-        block_bw = copy_bandwidth_(dst, src, copy_len, threads);
-        if ((st = kiln_engine_forward(eng, 0, &tok, 1, logits, false)) < 0) {
+        if ((st = measure_bw_(eng, on_device, dst, src, copy_len, threads, &block_bw)) < 0 ||
+            (st = decode_(eng, device_sample, &greedy, step++, &tok, logits, V)) < 0) {
           rc = cli_fail(st);
           goto done;
         }
-        tok = argmax_(logits, V);
       }
       tok_bw[i] = block_bw;
+      const int64_t bytes = kiln__engine_step_bytes(eng, kiln_engine_seq_pos(eng, 0));
       double a = cli_now_ms();
-      if ((st = kiln_engine_forward(eng, 0, &tok, 1, logits, false)) < 0) {
+      if ((st = decode_(eng, device_sample, &greedy, step++, &tok, logits, V)) < 0) {
         rc = cli_fail(st);
         goto done;
       }
-      tok = argmax_(logits, V);
       tok_ms[i] = cli_now_ms() - a;
+      tok_bytes[i] = (double)bytes;
       sum_ms += tok_ms[i];
-      frac_tok[i] = ((double)bpt / tok_bw[i] * 1e3) / tok_ms[i];
+      frac_tok[i] = ((double)bytes / tok_bw[i] * 1e3) / tok_ms[i];
       if (tok_bw[i] > bw[r]) bw[r] = tok_bw[i];
     }
     pre[r] = (double)P * 1e3 / (t1 - t0);
     dec[r] = (double)G * 1e3 / sum_ms;
     if (!ro.quiet)
       fprintf(stderr,
-              "repeat %d: copy up to %.1f GB/s, read %.1f GB/s | prefill %.1f tok/s | decode %.2f tok/s (%.2f "
+              "repeat %d: %s copy up to %.1f GB/s, read %.1f GB/s | prefill %.1f tok/s | decode %.2f tok/s (%.3f "
               "ms/token = %.1f GB/s)\n",
-              r + 1, bw[r] / 1e9, rbw[r] / 1e9, pre[r], dec[r], 1e3 / dec[r], dec[r] * (double)bpt / 1e9);
+              r + 1, on_device ? "device" : "host", bw[r] / 1e9, rbw[r] / 1e9, pre[r], dec[r], 1e3 / dec[r],
+              dec[r] * median_(tok_bytes + (size_t)r * G, G) / 1e9);
   }
   double best_bw = 0;
   for (int r = 0; r < R; r++) best_bw = bw[r] > best_bw ? bw[r] : best_bw;
   const double med_pre = median_(pre, R), med_dec = median_(dec, R);
   const double med_tok_bw = median_(tok_bw, R * G), frac = median_(frac_tok, R * G), med_rbw = median_(rbw, R);
-  const double floor_tok_s = med_tok_bw / (double)bpt, frac_best = med_dec / (best_bw / (double)bpt);
+  const double bpt = median_(tok_bytes, R * G); /* bytes of the median token (weights + its KV cache) */
+  const double floor_tok_s = med_tok_bw / bpt, frac_best = med_dec / (best_bw / bpt);
   const char *dev = kiln__engine_describe(eng);
   printf("%s, %d thread%s, %s weights: prefill %.1f tok/s (%d tokens) | decode %.2f tok/s = %.2f ms/token | "
-         "floor %.2f tok/s (%.3f GB per token / %.1f GB/s copy) | %.1f%% of floor (%.1f%% of the best copy's)\n",
+         "floor %.2f tok/s (%.3f GB per token / %.1f GB/s %s copy) | %.1f%% of floor (%.1f%% of the best copy's)\n",
          dev, threads, threads == 1 ? "" : "s", kiln_dtype_name(model->embed.dtype), med_pre, P, med_dec,
-         1e3 / med_dec, floor_tok_s, (double)bpt / 1e9, med_tok_bw / 1e9, 100.0 * frac, 100.0 * frac_best);
+         1e3 / med_dec, floor_tok_s, bpt / 1e9, med_tok_bw / 1e9, on_device ? "device" : "host", 100.0 * frac,
+         100.0 * frac_best);
 
   if (json_path) {
     char cpu[256], commit[64], date[64], cmdline[1024] = "kiln";
@@ -430,17 +454,17 @@ int cmd_bench(int argc, char **argv) {
       snprintf(cmdline + l, sizeof cmdline - l, " %s", argv[i]);
     }
     out = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:i, s:f, s:f}, s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:i, s:i, "
-                    "s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+                    "s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:s}",
                     "bench", "kiln bench", "date", date, "commit", commit, "command", cmdline, "machine", "cpu", cpu,
                     "cores", (int)sysconf(_SC_NPROCESSORS_ONLN), "loadavg_before", load_before, "loadavg_after",
                     loadavg_(), "device", dev, "model", random_cfg ? random_cfg : dir, "dtype",
                     kiln_dtype_name(model->embed.dtype), "params", (json_int_t)params_(model),
-                    "weight_bytes_per_token", (json_int_t)bpt, "threads", threads, "prompt_tokens", P, "gen_tokens",
+                    "bytes_per_token", (json_int_t)bpt, "threads", threads, "prompt_tokens", P, "gen_tokens",
                     G, "repeats", R, "prefill_tok_s", med_pre, "decode_tok_s", med_dec, "decode_ms_per_token",
                     1e3 / med_dec, "copy_gb_s_median", med_tok_bw / 1e9, "copy_gb_s_best", best_bw / 1e9,
                     "floor_tok_s", floor_tok_s, "floor_ms_per_token", 1e3 / floor_tok_s, "fraction_of_floor", frac,
                     "fraction_of_best_copy_floor", frac_best, "read_gb_s_median", med_rbw / 1e9,
-                    "decode_read_gb_s", med_dec * (double)bpt / 1e9);
+                    "decode_read_gb_s", med_dec * bpt / 1e9, "bandwidth_of", on_device ? "device" : "host");
     if (!out || json_dump_file(out, json_path, JSON_INDENT(2)) != 0) {
       rc = cli_errorf("%s: cannot write the results", json_path);
       goto done;
@@ -463,5 +487,6 @@ done:
   free(tok_bw);
   free(tok_ms);
   free(frac_tok);
+  free(tok_bytes);
   return rc;
 }

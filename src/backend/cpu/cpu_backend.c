@@ -412,6 +412,14 @@ fail:
 
 static const char *cpu_describe_(kiln_backend *b) { return b->desc; }
 
+/* Weights read in place, as the checkpoint stores them; the KV cache is f32. */
+static int64_t cpu_step_bytes_(kiln_backend *b, int pos) {
+  int64_t mat, vec;
+  kiln_backend_step_elems(b->cfg, &mat, &vec);
+  return mat * (int64_t)kiln_dtype_size(b->m->embed.dtype) + vec * (int64_t)kiln_dtype_size(b->m->final_norm.dtype) +
+         kiln_backend_kv_elems(b->cfg, pos) * (int64_t)sizeof(float);
+}
+
 const kiln_backend_vtbl kiln_backend_cpu = {
     .name = "cpu",
     .create = cpu_create_,
@@ -419,4 +427,6 @@ const kiln_backend_vtbl kiln_backend_cpu = {
     .forward = cpu_forward_,
     .decode_sample = NULL,
     .describe = cpu_describe_,
+    .step_bytes = cpu_step_bytes_,
+    .copy_bandwidth = NULL, /* host memory: the caller measures it */
 };

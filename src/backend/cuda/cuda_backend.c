@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "backend/cuda/attn_decode.h"
+#include "backend/cuda/bandwidth.h"
 #include "backend/cuda/cuda_impl.h"
 #include "backend/cuda/random_fill.h"
 #include "kiln/status.h"
@@ -376,6 +377,18 @@ static int cuda_decode_sample_(kiln_backend *b, int seq, int pos, int32_t token,
 
 static const char *cuda_describe_(kiln_backend *b) { return b->desc; }
 
+/* Matrices in bf16, norms and biases in f32, the KV cache in bf16 (cuda_impl.h). */
+static int64_t cuda_step_bytes_(kiln_backend *b, int pos) {
+  int64_t mat, vec;
+  kiln_backend_step_elems(&b->cfg, &mat, &vec);
+  return mat * 2 + vec * 4 + kiln_backend_kv_elems(&b->cfg, pos) * 2;
+}
+
+static int cuda_copy_bandwidth_(kiln_backend *b, double *bytes_per_s) {
+  KILN_CUDA_CHECK(cudaSetDevice(b->dev));
+  return kiln_cuda_copy_bandwidth((size_t)1 << 30, 10, b->stream, bytes_per_s);
+}
+
 const kiln_backend_vtbl kiln_backend_cuda = {
     .name = "cuda",
     .create = cuda_create_,
@@ -383,4 +396,6 @@ const kiln_backend_vtbl kiln_backend_cuda = {
     .forward = cuda_forward_,
     .decode_sample = cuda_decode_sample_,
     .describe = cuda_describe_,
+    .step_bytes = cuda_step_bytes_,
+    .copy_bandwidth = cuda_copy_bandwidth_,
 };

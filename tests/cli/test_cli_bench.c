@@ -1,0 +1,72 @@
+/*
+ * test_cli_bench.c: `kiln bench` on the tiny Qwen3 checkpoint: the floor it reports counts what a decode step
+ * reads (every weight once as stored, one embedding row, the KV cache of the token's context; the host's copy
+ * bandwidth on the CPU backend), and its bad input fails with one line.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "harness.h"
+
+/* An integer field of a config.json. */
+static int64_t cfg_int_(json_t *cfg, const char *key) { return json_integer_value(json_object_get(cfg, key)); }
+
+static void test_bench_json(void **state) {
+  (void)state;
+  char json_path[4096], cfg_path[4096];
+  snprintf(json_path, sizeof json_path, "%s", t_path_in(T.tmp, "bench.json"));
+  snprintf(cfg_path, sizeof cfg_path, "%s", t_path_in(T.qwen, "config.json"));
+  proc_result r;
+  /* 20 prompt tokens, 16 timed steps in blocks of 8, each block after one untimed step: timed at positions
+   * 21..28 and 30..37 in both repeats */
+  t_kiln(&r, NULL, "bench", "-m", T.qwen, "--device", "cpu", "-t", "1", "--prompt-tokens", "20", "--gen-tokens",
+         "16", "--repeats", "2", "--json", json_path, "-q", NULL);
+  t_expect_ok(&r);
+  CHECK(&r, strstr(r.out, "host copy") != NULL);
+  json_error_t je;
+  json_t *v = json_load_file(json_path, 0, &je), *cfg = NULL;
+  CHECK(&r, v != NULL);
+  cfg = json_load_file(cfg_path, 0, &je);
+  CHECK(&r, cfg != NULL);
+  const int64_t H = cfg_int_(cfg, "hidden_size"), I = cfg_int_(cfg, "intermediate_size"),
+                L = cfg_int_(cfg, "num_hidden_layers"), nh = cfg_int_(cfg, "num_attention_heads"),
+                nkv = cfg_int_(cfg, "num_key_value_heads"), hd = cfg_int_(cfg, "head_dim"),
+                V = cfg_int_(cfg, "vocab_size");
+  /* f32 weights read in place: q, k, v, o, gate, up, down and four norms a layer; the tied head; one embedding
+   * row; the final norm. The median timed token sits between positions 28 and 30: its cache holds 30 rows. */
+  const int64_t weights =
+      4 * (L * (H * (nh + 2 * nkv) * hd + nh * hd * H + 3 * H * I + 2 * H + 2 * hd) + V * H + H + H);
+  const int64_t kv = 4 * 2 * L * nkv * hd * 30;
+  const int64_t got = json_integer_value(json_object_get(v, "bytes_per_token"));
+  if (got != weights + kv)
+    fprintf(stderr, "bytes_per_token %lld, expected %lld\n", (long long)got, (long long)(weights + kv));
+  CHECK(&r, got == weights + kv);
+  CHECK(&r, strcmp(json_string_value(json_object_get(v, "bandwidth_of")), "host") == 0);
+  const double bw = json_real_value(json_object_get(v, "copy_gb_s_median"));
+  const double floor_ms = json_real_value(json_object_get(v, "floor_ms_per_token"));
+  CHECK(&r, bw > 0 && fabs(floor_ms - (double)got / (bw * 1e9) * 1e3) <= 1e-9 + 1e-6 * floor_ms);
+  const double frac = json_real_value(json_object_get(v, "fraction_of_floor"));
+  CHECK(&r, frac > 0 && isfinite(frac));
+  json_decref(v);
+  json_decref(cfg);
+  proc_result_free(&r);
+}
+
+static void test_bench_bad_input(void **state) {
+  (void)state;
+  t_fails(1, "cuda", NULL, NULL, "bench", "-m", T.qwen, "--device", "cuda:255", "--prompt-tokens", "8",
+          "--gen-tokens", "8", NULL);
+  t_fails(2, "--prompt-tokens", NULL, NULL, "bench", "-m", T.qwen, "--prompt-tokens", "0", NULL);
+  t_fails(2, "exclude", NULL, NULL, "bench", "-m", T.qwen, "--random-weights", "x.json", NULL);
+  t_fails(1, "max_position_embeddings", NULL, NULL, "bench", "-m", T.qwen, "--prompt-tokens", "120", NULL);
+}
+
+int main(int argc, char **argv) {
+  int rc = t_init(argc, argv);
+  if (rc) return rc;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_bench_json),
+      cmocka_unit_test(test_bench_bad_input),
+  };
+  return cmocka_run_group_tests(tests, t_setup, t_teardown);
+}
