@@ -41,6 +41,17 @@ for spec in "${tests[@]}"; do
   esac
   rows+=("$spec|$st|$d")
 done
+# kiln bench on the GPU: the floor must come from the device's own copy bandwidth
+if [ -x "$BIN/kiln" ]; then
+  s=$(date +%s%N)
+  json=$(mktemp)
+  if "$BIN/kiln" bench --device cuda -m tests/data/tiny/qwen3-f32 --prompt-tokens 32 --gen-tokens 16 --repeats 1 \
+       --json "$json" && python3 -c 'import json, sys; d = json.load(open(sys.argv[1]));
+assert d["bandwidth_of"] == "device" and d["copy_gb_s_median"] > 100 and 0 < d["fraction_of_floor"], d' "$json"
+  then st=pass; else st=FAIL; fail=1; fi
+  rm -f "$json"
+  rows+=("kiln bench --device cuda|$st|$(( ($(date +%s%N) - s) / 1000000 ))")
+fi
 if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1 && [ -x "$BIN/test_cuda_smoke" ]; then
   for tool in memcheck racecheck; do
     s=$(date +%s%N)
