@@ -5,7 +5,8 @@
 # Environment: BIN (folder of bench_cuda, default build/bin), KILN_COMMIT (recorded; default: git rev-parse HEAD),
 # NO_TORCH=1 to leave the baseline out, CTX and PROMPTS (comma lists, default 128,2048 and 128,1024),
 # PERSISTENT=1 to time the persistent decode kernel (KILN_CUDA_DECODE=persistent) too, in the same run;
-# LLAMA_CPP=DIR (a folder made by bench/peers/llama_cpp.sh fetch + build) to time llama.cpp on the same shapes too.
+# LLAMA_CPP=DIR (a folder made by bench/peers/llama_cpp.sh fetch + build) to time llama.cpp on the same shapes too
+# (LLAMA_CONFIGS: a space-separated subset of the configs for it, e.g. to fit a device call's time limit).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-build/bin}
@@ -29,7 +30,8 @@ for c in "${configs[@]}"; do
   fi
 done
 if [ -n "${LLAMA_CPP:-}" ]; then
-  BIN=$BIN bench/peers/llama_cpp.sh bench "$LLAMA_CPP" "$tmp/llama.jsonl" "${configs[@]}" >&2
+  read -r -a lconfigs <<< "${LLAMA_CONFIGS:-${configs[*]}}"
+  BIN=$BIN bench/peers/llama_cpp.sh bench "$LLAMA_CPP" "$tmp/llama.jsonl" "${lconfigs[@]}" >&2
 fi
 extra_args=()
 [ -s "$tmp/torch.jsonl" ] && extra_args=(--torch "$tmp/torch.jsonl")
