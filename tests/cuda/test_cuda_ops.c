@@ -595,6 +595,13 @@ int main(void) {
   test_qkv_rope(24, KILN_ROPE_LLAMA3, 0, 1);
 
   /* both combines: through global memory, then inside thread-block clusters (where the device has them) */
+  {
+    const kiln_cuda_attn_shape sh32 = {32, 4, 128, 1024}, sh16 = {16, 8, 128, 1024};
+    int c8 = 0, c2 = 0;
+    GT_OK(kiln_cuda_attn_decode_cluster_max(&sh32, &c8));
+    GT_OK(kiln_cuda_attn_decode_cluster_max(&sh16, &c2));
+    printf("decode attention: clusters of up to %d units (8 heads a unit), %d (2 heads a unit)\n", c8, c2);
+  }
   for (int cl = 0; cl < 2; cl++) {
     kiln_cuda_attn_decode_cluster(attn_cluster = cl);
     test_attn_decode(16, 8, 128, 1, 64, 0, 1);

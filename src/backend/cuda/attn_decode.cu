@@ -54,24 +54,25 @@ static int cluster_allowed_(void) {
 }
 extern "C" void kiln_cuda_attn_decode_cluster(int on) { cluster_on_ = on != 0; }
 
-/* The largest cluster the GMAX kernel launches with on the current device (1: none), found once per device:
- * 16 needs the non-portable attribute, and the kernel's shared memory decides how many units a GPC holds. */
+/* The largest cluster the GMAX kernel launches with on the current device (0: the device has no clusters), found
+ * once per device: 16 needs the non-portable attribute, and the kernel's shared memory decides how many units a
+ * GPC holds. */
 template <int GMAX>
 static int cluster_max_(int *cmax) {
-  static int known[KILN_CUDA_MAX_DEVICES];
+  static int known[KILN_CUDA_MAX_DEVICES]; /* the answer + 1; 0: not asked yet */
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
   int dev = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&dev));
   if (dev < KILN_CUDA_MAX_DEVICES && known[dev]) {
-    *cmax = known[dev];
+    *cmax = known[dev] - 1;
     return 0;
   }
-  const size_t smem = sizeof(kiln_attn_smem<GMAX, AD_THREADS>);
-  int rc = kiln_cuda__allow_smem((const void *)attn_decode_kernel<GMAX, true>, smem, smem_set, 0);
-  if (rc) return rc;
-  int major = 0, c = 1;
+  int major = 0, c = 0;
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   if (major >= 9) {
+    const size_t smem = sizeof(kiln_attn_smem<GMAX, AD_THREADS>);
+    int rc = kiln_cuda__allow_smem((const void *)attn_decode_kernel<GMAX, true>, smem, smem_set, 0);
+    if (rc) return rc;
     KILN_CUDA_CHECK(
         cudaFuncSetAttribute(attn_decode_kernel<GMAX, true>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
     cudaLaunchConfig_t cfg = {};
@@ -80,9 +81,9 @@ static int cluster_max_(int *cmax) {
     cfg.dynamicSmemBytes = smem;
     KILN_CUDA_CHECK(cudaOccupancyMaxPotentialClusterSize(&c, attn_decode_kernel<GMAX, true>, &cfg));
     if (c > KILN_AD_MAX_CLUSTER) c = KILN_AD_MAX_CLUSTER;
-    if (c < 1) c = 1;
+    if (c < 0) c = 0;
   }
-  if (dev < KILN_CUDA_MAX_DEVICES) known[dev] = c;
+  if (dev < KILN_CUDA_MAX_DEVICES) known[dev] = c + 1;
   *cmax = c;
   return 0;
 }
@@ -94,7 +95,7 @@ static int attn_decode_launch(const kiln_cuda_attn_decode_args *a, float qscale,
   const kiln_cuda_attn_shape *sh = &a->shape;
   const int g = sh->n_heads / sh->n_kv_heads;
   dim3 grid((unsigned)a->n_splits, (unsigned)sh->n_kv_heads, (unsigned)((g + GMAX - 1) / GMAX));
-  int cmax = 1, rc;
+  int cmax = 0, rc;
   if (cluster_allowed_() && (rc = cluster_max_<GMAX>(&cmax))) return rc;
   if (cluster_allowed_() && a->n_splits <= cmax) {
     KILN_CUDA_CHECK(kiln_launch_cluster(attn_decode_kernel<GMAX, true>, grid, dim3(AD_THREADS), smem, stream,
@@ -114,6 +115,10 @@ static int cluster_max_for_(const kiln_cuda_attn_shape *sh, int *cmax) {
   return cluster_max_<8>(cmax);
 }
 
+extern "C" int kiln_cuda_attn_decode_cluster_max(const kiln_cuda_attn_shape *sh, int *cmax) {
+  return cluster_max_for_(sh, cmax);
+}
+
 extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int n_sm, int *n_splits) {
   /* about two units per SM at the longest context, never chunks shorter than KILN_AD_MIN_CHUNK keys
    * (KILN_CUDA_ATTN_UNITS=N: N units per SM instead; tuning only) */
@@ -131,7 +136,7 @@ extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int 
   /* Up to KILN_AD_CLUSTER_CTX keys of context, no more splits than a cluster holds: the cluster's combine costs
    * about a microsecond less than the global one, more than the extra splits would save (docs/cuda.md). */
   if (cluster_allowed_() && sh->n_ctx <= KILN_AD_CLUSTER_CTX) {
-    int cmax = 1;
+    int cmax = 0;
     int rc = cluster_max_for_(sh, &cmax);
     if (rc) return rc;
     if (cmax > 1 && n > cmax) n = cmax;

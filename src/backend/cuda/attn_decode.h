@@ -54,6 +54,9 @@ int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *args, cudaStream_t s
  * memory (off). The default comes from KILN_CUDA_ATTN_CLUSTER (1: on), read at first use; off otherwise. Set it
  * before a backend is created: the split count depends on it. */
 void kiln_cuda_attn_decode_cluster(int on);
+/* The most splits the cluster combine takes for this shape on the current device (0: no clusters); more splits
+ * use the global combine. */
+int kiln_cuda_attn_decode_cluster_max(const kiln_cuda_attn_shape *shape, int *cmax);
 
 #ifdef __cplusplus
 }
