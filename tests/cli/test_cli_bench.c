@@ -52,6 +52,38 @@ static void test_bench_json(void **state) {
   proc_result_free(&r);
 }
 
+/* Lists of prompts and contexts: one prefill entry per prompt, one decode entry per context, and the KV part of
+ * the floor grows with the context by exactly the rows between them. */
+static void test_bench_lists(void **state) {
+  (void)state;
+  char json_path[4096], cfg_path[4096];
+  snprintf(json_path, sizeof json_path, "%s", t_path_in(T.tmp, "bench-lists.json"));
+  snprintf(cfg_path, sizeof cfg_path, "%s", t_path_in(T.qwen, "config.json"));
+  proc_result r;
+  t_kiln(&r, NULL, "bench", "-m", T.qwen, "--device", "cpu", "-t", "1", "--prompt-tokens", "8,16", "--ctx",
+         "10,40", "--gen-tokens", "8", "--repeats", "1", "--json", json_path, "-q", NULL);
+  t_expect_ok(&r);
+  json_error_t je;
+  json_t *v = json_load_file(json_path, 0, &je), *cfg = json_load_file(cfg_path, 0, &je);
+  CHECK(&r, v != NULL && cfg != NULL);
+  json_t *pre = json_object_get(v, "prefill"), *dec = json_object_get(v, "decode");
+  CHECK(&r, json_array_size(pre) == 2 && json_array_size(dec) == 2);
+  CHECK(&r, json_integer_value(json_object_get(json_array_get(pre, 0), "prompt")) == 8);
+  CHECK(&r, json_integer_value(json_object_get(json_array_get(pre, 1), "prompt")) == 16);
+  CHECK(&r, json_real_value(json_object_get(json_array_get(pre, 1), "ttft_ms")) > 0);
+  CHECK(&r, json_integer_value(json_object_get(json_array_get(dec, 0), "ctx")) == 10);
+  CHECK(&r, json_integer_value(json_object_get(json_array_get(dec, 1), "ctx")) == 40);
+  const int64_t row = 4 * 2 * cfg_int_(cfg, "num_hidden_layers") * cfg_int_(cfg, "num_key_value_heads") *
+                      cfg_int_(cfg, "head_dim");
+  const int64_t b10 = json_integer_value(json_object_get(json_array_get(dec, 0), "bytes_per_token"));
+  const int64_t b40 = json_integer_value(json_object_get(json_array_get(dec, 1), "bytes_per_token"));
+  CHECK(&r, b40 - b10 == 30 * row);
+  CHECK(&r, json_integer_value(json_object_get(v, "bytes_per_token")) == b10); /* the first context's, on top */
+  json_decref(v);
+  json_decref(cfg);
+  proc_result_free(&r);
+}
+
 static void test_bench_bad_input(void **state) {
   (void)state;
   t_fails(1, "cuda", NULL, NULL, "bench", "-m", T.qwen, "--device", "cuda:255", "--prompt-tokens", "8",
@@ -59,6 +91,11 @@ static void test_bench_bad_input(void **state) {
   t_fails(2, "--prompt-tokens", NULL, NULL, "bench", "-m", T.qwen, "--prompt-tokens", "0", NULL);
   t_fails(2, "exclude", NULL, NULL, "bench", "-m", T.qwen, "--random-weights", "x.json", NULL);
   t_fails(1, "max_position_embeddings", NULL, NULL, "bench", "-m", T.qwen, "--prompt-tokens", "120", NULL);
+  t_fails(1, "max_position_embeddings", NULL, NULL, "bench", "-m", T.qwen, "--prompt-tokens", "8", "--ctx", "100",
+          NULL);
+  t_fails(2, "--ctx", NULL, NULL, "bench", "-m", T.qwen, "--ctx", "0", NULL);
+  t_fails(2, "--ctx", NULL, NULL, "bench", "-m", T.qwen, "--ctx", "1,2,3,4,5,6,7,8,9", NULL);
+  t_fails(2, "--prompt-tokens", NULL, NULL, "bench", "-m", T.qwen, "--prompt-tokens", "8,,x", NULL);
 }
 
 int main(int argc, char **argv) {
@@ -66,6 +103,7 @@ int main(int argc, char **argv) {
   if (rc) return rc;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bench_json),
+      cmocka_unit_test(test_bench_lists),
       cmocka_unit_test(test_bench_bad_input),
   };
   return cmocka_run_group_tests(tests, t_setup, t_teardown);

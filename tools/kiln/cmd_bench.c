@@ -35,7 +35,7 @@
 #include "cli_common.h"
 #include "engine/engine_impl.h"
 
-enum { OPT_RANDOM = CLI_OPT_LONG, OPT_DTYPE, OPT_DEVICE, OPT_PROMPT, OPT_GEN, OPT_JSON, OPT_REPEATS };
+enum { OPT_RANDOM = CLI_OPT_LONG, OPT_DTYPE, OPT_DEVICE, OPT_PROMPT, OPT_CTX, OPT_GEN, OPT_JSON, OPT_REPEATS };
 
 #define KILN_BENCH_COPY_MB_PER_THREAD 256
 #define KILN_BENCH_BLOCK 8 /* decode steps per copy-bandwidth measurement */
@@ -46,8 +46,9 @@ static const cli_opt opts_[] = {
     {OPT_DTYPE, "dtype", "T", "dtype of the random weights: bf16 (default), f16 or f32"},
     {'t', "threads", "N", "CPU threads (default: $KILN_THREADS, else all cores)"},
     {OPT_DEVICE, "device", "D", "cpu, cuda or cuda:N (default: $KILN_DEVICE, else cuda when present)"},
-    {OPT_PROMPT, "prompt-tokens", "P", "prompt length for prefill (default 128)"},
-    {OPT_GEN, "gen-tokens", "G", "decode steps after the prompt (default 64)"},
+    {OPT_PROMPT, "prompt-tokens", "P", "prompt lengths timed for prefill, e.g. 128,1024 (default 128)"},
+    {OPT_CTX, "ctx", "C", "contexts the decode is timed at, e.g. 128,2048 (default: the first prompt length)"},
+    {OPT_GEN, "gen-tokens", "G", "decode steps timed at each context (default 64)"},
     {OPT_REPEATS, "repeats", "R", "repeats; medians are reported (default 3)"},
     {OPT_JSON, "json", "FILE", "write the results as JSON to FILE"},
     {'q', "quiet", NULL, "print only the summary line"},
@@ -254,16 +255,34 @@ static int decode_(kiln_engine *eng, bool device_sample, const kiln_sampling *gr
   return st;
 }
 
+#define BENCH_MAX_LIST 8
+
+/* A comma list of positive ints ("128,1024") into v[BENCH_MAX_LIST]. */
+static int parse_list_(const cli_parser *p, const char *what, const char *s, int *v, int *n) {
+  char buf[256];
+  if (strlen(s) >= sizeof buf) return cli_usage(p, "%s: list too long", what);
+  snprintf(buf, sizeof buf, "%s", s);
+  *n = 0;
+  for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    if (*n == BENCH_MAX_LIST) return cli_usage(p, "%s: at most %d values", what, BENCH_MAX_LIST);
+    int rc = cli_parse_int(p, what, t, 1, 1 << 20, &v[*n]);
+    if (rc) return rc;
+    (*n)++;
+  }
+  return *n ? 0 : cli_usage(p, "%s: expected a number or a comma list", what);
+}
+
 int cmd_bench(int argc, char **argv) {
   cli_parser p;
   cli_parser_init(&p, "bench", "[-m DIR | --random-weights CONFIG_JSON [--dtype T]] [-t N] [options]",
-                  "Prefill and decode tokens/s, and the decode floor: bytes of weights per token divided by the "
-                  "copy bandwidth (read + write) measured in the same run with the same thread count.",
+                  "Prefill (time to the first token) and decode speed, and the decode floor: the bytes a step reads "
+                  "(weights as the backend stores them, the KV cache of its context) divided by the copy bandwidth "
+                  "(read + write) of the memory they sit in, measured in the same run.",
                   opts_, argc, argv);
   cli_run_opts ro = {.n_threads = -1};
   const char *random_cfg = NULL, *json_path = NULL, *arg;
   kiln_dtype dt = KILN_BF16;
-  int P = 128, G = 64, R = 3, c, rc = 0;
+  int Ps[BENCH_MAX_LIST] = {128}, Cs[BENCH_MAX_LIST] = {0}, n_p = 1, n_c = 0, G = 64, R = 3, c, rc = 0;
   while (rc == 0 && (c = cli_next(&p, &arg)) >= 0) {
     switch (c) {
     case 'm': ro.model = arg; break;
@@ -279,7 +298,8 @@ int cmd_bench(int argc, char **argv) {
       rc = cli_parse_device(&p, "--device", arg);
       ro.device = arg;
       break;
-    case OPT_PROMPT: rc = cli_parse_int(&p, "--prompt-tokens", arg, 1, 1 << 20, &P); break;
+    case OPT_PROMPT: rc = parse_list_(&p, "--prompt-tokens", arg, Ps, &n_p); break;
+    case OPT_CTX: rc = parse_list_(&p, "--ctx", arg, Cs, &n_c); break;
     case OPT_GEN: rc = cli_parse_int(&p, "--gen-tokens", arg, 1, 1 << 20, &G); break;
     case OPT_REPEATS: rc = cli_parse_int(&p, "--repeats", arg, 1, 1000, &R); break;
     case OPT_JSON: json_path = arg; break;
@@ -291,6 +311,7 @@ int cmd_bench(int argc, char **argv) {
   if (c == CLI_BAD) return CLI_EXIT_USAGE;
   if (random_cfg && ro.model) return cli_usage(&p, "-m and --random-weights exclude each other");
   if ((rc = cli_run_opts_env(&p, &ro))) return rc;
+  if (n_c == 0) Cs[n_c++] = Ps[0]; /* decode right after the (first) prompt */
 
   kiln_model *model = NULL;
   kiln_engine *eng = NULL;
@@ -299,7 +320,7 @@ int cmd_bench(int argc, char **argv) {
   int32_t *prompt = NULL;
   double *pre = NULL, *dec = NULL, *bw = NULL, *rbw = NULL, *tok_bw = NULL, *tok_ms = NULL, *frac_tok = NULL;
   double *tok_bytes = NULL;
-  json_t *out = NULL;
+  json_t *out = NULL, *jpre = NULL, *jdec = NULL;
   int st;
   size_t copy_len = 0;
 
@@ -317,10 +338,15 @@ int cmd_bench(int argc, char **argv) {
     if ((rc = cli_model_dir(ro.model, &dir)) || (rc = cli_load_model(dir, ro.quiet, &model, &load_ms))) goto done;
   }
   const kiln_config *cfg = &model->cfg;
-  const int n_ctx = P + G + G / KILN_BENCH_BLOCK + 2; /* the prompt, the timed steps and the untimed ones */
+  int max_p = 0, max_c = 0;
+  for (int i = 0; i < n_p; i++) max_p = Ps[i] > max_p ? Ps[i] : max_p;
+  for (int i = 0; i < n_c; i++) max_c = Cs[i] > max_c ? Cs[i] : max_c;
+  /* a decode run: its context, the timed steps and the untimed ones */
+  const int dec_ctx = max_c + G + G / KILN_BENCH_BLOCK + 2;
+  const int n_ctx = dec_ctx > max_p ? dec_ctx : max_p;
   if (n_ctx > cfg->max_position_embeddings) {
-    rc = cli_errorf("--prompt-tokens + --gen-tokens need %d positions, past max_position_embeddings (%d)", n_ctx,
-                    cfg->max_position_embeddings);
+    rc = cli_errorf("--prompt-tokens, --ctx and --gen-tokens need %d positions, past max_position_embeddings (%d)",
+                    n_ctx, cfg->max_position_embeddings);
     goto done;
   }
   if ((rc = cli_engine_create(model, &ro, n_ctx, &eng))) goto done;
@@ -334,17 +360,18 @@ int cmd_bench(int argc, char **argv) {
   }
   const int threads = ro.n_threads > 0 ? ro.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
   copy_len = on_device ? 0 : (size_t)(threads < 2 ? 2 : threads) * ((size_t)KILN_BENCH_COPY_MB_PER_THREAD << 20);
-  const int V = cfg->vocab_size;
+  const int V = cfg->vocab_size, max_in = max_p > max_c ? max_p : max_c;
+  const size_t RG = (size_t)R * (size_t)G;
   logits = malloc((size_t)V * sizeof *logits);
-  prompt = malloc((size_t)P * sizeof *prompt);
-  pre = calloc((size_t)R, sizeof *pre);
-  dec = calloc((size_t)R, sizeof *dec);
-  bw = calloc((size_t)R, sizeof *bw);
+  prompt = malloc((size_t)max_in * sizeof *prompt);
+  pre = calloc((size_t)n_p * R, sizeof *pre);
+  dec = calloc((size_t)n_c * R, sizeof *dec);
+  bw = calloc((size_t)n_c * R, sizeof *bw);
   rbw = calloc((size_t)R, sizeof *rbw);
-  tok_bw = calloc((size_t)R * (size_t)G, sizeof *tok_bw);
-  tok_ms = calloc((size_t)R * (size_t)G, sizeof *tok_ms);
-  frac_tok = calloc((size_t)R * (size_t)G, sizeof *frac_tok);
-  tok_bytes = calloc((size_t)R * (size_t)G, sizeof *tok_bytes);
+  tok_bw = calloc((size_t)n_c * RG, sizeof *tok_bw);
+  tok_ms = calloc((size_t)n_c * RG, sizeof *tok_ms);
+  frac_tok = calloc((size_t)n_c * RG, sizeof *frac_tok);
+  tok_bytes = calloc((size_t)n_c * RG, sizeof *tok_bytes);
   /* 2 MiB-aligned and asked for transparent huge pages, as kiln_model_random's weights are: the floor is taken
    * with memory the kernels' own weights are no worse placed than */
   if (!on_device) {
@@ -363,7 +390,7 @@ int cmd_bench(int argc, char **argv) {
     memset(dst, 2, copy_len);
   }
   uint64_t s = 0x9e3779b97f4a7c15ull;
-  for (int i = 0; i < P; i++) {
+  for (int i = 0; i < max_in; i++) {
     s = s * 6364136223846793005ull + 1442695040888963407ull;
     prompt[i] = (int32_t)((s >> 33) % (uint64_t)V);
   }
@@ -372,74 +399,108 @@ int cmd_bench(int argc, char **argv) {
   const kiln_sampling greedy = kiln_sampling_default();
   /* warm-up: one short prefill and decode steps on both paths, so first-touch costs are not timed */
   int32_t warm = prompt[0];
-  if ((st = kiln_engine_forward(eng, 0, prompt, P < 8 ? P : 8, logits, false)) < 0 ||
+  if ((st = kiln_engine_forward(eng, 0, prompt, max_in < 8 ? max_in : 8, logits, false)) < 0 ||
       (st = kiln_engine_forward(eng, 0, prompt, 1, logits, false)) < 0 ||
       (st = decode_(eng, device_sample, &greedy, 0, &warm, logits, V)) < 0) {
     rc = cli_fail(st);
     goto done;
   }
   for (int r = 0; r < R; r++) {
-    if ((st = measure_bw_(eng, on_device, dst, src, copy_len, threads, &bw[r])) < 0) {
-      rc = st == KILN_EIO ? cli_errorf("copy bandwidth: cannot start %d threads", threads) : cli_fail(st);
-      goto done;
-    }
-    rbw[r] = on_device ? 0 : read_bandwidth_(src, copy_len, threads);
-    kiln_engine_seq_reset(eng, 0);
-    double t0 = cli_now_ms();
-    if ((st = kiln_engine_forward(eng, 0, prompt, P, logits, false)) < 0) {
-      rc = cli_fail(st);
-      goto done;
-    }
-    double t1 = cli_now_ms(), sum_ms = 0;
-    int32_t tok = argmax_(logits, V);
-    double block_bw = 0;
-    uint64_t step = 0;
-    for (int g = 0; g < G; g++) {
-      /* the copy before each block of KILN_BENCH_BLOCK tokens gives their floor: measured within milliseconds of
-       * each other, the two see the same state of a shared machine. The step right after a copy runs untimed: it
-       * pays for waking the engine's threads after the copy's idle time, which a generation never does. */
-      const int i = r * G + g;
-      if (g % KILN_BENCH_BLOCK == 0) {
-        if ((st = measure_bw_(eng, on_device, dst, src, copy_len, threads, &block_bw)) < 0 ||
-            (st = decode_(eng, device_sample, &greedy, step++, &tok, logits, V)) < 0) {
-          rc = cli_fail(st);
-          goto done;
-        }
-      }
-      tok_bw[i] = block_bw;
-      const int64_t bytes = kiln__engine_step_bytes(eng, kiln_engine_seq_pos(eng, 0));
-      double a = cli_now_ms();
-      if ((st = decode_(eng, device_sample, &greedy, step++, &tok, logits, V)) < 0) {
+    rbw[r] = 0;
+    if (!on_device) rbw[r] = read_bandwidth_(src, copy_len, threads);
+    for (int pi = 0; pi < n_p; pi++) { /* time to the first token: the prefill and its logits on the host */
+      kiln_engine_seq_reset(eng, 0);
+      double t0 = cli_now_ms();
+      if ((st = kiln_engine_forward(eng, 0, prompt, Ps[pi], logits, false)) < 0) {
         rc = cli_fail(st);
         goto done;
       }
-      tok_ms[i] = cli_now_ms() - a;
-      tok_bytes[i] = (double)bytes;
-      sum_ms += tok_ms[i];
-      frac_tok[i] = ((double)bytes / tok_bw[i] * 1e3) / tok_ms[i];
-      if (tok_bw[i] > bw[r]) bw[r] = tok_bw[i];
+      pre[(size_t)pi * R + r] = cli_now_ms() - t0;
     }
-    pre[r] = (double)P * 1e3 / (t1 - t0);
-    dec[r] = (double)G * 1e3 / sum_ms;
+    for (int ci = 0; ci < n_c; ci++) {
+      const size_t k = (size_t)ci * R + r;
+      kiln_engine_seq_reset(eng, 0);
+      if ((st = kiln_engine_forward(eng, 0, prompt, Cs[ci], logits, false)) < 0) {
+        rc = cli_fail(st);
+        goto done;
+      }
+      int32_t tok = argmax_(logits, V);
+      double block_bw = 0, sum_ms = 0;
+      uint64_t step = 0;
+      for (int g = 0; g < G; g++) {
+        /* the copy before each block of KILN_BENCH_BLOCK tokens gives their floor: measured within milliseconds
+         * of each other, the two see the same state of a shared machine. The step right after a copy runs
+         * untimed: it pays for waking the engine's threads after the copy's idle time, which a generation never
+         * does. */
+        const size_t i = (size_t)ci * RG + (size_t)r * G + (size_t)g;
+        if (g % KILN_BENCH_BLOCK == 0) {
+          if ((st = measure_bw_(eng, on_device, dst, src, copy_len, threads, &block_bw)) < 0 ||
+              (st = decode_(eng, device_sample, &greedy, step++, &tok, logits, V)) < 0) {
+            rc = st == KILN_EIO ? cli_errorf("copy bandwidth: cannot start %d threads", threads) : cli_fail(st);
+            goto done;
+          }
+        }
+        tok_bw[i] = block_bw;
+        const int64_t bytes = kiln__engine_step_bytes(eng, kiln_engine_seq_pos(eng, 0));
+        double a = cli_now_ms();
+        if ((st = decode_(eng, device_sample, &greedy, step++, &tok, logits, V)) < 0) {
+          rc = cli_fail(st);
+          goto done;
+        }
+        tok_ms[i] = cli_now_ms() - a;
+        tok_bytes[i] = (double)bytes;
+        sum_ms += tok_ms[i];
+        frac_tok[i] = ((double)bytes / tok_bw[i] * 1e3) / tok_ms[i];
+        if (tok_bw[i] > bw[k]) bw[k] = tok_bw[i];
+      }
+      dec[k] = (double)G * 1e3 / sum_ms;
+      if (!ro.quiet)
+        fprintf(stderr, "repeat %d, ctx %d: %s copy up to %.1f GB/s | decode %.2f tok/s (%.3f ms/token)\n", r + 1,
+                Cs[ci], on_device ? "device" : "host", bw[k] / 1e9, dec[k], 1e3 / dec[k]);
+    }
     if (!ro.quiet)
-      fprintf(stderr,
-              "repeat %d: %s copy up to %.1f GB/s, read %.1f GB/s | prefill %.1f tok/s | decode %.2f tok/s (%.3f "
-              "ms/token = %.1f GB/s)\n",
-              r + 1, on_device ? "device" : "host", bw[r] / 1e9, rbw[r] / 1e9, pre[r], dec[r], 1e3 / dec[r],
-              dec[r] * median_(tok_bytes + (size_t)r * G, G) / 1e9);
+      for (int pi = 0; pi < n_p; pi++)
+        fprintf(stderr, "repeat %d: prefill of %d tokens %.2f ms (%.1f tok/s)\n", r + 1, Ps[pi],
+                pre[(size_t)pi * R + r], Ps[pi] * 1e3 / pre[(size_t)pi * R + r]);
   }
-  double best_bw = 0;
-  for (int r = 0; r < R; r++) best_bw = bw[r] > best_bw ? bw[r] : best_bw;
-  const double med_pre = median_(pre, R), med_dec = median_(dec, R);
-  const double med_tok_bw = median_(tok_bw, R * G), frac = median_(frac_tok, R * G), med_rbw = median_(rbw, R);
-  const double bpt = median_(tok_bytes, R * G); /* bytes of the median token (weights + its KV cache) */
-  const double floor_tok_s = med_tok_bw / bpt, frac_best = med_dec / (best_bw / bpt);
   const char *dev = kiln__engine_describe(eng);
-  printf("%s, %d thread%s, %s weights: prefill %.1f tok/s (%d tokens) | decode %.2f tok/s = %.2f ms/token | "
-         "floor %.2f tok/s (%.3f GB per token / %.1f GB/s %s copy) | %.1f%% of floor (%.1f%% of the best copy's)\n",
-         dev, threads, threads == 1 ? "" : "s", kiln_dtype_name(model->embed.dtype), med_pre, P, med_dec,
-         1e3 / med_dec, floor_tok_s, bpt / 1e9, med_tok_bw / 1e9, on_device ? "device" : "host", 100.0 * frac,
-         100.0 * frac_best);
+  const double med_rbw = median_(rbw, R);
+  printf("%s, %d thread%s, %s weights\n", dev, threads, threads == 1 ? "" : "s", kiln_dtype_name(model->embed.dtype));
+  jpre = json_array();
+  jdec = json_array();
+  if (!jpre || !jdec) {
+    rc = cli_errorf("out of memory");
+    goto done;
+  }
+  double first_pre_tok_s = 0;
+  for (int pi = 0; pi < n_p; pi++) {
+    const double ms = median_(pre + (size_t)pi * R, R), tok_s = Ps[pi] * 1e3 / ms;
+    if (pi == 0) first_pre_tok_s = tok_s;
+    printf("prefill %5d tokens: %.1f tok/s, %.2f ms to the first token\n", Ps[pi], tok_s, ms);
+    json_array_append_new(jpre, json_pack("{s:i, s:f, s:f}", "prompt", Ps[pi], "ttft_ms", ms, "tok_s", tok_s));
+  }
+  /* the first context's figures are also the top-level fields of the JSON (one prompt, one context: as before) */
+  double f_dec = 0, f_bw = 0, f_best = 0, f_bpt = 0, f_frac = 0, f_frac_best = 0;
+  for (int ci = 0; ci < n_c; ci++) {
+    double *tb = tok_bw + (size_t)ci * RG, *ft = frac_tok + (size_t)ci * RG, *by = tok_bytes + (size_t)ci * RG;
+    double best_bw = 0;
+    for (int r = 0; r < R; r++) best_bw = bw[(size_t)ci * R + r] > best_bw ? bw[(size_t)ci * R + r] : best_bw;
+    const double med_dec = median_(dec + (size_t)ci * R, R), med_bw = median_(tb, (int)RG);
+    const double frac = median_(ft, (int)RG), bpt = median_(by, (int)RG); /* bytes of the median token */
+    const double floor_tok_s = med_bw / bpt, frac_best = med_dec / (best_bw / bpt);
+    printf("decode at ctx %5d: %.2f tok/s = %.3f ms/token | floor %.2f tok/s (%.3f GB per token / %.1f GB/s %s "
+           "copy) | %.1f%% of floor (%.1f%% of the best copy's)\n",
+           Cs[ci], med_dec, 1e3 / med_dec, floor_tok_s, bpt / 1e9, med_bw / 1e9, on_device ? "device" : "host",
+           100.0 * frac, 100.0 * frac_best);
+    json_array_append_new(jdec, json_pack("{s:i, s:f, s:f, s:I, s:f, s:f, s:f, s:f, s:f}", "ctx", Cs[ci], "tok_s",
+                                          med_dec, "ms_per_token", 1e3 / med_dec, "bytes_per_token",
+                                          (json_int_t)bpt, "copy_gb_s_median", med_bw / 1e9, "floor_ms_per_token",
+                                          1e3 / floor_tok_s, "fraction_of_floor", frac,
+                                          "fraction_of_best_copy_floor", frac_best, "copy_gb_s_best",
+                                          best_bw / 1e9));
+    if (ci == 0)
+      f_dec = med_dec, f_bw = med_bw, f_best = best_bw, f_bpt = bpt, f_frac = frac, f_frac_best = frac_best;
+  }
 
   if (json_path) {
     char cpu[256], commit[64], date[64], cmdline[1024] = "kiln";
@@ -453,18 +514,21 @@ int cmd_bench(int argc, char **argv) {
       size_t l = strlen(cmdline);
       snprintf(cmdline + l, sizeof cmdline - l, " %s", argv[i]);
     }
+    const double floor_tok_s = f_bw / f_bpt;
     out = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:i, s:f, s:f}, s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:i, s:i, "
-                    "s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:s}",
+                    "s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:s, s:o, s:o}",
                     "bench", "kiln bench", "date", date, "commit", commit, "command", cmdline, "machine", "cpu", cpu,
                     "cores", (int)sysconf(_SC_NPROCESSORS_ONLN), "loadavg_before", load_before, "loadavg_after",
                     loadavg_(), "device", dev, "model", random_cfg ? random_cfg : dir, "dtype",
                     kiln_dtype_name(model->embed.dtype), "params", (json_int_t)params_(model),
-                    "bytes_per_token", (json_int_t)bpt, "threads", threads, "prompt_tokens", P, "gen_tokens",
-                    G, "repeats", R, "prefill_tok_s", med_pre, "decode_tok_s", med_dec, "decode_ms_per_token",
-                    1e3 / med_dec, "copy_gb_s_median", med_tok_bw / 1e9, "copy_gb_s_best", best_bw / 1e9,
-                    "floor_tok_s", floor_tok_s, "floor_ms_per_token", 1e3 / floor_tok_s, "fraction_of_floor", frac,
-                    "fraction_of_best_copy_floor", frac_best, "read_gb_s_median", med_rbw / 1e9,
-                    "decode_read_gb_s", med_dec * bpt / 1e9, "bandwidth_of", on_device ? "device" : "host");
+                    "bytes_per_token", (json_int_t)f_bpt, "threads", threads, "prompt_tokens", Ps[0], "gen_tokens",
+                    G, "repeats", R, "prefill_tok_s", first_pre_tok_s, "decode_tok_s", f_dec, "decode_ms_per_token",
+                    1e3 / f_dec, "copy_gb_s_median", f_bw / 1e9, "copy_gb_s_best", f_best / 1e9,
+                    "floor_tok_s", floor_tok_s, "floor_ms_per_token", 1e3 / floor_tok_s, "fraction_of_floor", f_frac,
+                    "fraction_of_best_copy_floor", f_frac_best, "read_gb_s_median", med_rbw / 1e9,
+                    "decode_read_gb_s", f_dec * f_bpt / 1e9, "bandwidth_of", on_device ? "device" : "host",
+                    "prefill", jpre, "decode", jdec);
+    jpre = jdec = NULL; /* owned by `out` now (or freed by a failed json_pack) */
     if (!out || json_dump_file(out, json_path, JSON_INDENT(2)) != 0) {
       rc = cli_errorf("%s: cannot write the results", json_path);
       goto done;
@@ -472,6 +536,8 @@ int cmd_bench(int argc, char **argv) {
   }
 done:
   json_decref(out);
+  json_decref(jpre);
+  json_decref(jdec);
   if (eng) kiln_engine_free(eng);
   kiln_model_free(model);
   free(dir);
