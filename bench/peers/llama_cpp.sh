@@ -16,6 +16,7 @@
 #                                               on, llama.cpp's other defaults. One JSON line a config, in the
 #                                               PyTorch baseline's format (bench/cuda/report.py --llama)
 # Environment: BIN (kiln's build/bin, for gguf_export), TMPDIR (where the GGUF files go; /dev/shm is fastest),
+# TOL (check: logits tolerance relative to the largest logit, 2e-3),
 # CTX, PROMPTS (comma lists as run.sh), GEN (decode tokens timed, 64), REPS (llama-bench -r, 5).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -66,12 +67,13 @@ check)
     gcc -O2 -o "$exe" bench/peers/llama_greedy.c -I"$dir/src/include" -I"$dir/src/ggml/include" -L"$dir/cpu" \
       -l:libllama.v0.5.0.so -l:libggml.v0.5.0.so -l:libggml-base.so -Wl,-rpath,"$dir/cpu"
     rc=0
-    LLAMA_BACKENDS=$dir/cpu python3 bench/peers/llama_check.py "$exe" "$gguf" tests/data/tiny/qwen3-f32/golden.json ||
-      rc=$?
+    LLAMA_BACKENDS=$dir/cpu python3 bench/peers/llama_check.py "$exe" "$gguf" tests/data/tiny/qwen3-f32/golden.json \
+      --tol "${TOL:-2e-3}" || rc=$?
     rm -f "$exe"
     exit $rc
   fi
-  python3 bench/peers/llama_check.py "$dir/bin/llama_greedy" "$gguf" tests/data/tiny/qwen3-f32/golden.json
+  python3 bench/peers/llama_check.py "$dir/bin/llama_greedy" "$gguf" tests/data/tiny/qwen3-f32/golden.json \
+    --tol "${TOL:-2e-3}"
   ;;
 bench)
   out=${3:?OUT.jsonl}
