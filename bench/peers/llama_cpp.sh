@@ -5,7 +5,9 @@
 #                                               (node-llama-cpp ships the release as a git bundle; npm is the one
 #                                               registry the build machines reach), plus its prebuilt CPU libraries
 #                                               in DIR/cpu for checks on a machine without a GPU
-#   bench/peers/llama_cpp.sh build DIR          llama-bench and llama_greedy for sm_90 (CUDA, static) into DIR/bin
+#   bench/peers/llama_cpp.sh build DIR          llama-bench and llama_greedy for sm_90 (CUDA, static) into DIR/bin,
+#                                               each also xz-compressed (~21 MB: a device call carries at most
+#                                               64 MiB; carry DIR/bin/*.xz and DIR/llama.cpp.info.json)
 #   bench/peers/llama_cpp.sh check DIR [cpu]    exports the tiny Qwen3 test checkpoint with gguf_export and checks
 #                                               llama.cpp's greedy ids and logits against its golden file (cpu: with
 #                                               the prebuilt CPU libraries, no GPU needed)
@@ -25,6 +27,26 @@ cmd=${1:-}
 dir=${2:-}
 [ -n "$cmd" ] && [ -n "$dir" ] || { sed -n '2,20p' "$0" >&2; exit 2; }
 BIN=${BIN:-build/bin}
+
+# Sets TOOL to the path of DIR/bin/NAME, decompressed from NAME.xz into a temporary folder when only that was
+# carried; on a machine whose loader cannot find a library it needs (libnccl.so.2 of a build with NCCL), the folder
+# of another copy on the machine (PyTorch's packages carry one) is added to LD_LIBRARY_PATH.
+tool() {
+  local exe=$dir/bin/$1
+  if [ ! -x "$exe" ] && [ -f "$exe.xz" ]; then
+    mkdir -p "${TMPDIR:-/tmp}/kiln-llama-bin"
+    xz -dc "$exe.xz" > "${TMPDIR:-/tmp}/kiln-llama-bin/$1"
+    chmod +x "${TMPDIR:-/tmp}/kiln-llama-bin/$1"
+    exe=${TMPDIR:-/tmp}/kiln-llama-bin/$1
+  fi
+  [ -x "$exe" ] || { echo "llama_cpp.sh: $dir/bin/$1 missing: run build first" >&2; exit 1; }
+  if ldd "$exe" | grep -q 'libnccl.so.2 => not found'; then
+    local nccl
+    nccl=$(find / -name 'libnccl.so.2' -not -path '/proc/*' 2>/dev/null | head -n 1)
+    [ -n "$nccl" ] && export LD_LIBRARY_PATH="$(dirname "$nccl")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
+  TOOL=$exe
+}
 
 case $cmd in
 fetch)
@@ -46,8 +68,8 @@ build)
   src=$dir/src
   [ -d "$src" ] || { echo "llama_cpp.sh: $src missing: run fetch first" >&2; exit 1; }
   cmake -S "$src" -B "$dir/build" -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90-real -DGGML_NATIVE=OFF \
-    -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DLLAMA_BUILD_SERVER=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
+    -DGGML_CUDA_NCCL=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build "$dir/build" -j "$(nproc)" --target llama-bench llama
   mkdir -p "$dir/bin"
   cp "$dir/build/bin/llama-bench" "$dir/bin/"
@@ -56,6 +78,7 @@ build)
     -I"$src/ggml/include" -Wl,--start-group $libs -Wl,--end-group -L/usr/local/cuda/lib64 \
     -L/usr/local/cuda/lib64/stubs -lcudart -lcublas -lcublasLt -lcuda -lgomp -lpthread -ldl -lm
   strip "$dir/bin/llama-bench" "$dir/bin/llama_greedy"
+  (cd "$dir/bin" && xz -T0 -6 -f -k llama-bench && xz -T0 -6 -f -k llama_greedy)
   ls -la "$dir/bin"
   ;;
 check)
@@ -72,8 +95,8 @@ check)
     rm -f "$exe"
     exit $rc
   fi
-  python3 bench/peers/llama_check.py "$dir/bin/llama_greedy" "$gguf" tests/data/tiny/qwen3-f32/golden.json \
-    --tol "${TOL:-2e-3}"
+  tool llama_greedy
+  python3 bench/peers/llama_check.py "$TOOL" "$gguf" tests/data/tiny/qwen3-f32/golden.json --tol "${TOL:-2e-3}"
   ;;
 bench)
   out=${3:?OUT.jsonl}
@@ -84,6 +107,10 @@ bench)
   PROMPTS=${PROMPTS:-128,1024}
   GEN=${GEN:-64}
   REPS=${REPS:-5}
+  tool llama-bench
+  lb=$TOOL
+  gguf= raw=
+  trap 'rm -f "$gguf" "$raw"' EXIT # a 16 GB model file is not left behind by a failed run
   for c in "$@"; do
     name=$(basename "$c" .json)
     gguf=${TMPDIR:-/tmp}/kiln-peer-$name.gguf
@@ -91,8 +118,8 @@ bench)
     "$BIN/gguf_export" --config "$c" --tokenizer third_party/qwen3/tokenizer.json --out "$gguf"
     echo "llama_cpp.sh: $name exported in $(( $(date +%s) - s )) s" >&2
     raw=$(mktemp)
-    "$dir/bin/llama-bench" -m "$gguf" -ngl 99 -fa 1 -r "$REPS" -p "$PROMPTS" -n 0 -o jsonl > "$raw"
-    "$dir/bin/llama-bench" -m "$gguf" -ngl 99 -fa 1 -r "$REPS" -p 0 -n "$GEN" -d "$CTX" -o jsonl >> "$raw"
+    "$lb" -m "$gguf" -ngl 99 -fa 1 -r "$REPS" -p "$PROMPTS" -n 0 -o jsonl > "$raw"
+    "$lb" -m "$gguf" -ngl 99 -fa 1 -r "$REPS" -p 0 -n "$GEN" -d "$CTX" -o jsonl >> "$raw"
     rm -f "$gguf"
     python3 - "$raw" "$name" "$(cat "$dir/llama.cpp.info.json")" >> "$out" <<'EOF'
 import json, sys
