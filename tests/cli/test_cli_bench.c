@@ -11,23 +11,35 @@
 /* An integer field of a config.json. */
 static int64_t cfg_int_(json_t *cfg, const char *key) { return json_integer_value(json_object_get(cfg, key)); }
 
+/* Where the tests' `kiln bench --json` goes. */
+static const char *json_path_(void) {
+  static char path[4096];
+  snprintf(path, sizeof path, "%s", t_path_in(T.tmp, "bench.json"));
+  return path;
+}
+
+/* After a `kiln bench ... --json json_path_()` run: expects success, loads the JSON it wrote and the checkpoint's
+ * config.json. */
+static void load_results_(proc_result *r, json_t **res, json_t **cfg) {
+  char cfg_path[4096];
+  snprintf(cfg_path, sizeof cfg_path, "%s", t_path_in(T.qwen, "config.json"));
+  t_expect_ok(r);
+  json_error_t je;
+  *res = json_load_file(json_path_(), 0, &je);
+  *cfg = json_load_file(cfg_path, 0, &je);
+  CHECK(r, *res != NULL && *cfg != NULL);
+}
+
 static void test_bench_json(void **state) {
   (void)state;
-  char json_path[4096], cfg_path[4096];
-  snprintf(json_path, sizeof json_path, "%s", t_path_in(T.tmp, "bench.json"));
-  snprintf(cfg_path, sizeof cfg_path, "%s", t_path_in(T.qwen, "config.json"));
   proc_result r;
+  json_t *v, *cfg;
   /* 20 prompt tokens, 16 timed steps in blocks of 8, each block after one untimed step: timed at positions
    * 21..28 and 30..37 in both repeats */
-  t_kiln(&r, NULL, "bench", "-m", T.qwen, "--device", "cpu", "-t", "1", "--prompt-tokens", "20", "--gen-tokens",
-         "16", "--repeats", "2", "--json", json_path, "-q", NULL);
-  t_expect_ok(&r);
+  t_kiln(&r, NULL, "bench", "-m", T.qwen, "--device", "cpu", "-t", "1", "-q", "--json", json_path_(),
+         "--prompt-tokens", "20", "--gen-tokens", "16", "--repeats", "2", NULL);
+  load_results_(&r, &v, &cfg);
   CHECK(&r, strstr(r.out, "host copy") != NULL);
-  json_error_t je;
-  json_t *v = json_load_file(json_path, 0, &je), *cfg = NULL;
-  CHECK(&r, v != NULL);
-  cfg = json_load_file(cfg_path, 0, &je);
-  CHECK(&r, cfg != NULL);
   const int64_t H = cfg_int_(cfg, "hidden_size"), I = cfg_int_(cfg, "intermediate_size"),
                 L = cfg_int_(cfg, "num_hidden_layers"), nh = cfg_int_(cfg, "num_attention_heads"),
                 nkv = cfg_int_(cfg, "num_key_value_heads"), hd = cfg_int_(cfg, "head_dim"),
@@ -56,16 +68,11 @@ static void test_bench_json(void **state) {
  * the floor grows with the context by exactly the rows between them. */
 static void test_bench_lists(void **state) {
   (void)state;
-  char json_path[4096], cfg_path[4096];
-  snprintf(json_path, sizeof json_path, "%s", t_path_in(T.tmp, "bench-lists.json"));
-  snprintf(cfg_path, sizeof cfg_path, "%s", t_path_in(T.qwen, "config.json"));
   proc_result r;
-  t_kiln(&r, NULL, "bench", "-m", T.qwen, "--device", "cpu", "-t", "1", "--prompt-tokens", "8,16", "--ctx",
-         "10,40", "--gen-tokens", "8", "--repeats", "1", "--json", json_path, "-q", NULL);
-  t_expect_ok(&r);
-  json_error_t je;
-  json_t *v = json_load_file(json_path, 0, &je), *cfg = json_load_file(cfg_path, 0, &je);
-  CHECK(&r, v != NULL && cfg != NULL);
+  json_t *v, *cfg;
+  t_kiln(&r, NULL, "bench", "-m", T.qwen, "--device", "cpu", "-t", "1", "-q", "--json", json_path_(),
+         "--prompt-tokens", "8,16", "--ctx", "10,40", "--gen-tokens", "8", "--repeats", "1", NULL);
+  load_results_(&r, &v, &cfg);
   json_t *pre = json_object_get(v, "prefill"), *dec = json_object_get(v, "decode");
   CHECK(&r, json_array_size(pre) == 2 && json_array_size(dec) == 2);
   CHECK(&r, json_integer_value(json_object_get(json_array_get(pre, 0), "prompt")) == 8);
