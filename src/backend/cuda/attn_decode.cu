@@ -107,16 +107,12 @@ static int attn_decode_launch(const kiln_cuda_attn_decode_args *a, float qscale,
   return 0;
 }
 
-static int cluster_max_for_(const kiln_cuda_attn_shape *sh, int *cmax) {
+extern "C" int kiln_cuda_attn_decode_cluster_max(const kiln_cuda_attn_shape *sh, int *cmax) {
   const int g = sh->n_heads / sh->n_kv_heads;
   if (g <= 1) return cluster_max_<1>(cmax);
   if (g <= 2) return cluster_max_<2>(cmax);
   if (g <= 4) return cluster_max_<4>(cmax);
   return cluster_max_<8>(cmax);
-}
-
-extern "C" int kiln_cuda_attn_decode_cluster_max(const kiln_cuda_attn_shape *sh, int *cmax) {
-  return cluster_max_for_(sh, cmax);
 }
 
 extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int n_sm, int *n_splits) {
@@ -133,11 +129,11 @@ extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int 
   int most = (sh->n_ctx + KILN_AD_MIN_CHUNK - 1) / KILN_AD_MIN_CHUNK;
   int n = want < most ? want : most;
   if (n > KILN_AD_MAX_SPLITS) n = KILN_AD_MAX_SPLITS;
-  /* Up to KILN_AD_CLUSTER_CTX keys of context, no more splits than a cluster holds: the cluster's combine costs
-   * about a microsecond less than the global one, more than the extra splits would save (docs/cuda.md). */
+  /* With the cluster combine, up to KILN_AD_CLUSTER_CTX keys of context, no more splits than a cluster holds: the
+   * expectation (docs/cuda.md, to be measured) is that an on-chip combine saves more than the extra splits would. */
   if (cluster_allowed_() && sh->n_ctx <= KILN_AD_CLUSTER_CTX) {
     int cmax = 0;
-    int rc = cluster_max_for_(sh, &cmax);
+    int rc = kiln_cuda_attn_decode_cluster_max(sh, &cmax);
     if (rc) return rc;
     if (cmax > 1 && n > cmax) n = cmax;
   }
