@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# A/B of tuning settings on one GPU: bench_cuda for every (setting, config), the settings interleaved round by
+# round so that a drifting GPU clock or a neighbour's load hits all of them alike; prints the median decode
+# ms/token of each (setting, config, context) over the rounds, and with OPS=1 the per-kernel times of one layer.
+#   bench/cuda/ab.sh CONFIG.json... -- SETTING...
+# A SETTING is a quoted list of environment assignments ("" for the defaults), e.g.
+#   bench/cuda/ab.sh bench/configs/qwen3-0.6b.json bench/configs/qwen3-4b.json -- "" KILN_CUDA_ATTN_CLUSTER=1 \
+#     KILN_CUDA_GEMV_PF=2 "KILN_CUDA_ATTN_CLUSTER=1 KILN_CUDA_GEMV_PF=2"
+# Environment: BIN (folder of bench_cuda, default build/bin), ROUNDS (3), CTX (128,2048), OPS=1, OUT (a file for
+# every bench_cuda JSON line, tagged with its setting and round).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${BIN:-build/bin}
+configs=()
+while [ $# -gt 0 ] && [ "$1" != -- ]; do configs+=("$1"); shift; done
+[ $# -gt 0 ] && shift
+settings=("$@")
+[ ${#configs[@]} -gt 0 ] && [ ${#settings[@]} -gt 0 ] || { sed -n '2,10p' "$0" >&2; exit 2; }
+for s in "${settings[@]}"; do
+  for kv in $s; do
+    [[ $kv =~ ^[A-Z_][A-Z0-9_]*=[^[:space:]]*$ ]] || { echo "ab.sh: '$kv' is not VAR=VALUE" >&2; exit 2; }
+  done
+done
+ROUNDS=${ROUNDS:-3}
+CTX=${CTX:-128,2048}
+lines=$(mktemp)
+trap 'rm -f "$lines"' EXIT
+for r in $(seq 1 "$ROUNDS"); do
+  for i in "${!settings[@]}"; do
+    ops=()
+    [ "${OPS:-0}" = 1 ] && [ "$r" = 1 ] && ops=(--ops)
+    for c in "${configs[@]}"; do
+      json=$(mktemp)
+      # shellcheck disable=SC2086  # a setting is a list of words on purpose
+      env ${settings[$i]} "$BIN/bench_cuda" --ctx "$CTX" --prompts 128 "${ops[@]}" --json "$json" "$c" >/dev/null
+      python3 -c 'import json, sys; r = json.loads(open(sys.argv[1]).read().splitlines()[-1]);
+r["setting"], r["round"] = sys.argv[2], int(sys.argv[3]); print(json.dumps(r))' "$json" "${settings[$i]}" "$r" \
+        >> "$lines"
+      rm -f "$json"
+    done
+  done
+done
+[ -n "${OUT:-}" ] && cp "$lines" "$OUT"
+python3 - "$lines" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+dev = rows[0].get("device", "?")
+print("device %s; median over %d rounds; decode ms/token (GPU time of the step's graph)" %
+      (dev, max(r["round"] for r in rows)))
+base = {}
+for r in rows:
+    for d in r["decode"]:
+        base.setdefault((r["setting"], r["config"], d["ctx"]), []).append(d["ms_per_token_gpu"])
+settings = list(dict.fromkeys(r["setting"] for r in rows))
+print("%-48s %-18s %6s %9s %8s" % ("setting", "config", "ctx", "ms", "vs first"))
+for (s, c, ctx), v in base.items():
+    m = statistics.median(v)
+    ref = statistics.median(base[(settings[0], c, ctx)])
+    print("%-48s %-18s %6d %9.4f %7.3fx" % (s or "(defaults)", c.replace(".json", ""), ctx, m, m / ref))
+for r in rows:
+    for key in sorted(k for k in r if k.startswith("ops_")):
+        cells = ", ".join("%s %.1f us" % (o["op"], o["us"]) for o in r[key])
+        print("%s %s %s: %s" % (r["setting"] or "(defaults)", r["config"].replace(".json", ""), key, cells))
+EOF
