@@ -64,6 +64,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "llama_greedy: cannot create a context\n");
     return 1;
   }
+  float *first = malloc((size_t)n_vocab * sizeof *first); /* the logits after the prompt */
+  if (!first) {
+    fprintf(stderr, "llama_greedy: out of memory\n");
+    return 1;
+  }
   printf("{\"ids\": [");
   llama_token tok = 0;
   for (int i = 0; i <= n_gen; i++) {
@@ -73,22 +78,18 @@ int main(int argc, char **argv) {
       return 1;
     }
     const float *lg = llama_get_logits_ith(ctx, -1);
-    if (i == n_gen) {
-      printf("], \"logits\": [");
-      break;
-    }
+    if (i == 0) memcpy(first, lg, (size_t)n_vocab * sizeof *first);
+    if (i == n_gen) break;
     int best = 0;
     for (int v = 1; v < n_vocab; v++)
       if (lg[v] > lg[best]) best = v;
     tok = best;
     printf(i ? ", %d" : "%d", best);
   }
-  /* logits after the prompt: decode it once more from an empty cache */
-  llama_memory_clear(llama_get_memory(ctx), true);
-  if (llama_decode(ctx, llama_batch_get_one(prompt, n))) return 1;
-  const float *lg = llama_get_logits_ith(ctx, -1);
-  for (int v = 0; v < n_vocab; v++) printf(v ? ", %.7g" : "%.7g", lg[v]);
+  printf("], \"logits\": [");
+  for (int v = 0; v < n_vocab; v++) printf(v ? ", %.7g" : "%.7g", first[v]);
   printf("]}\n");
+  free(first);
   llama_free(ctx);
   llama_model_free(model);
   llama_backend_free();
