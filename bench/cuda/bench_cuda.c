@@ -184,10 +184,12 @@ static int op_gemv(kiln_backend *b, const void *arg) { return kiln_cuda_gemv(arg
 static int op_attn(kiln_backend *b, const void *arg) {
   (void)arg;
   const kiln_cuda_layer *L = &b->layers[0];
+  const bool short_ctx = b->h_step->pos < b->short_keys; /* as the step's graph runs it */
   kiln_cuda_attn_decode_args a = {.out = b->hbuf, .qkv = b->qkv, .q_norm = L->q_norm, .k_norm = L->k_norm,
                                   .inv_freq = b->inv_freq, .eps = 1e-6f, .k_cache = L->k_cache,
                                   .v_cache = L->v_cache, .step = b->d_step, .shape = b->shape,
-                                  .n_splits = b->n_splits, .scratch = b->attn_part};
+                                  .n_splits = short_ctx ? b->short_splits : b->n_splits,
+                                  .scratch = b->attn_part, .cluster = short_ctx};
   return kiln_cuda_attn_decode(&a, b->stream);
 }
 
@@ -294,6 +296,8 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
   json_object_set_new(res, "create_ms", json_real(create_ms));
   /* which decode step the graphs hold: the persistent kernel, or the kernel-per-op fallback */
   json_object_set_new(res, "decode_path", json_string(b->ds_blocks > 0 ? "persistent" : "graph"));
+  /* positions below this run the short-context graphs (attention combining inside thread-block clusters) */
+  json_object_set_new(res, "short_keys", json_integer(b->short_keys));
   json_t *dec = json_array(), *pre = json_array();
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
@@ -303,7 +307,7 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
     memset(st, 0, sizeof *st);
     st->pos = ctxs[i];
     st->token = 1;
-    for (int w = 0; w < 10; w++) CK(cudaGraphLaunch(b->g_sample, b->stream));
+    for (int w = 0; w < 10; w++) CK(cudaGraphLaunch(kiln_cuda__step_graph(b, ctxs[i], true), b->stream));
     CK(cudaStreamSynchronize(b->stream));
     if (*b->h_next < 0 || *b->h_next >= V) {
       fprintf(stderr, "bench_cuda: sampled token %d out of range\n", *b->h_next);
@@ -313,7 +317,7 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
     double gpu[5];
     for (int r = 0; r < 5; r++) {
       CK(cudaEventRecord(e0, b->stream));
-      for (int k = 0; k < 100; k++) CK(cudaGraphLaunch(b->g_sample, b->stream));
+      for (int k = 0; k < 100; k++) CK(cudaGraphLaunch(kiln_cuda__step_graph(b, ctxs[i], true), b->stream));
       CK(cudaEventRecord(e1, b->stream));
       CK(cudaEventSynchronize(e1));
       float ms;

@@ -10,6 +10,7 @@
  * wherever the top two logits are not a near tie. The graph path itself is checked against the CPU engine and
  * transformers by test_cuda_model and test_cuda_ops.
  */
+#include "backend/cuda/attn_decode.h"
 #include "backend/cuda/cuda_impl.h"
 #include "cuda/gpu_test.h"
 #include "kiln/kiln.h"
@@ -82,6 +83,15 @@ static void run_case(const shape_case *s) {
   GT_CHECK(pk->ds_blocks > 0, "%s: the persistent decode kernel was not chosen (a cooperative launch refused?)",
            s->name);
   GT_CHECK(gr->ds_blocks == 0, "%s: the default decode path is not the kernel-per-op graph", s->name);
+  /* with clusters on the device, positions up to short_keys run the short-context graphs (cluster combine, the
+   * same partition of the keys): the cases below start under it, cross it ("wide") or start past it */
+  int cmax = 0;
+  GT_OK(kiln_cuda_attn_decode_cluster_max(&gr->shape, &cmax));
+  const int want_short = cmax > 1 && gr->n_splits > 1 ? kiln_cuda_attn_decode_short_keys(
+                                                             gr->n_splits < cmax ? gr->n_splits : cmax)
+                                                       : 0;
+  GT_CHECK(gr->short_keys == want_short, "%s: short-context graphs up to %d keys, expected %d", s->name,
+           gr->short_keys, want_short);
 
   const int V = s->vocab, seq = 1;
   int32_t *prompt = malloc(sizeof(int32_t) * (size_t)s->prompt);
@@ -119,8 +129,9 @@ static void run_case(const shape_case *s) {
   }
   GT_CHECK(flips == 0, "%s: %d greedy choices differ away from a near tie", s->name, flips);
   GT_CHECK(ties <= 1, "%s: %d of %d device-sampled greedy tokens differ", s->name, ties, s->steps / 2);
-  printf("%s: prompt %d, %d steps to position %d: worst logits NMSE %.2e, greedy differences %d/%d\n", s->name,
-         s->prompt, s->steps, pos, worst, flips, ties);
+  printf("%s: prompt %d, %d steps to position %d (short graphs below %d): worst logits NMSE %.2e, greedy "
+         "differences %d/%d\n",
+         s->name, s->prompt, s->steps, pos, gr->short_keys, worst, flips, ties);
   /* a token outside the vocabulary: NaN logits on both paths, no fault */
   int32_t bad = V + 5;
   GT_OK(kiln_backend_cuda.forward(pk, 0, 0, &bad, 1, la, false));

@@ -6,6 +6,7 @@
  * head group) are launched as one cluster and combine through distributed shared memory.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/cuda/attn_decode.h"
 #include "backend/cuda/attn_decode_dev.cuh"
@@ -41,18 +42,24 @@ static __global__ void __launch_bounds__(AD_THREADS) attn_decode_kernel(kiln_cud
   if (CLUSTER) kiln_attn_cluster_combine<GMAX, AD_THREADS>(s, u, a.out, a.shape);
 }
 
-/* Whether the cluster combine is used: -1 until first asked, then KILN_CUDA_ATTN_CLUSTER (1: on; default off until
- * it has been measured against the global combine on a GPU, docs/cuda.md) or what kiln_cuda_attn_decode_cluster
- * set. */
-static int cluster_on_ = -1;
-static int cluster_allowed_(void) {
-  if (cluster_on_ < 0) {
+/* Where the cluster combine is used (kiln_cuda_attn_decode_cluster): -1 until first asked, then
+ * KILN_CUDA_ATTN_CLUSTER (0: never, 1: everywhere, with the splits capped at the cluster size; anything else or
+ * unset: KILN_CUDA_ATTN_CLUSTER_SHORT, launches that ask for it) or what kiln_cuda_attn_decode_cluster set. */
+static int cluster_mode_ = -1;
+extern "C" int kiln_cuda_attn_decode_cluster_mode(void) {
+  if (cluster_mode_ < 0) {
     const char *e = getenv("KILN_CUDA_ATTN_CLUSTER");
-    cluster_on_ = e && *e == '1';
+    cluster_mode_ = e && !strcmp(e, "0") ? KILN_CUDA_ATTN_CLUSTER_OFF
+                    : e && !strcmp(e, "1") ? KILN_CUDA_ATTN_CLUSTER_ALL
+                                           : KILN_CUDA_ATTN_CLUSTER_SHORT;
   }
-  return cluster_on_;
+  return cluster_mode_;
 }
-extern "C" void kiln_cuda_attn_decode_cluster(int on) { cluster_on_ = on != 0; }
+static int cluster_allowed_(void) { return kiln_cuda_attn_decode_cluster_mode() == KILN_CUDA_ATTN_CLUSTER_ALL; }
+extern "C" void kiln_cuda_attn_decode_cluster(int mode) {
+  cluster_mode_ = mode == KILN_CUDA_ATTN_CLUSTER_ALL || mode == KILN_CUDA_ATTN_CLUSTER_SHORT ? mode
+                                                                                            : KILN_CUDA_ATTN_CLUSTER_OFF;
+}
 
 /* The largest cluster the GMAX kernel launches with on the current device (0: the device has no clusters), found
  * once per device: 16 needs the non-portable attribute, and the kernel's shared memory decides how many units a
@@ -96,8 +103,10 @@ static int attn_decode_launch(const kiln_cuda_attn_decode_args *a, float qscale,
   const int g = sh->n_heads / sh->n_kv_heads;
   dim3 grid((unsigned)a->n_splits, (unsigned)sh->n_kv_heads, (unsigned)((g + GMAX - 1) / GMAX));
   int cmax = 0, rc;
-  if (cluster_allowed_() && (rc = cluster_max_<GMAX>(&cmax))) return rc;
-  if (cluster_allowed_() && a->n_splits <= cmax) {
+  const bool cluster = kiln_cuda_attn_decode_cluster_mode() != KILN_CUDA_ATTN_CLUSTER_OFF &&
+                       (cluster_allowed_() || a->cluster);
+  if (cluster && (rc = cluster_max_<GMAX>(&cmax))) return rc;
+  if (cluster && a->n_splits <= cmax) {
     KILN_CUDA_CHECK(kiln_launch_cluster(attn_decode_kernel<GMAX, true>, grid, dim3(AD_THREADS), smem, stream,
                                         (unsigned)a->n_splits, *a, qscale));
     return 0;
@@ -106,6 +115,8 @@ static int attn_decode_launch(const kiln_cuda_attn_decode_args *a, float qscale,
   KILN_CUDA_CHECK(kiln_launch(attn_decode_kernel<GMAX, false>, grid, dim3(AD_THREADS), smem, stream, *a, qscale));
   return 0;
 }
+
+extern "C" int kiln_cuda_attn_decode_short_keys(int n_splits) { return KILN_AD_MIN_CHUNK * n_splits; }
 
 extern "C" int kiln_cuda_attn_decode_cluster_max(const kiln_cuda_attn_shape *sh, int *cmax) {
   const int g = sh->n_heads / sh->n_kv_heads;

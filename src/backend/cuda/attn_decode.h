@@ -46,16 +46,26 @@ typedef struct kiln_cuda_attn_decode_args {
   kiln_cuda_attn_shape shape;
   int n_splits;
   float *scratch;
+  int cluster; /* nonzero: combine inside a thread-block cluster when n_splits fits one (the short-context graph of
+                * cuda_backend.c), unless the mode is KILN_CUDA_ATTN_CLUSTER_OFF */
 } kiln_cuda_attn_decode_args;
 
 int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *args, cudaStream_t stream);
 
-/* Process-wide: whether groups of at most 16 splits combine inside a thread-block cluster (on) or through global
- * memory (off). The default comes from KILN_CUDA_ATTN_CLUSTER (1: on), read at first use; off otherwise. Set it
- * before a backend is created: the split count depends on it. */
-void kiln_cuda_attn_decode_cluster(int on);
+/* Process-wide: where a group's splits combine inside a thread-block cluster instead of through global memory.
+ * OFF: never. ALL: every launch whose splits fit a cluster, and kiln_cuda_attn_decode_splits caps the splits at the
+ * cluster size up to 16K keys of context (slower at long contexts: docs/cuda.md). SHORT (the default): launches
+ * that ask for it (args.cluster), which the CUDA backend does for positions where the capped split count leaves
+ * the keys' partition unchanged. The default comes from KILN_CUDA_ATTN_CLUSTER (0: OFF, 1: ALL), read at first
+ * use. Set it before a backend is created: the split count and the graphs depend on it. */
+enum { KILN_CUDA_ATTN_CLUSTER_OFF = 0, KILN_CUDA_ATTN_CLUSTER_ALL = 1, KILN_CUDA_ATTN_CLUSTER_SHORT = 2 };
+void kiln_cuda_attn_decode_cluster(int mode);
+int kiln_cuda_attn_decode_cluster_mode(void);
 /* The most splits the cluster combine takes for this shape on the current device (0: no clusters); more splits
  * use the global combine. */
+/* Keys (the new token's included) up to which n_splits splits cut the keys exactly as any larger split count
+ * does (every chunk at its minimum size): a graph with fewer splits may serve those positions unchanged. */
+int kiln_cuda_attn_decode_short_keys(int n_splits);
 int kiln_cuda_attn_decode_cluster_max(const kiln_cuda_attn_shape *shape, int *cmax);
 
 #ifdef __cplusplus

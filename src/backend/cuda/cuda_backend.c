@@ -121,12 +121,20 @@ int kiln_cuda__layout(kiln_backend *b) {
   return take_all_(b);
 }
 
+static void destroy_graphs_(kiln_backend *b) {
+  cudaGraphExec_t *g[] = {&b->g_logits, &b->g_sample, &b->g_logits_short, &b->g_sample_short};
+  for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
+    if (*g[i]) (void)cudaGraphExecDestroy(*g[i]);
+    *g[i] = NULL;
+  }
+  b->short_keys = b->short_splits = 0;
+}
+
 static void destroy_(kiln_backend *b) {
   if (!b) return;
   (void)cudaSetDevice(b->dev);
   if (b->stream) (void)cudaStreamSynchronize(b->stream);
-  if (b->g_sample) (void)cudaGraphExecDestroy(b->g_sample);
-  if (b->g_logits) (void)cudaGraphExecDestroy(b->g_logits);
+  destroy_graphs_(b);
   if (b->cublas) (void)cublasDestroy(b->cublas);
   if (b->stream) (void)cudaStreamDestroy(b->stream);
   kiln_cuda_arena_release(&b->arena);
@@ -136,11 +144,11 @@ static void destroy_(kiln_backend *b) {
 }
 
 /* Captures the decode step into a graph (the stream must be idle). */
-static int capture_(kiln_backend *b, bool sample, cudaGraphExec_t *out) {
+static int capture_(kiln_backend *b, bool sample, bool short_ctx, cudaGraphExec_t *out) {
   cudaGraph_t g = NULL;
   int rc;
   KILN_CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
-  rc = kiln_cuda__decode_enqueue(b, sample);
+  rc = kiln_cuda__decode_enqueue(b, sample, short_ctx);
   cudaError_t e = cudaStreamEndCapture(b->stream, &g); /* always end, so the stream is usable again */
   if (!rc && e != cudaSuccess) rc = kiln_cuda__check(e, "cudaStreamEndCapture(b->stream, &g)", __FILE__, __LINE__);
   if (!rc) {
@@ -242,16 +250,33 @@ static int setup_decode_kernel_(kiln_backend *b) {
   return 0;
 }
 
-/* Warm-up step and graph capture of the current decode path. */
+/* Warm-up step and graph capture of the current decode path; with the kernel-per-op graph and the cluster
+ * combine in its default mode (SHORT), also the _short graphs, when the device has clusters and the main graphs
+ * split the keys more finely than a cluster holds: up to short_keys keys (512 with clusters of 16) the attention
+ * then runs its splits as clusters, the same partition of the keys combined on chip. */
 static int warm_and_capture_(kiln_backend *b) {
   int rc;
   memset(b->h_step, 0, sizeof *b->h_step);
-  if ((rc = kiln_cuda__decode_enqueue(b, true))) return rc;
+  if ((rc = kiln_cuda__decode_enqueue(b, true, false))) return rc;
   KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
-  if ((rc = capture_(b, false, &b->g_logits))) return rc;
-  if ((rc = capture_(b, true, &b->g_sample))) return rc;
+  if ((rc = capture_(b, false, false, &b->g_logits))) return rc;
+  if ((rc = capture_(b, true, false, &b->g_sample))) return rc;
   KILN_CUDA_CHECK(cudaGraphUpload(b->g_logits, b->stream));
   KILN_CUDA_CHECK(cudaGraphUpload(b->g_sample, b->stream));
+  int cmax = 0;
+  if (b->ds_blocks == 0 && kiln_cuda_attn_decode_cluster_mode() == KILN_CUDA_ATTN_CLUSTER_SHORT &&
+      (rc = kiln_cuda_attn_decode_cluster_max(&b->shape, &cmax)))
+    return rc;
+  if (cmax > 1 && b->n_splits > 1) {
+    b->short_splits = b->n_splits < cmax ? b->n_splits : cmax;
+    if ((rc = kiln_cuda__decode_enqueue(b, true, true))) return rc; /* warm-up: the cluster kernel's attributes */
+    KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
+    if ((rc = capture_(b, false, true, &b->g_logits_short))) return rc;
+    if ((rc = capture_(b, true, true, &b->g_sample_short))) return rc;
+    KILN_CUDA_CHECK(cudaGraphUpload(b->g_logits_short, b->stream));
+    KILN_CUDA_CHECK(cudaGraphUpload(b->g_sample_short, b->stream));
+    b->short_keys = kiln_cuda_attn_decode_short_keys(b->short_splits);
+  }
   KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
   return 0;
 }
@@ -266,9 +291,7 @@ static int finish_(kiln_backend *b) {
     rc = warm_and_capture_(b);
     if (!rc) return 0;
     if (rc != KILN_EDEVICE) return rc;
-    if (b->g_logits) (void)cudaGraphExecDestroy(b->g_logits);
-    if (b->g_sample) (void)cudaGraphExecDestroy(b->g_sample);
-    b->g_logits = b->g_sample = NULL;
+    destroy_graphs_(b);
     /* a refused launch or capture leaves the context usable; a fault in the kernel does not: report that */
     cudaError_t e = cudaStreamSynchronize(b->stream);
     (void)cudaGetLastError();
@@ -338,7 +361,7 @@ static int cuda_forward_(kiln_backend *b, int seq, int pos, const int32_t *token
     b->h_step->pos = pos;
     b->h_step->n = 1;
     b->h_step->token = tokens[0];
-    KILN_CUDA_CHECK(cudaGraphLaunch(b->g_logits, b->stream));
+    KILN_CUDA_CHECK(cudaGraphLaunch(kiln_cuda__step_graph(b, pos, false), b->stream));
     if (logits)
       KILN_CUDA_CHECK(cudaMemcpyAsync(logits, b->logits, sizeof(float) * (size_t)b->cfg.vocab_size,
                                       cudaMemcpyDeviceToHost, b->stream));
@@ -369,7 +392,7 @@ static int cuda_decode_sample_(kiln_backend *b, int seq, int pos, int32_t token,
   p->min_p = s->min_p;
   p->seed = s->seed;
   p->step = step;
-  KILN_CUDA_CHECK(cudaGraphLaunch(b->g_sample, b->stream));
+  KILN_CUDA_CHECK(cudaGraphLaunch(kiln_cuda__step_graph(b, pos, true), b->stream));
   KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
   *next = *b->h_next;
   return 0;

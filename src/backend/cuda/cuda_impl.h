@@ -64,8 +64,12 @@ struct kiln_backend {
   int32_t *h_next;
   int32_t *h_tokens;
 
-  /* the decode step as CUDA graphs: logits only, and logits + sampling */
+  /* the decode step as CUDA graphs: logits only, and logits + sampling. The _short pair (NULL when not used)
+   * serves steps with at most short_keys keys: attention in short_splits splits combining inside thread-block
+   * clusters, the keys cut exactly as in the main graphs (kiln_cuda_attn_decode_short_keys). */
   cudaGraphExec_t g_logits, g_sample;
+  cudaGraphExec_t g_logits_short, g_sample_short;
+  int short_splits, short_keys;
 
   /* the persistent decode kernel (decode_step.h): ds_blocks > 0 when the graphs launch it, 0 when they hold the
    * kernel-per-op step */
@@ -76,14 +80,22 @@ struct kiln_backend {
   int ds_blocks;
 };
 
+/* The graph that runs a decode step at position pos: with sampling or logits only, the _short one when it
+ * serves that position. */
+static inline cudaGraphExec_t kiln_cuda__step_graph(const kiln_backend *b, int pos, bool sample) {
+  if (pos < b->short_keys) return sample ? b->g_sample_short : b->g_logits_short;
+  return sample ? b->g_sample : b->g_logits;
+}
+
 /* Allocates the arena and every pointer of the layout (weights not yet uploaded). */
 int kiln_cuda__layout(kiln_backend *b);
 /* Uploads the model's weights, converting to bf16 (matrices) and f32 (norms, biases). */
 int kiln_cuda__upload(kiln_backend *b, const kiln_model *m);
 
 /* Enqueues one decode step (d_step already holds seq, pos, token): embedding .. lm_head into b->logits, plus the
- * sampled token into b->h_next when `sample`. Captured into the graphs; also run eagerly once as a warm-up. */
-int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample);
+ * sampled token into b->h_next when `sample`; short_ctx: the attention of the _short graphs (short_splits, cluster
+ * combine). Captured into the graphs; also run eagerly once as a warm-up. */
+int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample, bool short_ctx);
 /* Runs n (<= chunk) tokens of a prefill: writes logits [n][V] (all_logits) or [V] of the last token (unless
  * logits is NULL) to host memory. Synchronous. */
 int kiln_cuda__prefill_chunk(kiln_backend *b, int seq, int pos, const int32_t *tokens, int n, float *logits,

@@ -25,7 +25,7 @@
 #include "backend/cuda/sample.h"
 #include "backend/cuda/swiglu.h"
 
-static int decode_enqueue_(kiln_backend *b, bool sample) {
+static int decode_enqueue_(kiln_backend *b, bool sample, bool short_ctx) {
   const kiln_config *c = &b->cfg;
   const int64_t H = c->hidden_size, I = c->intermediate_size, nq = (int64_t)c->n_heads * c->head_dim;
   cudaStream_t st = b->stream;
@@ -50,7 +50,8 @@ static int decode_enqueue_(kiln_backend *b, bool sample) {
     kiln_cuda_attn_decode_args at = {.out = b->hbuf, .qkv = b->qkv, .q_norm = L->q_norm, .k_norm = L->k_norm,
                                      .inv_freq = b->inv_freq, .eps = c->rms_norm_eps, .k_cache = L->k_cache,
                                      .v_cache = L->v_cache, .step = b->d_step, .shape = b->shape,
-                                     .n_splits = b->n_splits, .scratch = b->attn_part};
+                                     .n_splits = short_ctx ? b->short_splits : b->n_splits,
+                                     .scratch = b->attn_part, .cluster = short_ctx};
     if ((rc = kiln_cuda_attn_decode(&at, st))) return rc;
     kiln_cuda_gemv_args o = {.w = L->wo, .n_rows = H, .k = nq, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->x,
                              .bias = L->bo};
@@ -72,8 +73,8 @@ static int decode_enqueue_(kiln_backend *b, bool sample) {
   return 0;
 }
 
-int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample) {
-  int rc = decode_enqueue_(b, sample);
+int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample, bool short_ctx) {
+  int rc = decode_enqueue_(b, sample, short_ctx);
   kiln_cuda__set_pdl(0); /* also on the error paths: later launches of this thread are plain */
   return rc;
 }
