@@ -53,9 +53,34 @@ static void run(const char *name) {
   kiln_model_free(m);
 }
 
+/* An unknown value of a decode-path variable is refused at create with a one-line error naming it. */
+static void bad_env(const char *var, const char *value) {
+  char dir[1024];
+  const char *src = getenv("KILN_SOURCE_DIR");
+  snprintf(dir, sizeof dir, "%s/tests/data/tiny/qwen3-f32", src ? src : ".");
+  const char *was = getenv(var);
+  char *keep = was ? strdup(was) : NULL;
+  kiln_model *m = NULL;
+  kiln_engine *e = NULL;
+  GT_OK(kiln_model_load(&m, dir, NULL, NULL));
+  setenv(var, value, 1);
+  kiln_engine_opts o = {.device = "cuda", .n_ctx = 128, .n_seqs = 1};
+  int rc = m ? kiln_engine_create(&e, m, &o) : KILN_EINVAL;
+  GT_CHECK(rc == KILN_EINVAL && !e, "%s=%s: create returned %d, wanted KILN_EINVAL", var, value, rc);
+  GT_CHECK(strstr(kiln_last_error(), var) != NULL, "%s=%s: error \"%s\" does not name the variable", var, value,
+           kiln_last_error());
+  if (keep) setenv(var, keep, 1);
+  else unsetenv(var);
+  free(keep);
+  kiln_engine_free(e);
+  kiln_model_free(m);
+}
+
 int main(void) {
   gt_skip_without_gpu();
   run("qwen3-f32");
   run("llama-bf16");
+  bad_env("KILN_CUDA_DECODE", "fast");
+  bad_env("KILN_CUDA_ATTN_CLUSTER", "2");
   return gt_finish("test_cuda_smoke");
 }

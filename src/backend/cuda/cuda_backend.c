@@ -223,6 +223,9 @@ static int setup_decode_kernel_(kiln_backend *b) {
   const char *mode = getenv("KILN_CUDA_DECODE");
   if (mode && *mode && strcmp(mode, "graph") && strcmp(mode, "persistent"))
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_DECODE=%s: expected graph or persistent", mode);
+  const char *cl = getenv("KILN_CUDA_ATTN_CLUSTER");
+  if (kiln_cuda_attn_decode_cluster_env(cl) < 0)
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_CLUSTER=%s: expected 0, 1 or short", cl);
   if (!mode || strcmp(mode, "persistent")) return 0;
   /* on the backend's stream (non-blocking: not ordered with the legacy default stream), before the warm-up */
   KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_layers, b->layers, sizeof *b->layers * (size_t)c->n_layers,
@@ -251,9 +254,9 @@ static int setup_decode_kernel_(kiln_backend *b) {
 }
 
 /* Warm-up step and graph capture of the current decode path; with the kernel-per-op graph and the cluster
- * combine in its default mode (SHORT), also the _short graphs, when the device has clusters and the main graphs
- * split the keys more finely than a cluster holds: up to short_keys keys (512 with clusters of 16) the attention
- * then runs its splits as clusters, the same partition of the keys combined on chip. */
+ * combine in mode SHORT (KILN_CUDA_ATTN_CLUSTER=short), also the _short graphs, when the device has clusters and
+ * the main graphs split the keys more finely than a cluster holds: up to short_keys keys (512 with clusters of 16)
+ * the attention then runs its splits as clusters, the same partition of the keys combined on chip. */
 static int warm_and_capture_(kiln_backend *b) {
   int rc;
   memset(b->h_step, 0, sizeof *b->h_step);
