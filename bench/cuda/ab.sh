@@ -6,11 +6,13 @@
 # A SETTING is a quoted list of environment assignments ("" for the defaults), e.g.
 #   bench/cuda/ab.sh bench/configs/qwen3-0.6b.json bench/configs/qwen3-4b.json -- "" KILN_CUDA_ATTN_CLUSTER=1 \
 #     KILN_CUDA_GEMV_PF=2 "KILN_CUDA_ATTN_CLUSTER=1 KILN_CUDA_GEMV_PF=2"
-# Environment: BIN (folder of bench_cuda, default build/bin), ROUNDS (3), CTX (128,2048), OPS=1, OUT (a file for
-# every bench_cuda JSON line, tagged with its setting and round).
+# Environment: BIN (folder of bench_cuda, default build/bin), ROUNDS (3), CTX (128,2048), OPS=1, OUT (a folder for
+# every bench_cuda JSON line, tagged with its setting and round), RESULTS (a bench/results JSON file: device,
+# driver, date, commit (KILN_COMMIT or git), command, the medians and every run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-build/bin}
+cmdline="bench/cuda/ab.sh $*"
 configs=()
 while [ $# -gt 0 ] && [ "$1" != -- ]; do configs+=("$1"); shift; done
 [ $# -gt 0 ] && shift
@@ -41,8 +43,10 @@ r["setting"], r["round"] = sys.argv[2], int(sys.argv[3]); print(json.dumps(r))' 
   done
 done
 [ -n "${OUT:-}" ] && cp "$lines" "$OUT"
-python3 - "$lines" <<'EOF'
-import json, statistics, sys
+driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1 || true)
+commit=${KILN_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+python3 - "$lines" "${RESULTS:-}" "$driver" "$commit" "$cmdline" "ROUNDS=$ROUNDS CTX=$CTX" <<'EOF'
+import datetime, json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 dev = rows[0].get("device", "?")
 print("device %s; median over %d rounds; decode ms/token (GPU time of the step's graph)" %
@@ -57,6 +61,13 @@ for (s, c, ctx), v in base.items():
     m = statistics.median(v)
     ref = statistics.median(base[(settings[0], c, ctx)])
     print("%-48s %-18s %6d %9.4f %7.3fx" % (s or "(defaults)", c.replace(".json", ""), ctx, m, m / ref))
+if sys.argv[2]:
+    table = [dict(setting=s or "(defaults)", config=c, ctx=ctx, ms_per_token_gpu_median=statistics.median(v),
+                  rounds=len(v)) for (s, c, ctx), v in base.items()]
+    doc = dict(device=dev, driver=sys.argv[3], date=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+               commit=sys.argv[4], command=sys.argv[5] + " (" + sys.argv[6] + ")", table=table, runs=rows)
+    with open(sys.argv[2], "w") as f:
+        json.dump(doc, f, indent=1)
 for r in rows:
     for key in sorted(k for k in r if k.startswith("ops_")):
         cells = ", ".join("%s %.1f us" % (o["op"], o["us"]) for o in r[key])
