@@ -21,7 +21,7 @@ extern "C" {
 #endif
 
 /* How many key chunks to split into for this shape on the current device (n_sm SMs), at least 1, into *n_splits.
- * With the cluster combine on (kiln_cuda_attn_decode_cluster) and up to 16K keys of context, they are at most the
+ * In cluster mode ALL (kiln_cuda_attn_decode_cluster) and up to 16K keys of context, they are at most the
  * size of a thread-block cluster the device runs, so the combine stays on chip. Returns 0 or an error. */
 int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *shape, int n_sm, int *n_splits);
 
@@ -64,11 +64,11 @@ void kiln_cuda_attn_decode_cluster(int mode);
 int kiln_cuda_attn_decode_cluster_mode(void);
 /* The mode a KILN_CUDA_ATTN_CLUSTER value names (NULL or empty: OFF), or -1 for a value it does not know. */
 int kiln_cuda_attn_decode_cluster_env(const char *value);
-/* The most splits the cluster combine takes for this shape on the current device (0: no clusters); more splits
- * use the global combine. */
 /* Keys (the new token's included) up to which n_splits splits cut the keys exactly as any larger split count
  * does (every chunk at its minimum size): a graph with fewer splits may serve those positions unchanged. */
 int kiln_cuda_attn_decode_short_keys(int n_splits);
+/* The most splits the cluster combine takes for this shape on the current device (0: no clusters); more splits
+ * use the global combine. */
 int kiln_cuda_attn_decode_cluster_max(const kiln_cuda_attn_shape *shape, int *cmax);
 
 #ifdef __cplusplus
