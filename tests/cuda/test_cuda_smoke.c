@@ -6,10 +6,15 @@
 #include "cuda/gpu_test.h"
 #include "kiln/kiln.h"
 
+/* The folder of a tiny test checkpoint. */
+static void tiny_dir(char *dir, size_t n, const char *name) {
+  const char *src = getenv("KILN_SOURCE_DIR");
+  snprintf(dir, n, "%s/tests/data/tiny/%s", src ? src : ".", name);
+}
+
 static void run(const char *name) {
   char dir[1024];
-  const char *src = getenv("KILN_SOURCE_DIR");
-  snprintf(dir, sizeof dir, "%s/tests/data/tiny/%s", src ? src : ".", name);
+  tiny_dir(dir, sizeof dir, name);
   kiln_model *m = NULL;
   kiln_engine *e = NULL;
   GT_OK(kiln_model_load(&m, dir, NULL, NULL));
@@ -56,8 +61,7 @@ static void run(const char *name) {
 /* An unknown value of a decode-path variable is refused at create with a one-line error naming it. */
 static void bad_env(const char *var, const char *value) {
   char dir[1024];
-  const char *src = getenv("KILN_SOURCE_DIR");
-  snprintf(dir, sizeof dir, "%s/tests/data/tiny/qwen3-f32", src ? src : ".");
+  tiny_dir(dir, sizeof dir, "qwen3-f32");
   const char *was = getenv(var);
   char *keep = was ? strdup(was) : NULL;
   kiln_model *m = NULL;
