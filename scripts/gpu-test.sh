@@ -12,11 +12,11 @@ export KILN_SOURCE_DIR=$PWD
 export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 # NAME or NAME@MODE: NAME@persistent runs with KILN_CUDA_DECODE=persistent (the persistent decode kernel instead of
 # the default kernel-per-op graph), NAME@cluster with KILN_CUDA_ATTN_CLUSTER=1 (decode attention combining inside
-# thread-block clusters at every position), NAME@short with KILN_CUDA_ATTN_CLUSTER=short (only in the short-context
-# graphs, up to 512 keys), so every decode path meets the model tests.
-tests=(test_cuda_ops test_cuda_decode test_cuda_decode@short test_cuda_model test_cuda_model@persistent
-       test_cuda_model@cluster test_cuda_model@short test_cuda_alloc test_cuda_alloc@persistent test_cuda_alloc@short
-       test_cuda_smoke test_cuda_smoke@persistent test_cuda_smoke@cluster test_cuda_smoke@short)
+# thread-block clusters at every position), NAME@global with KILN_CUDA_ATTN_CLUSTER=0 (never; the default does in
+# the short-context graphs, up to 512 keys), so every decode path meets the model tests.
+tests=(test_cuda_ops test_cuda_decode test_cuda_decode@global test_cuda_model test_cuda_model@persistent
+       test_cuda_model@cluster test_cuda_model@global test_cuda_alloc test_cuda_alloc@persistent test_cuda_alloc@global
+       test_cuda_smoke test_cuda_smoke@persistent test_cuda_smoke@cluster test_cuda_smoke@global)
 declare -a rows
 fail=0
 for spec in "${tests[@]}"; do
@@ -32,7 +32,7 @@ for spec in "${tests[@]}"; do
   case $mode in
     "") "$BIN/$t" ;;
     cluster) KILN_CUDA_ATTN_CLUSTER=1 "$BIN/$t" ;;
-    short) KILN_CUDA_ATTN_CLUSTER=short "$BIN/$t" ;;
+    global) KILN_CUDA_ATTN_CLUSTER=0 "$BIN/$t" ;;
     *) KILN_CUDA_DECODE=$mode "$BIN/$t" ;;
   esac
   rc=$?
@@ -63,7 +63,7 @@ if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1 && 
         >> "/tmp/sanitizer-$tool.log" 2>&1 &&
       KILN_CUDA_ATTN_CLUSTER=1 compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_smoke" \
         >> "/tmp/sanitizer-$tool.log" 2>&1 &&
-      KILN_CUDA_ATTN_CLUSTER=short compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_smoke" \
+      KILN_CUDA_ATTN_CLUSTER=0 compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_smoke" \
         >> "/tmp/sanitizer-$tool.log" 2>&1
     rc=$?
     d=$(( ($(date +%s%N) - s) / 1000000 ))

@@ -9,10 +9,18 @@
  * different order, so they are close, not bitwise equal), and the greedy tokens sampled on the device must match
  * wherever the top two logits are not a near tie. The graph path itself is checked against the CPU engine and
  * transformers by test_cuda_model and test_cuda_ops.
+ *
+ * Both backends run the same prefill code, and each decode path has a fixed order of summation, so three things
+ * must be bitwise equal: the two backends' prefill logits and KV caches, and the logits of a second backend of
+ * each path run beside the first (a race shows up as a run-to-run difference). When the two paths disagree,
+ * these say where: in the prefill, in one path (which one), or in neither.
  */
+#include <string.h>
+
 #include "backend/cuda/attn_decode.h"
 #include "backend/cuda/cuda_impl.h"
 #include "cuda/gpu_test.h"
+#include "kiln/half.h"
 #include "kiln/kiln.h"
 
 #define LOGIT_NMSE 1e-4
@@ -71,19 +79,52 @@ static int top_(const float *x, int n, bool *tie) {
   return b;
 }
 
+/* Elements of the slot's KV cache rows [p0, p1) (every layer, keys and values) that differ bitwise between a and b;
+ * *nmse: their NMSE (b as the reference). */
+static long kv_diff_(const kiln_backend *a, const kiln_backend *b, int seq, int p0, int p1, double *nmse) {
+  const kiln_cuda_attn_shape *sh = &a->shape;
+  const size_t row = (size_t)sh->head_dim, n = (size_t)(p1 - p0) * row;
+  uint16_t *ha = malloc(n * 2), *hb = malloc(n * 2);
+  long diff = 0;
+  double num = 0, den = 0;
+  for (int l = 0; l < a->cfg.n_layers && ha && hb; l++)
+    for (int kv = 0; kv < 2; kv++)
+      for (int h = 0; h < sh->n_kv_heads; h++) {
+        const int64_t at = (((int64_t)seq * sh->n_kv_heads + h) * sh->n_ctx + p0) * sh->head_dim;
+        const uint16_t *ca = (kv ? a->layers[l].v_cache : a->layers[l].k_cache) + at;
+        const uint16_t *cb = (kv ? b->layers[l].v_cache : b->layers[l].k_cache) + at;
+        GT_CUDA(cudaMemcpy(ha, ca, n * 2, cudaMemcpyDeviceToHost));
+        GT_CUDA(cudaMemcpy(hb, cb, n * 2, cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < n; i++) {
+          if (ha[i] == hb[i]) continue;
+          diff++;
+          const float fa = kiln_bf16_to_f32(ha[i]), fb = kiln_bf16_to_f32(hb[i]);
+          num += (double)(fa - fb) * (fa - fb);
+          den += (double)fb * fb;
+        }
+      }
+  *nmse = den > 0 ? num / den : num;
+  free(ha), free(hb);
+  return diff;
+}
+
+static bool same_(const float *a, const float *b, int n) { return memcmp(a, b, sizeof(float) * (size_t)n) == 0; }
+
 static void run_case(const shape_case *s) {
   kiln_config cfg = config_of(s);
   kiln_engine_opts o = {.device = "cuda", .n_ctx = 2048, .n_seqs = 2};
-  kiln_backend *pk = NULL, *gr = NULL;
+  kiln_backend *pk = NULL, *gr = NULL, *pk2 = NULL, *gr2 = NULL; /* pk2, gr2: the same again (determinism) */
   setenv("KILN_CUDA_DECODE", "persistent", 1);
   GT_OK(kiln_cuda_create_random(&pk, &cfg, &o, 0, 11));
+  GT_OK(kiln_cuda_create_random(&pk2, &cfg, &o, 0, 11));
   unsetenv("KILN_CUDA_DECODE");
   GT_OK(kiln_cuda_create_random(&gr, &cfg, &o, 0, 11));
-  if (!pk || !gr) goto out;
+  GT_OK(kiln_cuda_create_random(&gr2, &cfg, &o, 0, 11));
+  if (!pk || !gr || !pk2 || !gr2) goto out;
   GT_CHECK(pk->ds_blocks > 0, "%s: the persistent decode kernel was not chosen (a cooperative launch refused?)",
            s->name);
   GT_CHECK(gr->ds_blocks == 0, "%s: the default decode path is not the kernel-per-op graph", s->name);
-  /* with KILN_CUDA_ATTN_CLUSTER=short and clusters on the device, positions up to short_keys run the
+  /* in the default mode (KILN_CUDA_ATTN_CLUSTER unset or short) and with clusters on the device, positions up to short_keys run the
    * short-context graphs (cluster combine, the same partition of the keys): the cases below start under it, cross
    * it ("wide") or start past it */
   int cmax = 0;
@@ -98,6 +139,7 @@ static void run_case(const shape_case *s) {
   const int V = s->vocab, seq = 1;
   int32_t *prompt = malloc(sizeof(int32_t) * (size_t)s->prompt);
   float *la = malloc(sizeof(float) * (size_t)V), *lb = malloc(sizeof(float) * (size_t)V);
+  float *la2 = malloc(sizeof(float) * (size_t)V), *lb2 = malloc(sizeof(float) * (size_t)V);
   uint64_t r = 0x9e3779b97f4a7c15ull;
   for (int i = 0; i < s->prompt; i++) {
     r = r * 6364136223846793005ull + 1442695040888963407ull;
@@ -105,7 +147,15 @@ static void run_case(const shape_case *s) {
   }
   GT_OK(kiln_backend_cuda.forward(pk, seq, 0, prompt, s->prompt, la, false));
   GT_OK(kiln_backend_cuda.forward(gr, seq, 0, prompt, s->prompt, lb, false));
-  int pos = s->prompt, flips = 0, ties = 0;
+  GT_OK(kiln_backend_cuda.forward(pk2, seq, 0, prompt, s->prompt, la2, false));
+  GT_OK(kiln_backend_cuda.forward(gr2, seq, 0, prompt, s->prompt, lb2, false));
+  double kv_nmse = 0;
+  const long kv_pre = kv_diff_(pk, gr, seq, 0, s->prompt, &kv_nmse);
+  GT_CHECK(same_(la, lb, V) && same_(la2, lb, V) && same_(lb2, lb, V),
+           "%s: the same prefill gave different logits on two backends (NMSE %.3g)", s->name, nmse_(la, lb, V));
+  GT_CHECK(kv_pre == 0, "%s: the same prefill left %ld different KV cache elements (NMSE %.3g)", s->name, kv_pre,
+           kv_nmse);
+  int pos = s->prompt, flips = 0, ties = 0, runs_pk = 0, runs_gr = 0;
   double worst = 0;
   int32_t tok = prompt[s->prompt - 1];
   kiln_sampling greedy = kiln_sampling_default();
@@ -114,6 +164,10 @@ static void run_case(const shape_case *s) {
     if (i % 2 == 0) { /* logits to the host */
       GT_OK(kiln_backend_cuda.forward(pk, seq, pos, &tok, 1, la, false));
       GT_OK(kiln_backend_cuda.forward(gr, seq, pos, &tok, 1, lb, false));
+      GT_OK(kiln_backend_cuda.forward(pk2, seq, pos, &tok, 1, la2, false));
+      GT_OK(kiln_backend_cuda.forward(gr2, seq, pos, &tok, 1, lb2, false));
+      if (!same_(la, la2, V)) runs_pk++;
+      if (!same_(lb, lb2, V)) runs_gr++;
       double e = nmse_(la, lb, V);
       worst = e > worst ? e : worst;
       GT_CHECK(e <= LOGIT_NMSE, "%s: step %d (position %d): logits NMSE %.3g", s->name, i, pos, e);
@@ -125,23 +179,37 @@ static void run_case(const shape_case *s) {
       int32_t na = -1, nb = -1;
       GT_OK(kiln_backend_cuda.decode_sample(pk, seq, pos, tok, &greedy, (uint64_t)i, &na));
       GT_OK(kiln_backend_cuda.decode_sample(gr, seq, pos, tok, &greedy, (uint64_t)i, &nb));
+      int32_t na2 = -1, nb2 = -1;
+      GT_OK(kiln_backend_cuda.decode_sample(pk2, seq, pos, tok, &greedy, (uint64_t)i, &na2));
+      GT_OK(kiln_backend_cuda.decode_sample(gr2, seq, pos, tok, &greedy, (uint64_t)i, &nb2));
+      if (na2 != na) runs_pk++;
+      if (nb2 != nb) runs_gr++;
       if (na != nb) ties++; /* no logits here to tell a tie from a fault: counted, bounded below */
       tok = nb;
     }
   }
+  GT_CHECK(runs_pk == 0, "%s: persistent kernel: %d of %d steps differ between two runs", s->name, runs_pk,
+           s->steps);
+  GT_CHECK(runs_gr == 0, "%s: decode graph: %d of %d steps differ between two runs", s->name, runs_gr, s->steps);
+  /* the rows the two paths stored while decoding: same keys and values up to the rounding of the q/k/v sums */
+  const long kv_dec = kv_diff_(pk, gr, seq, s->prompt, pos, &kv_nmse);
+  GT_CHECK(kv_nmse <= LOGIT_NMSE, "%s: decoded KV rows differ (%ld elements, NMSE %.3g)", s->name, kv_dec, kv_nmse);
   GT_CHECK(flips == 0, "%s: %d greedy choices differ away from a near tie", s->name, flips);
   GT_CHECK(ties <= 1, "%s: %d of %d device-sampled greedy tokens differ", s->name, ties, s->steps / 2);
   printf("%s: prompt %d, %d steps to position %d (short graphs below %d): worst logits NMSE %.2e, greedy "
-         "differences %d/%d\n",
-         s->name, s->prompt, s->steps, pos, gr->short_keys, worst, flips, ties);
+         "differences %d/%d; decoded KV rows: %ld elements differ (NMSE %.2e); run-to-run differences: persistent "
+         "%d, graph %d\n",
+         s->name, s->prompt, s->steps, pos, gr->short_keys, worst, flips, ties, kv_dec, kv_nmse, runs_pk, runs_gr);
   /* a token outside the vocabulary: NaN logits on both paths, no fault */
   int32_t bad = V + 5;
   GT_OK(kiln_backend_cuda.forward(pk, 0, 0, &bad, 1, la, false));
   GT_CHECK(la[0] != la[0], "%s: an out-of-vocabulary token did not give NaN logits", s->name);
-  free(prompt), free(la), free(lb);
+  free(prompt), free(la), free(lb), free(la2), free(lb2);
 out:
   if (pk) kiln_backend_cuda.destroy(pk);
   if (gr) kiln_backend_cuda.destroy(gr);
+  if (pk2) kiln_backend_cuda.destroy(pk2);
+  if (gr2) kiln_backend_cuda.destroy(gr2);
 }
 
 int main(void) {

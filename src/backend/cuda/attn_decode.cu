@@ -43,20 +43,20 @@ static __global__ void __launch_bounds__(AD_THREADS) attn_decode_kernel(kiln_cud
 }
 
 /* Where the cluster combine is used (kiln_cuda_attn_decode_cluster): -1 until first asked, then
- * KILN_CUDA_ATTN_CLUSTER (1: everywhere, with the splits capped at the cluster size; short: launches that ask for
- * it; unset or 0: never; other values are refused at backend creation, kiln_cuda_attn_decode_cluster_env) or what
- * kiln_cuda_attn_decode_cluster set. */
+ * KILN_CUDA_ATTN_CLUSTER (unset or short: launches that ask for it; 1: everywhere, with the splits capped at the
+ * cluster size; 0: never; other values are refused at backend creation, kiln_cuda_attn_decode_cluster_env) or
+ * what kiln_cuda_attn_decode_cluster set. */
 static int cluster_mode_ = -1;
 extern "C" int kiln_cuda_attn_decode_cluster_env(const char *e) {
-  if (!e || !*e || !strcmp(e, "0")) return KILN_CUDA_ATTN_CLUSTER_OFF;
+  if (!e || !*e || !strcmp(e, "short")) return KILN_CUDA_ATTN_CLUSTER_SHORT;
+  if (!strcmp(e, "0")) return KILN_CUDA_ATTN_CLUSTER_OFF;
   if (!strcmp(e, "1")) return KILN_CUDA_ATTN_CLUSTER_ALL;
-  if (!strcmp(e, "short")) return KILN_CUDA_ATTN_CLUSTER_SHORT;
   return -1;
 }
 extern "C" int kiln_cuda_attn_decode_cluster_mode(void) {
   if (cluster_mode_ < 0) {
     const int m = kiln_cuda_attn_decode_cluster_env(getenv("KILN_CUDA_ATTN_CLUSTER"));
-    cluster_mode_ = m < 0 ? KILN_CUDA_ATTN_CLUSTER_OFF : m;
+    cluster_mode_ = m < 0 ? KILN_CUDA_ATTN_CLUSTER_SHORT : m;
   }
   return cluster_mode_;
 }

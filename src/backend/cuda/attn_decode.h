@@ -53,16 +53,17 @@ typedef struct kiln_cuda_attn_decode_args {
 int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *args, cudaStream_t stream);
 
 /* Process-wide: where a group's splits combine inside a thread-block cluster instead of through global memory.
- * OFF (the default): never. ALL: every launch whose splits fit a cluster, and kiln_cuda_attn_decode_splits caps
- * the splits at the cluster size up to 16K keys of context (faster at short contexts, slower at long ones:
- * docs/cuda.md). SHORT: launches that ask for it (args.cluster), which the CUDA backend does for positions where
- * the capped split count leaves the keys' partition unchanged (a second pair of decode graphs); opt-in until it
- * has been measured on a GPU. The default comes from KILN_CUDA_ATTN_CLUSTER (0: OFF, 1: ALL, short: SHORT), read
- * at first use. Set it before a backend is created: the split count and the graphs depend on it. */
+ * SHORT (the default): launches that ask for it (args.cluster), which the CUDA backend does for positions where
+ * the capped split count leaves the keys' partition unchanged (a second pair of decode graphs; 5% faster decode
+ * at ctx 128 on Qwen3-0.6B, no change at 2,048: docs/cuda.md). ALL: every launch whose splits fit a cluster, and
+ * kiln_cuda_attn_decode_splits caps the splits at the cluster size up to 16K keys of context (faster at short
+ * contexts, slower at long ones). OFF: never. The mode comes from KILN_CUDA_ATTN_CLUSTER (unset or short: SHORT,
+ * 1: ALL, 0: OFF), read at first use. Set it before a backend is created: the split count and the graphs depend
+ * on it. */
 enum { KILN_CUDA_ATTN_CLUSTER_OFF = 0, KILN_CUDA_ATTN_CLUSTER_ALL = 1, KILN_CUDA_ATTN_CLUSTER_SHORT = 2 };
 void kiln_cuda_attn_decode_cluster(int mode);
 int kiln_cuda_attn_decode_cluster_mode(void);
-/* The mode a KILN_CUDA_ATTN_CLUSTER value names (NULL or empty: OFF), or -1 for a value it does not know. */
+/* The mode a KILN_CUDA_ATTN_CLUSTER value names (NULL or empty: SHORT), or -1 for a value it does not know. */
 int kiln_cuda_attn_decode_cluster_env(const char *value);
 /* Keys (the new token's included) up to which n_splits splits cut the keys exactly as any larger split count
  * does (every chunk at its minimum size): a graph with fewer splits may serve those positions unchanged. */
