@@ -408,10 +408,44 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
       CK(cudaEventElapsedTime(&ms, e0, e1));
       tg[r] = ms;
     }
+    /* the whole prefill on the GPU: launched kernel by kernel (what forward() does; the span between two events
+     * includes any gap the host's launches leave), and replayed from a CUDA graph of the same launches (no gaps):
+     * their difference is what launching costs the prefill */
+    double te[3], tgr[3] = {0, 0, 0};
+    for (int r = 0; r < 3; r++) {
+      float ms;
+      CK(cudaEventRecord(e0, b->stream));
+      if (kiln_cuda__prefill_enqueue(b, P, true)) exit(1);
+      CK(cudaEventRecord(e1, b->stream));
+      CK(cudaEventSynchronize(e1));
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      te[r] = ms;
+    }
+    cudaGraph_t pg = NULL;
+    cudaGraphExec_t pge = NULL;
+    CK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
+    int prc = kiln_cuda__prefill_enqueue(b, P, true);
+    CK(cudaStreamEndCapture(b->stream, &pg));
+    if (prc) exit(1);
+    CK(cudaGraphInstantiate(&pge, pg, 0));
+    CK(cudaGraphLaunch(pge, b->stream));
+    for (int r = 0; r < 3; r++) {
+      float ms;
+      CK(cudaEventRecord(e0, b->stream));
+      CK(cudaGraphLaunch(pge, b->stream));
+      CK(cudaEventRecord(e1, b->stream));
+      CK(cudaEventSynchronize(e1));
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      tgr[r] = ms;
+    }
+    CK(cudaGraphExecDestroy(pge));
+    CK(cudaGraphDestroy(pg));
     json_t *bd = json_object();
     json_object_set_new(bd, "prompt", json_integer(P));
     json_object_set_new(bd, "attention_ms", json_real(median(ta, 3)));
     json_object_set_new(bd, "gemm_ms", json_real(median(tg, 3)));
+    json_object_set_new(bd, "eager_gpu_ms", json_real(median(te, 3)));
+    json_object_set_new(bd, "graph_gpu_ms", json_real(median(tgr, 3)));
     json_object_set_new(res, "prefill_breakdown", bd);
   }
   if (with_ops) {

@@ -82,7 +82,11 @@ def main():
         bd = k.get("prefill_breakdown")
         if bd:
             print("prefill %d tok, %s: all layers' attention %.2f ms, all layers' GEMMs %.2f ms (each timed alone)" %
-                  (bd["prompt"], k["config"].replace(".json", ""), bd["attention_ms"], bd["gemm_ms"]))
+                  (bd["prompt"], k["config"].replace(".json", ""), bd["attention_ms"], bd["gemm_ms"]), end="")
+            if "graph_gpu_ms" in bd:
+                print("; whole prefill on the GPU %.2f ms launched, %.2f ms from a graph" %
+                      (bd["eager_gpu_ms"], bd["graph_gpu_ms"]), end="")
+            print()
 
 
 if __name__ == "__main__":

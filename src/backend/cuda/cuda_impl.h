@@ -96,6 +96,10 @@ int kiln_cuda__upload(kiln_backend *b, const kiln_model *m);
  * sampled token into b->h_next when `sample`; short_ctx: the attention of the _short graphs (short_splits, cluster
  * combine). Captured into the graphs; also run eagerly once as a warm-up. */
 int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample, bool short_ctx);
+/* Enqueues the kernels of a prefill of n (<= chunk) tokens whose ids are in d_tokens and whose slot and first
+ * position are in d_step: embedding .. final norm, and with last_logits the last token's logits into b->logits.
+ * Only stream work (bench_cuda captures it into a graph to time the GPU alone). */
+int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits);
 /* Runs n (<= chunk) tokens of a prefill: writes logits [n][V] (all_logits) or [V] of the last token (unless
  * logits is NULL) to host memory. Synchronous. */
 int kiln_cuda__prefill_chunk(kiln_backend *b, int seq, int pos, const int32_t *tokens, int n, float *logits,

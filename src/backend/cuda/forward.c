@@ -79,20 +79,12 @@ int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample, bool short_ctx) {
   return rc;
 }
 
-int kiln_cuda__prefill_chunk(kiln_backend *b, int seq, int pos, const int32_t *tokens, int n, float *logits,
-                             bool all_logits) {
+int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
   const kiln_config *c = &b->cfg;
   const int64_t H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
   const float eps = c->rms_norm_eps;
   cudaStream_t st = b->stream;
   int rc;
-  memset(b->h_step, 0, sizeof *b->h_step);
-  b->h_step->seq = seq;
-  b->h_step->pos = pos;
-  b->h_step->n = n;
-  memcpy(b->h_tokens, tokens, (size_t)n * sizeof *tokens);
-  KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_step, b->h_step, sizeof *b->h_step, cudaMemcpyHostToDevice, st));
-  KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_tokens, b->h_tokens, (size_t)n * sizeof *tokens, cudaMemcpyHostToDevice, st));
   if ((rc = kiln_cuda_embed(b->x, b->embed, V, H, b->d_tokens, n, NULL, st))) return rc;
   for (int l = 0; l < c->n_layers; l++) {
     const kiln_cuda_layer *L = &b->layers[l];
@@ -110,6 +102,28 @@ int kiln_cuda__prefill_chunk(kiln_backend *b, int seq, int pos, const int32_t *t
     if ((rc = kiln_cuda_gemm(b->cublas, b->tmp, b->hbuf, L->wdown, n, I, H))) return rc;
   }
   if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, b->tmp, NULL, b->final_norm, n, H, eps, st))) return rc;
+  if (last_logits) {
+    kiln_cuda_gemv_args h = {.w = b->lm_head, .n_rows = V, .k = H, .x_bf16 = b->hbuf + (int64_t)(n - 1) * H,
+                             .mode = KILN_GEMV_STORE, .y = b->logits};
+    if ((rc = kiln_cuda_gemv(&h, st))) return rc;
+  }
+  return 0;
+}
+
+int kiln_cuda__prefill_chunk(kiln_backend *b, int seq, int pos, const int32_t *tokens, int n, float *logits,
+                             bool all_logits) {
+  const kiln_config *c = &b->cfg;
+  const int64_t H = c->hidden_size, V = c->vocab_size;
+  cudaStream_t st = b->stream;
+  int rc;
+  memset(b->h_step, 0, sizeof *b->h_step);
+  b->h_step->seq = seq;
+  b->h_step->pos = pos;
+  b->h_step->n = n;
+  memcpy(b->h_tokens, tokens, (size_t)n * sizeof *tokens);
+  KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_step, b->h_step, sizeof *b->h_step, cudaMemcpyHostToDevice, st));
+  KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_tokens, b->h_tokens, (size_t)n * sizeof *tokens, cudaMemcpyHostToDevice, st));
+  if ((rc = kiln_cuda__prefill_enqueue(b, n, logits && !all_logits))) return rc;
   if (logits && all_logits) {
     for (int r0 = 0; r0 < n; r0 += b->logit_rows) {
       int nr = n - r0 < b->logit_rows ? n - r0 : b->logit_rows;
@@ -118,9 +132,6 @@ int kiln_cuda__prefill_chunk(kiln_backend *b, int seq, int pos, const int32_t *t
                                       cudaMemcpyDeviceToHost, st));
     }
   } else if (logits) {
-    kiln_cuda_gemv_args h = {.w = b->lm_head, .n_rows = V, .k = H, .x_bf16 = b->hbuf + (int64_t)(n - 1) * H,
-                             .mode = KILN_GEMV_STORE, .y = b->logits};
-    if ((rc = kiln_cuda_gemv(&h, st))) return rc;
     KILN_CUDA_CHECK(cudaMemcpyAsync(logits, b->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, st));
   }
   KILN_CUDA_CHECK(cudaStreamSynchronize(st));
