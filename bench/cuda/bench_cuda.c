@@ -46,6 +46,15 @@
     }                                                                                          \
   } while (0)
 
+/* Milliseconds on `stream` since e0 was recorded there: records e1 after the work enqueued so far and waits for it. */
+static float span_ms(cudaEvent_t e0, cudaEvent_t e1, cudaStream_t stream) {
+  float ms;
+  CK(cudaEventRecord(e1, stream));
+  CK(cudaEventSynchronize(e1));
+  CK(cudaEventElapsedTime(&ms, e0, e1));
+  return ms;
+}
+
 static double now_ms(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -108,10 +117,7 @@ static double matmul_rate(void) {
     if (cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n, &zero, c,
                      CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS)
       exit(1);
-    CK(cudaEventRecord(e1, 0));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
+    const float ms = span_ms(e0, e1, 0);
     if (i >= 3) t[i - 3] = 2.0 * n * (double)n * n / (ms * 1e-3) / 1e12;
   }
   cublasDestroy(h), cudaEventDestroy(e0), cudaEventDestroy(e1), cudaFree(a), cudaFree(b), cudaFree(c);
@@ -167,13 +173,9 @@ static double time_op(kiln_backend *b, op_fn op, const void *arg) {
   CK(cudaGraphLaunch(ge, b->stream));
   double t[5];
   for (int r = 0; r < 5; r++) {
-    float ms;
     CK(cudaEventRecord(e0, b->stream));
     CK(cudaGraphLaunch(ge, b->stream));
-    CK(cudaEventRecord(e1, b->stream));
-    CK(cudaEventSynchronize(e1));
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    t[r] = ms * 1e3 / 50;
+    t[r] = span_ms(e0, e1, b->stream) * 1e3 / 50;
   }
   cudaEventDestroy(e0), cudaEventDestroy(e1), cudaGraphExecDestroy(ge), cudaGraphDestroy(g);
   return median(t, 5);
@@ -318,11 +320,7 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
     for (int r = 0; r < 5; r++) {
       CK(cudaEventRecord(e0, b->stream));
       for (int k = 0; k < 100; k++) CK(cudaGraphLaunch(kiln_cuda__step_graph(b, ctxs[i], true), b->stream));
-      CK(cudaEventRecord(e1, b->stream));
-      CK(cudaEventSynchronize(e1));
-      float ms;
-      CK(cudaEventElapsedTime(&ms, e0, e1));
-      gpu[r] = ms / 100;
+      gpu[r] = span_ms(e0, e1, b->stream) / 100;
     }
     double host[200];
     kiln_sampling s = kiln_sampling_default();
@@ -384,16 +382,12 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
     const int64_t nq = (int64_t)c->n_heads * c->head_dim, I = c->intermediate_size;
     double ta[3], tg[3];
     for (int r = 0; r < 3; r++) {
-      float ms;
       CK(cudaEventRecord(e0, b->stream));
       for (int l = 0; l < c->n_layers; l++)
         if (kiln_cuda_attn_prefill(b->hbuf, b->q, b->layers[l].k_cache, b->layers[l].v_cache, b->d_step, P, &b->shape,
                                    b->stream))
           exit(1);
-      CK(cudaEventRecord(e1, b->stream));
-      CK(cudaEventSynchronize(e1));
-      CK(cudaEventElapsedTime(&ms, e0, e1));
-      ta[r] = ms;
+      ta[r] = span_ms(e0, e1, b->stream);
       CK(cudaEventRecord(e0, b->stream));
       for (int l = 0; l < c->n_layers; l++) {
         const kiln_cuda_layer *L = &b->layers[l];
@@ -403,23 +397,16 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
             kiln_cuda_gemm(b->cublas, b->tmp, b->hbuf, L->wdown, P, I, H))
           exit(1);
       }
-      CK(cudaEventRecord(e1, b->stream));
-      CK(cudaEventSynchronize(e1));
-      CK(cudaEventElapsedTime(&ms, e0, e1));
-      tg[r] = ms;
+      tg[r] = span_ms(e0, e1, b->stream);
     }
     /* the whole prefill on the GPU: launched kernel by kernel (what forward() does; the span between two events
      * includes any gap the host's launches leave), and replayed from a CUDA graph of the same launches (no gaps):
      * their difference is what launching costs the prefill */
-    double te[3], tgr[3] = {0, 0, 0};
+    double te[3], tgr[3];
     for (int r = 0; r < 3; r++) {
-      float ms;
       CK(cudaEventRecord(e0, b->stream));
       if (kiln_cuda__prefill_enqueue(b, P, true)) exit(1);
-      CK(cudaEventRecord(e1, b->stream));
-      CK(cudaEventSynchronize(e1));
-      CK(cudaEventElapsedTime(&ms, e0, e1));
-      te[r] = ms;
+      te[r] = span_ms(e0, e1, b->stream);
     }
     cudaGraph_t pg = NULL;
     cudaGraphExec_t pge = NULL;
@@ -430,13 +417,9 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
     CK(cudaGraphInstantiate(&pge, pg, 0));
     CK(cudaGraphLaunch(pge, b->stream));
     for (int r = 0; r < 3; r++) {
-      float ms;
       CK(cudaEventRecord(e0, b->stream));
       CK(cudaGraphLaunch(pge, b->stream));
-      CK(cudaEventRecord(e1, b->stream));
-      CK(cudaEventSynchronize(e1));
-      CK(cudaEventElapsedTime(&ms, e0, e1));
-      tgr[r] = ms;
+      tgr[r] = span_ms(e0, e1, b->stream);
     }
     CK(cudaGraphExecDestroy(pge));
     CK(cudaGraphDestroy(pg));
