@@ -254,9 +254,10 @@ static int setup_decode_kernel_(kiln_backend *b) {
 }
 
 /* Warm-up step and graph capture of the current decode path; with the kernel-per-op graph and the cluster
- * combine in mode SHORT (the default; KILN_CUDA_ATTN_CLUSTER unset or short), also the _short graphs, when the device has clusters and
- * the main graphs split the keys more finely than a cluster holds: up to short_keys keys (512 with clusters of 16)
- * the attention then runs its splits as clusters, the same partition of the keys combined on chip. */
+ * combine in mode SHORT (the default; KILN_CUDA_ATTN_CLUSTER unset or short), also the _short graphs, when the
+ * device has clusters and the main graphs split the keys more finely than a cluster holds: up to short_keys keys
+ * (512 with clusters of 16) the attention then runs its splits as clusters, the same partition of the keys
+ * combined on chip. */
 static int warm_and_capture_(kiln_backend *b) {
   int rc;
   memset(b->h_step, 0, sizeof *b->h_step);
