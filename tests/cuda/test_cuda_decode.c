@@ -124,9 +124,9 @@ static void run_case(const shape_case *s) {
   GT_CHECK(pk->ds_blocks > 0, "%s: the persistent decode kernel was not chosen (a cooperative launch refused?)",
            s->name);
   GT_CHECK(gr->ds_blocks == 0, "%s: the default decode path is not the kernel-per-op graph", s->name);
-  /* in the default mode (KILN_CUDA_ATTN_CLUSTER unset or short) and with clusters on the device, positions up to short_keys run the
-   * short-context graphs (cluster combine, the same partition of the keys): the cases below start under it, cross
-   * it ("wide") or start past it */
+  /* in the default mode (KILN_CUDA_ATTN_CLUSTER unset or short) and with clusters on the device, positions up to
+   * short_keys run the short-context graphs (cluster combine, the same partition of the keys): the cases below
+   * start under it, cross it ("wide") or start past it */
   int cmax = 0;
   GT_OK(kiln_cuda_attn_decode_cluster_max(&gr->shape, &cmax));
   if (kiln_cuda_attn_decode_cluster_mode() != KILN_CUDA_ATTN_CLUSTER_SHORT) cmax = 0;
