@@ -28,6 +28,8 @@ static __global__ void __launch_bounds__(AD_THREADS) attn_decode_kernel(kiln_cud
   kiln_attn_unit u = {(int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, a.n_splits, (int)gridDim.z, a.step->seq,
                       a.step->pos + 1};
   const bool active = u.split < kiln_attn_active(u.L, u.n_splits);
+  kiln_l2_prefetch_share(a.l2_next[0], a.l2_next_bytes[0]); /* idle splits too: constant weights, no wait */
+  kiln_l2_prefetch_share(a.l2_next[1], a.l2_next_bytes[1]);
   if (!CLUSTER && !active) return; /* no keys: no partial, no arrival */
   if (active) kiln_attn_unit_first<GMAX, AD_THREADS>(s, u, a.k_cache, a.v_cache, a.shape);
   kiln_pdl_wait();
@@ -183,6 +185,9 @@ extern "C" int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *a, cudaSt
                       sh->n_heads, sh->n_kv_heads);
   if (!a->out || !a->qkv || !a->inv_freq || !a->k_cache || !a->v_cache || !a->step || !a->scratch)
     return kiln_error(KILN_EINVAL, "cuda attention: missing argument");
+  for (int i = 0; i < 2; i++)
+    if (a->l2_next_bytes[i] < 0 || a->l2_next_bytes[i] % 16 || ((uintptr_t)a->l2_next[i] & 15))
+      return kiln_error(KILN_EINVAL, "cuda attention: L2 prefetch range not 16-byte aligned");
   const int g = sh->n_heads / sh->n_kv_heads;
   const float qscale = 1.4426950408889634f / sqrtf((float)hd); /* log2(e) / sqrt(head_dim) */
   if (g <= 1) return attn_decode_launch<1>(a, qscale, stream);

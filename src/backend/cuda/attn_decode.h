@@ -48,6 +48,11 @@ typedef struct kiln_cuda_attn_decode_args {
   float *scratch;
   int cluster; /* nonzero: combine inside a thread-block cluster when n_splits fits one (the short-context graph of
                 * cuda_backend.c), unless the mode is KILN_CUDA_ATTN_CLUSTER_OFF */
+  /* Optional (NULL / 0: none): byte ranges the blocks prefetch into L2 while they run, all blocks together
+   * covering each range once; 16-byte aligned, lengths multiples of 16. Decode attention moves few bytes, so HBM
+   * would idle: the graph gives it the weights the following GEMVs read first. */
+  const void *l2_next[2];
+  int64_t l2_next_bytes[2];
 } kiln_cuda_attn_decode_args;
 
 int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *args, cudaStream_t stream);

@@ -226,6 +226,16 @@ static int setup_decode_kernel_(kiln_backend *b) {
   const char *cl = getenv("KILN_CUDA_ATTN_CLUSTER");
   if (kiln_cuda_attn_decode_cluster_env(cl) < 0)
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_CLUSTER=%s: expected 0, 1 or short", cl);
+  /* off: no prefetch; o (the default): the o_proj weights; N: those and the first N MiB of gate/up */
+  const char *pf2 = getenv("KILN_CUDA_ATTN_L2PF");
+  b->attn_l2pf = 0;
+  if (pf2 && *pf2 && strcmp(pf2, "o")) {
+    char *end = NULL;
+    long mib = strcmp(pf2, "off") ? strtol(pf2, &end, 10) : -1;
+    if (mib < -1 || mib > 4096 || (mib >= 0 && (end == pf2 || *end)))
+      return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_L2PF=%s: expected off, o or a number of MiB", pf2);
+    b->attn_l2pf = mib < 0 ? -1 : (int64_t)mib << 20;
+  }
   if (!mode || strcmp(mode, "persistent")) return 0;
   /* on the backend's stream (non-blocking: not ordered with the legacy default stream), before the warm-up */
   KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_layers, b->layers, sizeof *b->layers * (size_t)c->n_layers,

@@ -120,6 +120,23 @@ static __device__ __forceinline__ float kiln_dot8_bf16(uint4 w, uint4 x, float a
 static __device__ __forceinline__ void kiln_pdl_trigger(void) { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
 static __device__ __forceinline__ void kiln_pdl_wait(void) { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 
+/* This block's share of [p, p + bytes) prefetched into L2 (bytes a multiple of 16, p 16-byte aligned): the grid's
+ * blocks cut the range into equal runs of 16-byte units, and a block's threads issue one bulk prefetch of up to
+ * 16 KB each. Fire and forget: for a latency-bound kernel to pull in the weights the next kernel streams, while
+ * HBM would otherwise idle. */
+static __device__ __forceinline__ void kiln_l2_prefetch_share(const void *p, int64_t bytes) {
+  if (!p || bytes < 16) return;
+  const int64_t nb = (int64_t)gridDim.x * gridDim.y * gridDim.z;
+  const int64_t b = blockIdx.x + (int64_t)gridDim.x * (blockIdx.y + (int64_t)gridDim.y * blockIdx.z);
+  const int64_t units = bytes / 16, per = (units + nb - 1) / nb, piece = 1024;
+  const int64_t u1 = units < (b + 1) * per ? units : (b + 1) * per;
+  for (int64_t u = b * per + (int64_t)threadIdx.x * piece; u < u1; u += (int64_t)blockDim.x * piece) {
+    const int64_t n = u1 - u < piece ? u1 - u : piece;
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"((const char *)p + u * 16), "r"((unsigned)(n * 16))
+                 : "memory");
+  }
+}
+
 /* Asynchronous 16-byte copies global -> shared through L2 (cp.async.cg): src_bytes 0 reads nothing and writes
  * zeros; commit closes a group, wait_all waits for every group of the thread (a barrier then publishes them). */
 static __device__ __forceinline__ uint32_t kiln_smem_addr(const void *p) {

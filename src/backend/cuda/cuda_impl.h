@@ -70,6 +70,9 @@ struct kiln_backend {
   cudaGraphExec_t g_logits, g_sample;
   cudaGraphExec_t g_logits_short, g_sample_short;
   int short_splits, short_keys;
+  /* What decode attention prefetches into L2 for the GEMVs after it (KILN_CUDA_ATTN_L2PF): -1 nothing, else the
+   * o_proj weights and this many bytes of the gate/up weights (forward.c) */
+  int64_t attn_l2pf;
 
   /* the persistent decode kernel (decode_step.h): ds_blocks > 0 when the graphs launch it, 0 when they hold the
    * kernel-per-op step */

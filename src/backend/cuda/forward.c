@@ -52,6 +52,11 @@ static int decode_enqueue_(kiln_backend *b, bool sample, bool short_ctx) {
                                      .v_cache = L->v_cache, .step = b->d_step, .shape = b->shape,
                                      .n_splits = short_ctx ? b->short_splits : b->n_splits,
                                      .scratch = b->attn_part, .cluster = short_ctx};
+    if (b->attn_l2pf >= 0) { /* the weights the o and gate/up GEMVs read first, while HBM would idle */
+      const int64_t gu_bytes = 2 * I * H * (int64_t)sizeof(uint16_t);
+      at.l2_next[0] = L->wo, at.l2_next_bytes[0] = nq * H * (int64_t)sizeof(uint16_t);
+      at.l2_next[1] = L->wgu, at.l2_next_bytes[1] = b->attn_l2pf < gu_bytes ? b->attn_l2pf : gu_bytes;
+    }
     if ((rc = kiln_cuda_attn_decode(&at, st))) return rc;
     kiln_cuda_gemv_args o = {.w = L->wo, .n_rows = H, .k = nq, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->x,
                              .bias = L->bo};
