@@ -177,7 +177,9 @@ static void test_gemv(int64_t N, int64_t K, kiln_cuda_gemv_mode mode, int in_bf1
 }
 
 /* ---- bias + q/k norm + RoPE + KV store ---- */
-static void test_qkv_rope(int hd, kiln_rope_type rt, int qk_norm, int bias) {
+/* in_bf16: the projection comes as bf16 (kiln_cuda_qkv_rope_bf16); the reference starts from the same rounded
+ * values, so the tolerances do not change. */
+static void test_qkv_rope(int hd, kiln_rope_type rt, int qk_norm, int bias, int in_bf16) {
   const int nh = 4, nkv = 2, n = 5, pos0 = 3, n_ctx = 16, n_seqs = 2, seq = 1;
   const float eps = 1e-6f;
   kiln_config c;
@@ -190,20 +192,32 @@ static void test_qkv_rope(int hd, kiln_rope_type rt, int qk_norm, int bias) {
   kiln_ref_rope_inv_freq(inv, &c);
   const int64_t row = (int64_t)(nh + 2 * nkv) * hd, cache = (int64_t)n_seqs * nkv * n_ctx * hd;
   float *qkv = rand_f32(n * row, 0.f, 1.f), *bq = rand_f32(row, 0.f, 0.3f);
+  uint16_t *qkv16 = malloc((size_t)n * row * 2);
+  GT_CHECK(qkv16 != NULL, "qkv_rope: out of host memory");
+  if (!qkv16) abort();
+  if (in_bf16)
+    for (int64_t i = 0; i < n * row; i++) qkv16[i] = kiln_f32_to_bf16(qkv[i]), qkv[i] = kiln_bf16_to_f32(qkv16[i]);
   float *qn = rand_f32(hd, 1.f, 0.2f), *kn = rand_f32(hd, 1.f, 0.2f);
   float *d_qkv = gt_dev((size_t)n * row * 4), *d_b = gt_dev((size_t)row * 4), *d_qn = gt_dev((size_t)hd * 4);
   float *d_kn = gt_dev((size_t)hd * 4), *d_inv = gt_dev((size_t)hd / 2 * 4), *d_q = gt_dev((size_t)n * nh * hd * 4);
   uint16_t *d_k = gt_dev((size_t)cache * 2), *d_v = gt_dev((size_t)cache * 2);
   kiln_cuda_step st = {.seq = seq, .pos = pos0, .n = n}, *d_st = gt_dev(sizeof st);
-  gt_up(d_qkv, qkv, (size_t)n * row * 4);
+  if (in_bf16)
+    gt_up(d_qkv, qkv16, (size_t)n * row * 2);
+  else
+    gt_up(d_qkv, qkv, (size_t)n * row * 4);
   gt_up(d_b, bq, (size_t)row * 4);
   gt_up(d_qn, qn, (size_t)hd * 4);
   gt_up(d_kn, kn, (size_t)hd * 4);
   gt_up(d_inv, inv, (size_t)hd / 2 * 4);
   gt_up(d_st, &st, sizeof st);
   kiln_cuda_attn_shape sh = {nh, nkv, hd, n_ctx};
-  GT_OK(kiln_cuda_qkv_rope(d_q, d_k, d_v, d_qkv, bias ? d_b : NULL, qk_norm ? d_qn : NULL, qk_norm ? d_kn : NULL,
-                           eps, d_inv, d_st, n, &sh, 0));
+  if (in_bf16)
+    GT_OK(kiln_cuda_qkv_rope_bf16(d_q, d_k, d_v, (const uint16_t *)d_qkv, bias ? d_b : NULL, qk_norm ? d_qn : NULL,
+                                  qk_norm ? d_kn : NULL, eps, d_inv, d_st, n, &sh, 0));
+  else
+    GT_OK(kiln_cuda_qkv_rope(d_q, d_k, d_v, d_qkv, bias ? d_b : NULL, qk_norm ? d_qn : NULL,
+                             qk_norm ? d_kn : NULL, eps, d_inv, d_st, n, &sh, 0));
   /* reference */
   float *r = malloc((size_t)n * row * 4);
   memcpy(r, qkv, (size_t)n * row * 4);
@@ -228,7 +242,8 @@ static void test_qkv_rope(int hd, kiln_rope_type rt, int qk_norm, int bias) {
   gt_down(gk, d_k, (size_t)cache * 2);
   gt_down(gv, d_v, (size_t)cache * 2);
   double eq = gt_nmse(gq, q, (int64_t)n * nh * hd);
-  GT_CHECK(eq <= 1e-9, "qkv_rope hd=%d rope=%d norm=%d bias=%d: q NMSE %.3g", hd, rt, qk_norm, bias, eq);
+  GT_CHECK(eq <= 1e-9, "qkv_rope hd=%d rope=%d norm=%d bias=%d bf16=%d: q NMSE %.3g", hd, rt, qk_norm, bias, in_bf16,
+           eq);
   /* the cache: [seq][kv][ctx][hd]; written rows must match, every other element must still be poison */
   float *kk = malloc((size_t)n * nkv * hd * 4), *vv = malloc((size_t)n * nkv * hd * 4);
   int64_t untouched_bad = 0;
@@ -249,7 +264,8 @@ static void test_qkv_rope(int hd, kiln_rope_type rt, int qk_norm, int bias) {
   GT_CHECK(ek <= TOL_BF16_OUT && ev <= TOL_BF16_OUT, "qkv_rope hd=%d: cache k NMSE %.3g, v NMSE %.3g", hd, ek, ev);
   GT_CHECK(untouched_bad == 0, "qkv_rope hd=%d: %lld cache elements written outside the step", hd,
            (long long)untouched_bad);
-  free(qkv), free(bq), free(qn), free(kn), free(r), free(q), free(k), free(v), free(gq), free(gk), free(gv);
+  free(qkv), free(qkv16), free(bq), free(qn), free(kn), free(r), free(q), free(k), free(v), free(gq), free(gk);
+  free(gv);
   free(kk), free(vv);
   cudaFree(d_qkv), cudaFree(d_b), cudaFree(d_qn), cudaFree(d_kn), cudaFree(d_inv), cudaFree(d_q), cudaFree(d_k);
   cudaFree(d_v), cudaFree(d_st);
@@ -420,6 +436,34 @@ static void test_swiglu(int64_t n, int64_t inter) {
   cudaFree(d_gu), cudaFree(d_a);
 }
 
+/* From bf16 projections: the reference takes the same rounded gate and up values. Odd totals exercise the
+ * kernel's last single element. */
+static void test_swiglu_bf16(int64_t n, int64_t inter) {
+  const int64_t total = n * inter;
+  float *gu = rand_f32(total * 2, 0.f, 3.f);
+  float *g = malloc((size_t)total * 4), *u = malloc((size_t)total * 4), *ref = malloc((size_t)total * 4);
+  uint16_t *gu16 = malloc((size_t)total * 4), *a = malloc((size_t)total * 2);
+  GT_CHECK(g && u && ref && gu16 && a, "swiglu_bf16: out of host memory");
+  if (!g || !u || !ref || !gu16 || !a) abort();
+  for (int64_t i = 0; i < 2 * total; i++) gu16[i] = kiln_f32_to_bf16(gu[i]);
+  for (int64_t i = 0; i < total; i++) g[i] = kiln_bf16_to_f32(gu16[2 * i]), u[i] = kiln_bf16_to_f32(gu16[2 * i + 1]);
+  kiln_ref_swiglu(ref, g, u, total);
+  uint16_t *d_gu = gt_dev((size_t)total * 4), *d_a = gt_dev((size_t)total * 2 + 2);
+  gt_up(d_gu, gu16, (size_t)total * 4);
+  GT_OK(kiln_cuda_swiglu_bf16(d_a, d_gu, n, inter, 0));
+  uint16_t *after = malloc((size_t)total * 2 + 2);
+  if (!after) abort();
+  gt_down(after, d_a, (size_t)total * 2 + 2);
+  memcpy(a, after, (size_t)total * 2);
+  float *af = bf16_to_f32_arr(a, total);
+  double e = gt_nmse(af, ref, total);
+  GT_CHECK(e <= TOL_BF16_OUT, "swiglu_bf16 n=%lld inter=%lld: NMSE %.3g", (long long)n, (long long)inter, e);
+  GT_CHECK(after[total] == 0xffff, "swiglu_bf16 n=%lld inter=%lld: wrote past the end", (long long)n,
+           (long long)inter);
+  free(gu), free(g), free(u), free(ref), free(gu16), free(a), free(af), free(after);
+  cudaFree(d_gu), cudaFree(d_a);
+}
+
 /* ---- cuBLAS GEMM ---- */
 static void test_gemm(cublasHandle_t h, int64_t n, int64_t in, int64_t out) {
   uint16_t *x = rand_bf16(n * in, 1.f), *W = rand_bf16(out * in, 0.05f);
@@ -433,8 +477,16 @@ static void test_gemm(cublasHandle_t h, int64_t n, int64_t in, int64_t out) {
   gt_down(y, d_y, (size_t)n * out * 4);
   double e = gt_nmse(y, ref, n * out);
   GT_CHECK(e <= TOL_F32, "gemm %lldx%lldx%lld: NMSE %.3g", (long long)n, (long long)in, (long long)out, e);
-  free(x), free(W), free(xf), free(ref), free(y);
-  cudaFree(d_x), cudaFree(d_W), cudaFree(d_y);
+  /* bf16 output: the f32 product rounded once, so within bf16 rounding of the reference */
+  uint16_t *d_y16 = gt_dev((size_t)n * out * 2), *y16 = malloc((size_t)n * out * 2);
+  if (!y16) abort();
+  GT_OK(kiln_cuda_gemm_bf16(h, d_y16, d_x, d_W, n, in, out));
+  gt_down(y16, d_y16, (size_t)n * out * 2);
+  float *y16f = bf16_to_f32_arr(y16, n * out);
+  e = gt_nmse(y16f, ref, n * out);
+  GT_CHECK(e <= TOL_BF16_OUT, "gemm_bf16 %lldx%lldx%lld: NMSE %.3g", (long long)n, (long long)in, (long long)out, e);
+  free(x), free(W), free(xf), free(ref), free(y), free(y16), free(y16f);
+  cudaFree(d_x), cudaFree(d_W), cudaFree(d_y), cudaFree(d_y16);
 }
 
 /* ---- sampling ---- */
@@ -589,10 +641,12 @@ int main(void) {
   test_gemv(3, 136, KILN_GEMV_STORE, 1, 0, 1);
   test_gemv(4096, 12288, KILN_GEMV_ADD, 1, 0, 0);
 
-  test_qkv_rope(64, KILN_ROPE_DEFAULT, 1, 1);
-  test_qkv_rope(128, KILN_ROPE_LLAMA3, 0, 0);
-  test_qkv_rope(32, KILN_ROPE_DEFAULT, 1, 0);
-  test_qkv_rope(24, KILN_ROPE_LLAMA3, 0, 1);
+  test_qkv_rope(64, KILN_ROPE_DEFAULT, 1, 1, 0);
+  test_qkv_rope(128, KILN_ROPE_LLAMA3, 0, 0, 0);
+  test_qkv_rope(32, KILN_ROPE_DEFAULT, 1, 0, 0);
+  test_qkv_rope(24, KILN_ROPE_LLAMA3, 0, 1, 0);
+  test_qkv_rope(128, KILN_ROPE_DEFAULT, 1, 1, 1);
+  test_qkv_rope(64, KILN_ROPE_LLAMA3, 0, 1, 1);
 
   /* both combines: through global memory, then inside thread-block clusters (where the device has them) */
   {
@@ -654,6 +708,9 @@ int main(void) {
 
   test_swiglu(3, 1000);
   test_swiglu(1, 8);
+  test_swiglu_bf16(3, 1000);
+  test_swiglu_bf16(1, 7);
+  test_swiglu_bf16(64, 3072);
 
   cublasHandle_t h;
   if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) {

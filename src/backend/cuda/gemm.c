@@ -6,15 +6,25 @@
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/gemm.h"
 
-int kiln_cuda_gemm(cublasHandle_t h, float *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in,
-                   int64_t out) {
+static int gemm_(cublasHandle_t h, void *y, cudaDataType_t yt, const uint16_t *x, const uint16_t *w, int64_t n,
+                 int64_t in, int64_t out) {
   if (n < 0 || in <= 0 || out <= 0 || n > 0x7fffffff || in > 0x7fffffff || out > 0x7fffffff)
     return kiln_error(KILN_EINVAL, "cuda gemm: bad shape %lld x %lld x %lld", (long long)n, (long long)in,
                       (long long)out);
   if (n == 0) return 0;
   const float one = 1.f, zero = 0.f;
   KILN_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out, (int)n, (int)in, &one, w, CUDA_R_16BF,
-                                 (int)in, x, CUDA_R_16BF, (int)in, &zero, y, CUDA_R_32F, (int)out,
-                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                 (int)in, x, CUDA_R_16BF, (int)in, &zero, y, yt, (int)out, CUBLAS_COMPUTE_32F,
+                                 CUBLAS_GEMM_DEFAULT));
   return 0;
+}
+
+int kiln_cuda_gemm(cublasHandle_t h, float *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in,
+                   int64_t out) {
+  return gemm_(h, y, CUDA_R_32F, x, w, n, in, out);
+}
+
+int kiln_cuda_gemm_bf16(cublasHandle_t h, uint16_t *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in,
+                        int64_t out) {
+  return gemm_(h, y, CUDA_R_16BF, x, w, n, in, out);
 }

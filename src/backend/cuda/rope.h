@@ -32,6 +32,11 @@ typedef struct kiln_cuda_attn_shape {
 int kiln_cuda_qkv_rope(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const float *qkv, const float *bias,
                        const float *q_norm, const float *k_norm, float eps, const float *inv_freq,
                        const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *shape, cudaStream_t stream);
+/* The same from a bf16 qkv (kiln_cuda_gemm_bf16). */
+int kiln_cuda_qkv_rope_bf16(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
+                            const float *bias, const float *q_norm, const float *k_norm, float eps,
+                            const float *inv_freq, const kiln_cuda_step *step, int64_t n,
+                            const kiln_cuda_attn_shape *shape, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -11,9 +11,16 @@
 
 /* buf[0..hd) = RoPE(RMSNorm(src + bias)) * scale for one head (norm skipped when nw == NULL, bias when NULL),
  * run by the calling warp, which owns buf. Every input (the head, its bias, the norm weights, the frequencies)
- * is requested at once, so the head costs one memory latency, not one per dependent step. src is read through L2
- * (another kernel or block wrote it). hd <= KILN_ROPE_DEV_MAX_HD. */
-static __device__ __forceinline__ void kiln_norm_rotate(float *buf, const float *src, const float *bias, int hd,
+ * is requested at once, so the head costs one memory latency, not one per dependent step. src (f32 or bf16) is
+ * read through L2 (another kernel or block wrote it). hd <= KILN_ROPE_DEV_MAX_HD. */
+/* One activation read through L2, from an f32 or a bf16 buffer. */
+static __device__ __forceinline__ float kiln_ld_act(const float *p) { return __ldcg(p); }
+static __device__ __forceinline__ float kiln_ld_act(const uint16_t *p) {
+  return __uint_as_float((uint32_t)__ldcg((const unsigned short *)p) << 16);
+}
+
+template <typename T>
+static __device__ __forceinline__ void kiln_norm_rotate(float *buf, const T *src, const float *bias, int hd,
                                                         const float *nw, float eps, const float *inv_freq, int pos,
                                                         float scale) {
   constexpr int NV = KILN_ROPE_DEV_MAX_HD / 32;
@@ -22,7 +29,7 @@ static __device__ __forceinline__ void kiln_norm_rotate(float *buf, const float 
 #pragma unroll
   for (int k = 0; k < NV; k++) {
     const int i = lane + 32 * k;
-    x[k] = i < hd ? __ldcg(src + i) + (bias ? bias[i] : 0.f) : 0.f;
+    x[k] = i < hd ? kiln_ld_act(src + i) + (bias ? bias[i] : 0.f) : 0.f;
     w[k] = nw && i < hd ? nw[i] : 1.f;
   }
 #pragma unroll
