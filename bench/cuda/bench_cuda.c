@@ -208,10 +208,11 @@ static json_t *bench_ops(kiln_backend *b, int ctx) {
   kiln_cuda_gemv_args g[5] = {
       {.w = L->wqkv, .n_rows = b->qkv_dim, .k = H, .x_f32 = b->x, .norm_w = L->attn_norm, .eps = 1e-6f,
        .mode = KILN_GEMV_STORE, .y = b->qkv},
-      {.w = L->wo, .n_rows = H, .k = nq, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->tmp},
+      /* o and down add into the logits buffer (f32, longer than a hidden vector): x stays the qkv GEMV's input */
+      {.w = L->wo, .n_rows = H, .k = nq, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->logits},
       {.w = L->wgu, .n_rows = 2 * I, .k = H, .x_f32 = b->x, .norm_w = L->ffn_norm, .eps = 1e-6f,
        .mode = KILN_GEMV_SWIGLU, .y_bf16 = b->hbuf + 2 * I},
-      {.w = L->wdown, .n_rows = H, .k = I, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->tmp},
+      {.w = L->wdown, .n_rows = H, .k = I, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->logits},
       {.w = b->lm_head, .n_rows = c->vocab_size, .k = H, .x_f32 = b->x, .norm_w = b->final_norm, .eps = 1e-6f,
        .mode = KILN_GEMV_STORE, .y = b->logits}};
   const char *names[5] = {"gemv_qkv", "gemv_o", "gemv_gate_up", "gemv_down", "gemv_head"};
@@ -392,9 +393,9 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
       for (int l = 0; l < c->n_layers; l++) {
         const kiln_cuda_layer *L = &b->layers[l];
         if (kiln_cuda_gemm_bf16(b->cublas, (uint16_t *)b->qkv, b->hbuf, L->wqkv, P, H, b->qkv_dim) ||
-            kiln_cuda_gemm(b->cublas, b->tmp, b->hbuf, L->wo, P, nq, H) ||
+            kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wo, P, nq, H) ||
             kiln_cuda_gemm_bf16(b->cublas, (uint16_t *)b->gu, b->hbuf, L->wgu, P, H, 2 * I) ||
-            kiln_cuda_gemm(b->cublas, b->tmp, b->hbuf, L->wdown, P, I, H))
+            kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wdown, P, I, H))
           exit(1);
       }
       tg[r] = span_ms(e0, e1, b->stream);

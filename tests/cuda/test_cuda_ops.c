@@ -92,18 +92,19 @@ static void test_add_rmsnorm(int64_t n, int64_t dim, int with_r, int with_rb) {
   gt_up(d_w, w, (size_t)dim * 4);
   gt_up(d_rb, rb, (size_t)dim * 4);
   GT_OK(kiln_cuda_add_rmsnorm(d_y, d_x, with_r ? d_r : NULL, with_rb ? d_rb : NULL, d_w, n, dim, eps, 0));
+  if (!with_r) memset(r, 0, (size_t)n * dim * 4);
   if (with_rb) kiln_ref_add_bias(r, rb, KILN_F32, n, dim); /* the reference adds r + rb as one residual */
   uint16_t *y = malloc((size_t)n * dim * 2);
   float *x2 = malloc((size_t)n * dim * 4), *ref = malloc((size_t)n * dim * 4);
   gt_down(y, d_y, (size_t)n * dim * 2);
   gt_down(x2, d_x, (size_t)n * dim * 4);
-  if (with_r) kiln_ref_add_rmsnorm(ref, x, r, w, KILN_F32, n, dim, eps);
+  if (with_r || with_rb) kiln_ref_add_rmsnorm(ref, x, r, w, KILN_F32, n, dim, eps);
   else kiln_ref_rmsnorm(ref, x, w, KILN_F32, n, dim, eps);
   float *yf = bf16_to_f32_arr(y, n * dim);
   double e_x = gt_nmse(x2, x, n * dim), e_y = gt_nmse(yf, ref, n * dim);
   GT_CHECK(e_x <= 1e-12, "add_rmsnorm n=%lld dim=%lld: residual NMSE %.3g", (long long)n, (long long)dim, e_x);
-  GT_CHECK(e_y <= TOL_BF16_OUT, "add_rmsnorm n=%lld dim=%lld r=%d: NMSE %.3g", (long long)n, (long long)dim, with_r,
-           e_y);
+  GT_CHECK(e_y <= TOL_BF16_OUT, "add_rmsnorm n=%lld dim=%lld r=%d rb=%d: NMSE %.3g", (long long)n, (long long)dim,
+           with_r, with_rb, e_y);
   free(x), free(r), free(w), free(rb), free(y), free(x2), free(ref), free(yf);
   cudaFree(d_x), cudaFree(d_r), cudaFree(d_w), cudaFree(d_rb), cudaFree(d_y);
 }
@@ -485,7 +486,15 @@ static void test_gemm(cublasHandle_t h, int64_t n, int64_t in, int64_t out) {
   float *y16f = bf16_to_f32_arr(y16, n * out);
   e = gt_nmse(y16f, ref, n * out);
   GT_CHECK(e <= TOL_BF16_OUT, "gemm_bf16 %lldx%lldx%lld: NMSE %.3g", (long long)n, (long long)in, (long long)out, e);
-  free(x), free(W), free(xf), free(ref), free(y), free(y16), free(y16f);
+  /* accumulate: y = y0 + x W^T */
+  float *y0 = rand_f32(n * out, 0.f, 1.f);
+  gt_up(d_y, y0, (size_t)n * out * 4);
+  GT_OK(kiln_cuda_gemm_acc(h, d_y, d_x, d_W, n, in, out));
+  gt_down(y, d_y, (size_t)n * out * 4);
+  for (int64_t i = 0; i < n * out; i++) y0[i] += ref[i];
+  e = gt_nmse(y, y0, n * out);
+  GT_CHECK(e <= TOL_F32, "gemm_acc %lldx%lldx%lld: NMSE %.3g", (long long)n, (long long)in, (long long)out, e);
+  free(x), free(W), free(xf), free(ref), free(y), free(y16), free(y16f), free(y0);
   cudaFree(d_x), cudaFree(d_W), cudaFree(d_y), cudaFree(d_y16);
 }
 
@@ -630,6 +639,7 @@ int main(void) {
   test_add_rmsnorm(7, 1024, 1, 0);
   test_add_rmsnorm(3, 1000, 0, 0);
   test_add_rmsnorm(1, 4096, 1, 1);
+  test_add_rmsnorm(5, 1024, 0, 1);
 
   test_gemv(999, 1024, KILN_GEMV_STORE, 0, 1, 1);
   test_gemv(1024, 3072, KILN_GEMV_ADD, 1, 0, 0);

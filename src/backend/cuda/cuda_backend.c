@@ -93,7 +93,6 @@ static int take_all_(kiln_backend *b) {
   TAKE(b->d_next, 4);
   TAKE(b->d_argmax, 8);
   TAKE(b->x, P * H * 4);
-  TAKE(b->tmp, P * H * 4);
   TAKE(b->hbuf, P * max3_(H, nq, I) * 2);
   TAKE(b->qkv, P * b->qkv_dim * 4);
   TAKE(b->q, P * nq * 4);

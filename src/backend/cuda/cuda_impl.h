@@ -48,7 +48,7 @@ struct kiln_backend {
   int32_t *d_tokens;         /* [chunk] */
   int32_t *d_next;
   unsigned long long *d_argmax;
-  float *x, *tmp;            /* [chunk][H] */
+  float *x;                  /* [chunk][H]: the residual stream */
   uint16_t *hbuf;            /* [chunk][max(H, nh hd, I)] bf16 matmul inputs */
   float *qkv;                /* [chunk][qkv_dim] */
   float *q;                  /* [chunk][nh hd] */

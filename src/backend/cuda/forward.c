@@ -8,9 +8,9 @@
  * captured once into a CUDA graph and replayed for every token. With KILN_CUDA_DECODE=persistent the graph holds
  * the persistent decode kernel instead (decode_step.h): the same step in one launch.
  *
- * Prefill (a chunk of tokens): cuBLAS GEMMs on the tensor cores (q/k/v and gate/up written as bf16, as the
- * elementwise kernels after them read them; o and down as f32, added into the f32 residual), the residual add
- * (and the o_proj bias) fused into the RMSNorm that follows it, and flash-style attention.
+ * Prefill (a chunk of tokens): cuBLAS GEMMs on the tensor cores (q/k/v and gate/up written as bf16, which is how
+ * the elementwise kernels after them read them; o and down added straight into the f32 residual), the o_proj bias
+ * added by the RMSNorm that follows it, and flash-style attention.
  */
 #include <string.h>
 
@@ -96,20 +96,22 @@ int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
   if ((rc = kiln_cuda_embed(b->x, b->embed, V, H, b->d_tokens, n, NULL, st))) return rc;
   for (int l = 0; l < c->n_layers; l++) {
     const kiln_cuda_layer *L = &b->layers[l];
-    /* tmp holds the previous layer's down projection (no bias) */
-    if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, l ? b->tmp : NULL, NULL, L->attn_norm, n, H, eps, st))) return rc;
+    /* the o and down projections accumulate into the residual x (their GEMMs add to it): the norms only read it,
+     * apart from the o_proj bias */
+    if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, L->attn_norm, n, H, eps, st))) return rc;
     if ((rc = kiln_cuda_gemm_bf16(b->cublas, qkv16, b->hbuf, L->wqkv, n, H, b->qkv_dim))) return rc;
     if ((rc = kiln_cuda_qkv_rope_bf16(b->q, L->k_cache, L->v_cache, qkv16, L->bqkv, L->q_norm, L->k_norm, eps,
                                       b->inv_freq, b->d_step, n, &b->shape, st)))
       return rc;
     if ((rc = kiln_cuda_attn_prefill(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, n, &b->shape, st))) return rc;
-    if ((rc = kiln_cuda_gemm(b->cublas, b->tmp, b->hbuf, L->wo, n, (int64_t)c->n_heads * c->head_dim, H))) return rc;
-    if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, b->tmp, L->bo, L->ffn_norm, n, H, eps, st))) return rc;
+    if ((rc = kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wo, n, (int64_t)c->n_heads * c->head_dim, H)))
+      return rc;
+    if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, L->bo, L->ffn_norm, n, H, eps, st))) return rc;
     if ((rc = kiln_cuda_gemm_bf16(b->cublas, gu16, b->hbuf, L->wgu, n, H, 2 * I))) return rc;
     if ((rc = kiln_cuda_swiglu_bf16(b->hbuf, gu16, n, I, st))) return rc;
-    if ((rc = kiln_cuda_gemm(b->cublas, b->tmp, b->hbuf, L->wdown, n, I, H))) return rc;
+    if ((rc = kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wdown, n, I, H))) return rc;
   }
-  if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, b->tmp, NULL, b->final_norm, n, H, eps, st))) return rc;
+  if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, b->final_norm, n, H, eps, st))) return rc;
   if (last_logits) {
     kiln_cuda_gemv_args h = {.w = b->lm_head, .n_rows = V, .k = H, .x_bf16 = b->hbuf + (int64_t)(n - 1) * H,
                              .mode = KILN_GEMV_STORE, .y = b->logits};

@@ -17,8 +17,8 @@ static __global__ void __launch_bounds__(RMS_THREADS)
   float ss = 0.f;
   for (int64_t i = threadIdx.x; i < dim; i += RMS_THREADS) {
     float v = xr[i];
-    if (rr) {
-      v += rr[i] + (rb ? rb[i] : 0.f);
+    if (rr || rb) {
+      v += (rr ? rr[i] : 0.f) + (rb ? rb[i] : 0.f);
       xr[i] = v;
     }
     ss = fmaf(v, v, ss);
