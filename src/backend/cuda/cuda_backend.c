@@ -235,6 +235,15 @@ static int setup_decode_kernel_(kiln_backend *b) {
       return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_L2PF=%s: expected off, o or a number of MiB", pf2);
     b->attn_l2pf = mib < 0 ? -1 : (int64_t)mib << 20;
   }
+  const char *nx = getenv("KILN_CUDA_GEMV_L2NEXT"); /* tuning: MiB of the next weights, 0 or unset: none */
+  b->gemv_l2next = 0;
+  if (nx && *nx) {
+    char *end = NULL;
+    long mib = strtol(nx, &end, 10);
+    if (end == nx || *end || mib < 0 || mib > 4096)
+      return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMV_L2NEXT=%s: expected a number of MiB", nx);
+    b->gemv_l2next = (int64_t)mib << 20;
+  }
   if (!mode || strcmp(mode, "persistent")) return 0;
   /* on the backend's stream (non-blocking: not ordered with the legacy default stream), before the warm-up */
   KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_layers, b->layers, sizeof *b->layers * (size_t)c->n_layers,

@@ -73,6 +73,9 @@ struct kiln_backend {
   /* What decode attention prefetches into L2 for the GEMVs after it (KILN_CUDA_ATTN_L2PF): -1 nothing, else the
    * o_proj weights and this many bytes of the gate/up weights (forward.c) */
   int64_t attn_l2pf;
+  /* Bytes of the next GEMV's weights each decode GEMV prefetches into L2 as its blocks finish
+   * (KILN_CUDA_GEMV_L2NEXT, MiB; 0: none) */
+  int64_t gemv_l2next;
 
   /* the persistent decode kernel (decode_step.h): ds_blocks > 0 when the graphs launch it, 0 when they hold the
    * kernel-per-op step */

@@ -26,6 +26,13 @@
 #include "backend/cuda/sample.h"
 #include "backend/cuda/swiglu.h"
 
+/* The first `cap` bytes of [p + skip, p + bytes) as a GEMV's L2 prefetch range (nothing when cap is 0). */
+static void l2_next_(kiln_cuda_gemv_args *g, const uint16_t *p, int64_t bytes, int64_t skip, int64_t cap) {
+  if (cap <= 0 || skip >= bytes) return;
+  g->l2_next = (const char *)p + skip;
+  g->l2_next_bytes = bytes - skip < cap ? bytes - skip : cap;
+}
+
 static int decode_enqueue_(kiln_backend *b, bool sample, bool short_ctx) {
   const kiln_config *c = &b->cfg;
   const int64_t H = c->hidden_size, I = c->intermediate_size, nq = (int64_t)c->n_heads * c->head_dim;
@@ -43,6 +50,8 @@ static int decode_enqueue_(kiln_backend *b, bool sample, bool short_ctx) {
   if ((rc = kiln_cuda_embed(b->x, b->embed, c->vocab_size, H, &b->d_step->token, 1, b->d_argmax, st))) return rc;
   /* from here to the sampler, kernel follows kernel: programmatic dependent launch (cuda_common.h) */
   kiln_cuda__set_pdl(1);
+  /* bytes of the bf16 weights, for the L2 prefetch ranges */
+  const int64_t gu_bytes = 2 * I * H * 2, d_bytes = I * H * 2, qkv_bytes = b->qkv_dim * H * 2;
   for (int l = 0; l < c->n_layers; l++) {
     const kiln_cuda_layer *L = &b->layers[l];
     kiln_cuda_gemv_args a = {.w = L->wqkv, .n_rows = b->qkv_dim, .k = H, .x_f32 = b->x, .norm_w = L->attn_norm,
@@ -54,18 +63,23 @@ static int decode_enqueue_(kiln_backend *b, bool sample, bool short_ctx) {
                                      .n_splits = short_ctx ? b->short_splits : b->n_splits,
                                      .scratch = b->attn_part, .cluster = short_ctx};
     if (b->attn_l2pf >= 0) { /* the weights the o and gate/up GEMVs read first, while HBM would idle */
-      const int64_t gu_bytes = 2 * I * H * (int64_t)sizeof(uint16_t);
-      at.l2_next[0] = L->wo, at.l2_next_bytes[0] = nq * H * (int64_t)sizeof(uint16_t);
+      at.l2_next[0] = L->wo, at.l2_next_bytes[0] = nq * H * 2;
       at.l2_next[1] = L->wgu, at.l2_next_bytes[1] = b->attn_l2pf < gu_bytes ? b->attn_l2pf : gu_bytes;
     }
     if ((rc = kiln_cuda_attn_decode(&at, st))) return rc;
     kiln_cuda_gemv_args o = {.w = L->wo, .n_rows = H, .k = nq, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->x,
                              .bias = L->bo};
+    l2_next_(&o, L->wgu, gu_bytes, b->attn_l2pf > 0 ? b->attn_l2pf : 0, b->gemv_l2next);
     if ((rc = kiln_cuda_gemv(&o, st))) return rc;
     kiln_cuda_gemv_args gu = {.w = L->wgu, .n_rows = 2 * I, .k = H, .x_f32 = b->x, .norm_w = L->ffn_norm,
                               .eps = c->rms_norm_eps, .mode = KILN_GEMV_SWIGLU, .y_bf16 = b->hbuf};
+    l2_next_(&gu, L->wdown, d_bytes, 0, b->gemv_l2next);
     if ((rc = kiln_cuda_gemv(&gu, st))) return rc;
     kiln_cuda_gemv_args d = {.w = L->wdown, .n_rows = H, .k = I, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->x};
+    if (l + 1 < c->n_layers)
+      l2_next_(&d, b->layers[l + 1].wqkv, qkv_bytes, 0, b->gemv_l2next);
+    else
+      l2_next_(&d, b->lm_head, c->vocab_size * H * 2, 0, b->gemv_l2next);
     if ((rc = kiln_cuda_gemv(&d, st))) return rc;
   }
   kiln_cuda_gemv_args h = {.w = b->lm_head, .n_rows = c->vocab_size, .k = H, .x_f32 = b->x, .norm_w = b->final_norm,

@@ -117,6 +117,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
       if (r0 + 1 < a.n_rows) epilogue_(a, r0 + 1, y1, &best);
     }
   });
+  kiln_l2_prefetch_share(a.l2_next, a.l2_next_bytes);
 
   if (a.mode == KILN_GEMV_ARGMAX) {
     if (lane == 0) best_w[warp] = best;
@@ -177,5 +178,7 @@ extern "C" int kiln_cuda_gemv(const kiln_cuda_gemv_args *a, cudaStream_t stream)
       (a->mode != KILN_GEMV_SWIGLU && !a->y) || (a->mode == KILN_GEMV_ARGMAX && !a->argmax) ||
       a->mode < KILN_GEMV_STORE || a->mode > KILN_GEMV_ARGMAX)
     return kiln_error(KILN_EINVAL, "cuda gemv: bad output for mode %d", (int)a->mode);
+  if (a->l2_next_bytes < 0 || a->l2_next_bytes % 16 || (uintptr_t)a->l2_next % 16)
+    return kiln_error(KILN_EINVAL, "cuda gemv: L2 prefetch range not 16-byte aligned");
   return gemv_launch(a, stream);
 }

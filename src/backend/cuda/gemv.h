@@ -37,6 +37,11 @@ typedef struct kiln_cuda_gemv_args {
   const float *bias;          /* STORE, ADD: f32 [n_rows] or NULL */
   uint16_t *y_bf16;           /* SWIGLU: bf16 [n_rows / 2] (n_rows even) */
   unsigned long long *argmax; /* ARGMAX: must hold 0 before the launch; decode with kiln_cuda_argmax_index */
+  /* Optional (NULL / 0: none): a byte range (16-byte aligned, a multiple of 16 long) each block prefetches its share
+   * of into L2 once its own rows are done, so that the tail of this kernel, where finished SMs would leave HBM
+   * idle, pulls in the weights the next kernel reads */
+  const void *l2_next;
+  int64_t l2_next_bytes;
 } kiln_cuda_gemv_args;
 
 int kiln_cuda_gemv(const kiln_cuda_gemv_args *a, cudaStream_t stream);
