@@ -86,5 +86,7 @@ int main(void) {
   run("llama-bf16");
   bad_env("KILN_CUDA_DECODE", "fast");
   bad_env("KILN_CUDA_ATTN_CLUSTER", "2");
+  bad_env("KILN_CUDA_ATTN_L2PF", "o2");
+  bad_env("KILN_CUDA_GEMV_L2NEXT", "-1");
   return gt_finish("test_cuda_smoke");
 }

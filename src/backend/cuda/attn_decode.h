@@ -50,7 +50,8 @@ typedef struct kiln_cuda_attn_decode_args {
                 * cuda_backend.c), unless the mode is KILN_CUDA_ATTN_CLUSTER_OFF */
   /* Optional (NULL / 0: none): byte ranges the blocks prefetch into L2 while they run, all blocks together
    * covering each range once; 16-byte aligned, lengths multiples of 16. Decode attention moves few bytes, so HBM
-   * would idle: the graph gives it the weights the following GEMVs read first. */
+   * would idle: the graph can give it the weights the following GEMVs read first (KILN_CUDA_ATTN_L2PF; off by
+   * default, as it measured slower on an H100: docs/cuda.md). */
   const void *l2_next[2];
   int64_t l2_next_bytes[2];
 } kiln_cuda_attn_decode_args;

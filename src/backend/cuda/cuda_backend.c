@@ -225,17 +225,19 @@ static int setup_decode_kernel_(kiln_backend *b) {
   const char *cl = getenv("KILN_CUDA_ATTN_CLUSTER");
   if (kiln_cuda_attn_decode_cluster_env(cl) < 0)
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_CLUSTER=%s: expected 0, 1 or short", cl);
-  /* off: no prefetch; o (the default): the o_proj weights; N: those and the first N MiB of gate/up */
+  /* tuning, measured slower on an H100 (docs/cuda.md): off (the default) no prefetch; o: the o_proj weights; N:
+   * those and the first N MiB of gate/up */
   const char *pf2 = getenv("KILN_CUDA_ATTN_L2PF");
-  b->attn_l2pf = 0;
-  if (pf2 && *pf2 && strcmp(pf2, "o")) {
+  b->attn_l2pf = -1;
+  if (pf2 && *pf2 && strcmp(pf2, "off")) {
     char *end = NULL;
-    long mib = strcmp(pf2, "off") ? strtol(pf2, &end, 10) : -1;
-    if (mib < -1 || mib > 4096 || (mib >= 0 && (end == pf2 || *end)))
+    long mib = strcmp(pf2, "o") ? strtol(pf2, &end, 10) : 0;
+    if (mib < 0 || mib > 4096 || (strcmp(pf2, "o") && (end == pf2 || *end)))
       return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_L2PF=%s: expected off, o or a number of MiB", pf2);
-    b->attn_l2pf = mib < 0 ? -1 : (int64_t)mib << 20;
+    b->attn_l2pf = (int64_t)mib << 20;
   }
-  const char *nx = getenv("KILN_CUDA_GEMV_L2NEXT"); /* tuning: MiB of the next weights, 0 or unset: none */
+  /* tuning, measured slower on an H100: MiB of the next weights, 0 or unset: none */
+  const char *nx = getenv("KILN_CUDA_GEMV_L2NEXT");
   b->gemv_l2next = 0;
   if (nx && *nx) {
     char *end = NULL;

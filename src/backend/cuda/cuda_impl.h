@@ -70,8 +70,8 @@ struct kiln_backend {
   cudaGraphExec_t g_logits, g_sample;
   cudaGraphExec_t g_logits_short, g_sample_short;
   int short_splits, short_keys;
-  /* What decode attention prefetches into L2 for the GEMVs after it (KILN_CUDA_ATTN_L2PF): -1 nothing, else the
-   * o_proj weights and this many bytes of the gate/up weights (forward.c) */
+  /* What decode attention prefetches into L2 for the GEMVs after it (KILN_CUDA_ATTN_L2PF, tuning): -1 nothing (the
+   * default), else the o_proj weights and this many bytes of the gate/up weights (forward.c) */
   int64_t attn_l2pf;
   /* Bytes of the next GEMV's weights each decode GEMV prefetches into L2 as its blocks finish
    * (KILN_CUDA_GEMV_L2NEXT, MiB; 0: none) */
