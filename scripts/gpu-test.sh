@@ -16,7 +16,8 @@ export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-
 # the short-context graphs, up to 512 keys), NAME@l2pf with the L2 prefetch knobs on (KILN_CUDA_ATTN_L2PF=8,
 # KILN_CUDA_GEMV_L2NEXT=4; off by default), so every decode path meets the model tests.
 tests=(test_cuda_ops test_cuda_decode test_cuda_decode@global test_cuda_model test_cuda_model@persistent
-       test_cuda_model@cluster test_cuda_model@global test_cuda_model@l2pf test_cuda_alloc test_cuda_alloc@persistent test_cuda_alloc@global
+       test_cuda_model@cluster test_cuda_model@global test_cuda_model@l2pf test_cuda_alloc
+       test_cuda_alloc@persistent test_cuda_alloc@global
        test_cuda_smoke test_cuda_smoke@persistent test_cuda_smoke@cluster test_cuda_smoke@global)
 declare -a rows
 fail=0

@@ -223,7 +223,8 @@ static void test_qkv_rope(int hd, kiln_rope_type rt, int qk_norm, int bias, int 
   float *r = malloc((size_t)n * row * 4);
   memcpy(r, qkv, (size_t)n * row * 4);
   if (bias) kiln_ref_add_bias(r, bq, KILN_F32, n, row);
-  float *q = malloc((size_t)n * nh * hd * 4), *k = malloc((size_t)n * nkv * hd * 4), *v = malloc((size_t)n * nkv * hd * 4);
+  float *q = malloc((size_t)n * nh * hd * 4), *k = malloc((size_t)n * nkv * hd * 4);
+  float *v = malloc((size_t)n * nkv * hd * 4);
   for (int t = 0; t < n; t++) {
     memcpy(q + (int64_t)t * nh * hd, r + t * row, (size_t)nh * hd * 4);
     memcpy(k + (int64_t)t * nkv * hd, r + t * row + nh * hd, (size_t)nkv * hd * 4);

@@ -132,8 +132,8 @@ static __device__ __forceinline__ void kiln_l2_prefetch_share(const void *p, int
   const int64_t u1 = units < (b + 1) * per ? units : (b + 1) * per;
   for (int64_t u = b * per + (int64_t)threadIdx.x * piece; u < u1; u += (int64_t)blockDim.x * piece) {
     const int64_t n = u1 - u < piece ? u1 - u : piece;
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"((const char *)p + u * 16), "r"((unsigned)(n * 16))
-                 : "memory");
+    const char *at = (const char *)p + u * 16;
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(at), "r"((unsigned)(n * 16)) : "memory");
   }
 }
 

@@ -1,7 +1,8 @@
 /*
- * backend/cuda/gemm.c: y = x W^T (or y += x W^T) with cublasGemmEx. cuBLAS is column-major; a row-major y[n][out] is the
- * column-major out x n matrix y^T = W x^T, where W (row-major [out][in]) is the column-major in x out matrix
- * transposed (op T, lda = in) and x (row-major [n][in]) is the column-major in x n matrix (op N, ldb = in).
+ * backend/cuda/gemm.c: y = x W^T (or y += x W^T) with cublasGemmEx. cuBLAS is column-major; a row-major
+ * y[n][out] is the column-major out x n matrix y^T = W x^T, where W (row-major [out][in]) is the column-major
+ * in x out matrix transposed (op T, lda = in) and x (row-major [n][in]) is the column-major in x n matrix (op N,
+ * ldb = in).
  */
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/gemm.h"
