@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # A/B of tuning settings on one GPU: bench_cuda for every (setting, config), the settings interleaved round by
 # round so that a drifting GPU clock or a neighbour's load hits all of them alike; prints the median decode
-# ms/token of each (setting, config, context) over the rounds, and with OPS=1 the per-kernel times of one layer.
+# ms/token of each (setting, config, context) and the median time to first token of each prompt length (PROMPTS,
+# default 128) over the rounds, and with OPS=1 the per-kernel times of one layer.
 #   bench/cuda/ab.sh CONFIG.json... -- SETTING...
 # A SETTING is a quoted list of environment assignments ("" for the defaults), e.g.
 #   bench/cuda/ab.sh bench/configs/qwen3-0.6b.json bench/configs/qwen3-4b.json -- "" KILN_CUDA_ATTN_CLUSTER=1 \
 #     KILN_CUDA_GEMV_PF=2 "KILN_CUDA_ATTN_CLUSTER=1 KILN_CUDA_GEMV_PF=2"
-# Environment: BIN (folder of bench_cuda, default build/bin), ROUNDS (3), CTX (128,2048), OPS=1, OUT (a folder for
-# every bench_cuda JSON line, tagged with its setting and round), RESULTS (a bench/results JSON file: device,
-# driver, date, commit (KILN_COMMIT or git), command, the medians and every run).
+# Environment: BIN (folder of bench_cuda, default build/bin), ROUNDS (3), CTX (128,2048), PROMPTS (128), OPS=1,
+# OUT (a folder for every bench_cuda JSON line, tagged with its setting and round), RESULTS (a bench/results JSON
+# file: device, driver, date, commit (KILN_COMMIT or git), command, the medians and every run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-build/bin}
@@ -34,7 +35,8 @@ for r in $(seq 1 "$ROUNDS"); do
     for c in "${configs[@]}"; do
       json=$(mktemp)
       # shellcheck disable=SC2086  # a setting is a list of words on purpose
-      env ${settings[$i]} "$BIN/bench_cuda" --ctx "$CTX" --prompts 128 "${ops[@]}" --json "$json" "$c" >/dev/null
+      env ${settings[$i]} "$BIN/bench_cuda" --ctx "$CTX" --prompts "${PROMPTS:-128}" "${ops[@]}" --json "$json" \
+        "$c" >/dev/null
       python3 -c 'import json, sys; r = json.loads(open(sys.argv[1]).read().splitlines()[-1]);
 r["setting"], r["round"] = sys.argv[2], int(sys.argv[3]); print(json.dumps(r))' "$json" "${settings[$i]}" "$r" \
         >> "$lines"
@@ -61,9 +63,20 @@ for (s, c, ctx), v in base.items():
     m = statistics.median(v)
     ref = statistics.median(base[(settings[0], c, ctx)])
     print("%-48s %-18s %6d %9.4f %7.3fx" % (s or "(defaults)", c.replace(".json", ""), ctx, m, m / ref))
+ttft = {}
+for r in rows:
+    for p in r.get("prefill", []):
+        ttft.setdefault((r["setting"], r["config"], p["prompt"]), []).append(p["ttft_ms"])
+print("%-48s %-18s %6s %9s %8s" % ("setting", "config", "prompt", "TTFT ms", "vs first"))
+for (s, c, n), v in ttft.items():
+    m = statistics.median(v)
+    ref = statistics.median(ttft[(settings[0], c, n)])
+    print("%-48s %-18s %6d %9.4f %7.3fx" % (s or "(defaults)", c.replace(".json", ""), n, m, m / ref))
 if sys.argv[2]:
     table = [dict(setting=s or "(defaults)", config=c, ctx=ctx, ms_per_token_gpu_median=statistics.median(v),
                   rounds=len(v)) for (s, c, ctx), v in base.items()]
+    table += [dict(setting=s or "(defaults)", config=c, prompt=n, ttft_ms_median=statistics.median(v), rounds=len(v))
+              for (s, c, n), v in ttft.items()]
     doc = dict(device=dev, driver=sys.argv[3], date=datetime.datetime.now(datetime.timezone.utc).isoformat(),
                commit=sys.argv[4], command=sys.argv[5] + " (" + sys.argv[6] + ")", table=table, runs=rows)
     with open(sys.argv[2], "w") as f:

@@ -88,5 +88,6 @@ int main(void) {
   bad_env("KILN_CUDA_ATTN_CLUSTER", "2");
   bad_env("KILN_CUDA_ATTN_L2PF", "o2");
   bad_env("KILN_CUDA_GEMV_L2NEXT", "-1");
+  bad_env("KILN_CUDA_PREFILL_GRAPH", "2");
   return gt_finish("test_cuda_smoke");
 }

@@ -126,6 +126,10 @@ static void destroy_graphs_(kiln_backend *b) {
     if (*g[i]) (void)cudaGraphExecDestroy(*g[i]);
     *g[i] = NULL;
   }
+  for (size_t i = 0; i < sizeof b->g_prefill / sizeof b->g_prefill[0]; i++) {
+    if (b->g_prefill[i]) (void)cudaGraphExecDestroy(b->g_prefill[i]);
+    b->g_prefill[i] = NULL;
+  }
   b->short_keys = b->short_splits = 0;
 }
 
@@ -236,6 +240,11 @@ static int setup_decode_kernel_(kiln_backend *b) {
       return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_L2PF=%s: expected off, o or a number of MiB", pf2);
     b->attn_l2pf = (int64_t)mib << 20;
   }
+  /* 1: short prefill chunks replay per-size graphs (forward.c); 0 or unset: launched kernel by kernel */
+  const char *pg = getenv("KILN_CUDA_PREFILL_GRAPH");
+  if (pg && *pg && strcmp(pg, "0") && strcmp(pg, "1"))
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_PREFILL_GRAPH=%s: expected 0 or 1", pg);
+  b->prefill_graphs = pg && !strcmp(pg, "1");
   /* tuning, measured slower on an H100: MiB of the next weights, 0 or unset: none */
   const char *nx = getenv("KILN_CUDA_GEMV_L2NEXT");
   b->gemv_l2next = 0;

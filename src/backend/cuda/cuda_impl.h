@@ -21,6 +21,9 @@
 #include "backend/cuda/rope.h"
 
 
+#define KILN_CUDA_PREFILL_STEP 16
+#define KILN_CUDA_PREFILL_GRAPH_MAX 256
+
 struct kiln_backend {
   kiln_config cfg;
   int dev, n_sm;
@@ -76,6 +79,12 @@ struct kiln_backend {
   /* Bytes of the next GEMV's weights each decode GEMV prefetches into L2 as its blocks finish
    * (KILN_CUDA_GEMV_L2NEXT, MiB; 0: none) */
   int64_t gemv_l2next;
+  /* Prefill graphs (KILN_CUDA_PREFILL_GRAPH=1; off by default until measured): a chunk of at most
+   * KILN_CUDA_PREFILL_GRAPH_MAX tokens is padded to a multiple of KILN_CUDA_PREFILL_STEP and replays that size's
+   * graph (captured at the size's second use) instead of launching ~8 kernels a layer from the host */
+  bool prefill_graphs;
+  cudaGraphExec_t g_prefill[KILN_CUDA_PREFILL_GRAPH_MAX / KILN_CUDA_PREFILL_STEP];
+  bool prefill_seen[KILN_CUDA_PREFILL_GRAPH_MAX / KILN_CUDA_PREFILL_STEP];
 
   /* the persistent decode kernel (decode_step.h): ds_blocks > 0 when the graphs launch it, 0 when they hold the
    * kernel-per-op step */

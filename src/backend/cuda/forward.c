@@ -99,6 +99,14 @@ int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample, bool short_ctx) {
   return rc;
 }
 
+/* The logits of token n - 1 of a prefill, from its final-norm output in hbuf. */
+static int last_logits_(kiln_backend *b, int n) {
+  const int64_t H = b->cfg.hidden_size;
+  kiln_cuda_gemv_args h = {.w = b->lm_head, .n_rows = b->cfg.vocab_size, .k = H,
+                           .x_bf16 = b->hbuf + (int64_t)(n - 1) * H, .mode = KILN_GEMV_STORE, .y = b->logits};
+  return kiln_cuda_gemv(&h, b->stream);
+}
+
 int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
   const kiln_config *c = &b->cfg;
   const int64_t H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
@@ -126,12 +134,31 @@ int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
     if ((rc = kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wdown, n, I, H))) return rc;
   }
   if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, b->final_norm, n, H, eps, st))) return rc;
-  if (last_logits) {
-    kiln_cuda_gemv_args h = {.w = b->lm_head, .n_rows = V, .k = H, .x_bf16 = b->hbuf + (int64_t)(n - 1) * H,
-                             .mode = KILN_GEMV_STORE, .y = b->logits};
-    if ((rc = kiln_cuda_gemv(&h, st))) return rc;
+  return last_logits ? last_logits_(b, n) : 0;
+}
+
+/* The prefill graph of bucket i (n_pad = (i + 1) * KILN_CUDA_PREFILL_STEP tokens) into *out, captured at the
+ * bucket's second use; NULL at its first, which runs launched kernel by kernel (so a size seen once costs no
+ * capture, and every kernel's one-time setup, such as its shared-memory attribute, is done before a capture). */
+static int prefill_graph_(kiln_backend *b, int i, cudaGraphExec_t *out) {
+  *out = b->g_prefill[i];
+  if (*out) return 0;
+  if (!b->prefill_seen[i]) {
+    b->prefill_seen[i] = true;
+    return 0;
   }
-  return 0;
+  cudaGraph_t g = NULL;
+  KILN_CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
+  int rc = kiln_cuda__prefill_enqueue(b, (i + 1) * KILN_CUDA_PREFILL_STEP, false);
+  cudaError_t e = cudaStreamEndCapture(b->stream, &g); /* always end, so the stream is usable again */
+  if (!rc && e != cudaSuccess) rc = kiln_cuda__check(e, "cudaStreamEndCapture(b->stream, &g)", __FILE__, __LINE__);
+  if (!rc) {
+    e = cudaGraphInstantiate(&b->g_prefill[i], g, 0);
+    if (e != cudaSuccess) rc = kiln_cuda__check(e, "cudaGraphInstantiate", __FILE__, __LINE__);
+  }
+  if (g) (void)cudaGraphDestroy(g);
+  *out = b->g_prefill[i];
+  return rc;
 }
 
 int kiln_cuda__prefill_chunk(kiln_backend *b, int seq, int pos, const int32_t *tokens, int n, float *logits,
@@ -144,10 +171,25 @@ int kiln_cuda__prefill_chunk(kiln_backend *b, int seq, int pos, const int32_t *t
   b->h_step->seq = seq;
   b->h_step->pos = pos;
   b->h_step->n = n;
+  /* A short chunk replays the graph of its bucket (KILN_CUDA_PREFILL_GRAPH): padded to n_pad tokens of id 0, whose
+   * keys and values land in cache rows past the chunk that nothing reads before a later step overwrites them. */
+  const int n_pad = (n + KILN_CUDA_PREFILL_STEP - 1) / KILN_CUDA_PREFILL_STEP * KILN_CUDA_PREFILL_STEP;
+  cudaGraphExec_t g = NULL;
+  if (b->prefill_graphs && n_pad <= KILN_CUDA_PREFILL_GRAPH_MAX && n_pad <= b->chunk && pos + n_pad <= b->n_ctx &&
+      (rc = prefill_graph_(b, n_pad / KILN_CUDA_PREFILL_STEP - 1, &g)))
+    return rc;
+  const int n_up = g ? n_pad : n;
   memcpy(b->h_tokens, tokens, (size_t)n * sizeof *tokens);
+  memset(b->h_tokens + n, 0, (size_t)(n_up - n) * sizeof *tokens);
   KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_step, b->h_step, sizeof *b->h_step, cudaMemcpyHostToDevice, st));
-  KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_tokens, b->h_tokens, (size_t)n * sizeof *tokens, cudaMemcpyHostToDevice, st));
-  if ((rc = kiln_cuda__prefill_enqueue(b, n, logits && !all_logits))) return rc;
+  KILN_CUDA_CHECK(
+      cudaMemcpyAsync(b->d_tokens, b->h_tokens, (size_t)n_up * sizeof *tokens, cudaMemcpyHostToDevice, st));
+  if (g) {
+    KILN_CUDA_CHECK(cudaGraphLaunch(g, st));
+    if (logits && !all_logits && (rc = last_logits_(b, n))) return rc;
+  } else if ((rc = kiln_cuda__prefill_enqueue(b, n, logits && !all_logits))) {
+    return rc;
+  }
   if (logits && all_logits) {
     for (int r0 = 0; r0 < n; r0 += b->logit_rows) {
       int nr = n - r0 < b->logit_rows ? n - r0 : b->logit_rows;
