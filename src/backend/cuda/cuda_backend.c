@@ -146,20 +146,25 @@ static void destroy_(kiln_backend *b) {
   free(b);
 }
 
-/* Captures the decode step into a graph (the stream must be idle). */
-static int capture_(kiln_backend *b, bool sample, bool short_ctx, cudaGraphExec_t *out) {
+int kiln_cuda__capture_end(kiln_backend *b, int rc, cudaGraphExec_t *out) {
   cudaGraph_t g = NULL;
-  int rc;
-  KILN_CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
-  rc = kiln_cuda__decode_enqueue(b, sample, short_ctx);
   cudaError_t e = cudaStreamEndCapture(b->stream, &g); /* always end, so the stream is usable again */
   if (!rc && e != cudaSuccess) rc = kiln_cuda__check(e, "cudaStreamEndCapture(b->stream, &g)", __FILE__, __LINE__);
   if (!rc) {
     e = cudaGraphInstantiate(out, g, 0);
-    if (e != cudaSuccess) rc = kiln_cuda__check(e, "cudaGraphInstantiate(out, g, 0)", __FILE__, __LINE__);
+    if (e != cudaSuccess) {
+      *out = NULL; /* not a graph to destroy later */
+      rc = kiln_cuda__check(e, "cudaGraphInstantiate(out, g, 0)", __FILE__, __LINE__);
+    }
   }
   if (g) (void)cudaGraphDestroy(g);
   return rc;
+}
+
+/* Captures the decode step into a graph (the stream must be idle). */
+static int capture_(kiln_backend *b, bool sample, bool short_ctx, cudaGraphExec_t *out) {
+  KILN_CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
+  return kiln_cuda__capture_end(b, kiln_cuda__decode_enqueue(b, sample, short_ctx), out);
 }
 
 /* Everything but the weights' values: device, stream, cuBLAS, arena, pinned memory, RoPE table. */

@@ -107,6 +107,10 @@ int kiln_cuda__layout(kiln_backend *b);
 /* Uploads the model's weights, converting to bf16 (matrices) and f32 (norms, biases). */
 int kiln_cuda__upload(kiln_backend *b, const kiln_model *m);
 
+/* Ends the stream capture begun on b->stream (always, so the stream is usable again) and instantiates the graph
+ * into *out, unless rc (the result of enqueueing the captured work) or the capture failed; returns the first
+ * error. */
+int kiln_cuda__capture_end(kiln_backend *b, int rc, cudaGraphExec_t *out);
 /* Enqueues one decode step (d_step already holds seq, pos, token): embedding .. lm_head into b->logits, plus the
  * sampled token into b->h_next when `sample`; short_ctx: the attention of the _short graphs (short_splits, cluster
  * combine). Captured into the graphs; also run eagerly once as a warm-up. */

@@ -147,16 +147,9 @@ static int prefill_graph_(kiln_backend *b, int i, cudaGraphExec_t *out) {
     b->prefill_seen[i] = true;
     return 0;
   }
-  cudaGraph_t g = NULL;
   KILN_CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
-  int rc = kiln_cuda__prefill_enqueue(b, (i + 1) * KILN_CUDA_PREFILL_STEP, false);
-  cudaError_t e = cudaStreamEndCapture(b->stream, &g); /* always end, so the stream is usable again */
-  if (!rc && e != cudaSuccess) rc = kiln_cuda__check(e, "cudaStreamEndCapture(b->stream, &g)", __FILE__, __LINE__);
-  if (!rc) {
-    e = cudaGraphInstantiate(&b->g_prefill[i], g, 0);
-    if (e != cudaSuccess) rc = kiln_cuda__check(e, "cudaGraphInstantiate", __FILE__, __LINE__);
-  }
-  if (g) (void)cudaGraphDestroy(g);
+  int rc = kiln_cuda__capture_end(b, kiln_cuda__prefill_enqueue(b, (i + 1) * KILN_CUDA_PREFILL_STEP, false),
+                                  &b->g_prefill[i]);
   *out = b->g_prefill[i];
   return rc;
 }
