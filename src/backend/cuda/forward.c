@@ -122,15 +122,15 @@ int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
      * apart from the o_proj bias */
     if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, L->attn_norm, n, H, eps, st))) return rc;
     if ((rc = kiln_cuda_gemm_bf16(b->cublas, qkv16, b->hbuf, L->wqkv, n, H, b->qkv_dim))) return rc;
-    if ((rc = kiln_cuda_qkv_rope_bf16(b->q, L->k_cache, L->v_cache, qkv16, L->bqkv, L->q_norm, L->k_norm, eps,
-                                      b->inv_freq, b->d_step, n, &b->shape, st)))
+    if ((rc = kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, qkv16, L->bqkv, L->q_norm, L->k_norm, eps,
+                                 b->inv_freq, b->d_step, n, &b->shape, st)))
       return rc;
     if ((rc = kiln_cuda_attn_prefill(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, n, &b->shape, st))) return rc;
     if ((rc = kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wo, n, (int64_t)c->n_heads * c->head_dim, H)))
       return rc;
     if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, L->bo, L->ffn_norm, n, H, eps, st))) return rc;
     if ((rc = kiln_cuda_gemm_bf16(b->cublas, gu16, b->hbuf, L->wgu, n, H, 2 * I))) return rc;
-    if ((rc = kiln_cuda_swiglu_bf16(b->hbuf, gu16, n, I, st))) return rc;
+    if ((rc = kiln_cuda_swiglu(b->hbuf, gu16, n, I, st))) return rc;
     if ((rc = kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wdown, n, I, H))) return rc;
   }
   if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, b->final_norm, n, H, eps, st))) return rc;

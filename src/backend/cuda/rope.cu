@@ -10,9 +10,8 @@
 #define ROPE_WARPS 4
 #define ROPE_MAX_HD 256
 
-template <typename T>
 static __global__ void __launch_bounds__(ROPE_WARPS * 32)
-    qkv_rope_kernel(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const T *qkv, const float *bias,
+    qkv_rope_kernel(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv, const float *bias,
                     const float *q_norm, const float *k_norm, float eps, const float *inv_freq,
                     const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh) {
   __shared__ float bufs[ROPE_WARPS][ROPE_MAX_HD];
@@ -26,7 +25,7 @@ static __global__ void __launch_bounds__(ROPE_WARPS * 32)
   int head = (int)(job % heads);
   int hd = sh.head_dim;
   int64_t row_len = (int64_t)(sh.n_heads + 2 * sh.n_kv_heads) * hd;
-  const T *row = qkv + t * row_len;
+  const uint16_t *row = qkv + t * row_len;
   int pos = step->pos + (int)t;
   float *buf = bufs[warp];
   int64_t off = (int64_t)head * hd; /* q head h, or k head (head - n_heads) */
@@ -46,32 +45,25 @@ static __global__ void __launch_bounds__(ROPE_WARPS * 32)
     v_cache[at + i] = kiln_f32_to_bf16_dev(kiln_ld_act(row + voff + i) + (bias ? bias[voff + i] : 0.f));
 }
 
-template <typename T>
-static int qkv_rope_launch(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const T *qkv, const float *bias,
-                           const float *q_norm, const float *k_norm, float eps, const float *inv_freq,
-                           const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh,
-                           cudaStream_t stream) {
-  if (n < 0 || n > (1 << 24) || sh->head_dim <= 0 || sh->head_dim % 2 || sh->head_dim > ROPE_MAX_HD ||
-      sh->n_heads <= 0 || sh->n_kv_heads <= 0)
-    return kiln_error(KILN_EINVAL, "cuda qkv_rope: bad shape (n %lld, head_dim %d)", (long long)n, sh->head_dim);
-  if (n == 0) return 0;
+static int qkv_rope_launch(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
+                           const float *bias, const float *q_norm, const float *k_norm, float eps,
+                           const float *inv_freq, const kiln_cuda_step *step, int64_t n,
+                           const kiln_cuda_attn_shape *sh, cudaStream_t stream) {
   int64_t jobs = n * (sh->n_heads + sh->n_kv_heads);
   unsigned blocks = (unsigned)((jobs + ROPE_WARPS - 1) / ROPE_WARPS);
-  KILN_CUDA_CHECK(kiln_launch(qkv_rope_kernel<T>, dim3(blocks), dim3(ROPE_WARPS * 32), 0, stream, q_out, k_cache,
+  KILN_CUDA_CHECK(kiln_launch(qkv_rope_kernel, dim3(blocks), dim3(ROPE_WARPS * 32), 0, stream, q_out, k_cache,
                               v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n, *sh));
   return 0;
 }
 
-extern "C" int kiln_cuda_qkv_rope(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const float *qkv,
+extern "C" int kiln_cuda_qkv_rope(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
                                   const float *bias, const float *q_norm, const float *k_norm, float eps,
                                   const float *inv_freq, const kiln_cuda_step *step, int64_t n,
                                   const kiln_cuda_attn_shape *shape, cudaStream_t stream) {
-  return qkv_rope_launch(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n, shape, stream);
-}
-
-extern "C" int kiln_cuda_qkv_rope_bf16(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
-                                       const float *bias, const float *q_norm, const float *k_norm, float eps,
-                                       const float *inv_freq, const kiln_cuda_step *step, int64_t n,
-                                       const kiln_cuda_attn_shape *shape, cudaStream_t stream) {
+  if (n < 0 || n > (1 << 24) || shape->head_dim <= 0 || shape->head_dim % 2 || shape->head_dim > ROPE_MAX_HD ||
+      shape->n_heads <= 0 || shape->n_kv_heads <= 0)
+    return kiln_error(KILN_EINVAL, "cuda qkv_rope: bad shape (n %lld, head_dim %d)", (long long)n,
+                      shape->head_dim);
+  if (n == 0) return 0;
   return qkv_rope_launch(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n, shape, stream);
 }

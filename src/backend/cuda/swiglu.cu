@@ -1,21 +1,13 @@
 /*
- * backend/cuda/swiglu.cu: act = bf16(silu(gate) * up) over interleaved (gate, up) pairs, from f32 (one float2 per
- * element) or bf16 (one 32-bit word per element) projections.
+ * backend/cuda/swiglu.cu: act = bf16(silu(gate) * up) over interleaved (gate, up) bf16 pairs: a thread reads two
+ * pairs with one 8-byte load and writes two results with one 4-byte store.
  */
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/swiglu.h"
 
 static __device__ __forceinline__ float silu_mul_(float g, float u) { return g / (1.f + expf(-g)) * u; }
 
-static __global__ void swiglu_kernel(uint16_t *act, const float2 *gu, int64_t total) {
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
-    float2 p = gu[i];
-    act[i] = kiln_f32_to_bf16_dev(silu_mul_(p.x, p.y));
-  }
-}
-
-/* Two elements a thread per step: one 8-byte load of two (gate, up) pairs, one 4-byte store. */
-static __global__ void swiglu_bf16_kernel(uint16_t *act, const uint2 *gu, int64_t total) {
+static __global__ void swiglu_kernel(uint16_t *act, const uint2 *gu, int64_t total) {
   const int64_t half = total / 2;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < half; i += (int64_t)gridDim.x * blockDim.x) {
     uint2 p = gu[i];
@@ -28,26 +20,14 @@ static __global__ void swiglu_bf16_kernel(uint16_t *act, const uint2 *gu, int64_
   }
 }
 
-static unsigned blocks_(int64_t work) {
-  int64_t blocks = (work + 255) / 256;
-  return (unsigned)(blocks > 65535 ? 65535 : blocks < 1 ? 1 : blocks);
-}
-
-extern "C" int kiln_cuda_swiglu(uint16_t *act, const float *gu, int64_t n, int64_t inter, cudaStream_t stream) {
-  if (n < 0 || inter <= 0) return kiln_error(KILN_EINVAL, "cuda swiglu: bad size (n %lld)", (long long)n);
-  if (n == 0) return 0;
-  swiglu_kernel<<<blocks_(n * inter), 256, 0, stream>>>(act, (const float2 *)gu, n * inter);
-  KILN_CUDA_LAUNCHED();
-  return 0;
-}
-
-extern "C" int kiln_cuda_swiglu_bf16(uint16_t *act, const uint16_t *gu, int64_t n, int64_t inter,
-                                     cudaStream_t stream) {
+extern "C" int kiln_cuda_swiglu(uint16_t *act, const uint16_t *gu, int64_t n, int64_t inter, cudaStream_t stream) {
   if (n < 0 || inter <= 0) return kiln_error(KILN_EINVAL, "cuda swiglu: bad size (n %lld)", (long long)n);
   if (((uintptr_t)gu & 7) || ((uintptr_t)act & 3))
     return kiln_error(KILN_EINVAL, "cuda swiglu: misaligned buffers");
   if (n == 0) return 0;
-  swiglu_bf16_kernel<<<blocks_((n * inter + 1) / 2), 256, 0, stream>>>(act, (const uint2 *)gu, n * inter);
+  const int64_t work = (n * inter + 1) / 2;
+  const int64_t blocks = (work + 255) / 256;
+  swiglu_kernel<<<(unsigned)(blocks > 65535 ? 65535 : blocks), 256, 0, stream>>>(act, (const uint2 *)gu, n * inter);
   KILN_CUDA_LAUNCHED();
   return 0;
 }

@@ -12,11 +12,10 @@
 extern "C" {
 #endif
 
-/* gu f32 [n][2 inter] holds gate and up interleaved (gate_i at 2i, up_i at 2i + 1: the order in which the backend
- * stores the fused gate/up weight); act bf16 [n][inter] = silu(gate) * up, silu(x) = x / (1 + e^-x). */
-int kiln_cuda_swiglu(uint16_t *act, const float *gu, int64_t n, int64_t inter, cudaStream_t stream);
-/* The same from a bf16 gu (kiln_cuda_gemm_bf16). */
-int kiln_cuda_swiglu_bf16(uint16_t *act, const uint16_t *gu, int64_t n, int64_t inter, cudaStream_t stream);
+/* gu bf16 [n][2 inter] holds gate and up interleaved (gate_i at 2i, up_i at 2i + 1: the order in which the
+ * backend stores the fused gate/up weight); act bf16 [n][inter] = silu(gate) * up, silu(x) = x / (1 + e^-x).
+ * gu 8-byte and act 4-byte aligned. */
+int kiln_cuda_swiglu(uint16_t *act, const uint16_t *gu, int64_t n, int64_t inter, cudaStream_t stream);
 
 #ifdef __cplusplus
 }
