@@ -223,6 +223,34 @@ out:
   return 0;
 }
 
+/* A whole number of MiB (0 .. 4096) as bytes; -1 when v is not one. */
+static int64_t env_mib_(const char *v) {
+  char *end = NULL;
+  long mib = strtol(v, &end, 10);
+  return end == v || *end || mib < 0 || mib > 4096 ? -1 : (int64_t)mib << 20;
+}
+
+/* The switches that change how the graphs are built, read before they are captured (docs/cuda.md, Environment):
+ * the L2 prefetch knobs (tuning, measured slower on an H100: off by default) and the prefill graphs. */
+static int read_switches_(kiln_backend *b) {
+  /* off (the default): no prefetch; o: the o_proj weights; N: those and the first N MiB of gate/up */
+  const char *pf = getenv("KILN_CUDA_ATTN_L2PF");
+  b->attn_l2pf = !pf || !*pf || !strcmp(pf, "off") ? -1 : !strcmp(pf, "o") ? 0 : env_mib_(pf);
+  if (pf && *pf && strcmp(pf, "off") && b->attn_l2pf < 0)
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_L2PF=%s: expected off, o or a number of MiB", pf);
+  /* MiB of the next GEMV's weights; 0 or unset: none */
+  const char *nx = getenv("KILN_CUDA_GEMV_L2NEXT");
+  b->gemv_l2next = nx && *nx ? env_mib_(nx) : 0;
+  if (b->gemv_l2next < 0)
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMV_L2NEXT=%s: expected a number of MiB", nx);
+  /* 1: short prefill chunks replay per-size graphs (forward.c); 0 or unset: launched kernel by kernel */
+  const char *pg = getenv("KILN_CUDA_PREFILL_GRAPH");
+  if (pg && *pg && strcmp(pg, "0") && strcmp(pg, "1"))
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_PREFILL_GRAPH=%s: expected 0 or 1", pg);
+  b->prefill_graphs = pg && !strcmp(pg, "1");
+  return 0;
+}
+
 /* Chooses the persistent decode kernel when KILN_CUDA_DECODE=persistent and the device runs it. It is not the
  * default: on an H100 it is still slower than the kernel-per-op graph at every size measured (docs/cuda.md). */
 static int setup_decode_kernel_(kiln_backend *b) {
@@ -234,32 +262,6 @@ static int setup_decode_kernel_(kiln_backend *b) {
   const char *cl = getenv("KILN_CUDA_ATTN_CLUSTER");
   if (kiln_cuda_attn_decode_cluster_env(cl) < 0)
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_CLUSTER=%s: expected 0, 1 or short", cl);
-  /* tuning, measured slower on an H100 (docs/cuda.md): off (the default) no prefetch; o: the o_proj weights; N:
-   * those and the first N MiB of gate/up */
-  const char *pf2 = getenv("KILN_CUDA_ATTN_L2PF");
-  b->attn_l2pf = -1;
-  if (pf2 && *pf2 && strcmp(pf2, "off")) {
-    char *end = NULL;
-    long mib = strcmp(pf2, "o") ? strtol(pf2, &end, 10) : 0;
-    if (mib < 0 || mib > 4096 || (strcmp(pf2, "o") && (end == pf2 || *end)))
-      return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_L2PF=%s: expected off, o or a number of MiB", pf2);
-    b->attn_l2pf = (int64_t)mib << 20;
-  }
-  /* 1: short prefill chunks replay per-size graphs (forward.c); 0 or unset: launched kernel by kernel */
-  const char *pg = getenv("KILN_CUDA_PREFILL_GRAPH");
-  if (pg && *pg && strcmp(pg, "0") && strcmp(pg, "1"))
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_PREFILL_GRAPH=%s: expected 0 or 1", pg);
-  b->prefill_graphs = pg && !strcmp(pg, "1");
-  /* tuning, measured slower on an H100: MiB of the next weights, 0 or unset: none */
-  const char *nx = getenv("KILN_CUDA_GEMV_L2NEXT");
-  b->gemv_l2next = 0;
-  if (nx && *nx) {
-    char *end = NULL;
-    long mib = strtol(nx, &end, 10);
-    if (end == nx || *end || mib < 0 || mib > 4096)
-      return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMV_L2NEXT=%s: expected a number of MiB", nx);
-    b->gemv_l2next = (int64_t)mib << 20;
-  }
   if (!mode || strcmp(mode, "persistent")) return 0;
   /* on the backend's stream (non-blocking: not ordered with the legacy default stream), before the warm-up */
   KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_layers, b->layers, sizeof *b->layers * (size_t)c->n_layers,
@@ -323,7 +325,9 @@ static int warm_and_capture_(kiln_backend *b) {
  * refused: another context holds SMs, a driver without cooperative nodes in graphs) leaves the kernel-per-op
  * graph in charge; any other error is returned. */
 static int finish_(kiln_backend *b) {
-  int rc = setup_decode_kernel_(b);
+  int rc = read_switches_(b);
+  if (rc) return rc;
+  rc = setup_decode_kernel_(b);
   if (rc) return rc;
   if (b->ds_blocks > 0) {
     rc = warm_and_capture_(b);
