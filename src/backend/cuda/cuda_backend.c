@@ -243,11 +243,12 @@ static int read_switches_(kiln_backend *b) {
   b->gemv_l2next = nx && *nx ? env_mib_(nx) : 0;
   if (b->gemv_l2next < 0)
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMV_L2NEXT=%s: expected a number of MiB", nx);
-  /* 1: short prefill chunks replay per-size graphs (forward.c); 0 or unset: launched kernel by kernel */
+  /* 1 or unset: short prefill chunks replay per-size graphs (forward.c; H100: TTFT of a 128-token prompt -26% at
+   * 0.6B, -8% at 4B); 0: launched kernel by kernel */
   const char *pg = getenv("KILN_CUDA_PREFILL_GRAPH");
   if (pg && *pg && strcmp(pg, "0") && strcmp(pg, "1"))
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_PREFILL_GRAPH=%s: expected 0 or 1", pg);
-  b->prefill_graphs = pg && !strcmp(pg, "1");
+  b->prefill_graphs = !(pg && !strcmp(pg, "0"));
   return 0;
 }
 

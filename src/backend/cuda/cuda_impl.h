@@ -79,7 +79,7 @@ struct kiln_backend {
   /* Bytes of the next GEMV's weights each decode GEMV prefetches into L2 as its blocks finish
    * (KILN_CUDA_GEMV_L2NEXT, MiB; 0: none) */
   int64_t gemv_l2next;
-  /* Prefill graphs (KILN_CUDA_PREFILL_GRAPH=1; off by default until measured): a chunk of at most
+  /* Prefill graphs (on unless KILN_CUDA_PREFILL_GRAPH=0): a chunk of at most
    * KILN_CUDA_PREFILL_GRAPH_MAX tokens is padded to a multiple of KILN_CUDA_PREFILL_STEP and replays that size's
    * graph (captured at the size's second use) instead of launching ~8 kernels a layer from the host */
   bool prefill_graphs;
