@@ -17,6 +17,7 @@
  */
 #include <string.h>
 
+#include "backend/cpu/ref_ops.h"
 #include "backend/cuda/attn_decode.h"
 #include "backend/cuda/cuda_impl.h"
 #include "cuda/gpu_test.h"
@@ -196,6 +197,18 @@ static void weights_where_(const char *name, const char *what, const kiln_backen
   free(ha), free(hb);
 }
 
+/* The backend's RoPE frequencies are the reference ones, bitwise: nothing else (such as the fill of the random
+ * weights) writes them. Two backends with the same wrong frequencies would agree with each other, so the
+ * comparisons below could not see it. */
+static void inv_freq_ok_(const char *name, const char *what, const kiln_backend *b) {
+  float want[128], got[128];
+  const int n = b->cfg.head_dim / 2;
+  kiln_ref_rope_inv_freq(want, &b->cfg);
+  GT_CUDA(cudaMemcpy(got, b->inv_freq, sizeof(float) * (size_t)n, cudaMemcpyDeviceToHost));
+  GT_CHECK(!memcmp(want, got, sizeof(float) * (size_t)n), "%s: %s backend's RoPE frequencies are not the reference's",
+           name, what);
+}
+
 static void run_case(const shape_case *s) {
   kiln_config cfg = config_of(s);
   kiln_engine_opts o = {.device = "cuda", .n_ctx = 2048, .n_seqs = 2};
@@ -216,6 +229,8 @@ static void run_case(const shape_case *s) {
     GT_OK(kiln_cuda_create_random(&gr2, &cfg, &o, 0, 11));
   }
   if (!pk || !gr || !pk2 || !gr2) goto out;
+  inv_freq_ok_(s->name, "persistent 1", pk), inv_freq_ok_(s->name, "persistent 2", pk2);
+  inv_freq_ok_(s->name, "graph 1", gr), inv_freq_ok_(s->name, "graph 2", gr2);
   GT_CHECK(pk->ds_blocks > 0, "%s: the persistent decode kernel was not chosen (a cooperative launch refused?)",
            s->name);
   GT_CHECK(gr->ds_blocks == 0, "%s: the default decode path is not the kernel-per-op graph", s->name);

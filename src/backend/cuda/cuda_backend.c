@@ -65,7 +65,6 @@ static int take_all_(kiln_backend *b) {
   if (c->tie_word_embeddings) b->lm_head = b->embed;
   else TAKE(b->lm_head, V * H * 2);
   TAKE(b->final_norm, H * 4);
-  TAKE(b->inv_freq, hd / 2 * 4);
   for (int l = 0; l < c->n_layers; l++) {
     kiln_cuda_layer *L = &b->layers[l];
     TAKE(L->wqkv, b->qkv_dim * H * 2);
@@ -88,6 +87,8 @@ static int take_all_(kiln_backend *b) {
     TAKE(b->layers[l].v_cache, kv * 2);
   }
   b->kv_bytes = A->used - k0;
+  /* from here on: not weights, so kiln_cuda_create_random's fill of the weight range never reaches it */
+  TAKE(b->inv_freq, hd / 2 * 4);
   TAKE(b->d_step, (int64_t)sizeof(kiln_cuda_step));
   TAKE(b->d_tokens, P * 4);
   TAKE(b->d_next, 4);
@@ -202,6 +203,10 @@ static int open_(kiln_backend **out, const kiln_config *cfg, const kiln_engine_o
   if ((rc = kiln_cublas__check(cublasSetWorkspace(b->cublas, b->cublas_ws, (size_t)b->cublas_ws_bytes),
                                "cublasSetWorkspace", __FILE__, __LINE__)))
     goto out;
+  /* the KV cache and scratch start zeroed: a masked key's row read by a tile of the attention is then never NaN
+   * or Inf (0 * NaN would reach the output), and no kernel reads memory nothing wrote */
+  char *after_weights = (char *)b->layers[0].k_cache;
+  KILN_CUDA_TRY(cudaMemsetAsync(after_weights, 0, (size_t)(b->arena.base + b->arena.used - after_weights), b->stream));
   if ((rc = kiln_cuda_attn_decode_init(b->attn_part, &b->shape, b->n_splits, b->stream))) goto out;
   size_t pin = 256 + 256 + (size_t)b->chunk * 4;
   KILN_CUDA_TRY(cudaMallocHost(&b->pinned, pin));
@@ -209,10 +214,12 @@ static int open_(kiln_backend **out, const kiln_config *cfg, const kiln_engine_o
   b->h_next = (int32_t *)((char *)b->pinned + 256);
   b->h_tokens = (int32_t *)((char *)b->pinned + 512);
   {
+    /* on the backend's stream (non-blocking, so a plain cudaMemcpy would not be ordered with the kernels after
+     * it); from pageable memory the copy is staged before the call returns */
     float inv_freq[128];
     kiln_ref_rope_inv_freq(inv_freq, &b->cfg);
-    KILN_CUDA_TRY(cudaMemcpy(b->inv_freq, inv_freq, sizeof(float) * (size_t)(cfg->head_dim / 2),
-                             cudaMemcpyHostToDevice));
+    KILN_CUDA_TRY(cudaMemcpyAsync(b->inv_freq, inv_freq, sizeof(float) * (size_t)(cfg->head_dim / 2),
+                                  cudaMemcpyHostToDevice, b->stream));
   }
 out:
   if (rc) {
@@ -368,12 +375,6 @@ int kiln_cuda_create_random(kiln_backend **out, const kiln_config *cfg, const ki
   const kiln_config *c = &b->cfg;
   if ((rc = kiln_cuda_fill_random(b->embed, NULL, b->weight_bytes / 2, seed, 0.f, 0.02f, b->stream))) goto fail;
   if ((rc = kiln_cuda_fill_random(NULL, b->final_norm, c->hidden_size, seed + 1, 1.f, 0.02f, b->stream))) goto fail;
-  {
-    float inv_freq[128];
-    kiln_ref_rope_inv_freq(inv_freq, c);
-    KILN_CUDA_TRY(cudaMemcpy(b->inv_freq, inv_freq, sizeof(float) * (size_t)(c->head_dim / 2),
-                             cudaMemcpyHostToDevice));
-  }
   for (int l = 0; l < c->n_layers && !rc; l++) {
     kiln_cuda_layer *L = &b->layers[l];
     uint64_t s = seed + 16 * (uint64_t)(l + 1);
@@ -387,7 +388,6 @@ int kiln_cuda_create_random(kiln_backend **out, const kiln_config *cfg, const ki
   if (rc || (rc = finish_(b))) goto fail;
   *out = b;
   return 0;
-out:
 fail:
   destroy_(b);
   return rc;
