@@ -115,6 +115,13 @@ static long kv_diff_(const kiln_backend *a, const kiln_backend *b, int seq, int 
 
 static bool same_(const float *a, const float *b, int n) { return memcmp(a, b, sizeof(float) * (size_t)n) == 0; }
 
+/* The largest logit minus the smallest. */
+static float spread_(const float *x, int n) {
+  float lo = x[0], hi = x[0];
+  for (int i = 1; i < n; i++) lo = x[i] < lo ? x[i] : lo, hi = x[i] > hi ? x[i] : hi;
+  return hi - lo;
+}
+
 /* Where a's KV rows [p0, p1) differ from b's, to say what went wrong when they should be equal: per layer and
  * kind, the first and last differing row, how many rows differ, and how many of those are all zero in a (never
  * written) or in b. */
@@ -250,6 +257,11 @@ static void run_case(const shape_case *s) {
   int32_t *prompt = malloc(sizeof(int32_t) * (size_t)s->prompt);
   float *la = malloc(sizeof(float) * (size_t)V), *lb = malloc(sizeof(float) * (size_t)V);
   float *la2 = malloc(sizeof(float) * (size_t)V), *lb2 = malloc(sizeof(float) * (size_t)V);
+  float *prev = malloc(sizeof(float) * (size_t)V);
+  if (!prompt || !la || !lb || !la2 || !lb2 || !prev) { /* never a vacuous pass */
+    fprintf(stderr, "FATAL %s:%d: out of host memory\n", __FILE__, __LINE__);
+    exit(1);
+  }
   uint64_t r = 0x9e3779b97f4a7c15ull;
   for (int i = 0; i < s->prompt; i++) {
     r = r * 6364136223846793005ull + 1442695040888963407ull;
@@ -282,8 +294,12 @@ static void run_case(const shape_case *s) {
   greedy.temperature = 0.f;
   for (int i = 0; i < s->steps; i++, pos++) {
     if (i % 2 == 0) { /* logits to the host */
+      memcpy(prev, lb, sizeof(float) * (size_t)V);
       GT_OK(kiln_backend_cuda.forward(pk, seq, pos, &tok, 1, la, false));
       GT_OK(kiln_backend_cuda.forward(gr, seq, pos, &tok, 1, lb, false));
+      /* never a vacuous agreement: each step's logits are new (another position) and not all alike */
+      GT_CHECK(!same_(prev, lb, V), "%s: step %d (position %d): the logits did not change", s->name, i, pos);
+      GT_CHECK(spread_(lb, V) > 0.f, "%s: step %d (position %d): every logit is the same", s->name, i, pos);
       GT_OK(kiln_backend_cuda.forward(pk2, seq, pos, &tok, 1, la2, false));
       GT_OK(kiln_backend_cuda.forward(gr2, seq, pos, &tok, 1, lb2, false));
       if (!same_(la, la2, V)) runs_pk++;
@@ -314,7 +330,9 @@ static void run_case(const shape_case *s) {
   /* the rows the two paths stored while decoding: same keys and values up to the rounding of the q/k/v sums */
   const long kv_dec = kv_diff_(pk, gr, seq, s->prompt, pos, &kv_nmse);
   GT_CHECK(kv_nmse <= LOGIT_NMSE, "%s: decoded KV rows differ (%ld elements, NMSE %.3g)", s->name, kv_dec, kv_nmse);
-  if (kv_nmse > LOGIT_NMSE) {
+  /* also where the logits agreed bitwise at every checked step but the stored rows do not (seen on the "short"
+   * case at 20543fe, not yet explained) */
+  if (kv_nmse > LOGIT_NMSE || (kv_dec > 0 && worst == 0)) {
     kv_where_(s->name, "decoded, persistent 1 vs graph 1", pk, gr, seq, s->prompt, pos);
     kv_where_(s->name, "decoded, persistent 2 vs graph 1", pk2, gr, seq, s->prompt, pos);
   }
@@ -328,7 +346,7 @@ static void run_case(const shape_case *s) {
   int32_t bad = V + 5;
   GT_OK(kiln_backend_cuda.forward(pk, 0, 0, &bad, 1, la, false));
   GT_CHECK(la[0] != la[0], "%s: an out-of-vocabulary token did not give NaN logits", s->name);
-  free(prompt), free(la), free(lb), free(la2), free(lb2);
+  free(prompt), free(la), free(lb), free(la2), free(lb2), free(prev);
 out:
   if (pk) kiln_backend_cuda.destroy(pk);
   if (gr) kiln_backend_cuda.destroy(gr);
