@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Where one decode step's time goes, kernel by kernel, inside the graph.
+
+Reads the kernel trace of an Nsight Systems run of bench_cuda (`nsys stats --report cuda_gpu_trace --format csv`,
+written by bench/cuda/profile.sh) and the model config, finds the decode steps (the embedding kernel followed by a
+GEMV), and prints for each role of a layer (qkv GEMV, attention, o GEMV, gate/up GEMV, down GEMV) and for the head
+the median duration over the last steps, the weight bandwidth it reached, and the median gap from the end of the
+kernel before it (negative: the two overlapped, programmatic dependent launch). bench_cuda --ops times each kernel
+alone; this shows them in context, where L2 state, overlap and launch gaps differ.
+
+  trace_report.py TRACE.csv CONFIG.json [--steps N] [--json OUT.json]
+"""
+import csv
+import json
+import statistics
+import sys
+
+ROLES = ["qkv", "attention", "o", "gate_up", "down"]
+
+
+def load_trace(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    # nsys prints notes before the header in some versions: the header is the first row naming a start and a name
+    for h, row in enumerate(rows):
+        cols = [c.strip() for c in row]
+        if any(c.startswith("Start") for c in cols) and "Name" in cols:
+            break
+    else:
+        sys.exit(f"trace_report: {path}: no header with Start and Name columns")
+    cols = [c.strip() for c in rows[h]]
+    i_start = next(i for i, c in enumerate(cols) if c.startswith("Start"))
+    i_dur = next(i for i, c in enumerate(cols) if c.startswith("Duration"))
+    i_name = cols.index("Name")
+    kernels = []
+    for row in rows[h + 1:]:
+        if len(row) <= max(i_start, i_dur, i_name):
+            continue
+        name = row[i_name]
+        if name.startswith("[CUDA"):  # memcpy, memset
+            continue
+        try:
+            kernels.append((float(row[i_start]), float(row[i_dur]), name))
+        except ValueError:
+            continue
+    kernels.sort()
+    return kernels
+
+
+def decode_steps(kernels, n_layers):
+    """Runs of 1 + 5 * n_layers + 1 kernels that start with the embedding and go on with GEMVs and attention."""
+    need = 2 + 5 * n_layers
+    steps = []
+    i = 0
+    while i + need <= len(kernels):
+        k = kernels[i: i + need]
+        if "embed" in k[0][2] and "gemv" in k[1][2] and "attn" in k[2][2] and "gemv" in k[-1][2]:
+            steps.append(k)
+            i += need
+        else:
+            i += 1
+    return steps
+
+
+def main():
+    args = sys.argv[1:]
+    n_keep, out_json = 50, None
+    if "--steps" in args:
+        j = args.index("--steps")
+        n_keep = int(args[j + 1])
+        del args[j: j + 2]
+    if "--json" in args:
+        j = args.index("--json")
+        out_json = args[j + 1]
+        del args[j: j + 2]
+    if len(args) != 2:
+        sys.exit(__doc__)
+    trace, cfg_path = args
+    cfg = json.load(open(cfg_path))
+    H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    L, nh, nkv = cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or H // nh
+    wbytes = {"qkv": (nh + 2 * nkv) * hd * H * 2, "o": nh * hd * H * 2, "gate_up": 2 * I * H * 2,
+              "down": I * H * 2, "head": V * H * 2}
+    steps = decode_steps(load_trace(trace), L)
+    if not steps:
+        sys.exit("trace_report: no decode step found in the trace (embedding, GEMV, attention, ..., GEMV)")
+    steps = steps[-n_keep:]
+    dur = {r: [] for r in ROLES + ["embed", "head"]}
+    gap = {r: [] for r in ROLES + ["head"]}
+    spans, sums = [], []
+    for k in steps:
+        spans.append(k[-1][0] + k[-1][1] - k[0][0])
+        sums.append(sum(d for _, d, _ in k))
+        dur["embed"].append(k[0][1])
+        for j in range(1, len(k)):
+            role = "head" if j == len(k) - 1 else ROLES[(j - 1) % 5]
+            dur[role].append(k[j][1])
+            gap[role].append(k[j][0] - (k[j - 1][0] + k[j - 1][1]))
+    med = lambda xs: statistics.median(xs) / 1e3 if xs else float("nan")  # ns -> us
+    span_us, sum_us = med(spans), med(sums)
+    print(f"{cfg_path}: {len(steps)} decode steps, median span {span_us:.1f} us, "
+          f"sum of kernel durations {sum_us:.1f} us")
+    print(f"{'role':<10} {'median us':>10} {'x count':>8} {'us a step':>10} {'GB/s':>8} {'gap us':>8}  kernel")
+    report = {"config": cfg_path, "steps": len(steps), "span_us": span_us, "kernel_sum_us": sum_us, "roles": []}
+    names = {}
+    for j, (_, _, name) in enumerate(steps[-1]):
+        role = "embed" if j == 0 else "head" if j == len(steps[-1]) - 1 else ROLES[(j - 1) % 5]
+        names.setdefault(role, name)
+    for role in ["embed"] + ROLES + ["head"]:
+        count = 1 if role in ("embed", "head") else L
+        d = med(dur[role])
+        g = med(gap[role]) if role != "embed" else float("nan")
+        bw = wbytes[role] / (d * 1e3) if role in wbytes and d > 0 else float("nan")
+        print(f"{role:<10} {d:>10.2f} {count:>8} {d * count:>10.1f} {bw:>8.0f} {g:>8.2f}  {names.get(role, '')[:60]}")
+        num = lambda x: None if x != x else x  # NaN is not JSON
+        report["roles"].append({"role": role, "median_us": num(d), "count": count, "gbps": num(bw),
+                                "gap_us": num(g), "kernel": names.get(role, "")})
+    if out_json:
+        json.dump(report, open(out_json, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""trace_report.py on synthetic Nsight Systems kernel traces whose answers are known: the decode steps are found
+among other kernels (a prefill, a sample kernel, copies, a note before the header), each role's median duration,
+weight bandwidth and gap come out as built, and a trace without a decode step is an error, not an empty table."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+REPORT = sys.argv[1]
+L, H, I, V, NH, NKV, HD = 2, 64, 128, 1000, 4, 2, 16
+CFG = {"hidden_size": H, "intermediate_size": I, "vocab_size": V, "num_hidden_layers": L,
+       "num_attention_heads": NH, "num_key_value_heads": NKV, "head_dim": HD}
+# ns per role; each step's kernels are 500 ns apart, and the o GEMV starts 300 ns before the attention ends
+DUR = {"qkv": 4000, "attention": 9000, "o": 3000, "gate_up": 5000, "down": 4000, "head": 100000}
+failures = 0
+
+
+def check(cond, what):
+    global failures
+    if not cond:
+        failures += 1
+        print("FAIL " + what)
+
+
+def trace(path, steps):
+    rows = [["Generating SQLite file prof.sqlite"], ["Start (ns)", "Duration (ns)", "CorrId", "GrdX", "Name"]]
+    t = [0]
+
+    def k(name, d, gap=500):
+        rows.append([str(t[0]), str(d), "1", "1", name])
+        t[0] += d + gap
+
+    k("[CUDA memcpy Host-to-Device]", 100)
+    k("embed_kernel(...)", 1000)  # a prefill: embedding then a norm, not a decode step
+    k("add_rmsnorm_kernel(...)", 2000)
+    for s in range(steps):
+        k("embed_kernel(...)", 1000)
+        for _ in range(L):
+            k("void gemv_kernel<0>(...)", DUR["qkv"] + s)  # medians must ignore the odd step out
+            k("void attn_decode_kernel<4, true>(...)", DUR["attention"], gap=-300)
+            k("void gemv_kernel<1>(...)", DUR["o"])
+            k("void gemv_kernel<2>(...)", DUR["gate_up"])
+            k("void gemv_kernel<1>(...)", DUR["down"])
+        k("void gemv_kernel<3>(...)", DUR["head"])
+        k("sample_kernel(...)", 2000)
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+with tempfile.TemporaryDirectory() as d:
+    cfg = os.path.join(d, "cfg.json")
+    json.dump(CFG, open(cfg, "w"))
+    tr, out = os.path.join(d, "t.csv"), os.path.join(d, "r.json")
+    trace(tr, 3)
+    p = subprocess.run([sys.executable, REPORT, tr, cfg, "--json", out], capture_output=True, text=True)
+    check(p.returncode == 0, f"report failed: {p.stderr}")
+    r = json.load(open(out))
+    check(r["steps"] == 3, f"steps {r['steps']}, expected 3")
+    roles = {x["role"]: x for x in r["roles"]}
+    for role, ns in DUR.items():
+        got = roles[role]["median_us"]
+        want = (ns + (1 if role == "qkv" else 0)) / 1e3
+        check(abs(got - want) < 1e-9, f"{role}: median {got} us, expected {want}")
+    wbytes = {"qkv": (NH + 2 * NKV) * HD * H * 2, "o": NH * HD * H * 2, "gate_up": 2 * I * H * 2,
+              "down": I * H * 2, "head": V * H * 2}
+    for role, b in wbytes.items():
+        want = b / (roles[role]["median_us"] * 1e3)
+        check(abs(roles[role]["gbps"] - want) < 1e-9, f"{role}: {roles[role]['gbps']} GB/s, expected {want}")
+    check(abs(roles["o"]["gap_us"] + 0.3) < 1e-9, f"o gap {roles['o']['gap_us']} us, expected -0.3")
+    check(abs(roles["qkv"]["gap_us"] - 0.5) < 1e-9, f"qkv gap {roles['qkv']['gap_us']} us, expected 0.5")
+    check(roles["attention"]["count"] == L and roles["head"]["count"] == 1, "role counts")
+    step_sum = (1000 + L * sum(v for k, v in DUR.items() if k != "head") + DUR["head"] + L) / 1e3
+    check(abs(r["kernel_sum_us"] - step_sum) < 1e-9, f"kernel sum {r['kernel_sum_us']}, expected {step_sum}")
+    # --steps keeps the last N
+    p = subprocess.run([sys.executable, REPORT, tr, cfg, "--steps", "1", "--json", out], capture_output=True,
+                       text=True)
+    check(p.returncode == 0 and json.load(open(out))["steps"] == 1, "--steps 1")
+    # no decode step: an error with a message
+    trace(tr, 0)
+    p = subprocess.run([sys.executable, REPORT, tr, cfg], capture_output=True, text=True)
+    check(p.returncode != 0 and "no decode step" in p.stderr, f"empty trace: rc {p.returncode}, {p.stderr!r}")
+
+print(f"test_trace_report: {'FAIL' if failures else 'ok'} ({failures} failures)")
+sys.exit(1 if failures else 0)
