@@ -206,7 +206,8 @@ static int open_(kiln_backend **out, const kiln_config *cfg, const kiln_engine_o
   /* the KV cache and scratch start zeroed: a masked key's row read by a tile of the attention is then never NaN
    * or Inf (0 * NaN would reach the output), and no kernel reads memory nothing wrote */
   char *after_weights = (char *)b->layers[0].k_cache;
-  KILN_CUDA_TRY(cudaMemsetAsync(after_weights, 0, (size_t)(b->arena.base + b->arena.used - after_weights), b->stream));
+  const size_t rest = (size_t)(b->arena.base + b->arena.used - after_weights);
+  KILN_CUDA_TRY(cudaMemsetAsync(after_weights, 0, rest, b->stream));
   if ((rc = kiln_cuda_attn_decode_init(b->attn_part, &b->shape, b->n_splits, b->stream))) goto out;
   size_t pin = 256 + 256 + (size_t)b->chunk * 4;
   KILN_CUDA_TRY(cudaMallocHost(&b->pinned, pin));
