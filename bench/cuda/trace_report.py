@@ -18,6 +18,16 @@ import sys
 ROLES = ["qkv", "attention", "o", "gate_up", "down"]
 
 
+def role_of(j, n):
+    """The role of kernel j of a decode step of n kernels: the embedding, 5 a layer, then the head's GEMV."""
+    return "embed" if j == 0 else "head" if j == n - 1 else ROLES[(j - 1) % 5]
+
+
+def num(x):
+    """NaN as null (NaN is not JSON)."""
+    return None if x != x else x
+
+
 def load_trace(path):
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
@@ -92,11 +102,11 @@ def main():
     for k in steps:
         spans.append(k[-1][0] + k[-1][1] - k[0][0])
         sums.append(sum(d for _, d, _ in k))
-        dur["embed"].append(k[0][1])
-        for j in range(1, len(k)):
-            role = "head" if j == len(k) - 1 else ROLES[(j - 1) % 5]
+        for j in range(len(k)):
+            role = role_of(j, len(k))
             dur[role].append(k[j][1])
-            gap[role].append(k[j][0] - (k[j - 1][0] + k[j - 1][1]))
+            if j:
+                gap[role].append(k[j][0] - (k[j - 1][0] + k[j - 1][1]))
     med = lambda xs: statistics.median(xs) / 1e3 if xs else float("nan")  # ns -> us
     span_us, sum_us = med(spans), med(sums)
     print(f"{cfg_path}: {len(steps)} decode steps, median span {span_us:.1f} us, "
@@ -105,15 +115,13 @@ def main():
     report = {"config": cfg_path, "steps": len(steps), "span_us": span_us, "kernel_sum_us": sum_us, "roles": []}
     names = {}
     for j, (_, _, name) in enumerate(steps[-1]):
-        role = "embed" if j == 0 else "head" if j == len(steps[-1]) - 1 else ROLES[(j - 1) % 5]
-        names.setdefault(role, name)
+        names.setdefault(role_of(j, len(steps[-1])), name)
     for role in ["embed"] + ROLES + ["head"]:
         count = 1 if role in ("embed", "head") else L
         d = med(dur[role])
         g = med(gap[role]) if role != "embed" else float("nan")
         bw = wbytes[role] / (d * 1e3) if role in wbytes and d > 0 else float("nan")
         print(f"{role:<10} {d:>10.2f} {count:>8} {d * count:>10.1f} {bw:>8.0f} {g:>8.2f}  {names.get(role, '')[:60]}")
-        num = lambda x: None if x != x else x  # NaN is not JSON
         report["roles"].append({"role": role, "median_us": num(d), "count": count, "gbps": num(bw),
                                 "gap_us": num(g), "kernel": names.get(role, "")})
     if out_json:
