@@ -235,6 +235,52 @@ static json_t *bench_ops(kiln_backend *b, int ctx) {
   return ops;
 }
 
+/* KILN_CUDA_ATTN_PROFILE=1: layer 0's decode attention in the last step, per block (attn_decode.h): the median
+ * and largest time of each stage (entry to the end of the PDL wait, prologue, tiles, combine) and, on the global
+ * timer, how far apart the blocks entered and left the wait, and from the first release to the last exit. */
+static int cmp_dbl_(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+static json_t *attn_profile(kiln_backend *b) {
+  static unsigned long long w[KILN_AD_PROF_WORDS];
+  CK(cudaMemcpy(w, b->d_prof, sizeof w, cudaMemcpyDeviceToHost));
+  static double st[5][KILN_AD_PROF_WORDS / 8];
+  double g0min = 1e300, g1max = 0, relmin = 1e300, relmax = 0, entmax = 0;
+  int n = 0, last = -1;
+  for (int k = 0; k < KILN_AD_PROF_WORDS / 8; k++) {
+    const unsigned long long *v = w + 8 * k;
+    if ((v[7] & 255) != 1 || v[6] <= v[5] || v[4] <= v[0]) continue;
+    last = k;
+    const double per_ns = (double)(v[4] - v[0]) / (double)(v[6] - v[5]); /* SM cycles per ns */
+    for (int j = 0; j < 4; j++) st[j][n] = (double)(v[j + 1] - v[j]) / per_ns * 1e-3;
+    st[4][n] = (double)(v[7] >> 8) / per_ns * 1e-3;
+    const double g0 = (double)v[5], rel = g0 + (double)(v[1] - v[0]) / per_ns;
+    g0min = g0 < g0min ? g0 : g0min;
+    entmax = g0 > entmax ? g0 : entmax;
+    g1max = (double)v[6] > g1max ? (double)v[6] : g1max;
+    relmin = rel < relmin ? rel : relmin;
+    relmax = rel > relmax ? rel : relmax;
+    n++;
+  }
+  json_t *o = json_object();
+  json_object_set_new(o, "blocks", json_integer(n));
+  json_object_set_new(o, "last_block", json_integer(last));
+  if (!n) return o;
+  static const char *names[5] = {"to_wait_end_us", "prologue_us", "tiles_us", "combine_us", "prologue_again_us"};
+  for (int j = 0; j < 5; j++) {
+    qsort(st[j], (size_t)n, sizeof(double), cmp_dbl_);
+    json_t *m = json_object();
+    json_object_set_new(m, "median", json_real(st[j][n / 2]));
+    json_object_set_new(m, "max", json_real(st[j][n - 1]));
+    json_object_set_new(o, names[j], m);
+  }
+  json_object_set_new(o, "entry_spread_us", json_real((entmax - g0min) * 1e-3));
+  json_object_set_new(o, "release_spread_us", json_real((relmax - relmin) * 1e-3));
+  json_object_set_new(o, "first_release_to_last_exit_us", json_real((g1max - relmin) * 1e-3));
+  return o;
+}
+
 /* KILN_CUDA_DS_PROFILE=1: the last step's timeline as block 0 of the persistent decode kernel saw it
  * (decode_step.h): per layer, each phase from one barrier's release to the next (microseconds, mean over the
  * layers), and block 0's mean wait at a barrier. */
@@ -310,6 +356,7 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
     memset(st, 0, sizeof *st);
     st->pos = ctxs[i];
     st->token = 1;
+    if (b->attn_prof) CK(cudaMemsetAsync(b->d_prof, 0, KILN_AD_PROF_WORDS * 8, b->stream)); /* this context's only */
     for (int w = 0; w < 10; w++) CK(cudaGraphLaunch(kiln_cuda__step_graph(b, ctxs[i], true), b->stream));
     CK(cudaStreamSynchronize(b->stream));
     if (*b->h_next < 0 || *b->h_next >= V) {
@@ -342,6 +389,7 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
     json_object_set_new(d, "floor_ms", json_real(floor_ms));
     json_object_set_new(d, "fraction_of_floor", json_real(floor_ms / hm));
     if (b->ds.prof) json_object_set_new(d, "persistent_profile", ds_profile(b));
+    if (b->attn_prof && !b->ds_blocks) json_object_set_new(d, "attention_profile", attn_profile(b));
     json_array_append_new(dec, d);
   }
   float *logits = malloc(sizeof(float) * (size_t)V);

@@ -5,21 +5,33 @@
 #   BIN=build-cuda/bin bench/cuda/profile.sh OUT_DIR CONFIG.json [CTX]
 #
 # Writes OUT_DIR/NAME-roles.json (and with KEEP_TRACE=1 OUT_DIR/NAME-trace.csv.xz, every kernel: start, duration,
-# name) and prints the table. Needs nsys (the CUDA toolkit's Nsight Systems) on the PATH or in /usr/local/cuda/bin.
+# name) and prints the table. Uses nsys (Nsight Systems) when installed, else the CUPTI tracer libkiln_ktrace.so
+# built beside bench_cuda (KTRACE=path to name another).
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: profile.sh OUT_DIR CONFIG.json [CTX]" >&2; exit 2; }
 out=$1 cfg=$2 ctx=${3:-128}
 here=$(cd "$(dirname "$0")" && pwd)
 BIN=${BIN:-build-cuda/bin}
 NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -n 1 || true)
-[ -n "$NSYS" ] || { echo "profile.sh: nsys not found" >&2; exit 1; }
+KTRACE=${KTRACE:-$BIN/../lib/libkiln_ktrace.so}
 mkdir -p "$out"
 name=$(basename "$cfg" .json)-ctx$ctx
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-"$NSYS" profile --trace=cuda --cuda-graph-trace=node --force-overwrite=true -o "$tmp/prof" \
-  "$BIN/bench_cuda" --ctx "$ctx" --prompts 128 "$cfg" > "$tmp/bench.json"
-"$NSYS" stats --report cuda_gpu_trace --format csv --force-export=true --output "$tmp/prof" "$tmp/prof.nsys-rep" > /dev/null
-trace=$(ls "$tmp"/prof*cuda_gpu_trace*.csv | head -n 1)
+if [ -n "$NSYS" ]; then
+  "$NSYS" profile --trace=cuda --cuda-graph-trace=node --force-overwrite=true -o "$tmp/prof" \
+    "$BIN/bench_cuda" --ctx "$ctx" --prompts 128 "$cfg" > "$tmp/bench.json"
+  "$NSYS" stats --report cuda_gpu_trace --format csv --force-export=true --output "$tmp/prof" "$tmp/prof.nsys-rep" \
+    > /dev/null
+  trace=$(ls "$tmp"/prof*cuda_gpu_trace*.csv | head -n 1)
+elif [ -f "$KTRACE" ]; then
+  # no Nsight Systems: the CUPTI injection library of bench/cuda/ktrace.c writes the same columns
+  trace=$tmp/trace.csv
+  CUDA_INJECTION64_PATH=$(cd "$(dirname "$KTRACE")" && pwd)/$(basename "$KTRACE") KTRACE_OUT=$trace \
+    "$BIN/bench_cuda" --ctx "$ctx" --prompts 128 "$cfg" > "$tmp/bench.json"
+else
+  echo "profile.sh: neither nsys nor $KTRACE (bench/cuda/ktrace.c) found" >&2
+  exit 1
+fi
 python3 "$here/trace_report.py" "$trace" "$cfg" --json "$out/$name-roles.json"
 if [ -n "${KEEP_TRACE:-}" ]; then xz -c "$trace" > "$out/$name-trace.csv.xz"; fi

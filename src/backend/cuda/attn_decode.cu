@@ -18,11 +18,35 @@
  * more head groups). CLUSTER: the n_splits units of a (kv head, head group) are one thread-block cluster and
  * combine their partials through distributed shared memory; otherwise through the global scratch and an arrival
  * counter. Shared memory is dynamic: the tile buffers put it past the 48 KB of a static array. */
+/* Thread 0's timeline into the profile (kiln_cuda_attn_decode_args.prof); out of line so the kernel's hot code
+ * stays as it is without it. */
+static __device__ __noinline__ void attn_prof_store_(unsigned long long *prof, const long long *tl,
+                                                     unsigned long long g0, long long again) {
+  const unsigned blk = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  if (blk >= KILN_AD_PROF_WORDS / 8) return;
+  unsigned long long g1;
+  const long long t4 = clock64();
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g1));
+  unsigned long long *w = prof + 8 * (size_t)blk;
+  for (int i = 0; i < 4; i++) w[i] = (unsigned long long)tl[i];
+  w[4] = (unsigned long long)t4;
+  w[5] = g0;
+  w[6] = g1;
+  w[7] = 1 | (unsigned long long)again << 8; /* and the repeated prologue's cycles */
+}
+
 template <int GMAX, bool CLUSTER>
 static __global__ void __launch_bounds__(AD_THREADS) attn_decode_kernel(kiln_cuda_attn_decode_args a, float qscale) {
   extern __shared__ uint4 ad_smem[];
   kiln_attn_smem<GMAX, AD_THREADS> &s = *(kiln_attn_smem<GMAX, AD_THREADS> *)ad_smem;
   kiln_pdl_trigger();
+  long long tl[5], again = 0;
+  unsigned long long g0 = 0;
+  const bool prof = a.prof && threadIdx.x == 0;
+  if (prof) {
+    tl[0] = clock64();
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g0));
+  }
   /* The step (slot, position) was written by the graph's first node, before any kernel of the step started, so
    * it and the cache rows of earlier steps can be read before the wait. */
   kiln_attn_unit u = {(int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, a.n_splits, (int)gridDim.z, a.step->seq,
@@ -33,15 +57,27 @@ static __global__ void __launch_bounds__(AD_THREADS) attn_decode_kernel(kiln_cud
   if (!CLUSTER && !active) return; /* no keys: no partial, no arrival */
   if (active) kiln_attn_unit_first<GMAX, AD_THREADS>(s, u, a.k_cache, a.v_cache, a.shape);
   kiln_pdl_wait();
+  if (prof) tl[1] = clock64();
   if (active) {
     const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.inv_freq, a.eps, qscale};
     kiln_attn_unit_prologue<GMAX, AD_THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
+    if (prof) tl[2] = clock64();
+    if (a.prof) { /* the prologue again (it is idempotent), timed: the same work with its code and data cached */
+      kiln_attn_unit_prologue<GMAX, AD_THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
+      if (prof) again = clock64() - tl[2];
+      __syncthreads();
+      if (prof) tl[2] = clock64();
+    }
     if (CLUSTER)
       kiln_attn_unit_tiles<GMAX, AD_THREADS>(s, u, a.k_cache, a.v_cache, a.shape, (float *)s.kt, a.shape.head_dim);
     else
       kiln_attn_unit_run<GMAX, AD_THREADS>(s, u, a.out, a.k_cache, a.v_cache, a.shape, a.scratch);
+  } else if (prof) {
+    tl[2] = clock64();
   }
-  if (CLUSTER) kiln_attn_cluster_combine<GMAX, AD_THREADS>(s, u, a.out, a.shape);
+  if (prof) tl[3] = clock64();
+  if (CLUSTER) kiln_attn_cluster_combine<GMAX, AD_THREADS>(s, u, a.out, a.shape, a.relaxed_end);
+  if (prof) attn_prof_store_(a.prof, tl, g0, again);
 }
 
 /* Where the cluster combine is used (kiln_cuda_attn_decode_cluster): -1 until first asked, then

@@ -54,7 +54,14 @@ typedef struct kiln_cuda_attn_decode_args {
    * default, as it measured slower on an H100: docs/cuda.md). */
   const void *l2_next[2];
   int64_t l2_next_bytes[2];
+  /* NULL, or KILN_AD_PROF_WORDS words (tuning only, KILN_CUDA_ATTN_PROFILE=1): each block's timeline of the call,
+   * 8 words a block (block index x + grid.x (y + grid.y z), the first KILN_AD_PROF_WORDS / 8 blocks): SM clock at
+   * entry, after the PDL wait, after the prologue, after the tiles, after the combine; global timer (ns) at entry
+   * and at the end */
+  unsigned long long *prof;
+  int relaxed_end; /* the cluster combine's last barrier without release semantics (KILN_CUDA_ATTN_RELAXED) */
 } kiln_cuda_attn_decode_args;
+#define KILN_AD_PROF_WORDS 2048
 
 int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *args, cudaStream_t stream);
 

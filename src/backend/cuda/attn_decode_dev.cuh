@@ -411,7 +411,7 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
 template <int GMAX, int THREADS>
 static __device__ __forceinline__ void kiln_attn_cluster_combine(kiln_attn_smem<GMAX, THREADS> &s,
                                                                  const kiln_attn_unit &u, uint16_t *out,
-                                                                 const kiln_cuda_attn_shape &sh) {
+                                                                 const kiln_cuda_attn_shape &sh, bool relaxed_end) {
   namespace cg = cooperative_groups;
   cg::cluster_group cl = cg::this_cluster();
   const int tid = threadIdx.x;
@@ -446,7 +446,15 @@ static __device__ __forceinline__ void kiln_attn_cluster_combine(kiln_attn_smem<
     uint16_t *o = out + (int64_t)(h0 + i) * hd + d;
     *(uint2 *)o = make_uint2(kiln_pack_bf16x2(num.x, num.y), kiln_pack_bf16x2(num.z, num.w));
   }
-  cl.sync(); /* no unit leaves, freeing its shared memory, while another still reads it */
+  /* No unit leaves, freeing its shared memory, while another still reads it. relaxed_end: an arrive without
+   * release semantics (the remote reads have all returned: their values fed the stores above), so the barrier
+   * does not first wait for this unit's output stores to reach L2 (the default cluster barrier's MEMBAR.GPU). */
+  if (relaxed_end) {
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+  } else {
+    cl.sync();
+  }
 }
 
 #endif /* KILN_CUDA_ATTN_DECODE_DEV_CUH */

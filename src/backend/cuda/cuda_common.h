@@ -78,6 +78,9 @@ int kiln_cuda__pdl(void);
  * also prefer the largest shared-memory carveout (more blocks per SM, less L1). Returns 0 or KILN_EDEVICE. */
 #define KILN_CUDA_MAX_DEVICES 64
 int kiln_cuda__allow_smem(const void *kern, size_t bytes, size_t set[KILN_CUDA_MAX_DEVICES], int max_carveout);
+/* The shared-memory carveout (percent) that kiln_cuda__allow_smem asks for every kernel that does not ask for the
+ * largest itself; -1: the driver's choice. Set from KILN_CUDA_CARVEOUT before the graphs are captured. */
+void kiln_cuda__set_carveout(int percent);
 
 /* Round up to a multiple of m (m > 0). */
 static inline int64_t kiln_cuda__round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }

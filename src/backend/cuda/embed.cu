@@ -33,6 +33,9 @@ static __global__ void embed_kernel(float *x, const uint16_t *table, int64_t voc
 
 static int embed_launch(float *x, const uint16_t *table, int64_t vocab, int64_t hidden, const int32_t *ids,
                         int64_t n, unsigned long long *reset, cudaStream_t stream) {
+  static size_t smem_set[KILN_CUDA_MAX_DEVICES]; /* no shared memory: only the carveout (KILN_CUDA_CARVEOUT) */
+  int rc = kiln_cuda__allow_smem((const void *)embed_kernel, 0, smem_set, 0);
+  if (rc) return rc;
   embed_kernel<<<(unsigned)n, 128, 0, stream>>>(x, table, vocab, hidden, ids, reset);
   KILN_CUDA_LAUNCHED();
   return 0;

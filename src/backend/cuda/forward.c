@@ -61,7 +61,9 @@ static int decode_enqueue_(kiln_backend *b, bool sample, bool short_ctx) {
                                      .inv_freq = b->inv_freq, .eps = c->rms_norm_eps, .k_cache = L->k_cache,
                                      .v_cache = L->v_cache, .step = b->d_step, .shape = b->shape,
                                      .n_splits = short_ctx ? b->short_splits : b->n_splits,
-                                     .scratch = b->attn_part, .cluster = short_ctx};
+                                     .scratch = b->attn_part, .cluster = short_ctx,
+                                     .prof = b->attn_prof && l == 0 ? b->d_prof : NULL,
+                                     .relaxed_end = b->attn_relaxed};
     if (b->attn_l2pf >= 0) { /* the weights the o and gate/up GEMVs read first, while HBM would idle */
       at.l2_next[0] = L->wo, at.l2_next_bytes[0] = nq * H * 2;
       at.l2_next[1] = L->wgu, at.l2_next_bytes[1] = b->attn_l2pf < gu_bytes ? b->attn_l2pf : gu_bytes;

@@ -197,6 +197,9 @@ static __global__ void __launch_bounds__(SM_THREADS)
 
 static int sample_launch(int32_t *next, const float *logits, int64_t vocab, const unsigned long long *argmax,
                          const kiln_cuda_step *step, cudaStream_t stream) {
+  static size_t smem_set[KILN_CUDA_MAX_DEVICES]; /* no dynamic shared memory: only the carveout */
+  int rc = kiln_cuda__allow_smem((const void *)sample_kernel, 0, smem_set, 0);
+  if (rc) return rc;
   KILN_CUDA_CHECK(kiln_launch(sample_kernel, dim3(1), dim3(SM_THREADS), 0, stream, next, logits, vocab,
                               (const u64 *)argmax, step));
   return 0;

@@ -4,15 +4,21 @@
  */
 #include "backend/cuda/cuda_common.h"
 
+/* The carveout every kernel that passes through here prefers (percent of the unified L1/shared memory; -1: the
+ * driver's choice), unless it asks for the largest itself. Process-wide: a kernel's attribute is too. */
+static int carveout_ = -1;
+
+void kiln_cuda__set_carveout(int percent) { carveout_ = percent < 0 ? -1 : percent > 100 ? 100 : percent; }
+
 int kiln_cuda__allow_smem(const void *kern, size_t bytes, size_t set[KILN_CUDA_MAX_DEVICES], int max_carveout) {
   int dev = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < KILN_CUDA_MAX_DEVICES && set[dev] >= bytes) return 0;
+  /* set[dev]: the bytes allowed + 1; 0: nothing set yet */
+  if (dev < KILN_CUDA_MAX_DEVICES && set[dev] > bytes) return 0;
   if (bytes > 48 * 1024)
     KILN_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-  if (max_carveout)
-    KILN_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                         cudaSharedmemCarveoutMaxShared));
-  if (dev < KILN_CUDA_MAX_DEVICES) set[dev] = bytes;
+  const int carveout = max_carveout ? cudaSharedmemCarveoutMaxShared : carveout_;
+  if (carveout >= 0) KILN_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, carveout));
+  if (dev < KILN_CUDA_MAX_DEVICES) set[dev] = bytes + 1;
   return 0;
 }
