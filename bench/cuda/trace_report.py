@@ -4,9 +4,12 @@
 Reads the kernel trace of an Nsight Systems run of bench_cuda (`nsys stats --report cuda_gpu_trace --format csv`,
 written by bench/cuda/profile.sh) and the model config, finds the decode steps (the embedding kernel followed by a
 GEMV), and prints for each role of a layer (qkv GEMV, attention, o GEMV, gate/up GEMV, down GEMV) and for the head
-the median duration over the last steps, the weight bandwidth it reached, and the median gap from the end of the
-kernel before it (negative: the two overlapped, programmatic dependent launch). bench_cuda --ops times each kernel
-alone; this shows them in context, where L2 state, overlap and launch gaps differ.
+the median duration over the last steps, the weight bandwidth it reached, the median gap from the end of the
+kernel before it (negative: the two overlapped, programmatic dependent launch) and the median increment: from the
+end of the kernel before it to its own end, the time the role adds to the step. Under programmatic dependent
+launch a kernel starts early and waits for its predecessor, so its duration overstates its cost (the durations
+of a step add up to more than its span) and the increments are what sums to the span. bench_cuda --ops times each
+kernel alone; this shows them in context, where L2 state, overlap and launch gaps differ.
 
   trace_report.py TRACE.csv CONFIG.json [--steps N] [--json OUT.json]
 """
@@ -98,6 +101,7 @@ def main():
     steps = steps[-n_keep:]
     dur = {r: [] for r in ROLES + ["embed", "head"]}
     gap = {r: [] for r in ROLES + ["head"]}
+    inc = {r: [] for r in ROLES + ["head"]}
     spans, sums = [], []
     for k in steps:
         spans.append(k[-1][0] + k[-1][1] - k[0][0])
@@ -107,11 +111,13 @@ def main():
             dur[role].append(k[j][1])
             if j:
                 gap[role].append(k[j][0] - (k[j - 1][0] + k[j - 1][1]))
+                inc[role].append(k[j][0] + k[j][1] - (k[j - 1][0] + k[j - 1][1]))
     med = lambda xs: statistics.median(xs) / 1e3 if xs else float("nan")  # ns -> us
     span_us, sum_us = med(spans), med(sums)
     print(f"{cfg_path}: {len(steps)} decode steps, median span {span_us:.1f} us, "
           f"sum of kernel durations {sum_us:.1f} us")
-    print(f"{'role':<10} {'median us':>10} {'x count':>8} {'us a step':>10} {'GB/s':>8} {'gap us':>8}  kernel")
+    print(f"{'role':<10} {'median us':>10} {'x count':>8} {'inc us':>8} {'inc a step':>10} {'GB/s inc':>8} "
+          f"{'gap us':>8}  kernel")
     report = {"config": cfg_path, "steps": len(steps), "span_us": span_us, "kernel_sum_us": sum_us, "roles": []}
     names = {}
     for j, (_, _, name) in enumerate(steps[-1]):
@@ -120,10 +126,12 @@ def main():
         count = 1 if role in ("embed", "head") else L
         d = med(dur[role])
         g = med(gap[role]) if role != "embed" else float("nan")
-        bw = wbytes[role] / (d * 1e3) if role in wbytes and d > 0 else float("nan")
-        print(f"{role:<10} {d:>10.2f} {count:>8} {d * count:>10.1f} {bw:>8.0f} {g:>8.2f}  {names.get(role, '')[:60]}")
-        report["roles"].append({"role": role, "median_us": num(d), "count": count, "gbps": num(bw),
-                                "gap_us": num(g), "kernel": names.get(role, "")})
+        n = med(inc[role]) if role != "embed" else float("nan")
+        bw = wbytes[role] / (n * 1e3) if role in wbytes and n > 0 else float("nan")
+        print(f"{role:<10} {d:>10.2f} {count:>8} {n:>8.2f} {n * count:>10.1f} {bw:>8.0f} {g:>8.2f}  "
+              f"{names.get(role, '')[:60]}")
+        report["roles"].append({"role": role, "median_us": num(d), "count": count, "inc_us": num(n),
+                                "gbps_inc": num(bw), "gap_us": num(g), "kernel": names.get(role, "")})
     if out_json:
         json.dump(report, open(out_json, "w"), indent=1)
 

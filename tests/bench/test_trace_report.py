@@ -66,9 +66,14 @@ with tempfile.TemporaryDirectory() as d:
         check(abs(got - want) < 1e-9, f"{role}: median {got} us, expected {want}")
     wbytes = {"qkv": (NH + 2 * NKV) * HD * H * 2, "o": NH * HD * H * 2, "gate_up": 2 * I * H * 2,
               "down": I * H * 2, "head": V * H * 2}
+    # the increment: from the end of the kernel before to the own end (duration + gap)
+    for role in ["attention", "o", "gate_up", "down", "head"]:
+        gap = -300 if role == "o" else 500
+        want = (DUR[role] + gap) / 1e3
+        check(abs(roles[role]["inc_us"] - want) < 1e-9, f"{role}: increment {roles[role]['inc_us']}, expected {want}")
     for role, b in wbytes.items():
-        want = b / (roles[role]["median_us"] * 1e3)
-        check(abs(roles[role]["gbps"] - want) < 1e-9, f"{role}: {roles[role]['gbps']} GB/s, expected {want}")
+        want = b / (roles[role]["inc_us"] * 1e3)
+        check(abs(roles[role]["gbps_inc"] - want) < 1e-9, f"{role}: {roles[role]['gbps_inc']} GB/s, expected {want}")
     check(abs(roles["o"]["gap_us"] + 0.3) < 1e-9, f"o gap {roles['o']['gap_us']} us, expected -0.3")
     check(abs(roles["qkv"]["gap_us"] - 0.5) < 1e-9, f"qkv gap {roles['qkv']['gap_us']} us, expected 0.5")
     check(roles["attention"]["count"] == L and roles["head"]["count"] == 1, "role counts")
