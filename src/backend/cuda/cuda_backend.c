@@ -264,14 +264,16 @@ static int read_switches_(kiln_backend *b) {
   long pct = co && *co && strcmp(co, "auto") && strcmp(co, "max") ? strtol(co, &end, 10) : 0;
   if (end && (end == co || *end || pct < 0 || pct > 100))
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_CARVEOUT=%s: expected auto, max or a percent 0-100", co);
-  /* tuning only: layer 0's decode attention timeline (attn_decode.h), read by bench_cuda */
-  const char *ap = getenv("KILN_CUDA_ATTN_PROFILE");
   /* 1 or unset: the cluster combine's last barrier is relaxed (attn_decode_dev.cuh; H100: 0.6B -1.3%); 0: not */
   const char *rx = getenv("KILN_CUDA_ATTN_RELAXED");
   if (rx && *rx && strcmp(rx, "0") && strcmp(rx, "1"))
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_RELAXED=%s: expected 0 or 1", rx);
   b->attn_relaxed = !(rx && !strcmp(rx, "0"));
+  /* tuning only: layer 0's decode attention timeline (attn_decode.h) in d_prof, read by bench_cuda */
+  const char *ap = getenv("KILN_CUDA_ATTN_PROFILE");
   b->attn_prof = ap && atoi(ap) > 0 && KILN_AD_PROF_WORDS <= KILN_CUDA_DS_PROF_WORDS;
+  /* a kernel's carveout is set the first time it is launched in the process (smem.c), so the first backend's
+   * value holds for the process: a tuning knob, set once per run */
   kiln_cuda__set_carveout(!co || !*co || !strcmp(co, "auto") ? -1 : !strcmp(co, "max") ? 100 : (int)pct);
   return 0;
 }

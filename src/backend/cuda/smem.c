@@ -5,7 +5,8 @@
 #include "backend/cuda/cuda_common.h"
 
 /* The carveout every kernel that passes through here prefers (percent of the unified L1/shared memory; -1: the
- * driver's choice), unless it asks for the largest itself. Process-wide: a kernel's attribute is too. */
+ * driver's choice), unless it asks for the largest itself. Process-wide, as a kernel's attribute is; a kernel's
+ * carveout is set with its first shared-memory size, so a later change reaches only kernels not yet launched. */
 static int carveout_ = -1;
 
 void kiln_cuda__set_carveout(int percent) { carveout_ = percent < 0 ? -1 : percent > 100 ? 100 : percent; }
@@ -18,7 +19,8 @@ int kiln_cuda__allow_smem(const void *kern, size_t bytes, size_t set[KILN_CUDA_M
   if (bytes > 48 * 1024)
     KILN_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   const int carveout = max_carveout ? cudaSharedmemCarveoutMaxShared : carveout_;
-  if (carveout >= 0) KILN_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, carveout));
+  if (carveout >= 0)
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, carveout));
   if (dev < KILN_CUDA_MAX_DEVICES) set[dev] = bytes + 1;
   return 0;
 }
