@@ -44,7 +44,6 @@ static void kt_write_name(const char *name) {
 
 static void CUPTIAPI kt_buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *buf, size_t size, size_t valid) {
   (void)ctx;
-  (void)stream;
   (void)size;
   CUpti_Activity *rec = NULL;
   while (kt_out && cuptiActivityGetNextRecord(buf, valid, &rec) == CUPTI_SUCCESS) {
@@ -81,7 +80,7 @@ int InitializeInjection(void) {
     fprintf(stderr, "ktrace: cannot open %s\n", path);
     return 1;
   }
-  fprintf(kt_out, "Start (ns),Duration (ns),Graph,Node,Name\n");
+  fprintf(kt_out, "Start (ns),Duration (ns),Graph id,In a graph,Name\n");
   CUptiResult r = cuptiActivityRegisterCallbacks(kt_buffer_requested, kt_buffer_completed);
   if (r == CUPTI_SUCCESS) r = cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
   if (r != CUPTI_SUCCESS) {

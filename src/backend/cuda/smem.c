@@ -1,6 +1,6 @@
 /*
- * backend/cuda/smem.c: raising a kernel's dynamic shared-memory limit (cuda_common.h), once per device and size,
- * for every kernel that needs more than the default 48 KB.
+ * backend/cuda/smem.c: a kernel's shared-memory attributes (cuda_common.h), once per device and size: the dynamic
+ * limit for every kernel that needs more than the default 48 KB, and the carveout it prefers.
  */
 #include "backend/cuda/cuda_common.h"
 
