@@ -92,5 +92,6 @@ int main(void) {
   bad_env("KILN_CUDA_CARVEOUT", "101");
   bad_env("KILN_CUDA_CARVEOUT", "50%");
   bad_env("KILN_CUDA_ATTN_RELAXED", "yes");
+  bad_env("KILN_CUDA_ATTN_THREADS", "192");
   return gt_finish("test_cuda_smoke");
 }

@@ -1,6 +1,6 @@
 /*
  * backend/cuda/attn_decode.cu: q/k norm, RoPE, the KV store and split-KV decode attention (see attn_decode.h) as
- * one kernel: one block of AD_THREADS threads per unit (split, kv head, group of up to 8 query heads), only the
+ * one kernel: one block of 128 or 256 threads per unit (split, kv head, group of up to 8 query heads), only the
  * splits that hold keys doing anything; the unit itself is attn_decode_dev.cuh, which the persistent decode
  * kernel runs too. When the splits fit a thread-block cluster (sm_90: up to 16 blocks), the units of a (kv head,
  * head group) are launched as one cluster and combine through distributed shared memory.
@@ -12,7 +12,9 @@
 #include "backend/cuda/attn_decode_dev.cuh"
 #include "backend/cuda/cuda_common.h"
 
-#define AD_THREADS 128
+/* threads a block: 128 (the default) or 256 (KILN_CUDA_ATTN_THREADS=256): the unit's score and value loops take half
+ * the steps a warp with twice the warps, its prologue the same */
+#define AD_THREADS_DEFAULT 128
 
 /* GMAX: query heads a unit computes, the power of two covering the heads per kv head (at most 8; more heads make
  * more head groups). CLUSTER: the n_splits units of a (kv head, head group) are one thread-block cluster and
@@ -35,10 +37,10 @@ static __device__ __noinline__ void attn_prof_store_(unsigned long long *prof, c
   w[7] = 1 | (unsigned long long)again << 8; /* and the repeated prologue's cycles */
 }
 
-template <int GMAX, bool CLUSTER>
-static __global__ void __launch_bounds__(AD_THREADS) attn_decode_kernel(kiln_cuda_attn_decode_args a, float qscale) {
+template <int GMAX, bool CLUSTER, int THREADS>
+static __global__ void __launch_bounds__(THREADS) attn_decode_kernel(kiln_cuda_attn_decode_args a, float qscale) {
   extern __shared__ uint4 ad_smem[];
-  kiln_attn_smem<GMAX, AD_THREADS> &s = *(kiln_attn_smem<GMAX, AD_THREADS> *)ad_smem;
+  kiln_attn_smem<GMAX, THREADS> &s = *(kiln_attn_smem<GMAX, THREADS> *)ad_smem;
   kiln_pdl_trigger();
   long long tl[5], again = 0;
   unsigned long long g0 = 0;
@@ -55,28 +57,28 @@ static __global__ void __launch_bounds__(AD_THREADS) attn_decode_kernel(kiln_cud
   kiln_l2_prefetch_share(a.l2_next[0], a.l2_next_bytes[0]); /* idle splits too: constant weights, no wait */
   kiln_l2_prefetch_share(a.l2_next[1], a.l2_next_bytes[1]);
   if (!CLUSTER && !active) return; /* no keys: no partial, no arrival */
-  if (active) kiln_attn_unit_first<GMAX, AD_THREADS>(s, u, a.k_cache, a.v_cache, a.shape);
+  if (active) kiln_attn_unit_first<GMAX, THREADS>(s, u, a.k_cache, a.v_cache, a.shape);
   kiln_pdl_wait();
   if (prof) tl[1] = clock64();
   if (active) {
     const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.inv_freq, a.eps, qscale};
-    kiln_attn_unit_prologue<GMAX, AD_THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
+    kiln_attn_unit_prologue<GMAX, THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
     if (prof) tl[2] = clock64();
     if (a.prof) { /* the prologue again (it is idempotent), timed: the same work with its code and data cached */
-      kiln_attn_unit_prologue<GMAX, AD_THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
+      kiln_attn_unit_prologue<GMAX, THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
       if (prof) again = clock64() - tl[2];
       __syncthreads();
       if (prof) tl[2] = clock64();
     }
     if (CLUSTER)
-      kiln_attn_unit_tiles<GMAX, AD_THREADS>(s, u, a.k_cache, a.v_cache, a.shape, (float *)s.kt, a.shape.head_dim);
+      kiln_attn_unit_tiles<GMAX, THREADS>(s, u, a.k_cache, a.v_cache, a.shape, (float *)s.kt, a.shape.head_dim);
     else
-      kiln_attn_unit_run<GMAX, AD_THREADS>(s, u, a.out, a.k_cache, a.v_cache, a.shape, a.scratch);
+      kiln_attn_unit_run<GMAX, THREADS>(s, u, a.out, a.k_cache, a.v_cache, a.shape, a.scratch);
   } else if (prof) {
     tl[2] = clock64();
   }
   if (prof) tl[3] = clock64();
-  if (CLUSTER) kiln_attn_cluster_combine<GMAX, AD_THREADS>(s, u, a.out, a.shape, a.relaxed_end);
+  if (CLUSTER) kiln_attn_cluster_combine<GMAX, THREADS>(s, u, a.out, a.shape, a.relaxed_end);
   if (prof) attn_prof_store_(a.prof, tl, g0, again);
 }
 
@@ -107,7 +109,7 @@ extern "C" void kiln_cuda_attn_decode_cluster(int mode) {
 /* The largest cluster the GMAX kernel launches with on the current device (0: the device has no clusters), found
  * once per device: 16 needs the non-portable attribute, and the kernel's shared memory decides how many units a
  * GPC holds. */
-template <int GMAX>
+template <int GMAX, int THREADS>
 static int cluster_max_(int *cmax) {
   static int known[KILN_CUDA_MAX_DEVICES]; /* the answer + 1; 0: not asked yet */
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
@@ -120,16 +122,16 @@ static int cluster_max_(int *cmax) {
   int major = 0, c = 0;
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   if (major >= 9) {
-    const size_t smem = sizeof(kiln_attn_smem<GMAX, AD_THREADS>);
-    int rc = kiln_cuda__allow_smem((const void *)attn_decode_kernel<GMAX, true>, smem, smem_set, 0);
+    const size_t smem = sizeof(kiln_attn_smem<GMAX, THREADS>);
+    int rc = kiln_cuda__allow_smem((const void *)attn_decode_kernel<GMAX, true, THREADS>, smem, smem_set, 0);
     if (rc) return rc;
-    KILN_CUDA_CHECK(
-        cudaFuncSetAttribute(attn_decode_kernel<GMAX, true>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(attn_decode_kernel<GMAX, true, THREADS>,
+                                         cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(KILN_AD_MAX_CLUSTER, 1, 1);
-    cfg.blockDim = dim3(AD_THREADS);
+    cfg.blockDim = dim3(THREADS);
     cfg.dynamicSmemBytes = smem;
-    KILN_CUDA_CHECK(cudaOccupancyMaxPotentialClusterSize(&c, attn_decode_kernel<GMAX, true>, &cfg));
+    KILN_CUDA_CHECK(cudaOccupancyMaxPotentialClusterSize(&c, attn_decode_kernel<GMAX, true, THREADS>, &cfg));
     if (c > KILN_AD_MAX_CLUSTER) c = KILN_AD_MAX_CLUSTER;
     if (c < 0) c = 0;
   }
@@ -138,35 +140,58 @@ static int cluster_max_(int *cmax) {
   return 0;
 }
 
-template <int GMAX>
+template <int GMAX, int THREADS>
 static int attn_decode_launch(const kiln_cuda_attn_decode_args *a, float qscale, cudaStream_t stream) {
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
-  const size_t smem = sizeof(kiln_attn_smem<GMAX, AD_THREADS>);
+  const size_t smem = sizeof(kiln_attn_smem<GMAX, THREADS>);
   const kiln_cuda_attn_shape *sh = &a->shape;
   const int g = sh->n_heads / sh->n_kv_heads;
   dim3 grid((unsigned)a->n_splits, (unsigned)sh->n_kv_heads, (unsigned)((g + GMAX - 1) / GMAX));
   int cmax = 0, rc;
   const bool cluster = kiln_cuda_attn_decode_cluster_mode() != KILN_CUDA_ATTN_CLUSTER_OFF &&
                        (cluster_allowed_() || a->cluster);
-  if (cluster && (rc = cluster_max_<GMAX>(&cmax))) return rc;
+  if (cluster && (rc = cluster_max_<GMAX, THREADS>(&cmax))) return rc;
   if (cluster && a->n_splits <= cmax) {
-    KILN_CUDA_CHECK(kiln_launch_cluster(attn_decode_kernel<GMAX, true>, grid, dim3(AD_THREADS), smem, stream,
-                                        (unsigned)a->n_splits, *a, qscale));
+    KILN_CUDA_CHECK(kiln_launch_cluster(attn_decode_kernel<GMAX, true, THREADS>, grid, dim3(THREADS), smem,
+                                        stream, (unsigned)a->n_splits, *a, qscale));
     return 0;
   }
-  if ((rc = kiln_cuda__allow_smem((const void *)attn_decode_kernel<GMAX, false>, smem, smem_set, 0))) return rc;
-  KILN_CUDA_CHECK(kiln_launch(attn_decode_kernel<GMAX, false>, grid, dim3(AD_THREADS), smem, stream, *a, qscale));
+  if ((rc = kiln_cuda__allow_smem((const void *)attn_decode_kernel<GMAX, false, THREADS>, smem, smem_set, 0)))
+    return rc;
+  KILN_CUDA_CHECK(
+      kiln_launch(attn_decode_kernel<GMAX, false, THREADS>, grid, dim3(THREADS), smem, stream, *a, qscale));
   return 0;
 }
 
 extern "C" int kiln_cuda_attn_decode_short_keys(int n_splits) { return KILN_AD_MIN_CHUNK * n_splits; }
 
+/* The block size (KILN_CUDA_ATTN_THREADS: unset or 128, or 256; other values are refused at backend creation,
+ * kiln_cuda_attn_decode_threads_env), read at first use like the cluster mode. */
+static int threads_ = 0;
+extern "C" int kiln_cuda_attn_decode_threads_env(const char *e) {
+  if (!e || !*e || !strcmp(e, "128")) return 128;
+  if (!strcmp(e, "256")) return 256;
+  return -1;
+}
+static int threads_mode_(void) {
+  if (!threads_) {
+    const int t = kiln_cuda_attn_decode_threads_env(getenv("KILN_CUDA_ATTN_THREADS"));
+    threads_ = t < 0 ? AD_THREADS_DEFAULT : t;
+  }
+  return threads_;
+}
+
+template <int T>
+static int cluster_max_t_(int g, int *cmax) {
+  if (g <= 1) return cluster_max_<1, T>(cmax);
+  if (g <= 2) return cluster_max_<2, T>(cmax);
+  if (g <= 4) return cluster_max_<4, T>(cmax);
+  return cluster_max_<8, T>(cmax);
+}
+
 extern "C" int kiln_cuda_attn_decode_cluster_max(const kiln_cuda_attn_shape *sh, int *cmax) {
   const int g = sh->n_heads / sh->n_kv_heads;
-  if (g <= 1) return cluster_max_<1>(cmax);
-  if (g <= 2) return cluster_max_<2>(cmax);
-  if (g <= 4) return cluster_max_<4>(cmax);
-  return cluster_max_<8>(cmax);
+  return threads_mode_() == 256 ? cluster_max_t_<256>(g, cmax) : cluster_max_t_<128>(g, cmax);
 }
 
 extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int n_sm, int *n_splits) {
@@ -212,6 +237,14 @@ extern "C" int kiln_cuda_attn_decode_init(float *scratch, const kiln_cuda_attn_s
   return 0;
 }
 
+template <int T>
+static int launch_t_(const kiln_cuda_attn_decode_args *a, int g, float qscale, cudaStream_t stream) {
+  if (g <= 1) return attn_decode_launch<1, T>(a, qscale, stream);
+  if (g <= 2) return attn_decode_launch<2, T>(a, qscale, stream);
+  if (g <= 4) return attn_decode_launch<4, T>(a, qscale, stream);
+  return attn_decode_launch<8, T>(a, qscale, stream);
+}
+
 extern "C" int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *a, cudaStream_t stream) {
   const kiln_cuda_attn_shape *sh = &a->shape;
   const int hd = sh->head_dim;
@@ -226,8 +259,5 @@ extern "C" int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *a, cudaSt
       return kiln_error(KILN_EINVAL, "cuda attention: L2 prefetch range not 16-byte aligned");
   const int g = sh->n_heads / sh->n_kv_heads;
   const float qscale = 1.4426950408889634f / sqrtf((float)hd); /* log2(e) / sqrt(head_dim) */
-  if (g <= 1) return attn_decode_launch<1>(a, qscale, stream);
-  if (g <= 2) return attn_decode_launch<2>(a, qscale, stream);
-  if (g <= 4) return attn_decode_launch<4>(a, qscale, stream);
-  return attn_decode_launch<8>(a, qscale, stream);
+  return threads_mode_() == 256 ? launch_t_<256>(a, g, qscale, stream) : launch_t_<128>(a, g, qscale, stream);
 }

@@ -289,6 +289,9 @@ static int setup_decode_kernel_(kiln_backend *b) {
   const char *cl = getenv("KILN_CUDA_ATTN_CLUSTER");
   if (kiln_cuda_attn_decode_cluster_env(cl) < 0)
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_CLUSTER=%s: expected 0, 1 or short", cl);
+  const char *th = getenv("KILN_CUDA_ATTN_THREADS");
+  if (kiln_cuda_attn_decode_threads_env(th) < 0)
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_THREADS=%s: expected 128 or 256", th);
   if (!mode || strcmp(mode, "persistent")) return 0;
   /* on the backend's stream (non-blocking: not ordered with the legacy default stream), before the warm-up */
   KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_layers, b->layers, sizeof *b->layers * (size_t)c->n_layers,
