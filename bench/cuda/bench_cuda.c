@@ -238,10 +238,6 @@ static json_t *bench_ops(kiln_backend *b, int ctx) {
 /* KILN_CUDA_ATTN_PROFILE=1: layer 0's decode attention in the last step, per block (attn_decode.h): the median
  * and largest time of each stage (entry to the end of the PDL wait, prologue, tiles, combine) and, on the global
  * timer, how far apart the blocks entered and left the wait, and from the first release to the last exit. */
-static int cmp_dbl_(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
 static json_t *attn_profile(kiln_backend *b) {
   static unsigned long long w[KILN_AD_PROF_WORDS];
   CK(cudaMemcpy(w, b->d_prof, sizeof w, cudaMemcpyDeviceToHost));
@@ -269,7 +265,7 @@ static json_t *attn_profile(kiln_backend *b) {
   if (!n) return o;
   static const char *names[5] = {"to_wait_end_us", "prologue_us", "tiles_us", "combine_us", "prologue_again_us"};
   for (int j = 0; j < 5; j++) {
-    qsort(st[j], (size_t)n, sizeof(double), cmp_dbl_);
+    qsort(st[j], (size_t)n, sizeof(double), cmp_d);
     json_t *m = json_object();
     json_object_set_new(m, "median", json_real(st[j][n / 2]));
     json_object_set_new(m, "max", json_real(st[j][n - 1]));

@@ -18,17 +18,18 @@ mkdir -p "$out"
 name=$(basename "$cfg" .json)-ctx$ctx
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+bench=("$BIN/bench_cuda" --ctx "$ctx" --prompts 128 "$cfg")
 if [ -n "$NSYS" ]; then
-  "$NSYS" profile --trace=cuda --cuda-graph-trace=node --force-overwrite=true -o "$tmp/prof" \
-    "$BIN/bench_cuda" --ctx "$ctx" --prompts 128 "$cfg" > "$tmp/bench.json"
+  "$NSYS" profile --trace=cuda --cuda-graph-trace=node --force-overwrite=true -o "$tmp/prof" "${bench[@]}" \
+    > "$tmp/bench.json"
   "$NSYS" stats --report cuda_gpu_trace --format csv --force-export=true --output "$tmp/prof" "$tmp/prof.nsys-rep" \
     > /dev/null
   trace=$(ls "$tmp"/prof*cuda_gpu_trace*.csv | head -n 1)
 elif [ -f "$KTRACE" ]; then
   # no Nsight Systems: the CUPTI injection library of bench/cuda/ktrace.c writes the same columns
   trace=$tmp/trace.csv
-  CUDA_INJECTION64_PATH=$(cd "$(dirname "$KTRACE")" && pwd)/$(basename "$KTRACE") KTRACE_OUT=$trace \
-    "$BIN/bench_cuda" --ctx "$ctx" --prompts 128 "$cfg" > "$tmp/bench.json"
+  CUDA_INJECTION64_PATH=$(cd "$(dirname "$KTRACE")" && pwd)/$(basename "$KTRACE") KTRACE_OUT=$trace "${bench[@]}" \
+    > "$tmp/bench.json"
 else
   echo "profile.sh: neither nsys nor $KTRACE (bench/cuda/ktrace.c) found" >&2
   exit 1

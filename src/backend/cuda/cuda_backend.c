@@ -238,8 +238,19 @@ static int64_t env_mib_(const char *v) {
   return end == v || *end || mib < 0 || mib > 4096 ? -1 : (int64_t)mib << 20;
 }
 
+/* A switch that is on unless set to 0: *on = 1 when `name` is unset, empty or 1, 0 when it is 0; any other value
+ * is refused with an error naming it. */
+static int env_on_(const char *name, bool *on) {
+  const char *v = getenv(name);
+  if (v && *v && strcmp(v, "0") && strcmp(v, "1"))
+    return kiln_error(KILN_EINVAL, "cuda: %s=%s: expected 0 or 1", name, v);
+  *on = !(v && !strcmp(v, "0"));
+  return 0;
+}
+
 /* The switches that change how the graphs are built, read before they are captured (docs/cuda.md, Environment):
- * the L2 prefetch knobs (tuning, measured slower on an H100: off by default) and the prefill graphs. */
+ * the L2 prefetch knobs (tuning, measured slower on an H100: off by default), the prefill graphs, the carveout,
+ * the cluster barrier and the attention timeline. */
 static int read_switches_(kiln_backend *b) {
   /* off (the default): no prefetch; o: the o_proj weights; N: those and the first N MiB of gate/up */
   const char *pf = getenv("KILN_CUDA_ATTN_L2PF");
@@ -253,10 +264,8 @@ static int read_switches_(kiln_backend *b) {
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMV_L2NEXT=%s: expected a number of MiB", nx);
   /* 1 or unset: short prefill chunks replay per-size graphs (forward.c; H100: TTFT of a 128-token prompt -26% at
    * 0.6B, -8% at 4B); 0: launched kernel by kernel */
-  const char *pg = getenv("KILN_CUDA_PREFILL_GRAPH");
-  if (pg && *pg && strcmp(pg, "0") && strcmp(pg, "1"))
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_PREFILL_GRAPH=%s: expected 0 or 1", pg);
-  b->prefill_graphs = !(pg && !strcmp(pg, "0"));
+  int rc = env_on_("KILN_CUDA_PREFILL_GRAPH", &b->prefill_graphs);
+  if (rc) return rc;
   /* the shared-memory carveout of the decode kernels: auto or unset (the driver's choice per kernel), max, or a
    * percent; one value for all keeps the SMs from reconfiguring between kernels of different needs */
   const char *co = getenv("KILN_CUDA_CARVEOUT");
@@ -265,10 +274,7 @@ static int read_switches_(kiln_backend *b) {
   if (end && (end == co || *end || pct < 0 || pct > 100))
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_CARVEOUT=%s: expected auto, max or a percent 0-100", co);
   /* 1 or unset: the cluster combine's last barrier is relaxed (attn_decode_dev.cuh; H100: 0.6B -1.3%); 0: not */
-  const char *rx = getenv("KILN_CUDA_ATTN_RELAXED");
-  if (rx && *rx && strcmp(rx, "0") && strcmp(rx, "1"))
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_RELAXED=%s: expected 0 or 1", rx);
-  b->attn_relaxed = !(rx && !strcmp(rx, "0"));
+  if ((rc = env_on_("KILN_CUDA_ATTN_RELAXED", &b->attn_relaxed))) return rc;
   /* tuning only: layer 0's decode attention timeline (attn_decode.h) in d_prof, read by bench_cuda */
   const char *ap = getenv("KILN_CUDA_ATTN_PROFILE");
   b->attn_prof = ap && atoi(ap) > 0 && KILN_AD_PROF_WORDS <= KILN_CUDA_DS_PROF_WORDS;
