@@ -16,11 +16,12 @@ export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-
 # the short-context graphs, up to 512 keys), NAME@l2pf with the L2 prefetch knobs on (KILN_CUDA_ATTN_L2PF=8,
 # KILN_CUDA_GEMV_L2NEXT=4; off by default), NAME@nopgraph without the prefill graphs (KILN_CUDA_PREFILL_GRAPH=0),
 # NAME@knobs with the other tuning knobs away from their defaults (KILN_CUDA_CARVEOUT=max, KILN_CUDA_ATTN_RELAXED=0),
-# NAME@t256 with decode attention in blocks of 256 threads (KILN_CUDA_ATTN_THREADS=256), so every decode and prefill
-# path meets the model tests.
-tests=(test_cuda_ops test_cuda_decode test_cuda_decode@global test_cuda_decode@knobs test_cuda_decode@t256
-       test_cuda_model test_cuda_model@persistent test_cuda_model@cluster test_cuda_model@global test_cuda_model@l2pf
-       test_cuda_model@nopgraph test_cuda_model@knobs test_cuda_model@t256
+# NAME@t256 with decode attention in blocks of 256 threads (KILN_CUDA_ATTN_THREADS=256), NAME@ropevec with q/k norm
+# + RoPE in their vector form (KILN_CUDA_ROPE_VEC=1), so every decode and prefill path meets the model tests.
+tests=(test_cuda_ops test_cuda_ops@ropevec test_cuda_decode test_cuda_decode@global test_cuda_decode@knobs
+       test_cuda_decode@t256 test_cuda_decode@ropevec test_cuda_model test_cuda_model@persistent
+       test_cuda_model@cluster test_cuda_model@global test_cuda_model@l2pf test_cuda_model@nopgraph
+       test_cuda_model@knobs test_cuda_model@t256 test_cuda_model@ropevec
        test_cuda_alloc test_cuda_alloc@persistent test_cuda_alloc@global
        test_cuda_smoke test_cuda_smoke@persistent test_cuda_smoke@cluster test_cuda_smoke@global)
 declare -a rows
@@ -43,6 +44,7 @@ for spec in "${tests[@]}"; do
     nopgraph) KILN_CUDA_PREFILL_GRAPH=0 "$BIN/$t" ;;
     knobs) KILN_CUDA_CARVEOUT=max KILN_CUDA_ATTN_RELAXED=0 "$BIN/$t" ;;
     t256) KILN_CUDA_ATTN_THREADS=256 "$BIN/$t" ;;
+    ropevec) KILN_CUDA_ROPE_VEC=1 "$BIN/$t" ;;
     *) KILN_CUDA_DECODE=$mode "$BIN/$t" ;;
   esac
   rc=$?

@@ -93,5 +93,6 @@ int main(void) {
   bad_env("KILN_CUDA_CARVEOUT", "50%");
   bad_env("KILN_CUDA_ATTN_RELAXED", "yes");
   bad_env("KILN_CUDA_ATTN_THREADS", "192");
+  bad_env("KILN_CUDA_ROPE_VEC", "2");
   return gt_finish("test_cuda_smoke");
 }

@@ -61,7 +61,7 @@ static __global__ void __launch_bounds__(THREADS) attn_decode_kernel(kiln_cuda_a
   kiln_pdl_wait();
   if (prof) tl[1] = clock64();
   if (active) {
-    const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.inv_freq, a.eps, qscale};
+    const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.inv_freq, a.eps, qscale, a.rope_vec};
     kiln_attn_unit_prologue<GMAX, THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
     if (prof) tl[2] = clock64();
     if (a.prof) { /* the prologue again (it is idempotent), timed: the same work with its code and data cached */

@@ -60,6 +60,7 @@ typedef struct kiln_cuda_attn_decode_args {
    * and at the end */
   unsigned long long *prof;
   int relaxed_end; /* the cluster combine's last barrier without release semantics (KILN_CUDA_ATTN_RELAXED) */
+  int rope_vec;    /* the prologue's q/k norm + RoPE in vector form (kiln_cuda_rope_vec) */
 } kiln_cuda_attn_decode_args;
 #define KILN_AD_PROF_WORDS 2048
 

@@ -111,6 +111,7 @@ typedef struct kiln_attn_token {
   const float *q_norm, *k_norm;
   const float *inv_freq; /* [head_dim / 2] */
   float eps, qscale; /* qscale: log2(e) / sqrt(head_dim) */
+  int vec;           /* nonzero: q and k through kiln_norm_rotate4 where the head size allows (KILN_CUDA_ROPE_VEC) */
 } kiln_attn_token;
 
 /* Per-head RMSNorm and RoPE of the unit's query heads into s.qs (scaled by qscale; heads past the group are
@@ -132,6 +133,7 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
   const bool owner = pos >= c0 && pos < c1;
   const int jn = pos - c0; /* the new token's row in the first tile, when < KILN_AD_TILE */
   const int jobs = GMAX + (owner ? 2 : 0);
+  const bool vec = t.vec && kiln_rope_vec_ok(hd);
   for (int job = warp; job < jobs; job += WARPS) {
     if (job < GMAX) {
       float *buf = s.qs + job * hd;
@@ -139,12 +141,26 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
         for (int d = lane; d < hd; d += 32) buf[d] = 0.f;
         continue;
       }
-      kiln_norm_rotate(buf, t.qkv + (int64_t)(h0 + job) * hd, NULL, hd, t.q_norm, t.eps, t.inv_freq, pos, t.qscale);
+      const float *q = t.qkv + (int64_t)(h0 + job) * hd;
+      if (vec) {
+        const float4 o = kiln_norm_rotate4(q, NULL, hd, t.q_norm, t.eps, t.inv_freq, pos, t.qscale);
+        if (lane < hd / 4) *(float4 *)(buf + 4 * lane) = o;
+      } else {
+        kiln_norm_rotate(buf, q, NULL, hd, t.q_norm, t.eps, t.inv_freq, pos, t.qscale);
+      }
       continue;
     }
     const int64_t at = (((int64_t)u.seq * sh.n_kv_heads + u.kh) * sh.n_ctx + pos) * hd;
     const bool in_tile = jn < KILN_AD_TILE;
-    if (job == GMAX) {
+    if (job == GMAX && vec) {
+      const float4 o = kiln_norm_rotate4(t.qkv + (int64_t)(sh.n_heads + u.kh) * hd, NULL, hd, t.k_norm, t.eps,
+                                         t.inv_freq, pos, 1.f);
+      if (lane < hd / 4) {
+        const uint2 b = make_uint2(kiln_pack_bf16x2(o.x, o.y), kiln_pack_bf16x2(o.z, o.w));
+        *(uint2 *)(k_cache + at + 4 * lane) = b;
+        if (in_tile) *(uint2 *)((uint16_t *)(s.kt + jn * (hd / 8)) + 4 * lane) = b;
+      }
+    } else if (job == GMAX) {
       float *buf = s.red; /* free until the first tile's values are summed */
       kiln_norm_rotate(buf, t.qkv + (int64_t)(sh.n_heads + u.kh) * hd, NULL, hd, t.k_norm, t.eps, t.inv_freq, pos,
                        1.f);
@@ -157,6 +173,15 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
     } else {
       const float *vq = t.qkv + (int64_t)(sh.n_heads + sh.n_kv_heads + u.kh) * hd;
       uint16_t *row = in_tile ? (uint16_t *)(s.vt + jn * (hd / 8)) : NULL;
+      if (vec) {
+        if (lane < hd / 4) {
+          const float4 v = kiln_ld_act4(vq + 4 * lane);
+          const uint2 b = make_uint2(kiln_pack_bf16x2(v.x, v.y), kiln_pack_bf16x2(v.z, v.w));
+          *(uint2 *)(v_cache + at + 4 * lane) = b;
+          if (row) *(uint2 *)(row + 4 * lane) = b;
+        }
+        continue;
+      }
       for (int d = lane; d < hd; d += 32) {
         const uint16_t b = kiln_f32_to_bf16_dev(__ldcg(vq + d));
         v_cache[at + d] = b;

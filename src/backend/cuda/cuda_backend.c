@@ -295,6 +295,9 @@ static int setup_decode_kernel_(kiln_backend *b) {
   const char *cl = getenv("KILN_CUDA_ATTN_CLUSTER");
   if (kiln_cuda_attn_decode_cluster_env(cl) < 0)
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_CLUSTER=%s: expected 0, 1 or short", cl);
+  const char *rv = getenv("KILN_CUDA_ROPE_VEC");
+  if (kiln_cuda_rope_vec_env(rv) < 0)
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ROPE_VEC=%s: expected 0 or 1", rv);
   const char *th = getenv("KILN_CUDA_ATTN_THREADS");
   if (kiln_cuda_attn_decode_threads_env(th) < 0)
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_THREADS=%s: expected 128 or 256", th);

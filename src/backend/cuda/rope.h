@@ -33,6 +33,13 @@ int kiln_cuda_qkv_rope(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const
                        const float *q_norm, const float *k_norm, float eps, const float *inv_freq,
                        const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *shape, cudaStream_t stream);
 
+/* Whether q/k norm + RoPE run in their vector form (rope_dev.cuh, kiln_norm_rotate4; head sizes 8-128, powers of
+ * two) in the prefill kernel above and in decode attention's prologue: KILN_CUDA_ROPE_VEC=1 (tuning, off by
+ * default), read at the first call. kiln_cuda_rope_vec_env: 0 or 1 for a value of the variable (unset: 0), -1 for
+ * any other. */
+int kiln_cuda_rope_vec(void);
+int kiln_cuda_rope_vec_env(const char *value);
+
 #ifdef __cplusplus
 }
 #endif

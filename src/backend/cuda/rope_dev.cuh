@@ -67,4 +67,57 @@ static __device__ __forceinline__ void kiln_norm_rotate(float *buf, const T *src
   __syncwarp();
 }
 
+/* The vector form (KILN_CUDA_ROPE_VEC=1, tuning: kiln_cuda_rope_vec), for head_dim a power of two from 8 to 128:
+ * lane l holds elements 4l .. 4l+3 (lanes at or past hd/4 hold nothing and return zeros); the RoPE partner of an
+ * element (i + hd/2, or i - hd/2) is in the lane hd/8 away and comes by one xor shuffle. No shared memory, no
+ * barrier, one 16-byte (f32) or 8-byte (bf16) load of the head a lane, and half the instructions of the scalar
+ * form at head_dim 128. Same arithmetic per element; the sum of squares adds in another order. Every lane of the
+ * warp must call it (the shuffles). */
+static __device__ __forceinline__ bool kiln_rope_vec_ok(int hd) { return hd >= 8 && hd <= 128 && !(hd & (hd - 1)); }
+
+static __device__ __forceinline__ float4 kiln_ld_act4(const float *p) { return __ldcg((const float4 *)p); }
+static __device__ __forceinline__ float4 kiln_ld_act4(const uint16_t *p) {
+  const uint2 u = __ldcg((const uint2 *)p);
+  return make_float4(kiln_bf16_lo(u.x), kiln_bf16_hi(u.x), kiln_bf16_lo(u.y), kiln_bf16_hi(u.y));
+}
+
+template <typename T>
+static __device__ __forceinline__ float4 kiln_norm_rotate4(const T *src, const float *bias, int hd, const float *nw,
+                                                           float eps, const float *inv_freq, int pos, float scale) {
+  const int lane = threadIdx.x & 31, half = hd / 8; /* lanes of each half of the head */
+  const bool on = lane < hd / 4;
+  const int i0 = 4 * lane;
+  const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+  float4 x = on ? kiln_ld_act4(src + i0) : zero;
+  const float4 b = on && bias ? *(const float4 *)(bias + i0) : zero;
+  const float4 w = on && nw ? *(const float4 *)(nw + i0) : make_float4(1.f, 1.f, 1.f, 1.f);
+  const float4 f = on ? *(const float4 *)(inv_freq + 4 * (lane & (half - 1))) : zero;
+  x = make_float4(x.x + b.x, x.y + b.y, x.z + b.z, x.w + b.w);
+  if (nw) {
+    float ss = fmaf(x.x, x.x, fmaf(x.y, x.y, fmaf(x.z, x.z, x.w * x.w)));
+    ss = kiln_warp_sum(ss);
+    const float inv = rsqrtf(ss / (float)hd + eps);
+    x = make_float4(w.x * (x.x * inv), w.y * (x.y * inv), w.z * (x.z * inv), w.w * (x.w * inv));
+  }
+  float4 p;
+  p.x = __shfl_xor_sync(0xffffffffu, x.x, half);
+  p.y = __shfl_xor_sync(0xffffffffu, x.y, half);
+  p.z = __shfl_xor_sync(0xffffffffu, x.z, half);
+  p.w = __shfl_xor_sync(0xffffffffu, x.w, half);
+  if (!on) return zero;
+  /* first half: x1 cos - x2 sin; second half: x2 cos + x1 sin (x1 the first-half element of the pair) */
+  const float sg = lane & half ? 1.f : -1.f, fp = (float)pos;
+  float sn, cs;
+  float4 o;
+  sincosf(f.x * fp, &sn, &cs);
+  o.x = (x.x * cs + sg * (p.x * sn)) * scale;
+  sincosf(f.y * fp, &sn, &cs);
+  o.y = (x.y * cs + sg * (p.y * sn)) * scale;
+  sincosf(f.z * fp, &sn, &cs);
+  o.z = (x.z * cs + sg * (p.z * sn)) * scale;
+  sincosf(f.w * fp, &sn, &cs);
+  o.w = (x.w * cs + sg * (p.w * sn)) * scale;
+  return o;
+}
+
 #endif /* KILN_CUDA_ROPE_DEV_CUH */
