@@ -15,7 +15,8 @@ export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-
 # thread-block clusters at every position), NAME@global with KILN_CUDA_ATTN_CLUSTER=0 (never; the default does in
 # the short-context graphs, up to 512 keys), NAME@l2pf with the L2 prefetch knobs on (KILN_CUDA_ATTN_L2PF=8,
 # KILN_CUDA_GEMV_L2NEXT=4; off by default), NAME@nopgraph without the prefill graphs (KILN_CUDA_PREFILL_GRAPH=0),
-# NAME@knobs with the other tuning knobs away from their defaults (KILN_CUDA_CARVEOUT=max, KILN_CUDA_ATTN_RELAXED=0),
+# NAME@knobs with the other tuning knobs away from their defaults (KILN_CUDA_CARVEOUT=max, KILN_CUDA_ATTN_RELAXED=0,
+# KILN_CUDA_GEMV_GU_BLOCKS=3),
 # NAME@t256 with decode attention in blocks of 256 threads (KILN_CUDA_ATTN_THREADS=256), NAME@ropevec with q/k norm
 # + RoPE in their vector form (KILN_CUDA_ROPE_VEC=1), so every decode and prefill path meets the model tests.
 tests=(test_cuda_ops test_cuda_ops@ropevec test_cuda_decode test_cuda_decode@global test_cuda_decode@knobs
@@ -42,7 +43,7 @@ for spec in "${tests[@]}"; do
     global) KILN_CUDA_ATTN_CLUSTER=0 "$BIN/$t" ;;
     l2pf) KILN_CUDA_ATTN_L2PF=8 KILN_CUDA_GEMV_L2NEXT=4 "$BIN/$t" ;;
     nopgraph) KILN_CUDA_PREFILL_GRAPH=0 "$BIN/$t" ;;
-    knobs) KILN_CUDA_CARVEOUT=max KILN_CUDA_ATTN_RELAXED=0 "$BIN/$t" ;;
+    knobs) KILN_CUDA_CARVEOUT=max KILN_CUDA_ATTN_RELAXED=0 KILN_CUDA_GEMV_GU_BLOCKS=3 "$BIN/$t" ;;
     t256) KILN_CUDA_ATTN_THREADS=256 "$BIN/$t" ;;
     ropevec) KILN_CUDA_ROPE_VEC=1 "$BIN/$t" ;;
     *) KILN_CUDA_DECODE=$mode "$BIN/$t" ;;

@@ -275,6 +275,14 @@ static int read_switches_(kiln_backend *b) {
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_CARVEOUT=%s: expected auto, max or a percent 0-100", co);
   /* 1 or unset: the cluster combine's last barrier is relaxed (attn_decode_dev.cuh; H100: 0.6B -1.3%); 0: not */
   if ((rc = env_on_("KILN_CUDA_ATTN_RELAXED", &b->attn_relaxed))) return rc;
+  /* tuning only: the decode gate/up GEMV's blocks per SM (1-8; unset or 0: the usual cap), so the down GEMV's
+   * blocks find room, and load their first weights, under gate/up's tail */
+  const char *gb = getenv("KILN_CUDA_GEMV_GU_BLOCKS");
+  char *gend = NULL;
+  const long gu = gb && *gb ? strtol(gb, &gend, 10) : 0;
+  if (gend && (gend == gb || *gend || gu < 0 || gu > 8))
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMV_GU_BLOCKS=%s: expected 0-8", gb);
+  b->gu_blocks = (int)gu;
   /* tuning only: layer 0's decode attention timeline (attn_decode.h) in d_prof, read by bench_cuda */
   const char *ap = getenv("KILN_CUDA_ATTN_PROFILE");
   b->attn_prof = ap && atoi(ap) > 0 && KILN_AD_PROF_WORDS <= KILN_CUDA_DS_PROF_WORDS;

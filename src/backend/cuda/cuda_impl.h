@@ -83,6 +83,7 @@ struct kiln_backend {
    * KILN_CUDA_PREFILL_GRAPH_MAX tokens is padded to a multiple of KILN_CUDA_PREFILL_STEP and replays that size's
    * graph (captured at the size's second use) instead of launching ~8 kernels a layer from the host */
   bool prefill_graphs;
+  int gu_blocks; /* KILN_CUDA_GEMV_GU_BLOCKS: the decode gate/up GEMV's blocks per SM (0: the usual cap) */
   bool attn_relaxed; /* kiln_cuda_attn_decode_args.relaxed_end (KILN_CUDA_ATTN_RELAXED=0: off) */
   bool attn_prof; /* KILN_CUDA_ATTN_PROFILE=1: layer 0's decode attention records its timeline into d_prof */
   cudaGraphExec_t g_prefill[KILN_CUDA_PREFILL_GRAPH_MAX / KILN_CUDA_PREFILL_STEP];

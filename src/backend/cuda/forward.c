@@ -74,7 +74,8 @@ static int decode_enqueue_(kiln_backend *b, bool sample, bool short_ctx) {
     l2_next_(&o, L->wgu, gu_bytes, b->attn_l2pf > 0 ? b->attn_l2pf : 0, b->gemv_l2next);
     if ((rc = kiln_cuda_gemv(&o, st))) return rc;
     kiln_cuda_gemv_args gu = {.w = L->wgu, .n_rows = 2 * I, .k = H, .x_f32 = b->x, .norm_w = L->ffn_norm,
-                              .eps = c->rms_norm_eps, .mode = KILN_GEMV_SWIGLU, .y_bf16 = b->hbuf};
+                              .eps = c->rms_norm_eps, .mode = KILN_GEMV_SWIGLU, .y_bf16 = b->hbuf,
+                              .max_blocks_per_sm = b->gu_blocks};
     l2_next_(&gu, L->wdown, d_bytes, 0, b->gemv_l2next);
     if ((rc = kiln_cuda_gemv(&gu, st))) return rc;
     kiln_cuda_gemv_args d = {.w = L->wdown, .n_rows = H, .k = I, .x_bf16 = b->hbuf, .mode = KILN_GEMV_ADD, .y = b->x};

@@ -159,6 +159,7 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
     pf = e && atoi(e) > 0 ? atoi(e) : 0;
   }
   if (occ > cap) occ = cap;
+  if (a->max_blocks_per_sm > 0 && occ > a->max_blocks_per_sm) occ = a->max_blocks_per_sm;
   if (occ < 1) occ = 1;
   int64_t need = (pairs + threads / 32 - 1) / (threads / 32);
   int64_t fit = (int64_t)n_sm * occ;
@@ -178,6 +179,7 @@ extern "C" int kiln_cuda_gemv(const kiln_cuda_gemv_args *a, cudaStream_t stream)
       (a->mode != KILN_GEMV_SWIGLU && !a->y) || (a->mode == KILN_GEMV_ARGMAX && !a->argmax) ||
       a->mode < KILN_GEMV_STORE || a->mode > KILN_GEMV_ARGMAX)
     return kiln_error(KILN_EINVAL, "cuda gemv: bad output for mode %d", (int)a->mode);
+  if (a->max_blocks_per_sm < 0) return kiln_error(KILN_EINVAL, "cuda gemv: negative block cap");
   if (a->l2_next_bytes < 0 || a->l2_next_bytes % 16 || (uintptr_t)a->l2_next % 16)
     return kiln_error(KILN_EINVAL, "cuda gemv: L2 prefetch range not 16-byte aligned");
   return gemv_launch(a, stream);

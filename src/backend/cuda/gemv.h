@@ -42,6 +42,9 @@ typedef struct kiln_cuda_gemv_args {
    * idle, pulls in the weights the next kernel reads */
   const void *l2_next;
   int64_t l2_next_bytes;
+  /* 0: the usual cap of blocks per SM; N > 0: at most N (below the cap), leaving the rest of each SM to the next
+   * kernel of a PDL chain, whose blocks then start, and load their first weights, under this one's tail */
+  int max_blocks_per_sm;
 } kiln_cuda_gemv_args;
 
 int kiln_cuda_gemv(const kiln_cuda_gemv_args *a, cudaStream_t stream);
