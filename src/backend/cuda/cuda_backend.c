@@ -231,11 +231,19 @@ out:
   return 0;
 }
 
+/* A whole number from lo to hi into *out: 0, or -1 when v is not one (nothing stored). */
+static int env_int_(const char *v, long lo, long hi, long *out) {
+  char *end = NULL;
+  const long x = strtol(v, &end, 10);
+  if (end == v || *end || x < lo || x > hi) return -1;
+  *out = x;
+  return 0;
+}
+
 /* A whole number of MiB (0 .. 4096) as bytes; -1 when v is not one. */
 static int64_t env_mib_(const char *v) {
-  char *end = NULL;
-  long mib = strtol(v, &end, 10);
-  return end == v || *end || mib < 0 || mib > 4096 ? -1 : (int64_t)mib << 20;
+  long mib = 0;
+  return env_int_(v, 0, 4096, &mib) ? -1 : (int64_t)mib << 20;
 }
 
 /* A switch that is on unless set to 0: *on = 1 when `name` is unset, empty or 1, 0 when it is 0; any other value
@@ -269,18 +277,17 @@ static int read_switches_(kiln_backend *b) {
   /* the shared-memory carveout of the decode kernels: auto or unset (the driver's choice per kernel), max, or a
    * percent; one value for all keeps the SMs from reconfiguring between kernels of different needs */
   const char *co = getenv("KILN_CUDA_CARVEOUT");
-  char *end = NULL;
-  long pct = co && *co && strcmp(co, "auto") && strcmp(co, "max") ? strtol(co, &end, 10) : 0;
-  if (end && (end == co || *end || pct < 0 || pct > 100))
+  long pct = -1; /* auto */
+  if (co && !strcmp(co, "max")) pct = 100;
+  else if (co && *co && strcmp(co, "auto") && env_int_(co, 0, 100, &pct))
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_CARVEOUT=%s: expected auto, max or a percent 0-100", co);
   /* 1 or unset: the cluster combine's last barrier is relaxed (attn_decode_dev.cuh; H100: 0.6B -1.3%); 0: not */
   if ((rc = env_on_("KILN_CUDA_ATTN_RELAXED", &b->attn_relaxed))) return rc;
   /* tuning only: the decode gate/up GEMV's blocks per SM (1-8; unset or 0: the usual cap), so the down GEMV's
    * blocks find room, and load their first weights, under gate/up's tail */
   const char *gb = getenv("KILN_CUDA_GEMV_GU_BLOCKS");
-  char *gend = NULL;
-  const long gu = gb && *gb ? strtol(gb, &gend, 10) : 0;
-  if (gend && (gend == gb || *gend || gu < 0 || gu > 8))
+  long gu = 0;
+  if (gb && *gb && env_int_(gb, 0, 8, &gu))
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMV_GU_BLOCKS=%s: expected 0-8", gb);
   b->gu_blocks = (int)gu;
   /* tuning only: layer 0's decode attention timeline (attn_decode.h) in d_prof, read by bench_cuda */
@@ -288,7 +295,7 @@ static int read_switches_(kiln_backend *b) {
   b->attn_prof = ap && atoi(ap) > 0 && KILN_AD_PROF_WORDS <= KILN_CUDA_DS_PROF_WORDS;
   /* a kernel's carveout is set the first time it is launched in the process (smem.c), so the first backend's
    * value holds for the process: a tuning knob, set once per run */
-  kiln_cuda__set_carveout(!co || !*co || !strcmp(co, "auto") ? -1 : !strcmp(co, "max") ? 100 : (int)pct);
+  kiln_cuda__set_carveout((int)pct);
   return 0;
 }
 
