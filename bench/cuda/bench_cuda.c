@@ -241,16 +241,15 @@ static json_t *bench_ops(kiln_backend *b, int ctx) {
 static json_t *attn_profile(kiln_backend *b) {
   static unsigned long long w[KILN_AD_PROF_WORDS];
   CK(cudaMemcpy(w, b->d_prof, sizeof w, cudaMemcpyDeviceToHost));
-  static double st[5][KILN_AD_PROF_WORDS / 8];
+  static double st[4][KILN_AD_PROF_WORDS / 8];
   double g0min = 1e300, g1max = 0, relmin = 1e300, relmax = 0, entmax = 0;
   int n = 0, last = -1;
   for (int k = 0; k < KILN_AD_PROF_WORDS / 8; k++) {
     const unsigned long long *v = w + 8 * k;
-    if ((v[7] & 255) != 1 || v[6] <= v[5] || v[4] <= v[0]) continue;
+    if (v[7] != 1 || v[6] <= v[5] || v[4] <= v[0]) continue;
     last = k;
     const double per_ns = (double)(v[4] - v[0]) / (double)(v[6] - v[5]); /* SM cycles per ns */
     for (int j = 0; j < 4; j++) st[j][n] = (double)(v[j + 1] - v[j]) / per_ns * 1e-3;
-    st[4][n] = (double)(v[7] >> 8) / per_ns * 1e-3;
     const double g0 = (double)v[5], rel = g0 + (double)(v[1] - v[0]) / per_ns;
     g0min = g0 < g0min ? g0 : g0min;
     entmax = g0 > entmax ? g0 : entmax;
@@ -263,8 +262,8 @@ static json_t *attn_profile(kiln_backend *b) {
   json_object_set_new(o, "blocks", json_integer(n));
   json_object_set_new(o, "last_block", json_integer(last));
   if (!n) return o;
-  static const char *names[5] = {"to_wait_end_us", "prologue_us", "tiles_us", "combine_us", "prologue_again_us"};
-  for (int j = 0; j < 5; j++) {
+  static const char *names[4] = {"to_wait_end_us", "prologue_us", "tiles_us", "combine_us"};
+  for (int j = 0; j < 4; j++) {
     qsort(st[j], (size_t)n, sizeof(double), cmp_d);
     json_t *m = json_object();
     json_object_set_new(m, "median", json_real(st[j][n / 2]));

@@ -23,7 +23,7 @@
 /* Thread 0's timeline into the profile (kiln_cuda_attn_decode_args.prof); out of line so the kernel's hot code
  * stays as it is without it. */
 static __device__ __noinline__ void attn_prof_store_(unsigned long long *prof, const long long *tl,
-                                                     unsigned long long g0, long long again) {
+                                                     unsigned long long g0) {
   const unsigned blk = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
   if (blk >= KILN_AD_PROF_WORDS / 8) return;
   unsigned long long g1;
@@ -34,7 +34,7 @@ static __device__ __noinline__ void attn_prof_store_(unsigned long long *prof, c
   w[4] = (unsigned long long)t4;
   w[5] = g0;
   w[6] = g1;
-  w[7] = 1 | (unsigned long long)again << 8; /* and the repeated prologue's cycles */
+  w[7] = 1;
 }
 
 template <int GMAX, bool CLUSTER, int THREADS>
@@ -42,7 +42,7 @@ static __global__ void __launch_bounds__(THREADS) attn_decode_kernel(kiln_cuda_a
   extern __shared__ uint4 ad_smem[];
   kiln_attn_smem<GMAX, THREADS> &s = *(kiln_attn_smem<GMAX, THREADS> *)ad_smem;
   kiln_pdl_trigger();
-  long long tl[5], again = 0;
+  long long tl[5];
   unsigned long long g0 = 0;
   const bool prof = a.prof && threadIdx.x == 0;
   if (prof) {
@@ -64,12 +64,6 @@ static __global__ void __launch_bounds__(THREADS) attn_decode_kernel(kiln_cuda_a
     const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.inv_freq, a.eps, qscale, a.rope_vec};
     kiln_attn_unit_prologue<GMAX, THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
     if (prof) tl[2] = clock64();
-    if (a.prof) { /* the prologue again (it is idempotent), timed: the same work with its code and data cached */
-      kiln_attn_unit_prologue<GMAX, THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
-      if (prof) again = clock64() - tl[2];
-      __syncthreads();
-      if (prof) tl[2] = clock64();
-    }
     if (CLUSTER)
       kiln_attn_unit_tiles<GMAX, THREADS>(s, u, a.k_cache, a.v_cache, a.shape, (float *)s.kt, a.shape.head_dim);
     else
@@ -79,7 +73,7 @@ static __global__ void __launch_bounds__(THREADS) attn_decode_kernel(kiln_cuda_a
   }
   if (prof) tl[3] = clock64();
   if (CLUSTER) kiln_attn_cluster_combine<GMAX, THREADS>(s, u, a.out, a.shape, a.relaxed_end);
-  if (prof) attn_prof_store_(a.prof, tl, g0, again);
+  if (prof) attn_prof_store_(a.prof, tl, g0);
 }
 
 /* Where the cluster combine is used (kiln_cuda_attn_decode_cluster): -1 until first asked, then

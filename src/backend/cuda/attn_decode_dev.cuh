@@ -156,7 +156,7 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
       const float4 o = kiln_norm_rotate4(t.qkv + (int64_t)(sh.n_heads + u.kh) * hd, NULL, hd, t.k_norm, t.eps,
                                          t.inv_freq, pos, 1.f);
       if (lane < hd / 4) {
-        const uint2 b = make_uint2(kiln_pack_bf16x2(o.x, o.y), kiln_pack_bf16x2(o.z, o.w));
+        const uint2 b = kiln_pack_bf16x4(o);
         *(uint2 *)(k_cache + at + 4 * lane) = b;
         if (in_tile) *(uint2 *)((uint16_t *)(s.kt + jn * (hd / 8)) + 4 * lane) = b;
       }
@@ -176,7 +176,7 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
       if (vec) {
         if (lane < hd / 4) {
           const float4 v = kiln_ld_act4(vq + 4 * lane);
-          const uint2 b = make_uint2(kiln_pack_bf16x2(v.x, v.y), kiln_pack_bf16x2(v.z, v.w));
+          const uint2 b = kiln_pack_bf16x4(v);
           *(uint2 *)(v_cache + at + 4 * lane) = b;
           if (row) *(uint2 *)(row + 4 * lane) = b;
         }
@@ -419,7 +419,7 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
       num.w = fmaf(w[sp], v.w, num.w);
     }
     uint16_t *o = out + (int64_t)(h0 + i) * hd + d;
-    *(uint2 *)o = make_uint2(kiln_pack_bf16x2(num.x, num.y), kiln_pack_bf16x2(num.z, num.w));
+    *(uint2 *)o = kiln_pack_bf16x4(num);
   }
   if (tid == 0) *counter = 0u; /* every unit of this group has arrived: nobody else touches it now */
   __syncthreads();         /* the unit's shared memory is free for the next unit */
@@ -469,7 +469,7 @@ static __device__ __forceinline__ void kiln_attn_cluster_combine(kiln_attn_smem<
       num.w = fmaf(w[sp], v.w, num.w);
     }
     uint16_t *o = out + (int64_t)(h0 + i) * hd + d;
-    *(uint2 *)o = make_uint2(kiln_pack_bf16x2(num.x, num.y), kiln_pack_bf16x2(num.z, num.w));
+    *(uint2 *)o = kiln_pack_bf16x4(num);
   }
   /* No unit leaves, freeing its shared memory, while another still reads it. relaxed_end: an arrive without
    * release semantics (the remote reads have all returned: their values fed the stores above), so the barrier

@@ -104,6 +104,10 @@ static __device__ __forceinline__ float kiln_bf16_to_f32_dev(uint16_t h) { retur
 static __device__ __forceinline__ uint32_t kiln_pack_bf16x2(float x, float y) {
   return (uint32_t)kiln_f32_to_bf16_dev(x) | ((uint32_t)kiln_f32_to_bf16_dev(y) << 16);
 }
+/* Four f32 as four bf16 in 8 bytes, in order. */
+static __device__ __forceinline__ uint2 kiln_pack_bf16x4(float4 v) {
+  return make_uint2(kiln_pack_bf16x2(v.x, v.y), kiln_pack_bf16x2(v.z, v.w));
+}
 /* The 8 products of a 16-byte vector of bf16 weights with one of bf16 activations, summed into acc. */
 static __device__ __forceinline__ float kiln_dot8_bf16(uint4 w, uint4 x, float acc) {
   acc = fmaf(kiln_bf16_lo(w.x), kiln_bf16_lo(x.x), acc);

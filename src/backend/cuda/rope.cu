@@ -55,14 +55,14 @@ static __global__ void __launch_bounds__(ROPE_WARPS * 32)
     }
     const int kh = head - sh.n_heads;
     const int64_t at = (int64_t)step->seq * sh.n_kv_heads * sh.n_ctx * hd + ((int64_t)kh * sh.n_ctx + pos) * hd;
-    *(uint2 *)(k_cache + at + 4 * lane) = make_uint2(kiln_pack_bf16x2(o.x, o.y), kiln_pack_bf16x2(o.z, o.w));
+    *(uint2 *)(k_cache + at + 4 * lane) = kiln_pack_bf16x4(o);
     const int64_t voff = (int64_t)(sh.n_heads + sh.n_kv_heads) * hd + (int64_t)kh * hd + 4 * lane;
     float4 v = kiln_ld_act4(row + voff);
     if (bias) {
       const float4 b = *(const float4 *)(bias + voff);
       v = make_float4(v.x + b.x, v.y + b.y, v.z + b.z, v.w + b.w);
     }
-    *(uint2 *)(v_cache + at + 4 * lane) = make_uint2(kiln_pack_bf16x2(v.x, v.y), kiln_pack_bf16x2(v.z, v.w));
+    *(uint2 *)(v_cache + at + 4 * lane) = kiln_pack_bf16x4(v);
     return;
   }
   if (head < sh.n_heads) {
