@@ -624,6 +624,12 @@ int main(void) {
   test_gemv(64, 8, KILN_GEMV_STORE, 0, 0, 0);
   test_gemv(3, 136, KILN_GEMV_STORE, 1, 0, 1);
   test_gemv(4096, 12288, KILN_GEMV_ADD, 1, 0, 0);
+  /* long rows over few pairs, where KILN_CUDA_GEMV_SPLIT splits k (ranges of unequal chunk counts, an odd last
+   * row, every epilogue) */
+  test_gemv(2560, 9728, KILN_GEMV_ADD, 1, 0, 1);
+  test_gemv(2561, 4096, KILN_GEMV_STORE, 0, 1, 1);
+  test_gemv(1024, 5120, KILN_GEMV_SWIGLU, 0, 1, 0);
+  test_gemv(3001, 8192, KILN_GEMV_ARGMAX, 0, 0, 0);
 
   test_qkv_rope(64, KILN_ROPE_DEFAULT, 1, 1);
   test_qkv_rope(128, KILN_ROPE_LLAMA3, 0, 0);

@@ -12,9 +12,8 @@
 #include "backend/cuda/attn_decode_dev.cuh"
 #include "backend/cuda/cuda_common.h"
 
-/* threads a block: 128 (the default) or 256 (KILN_CUDA_ATTN_THREADS=256): the unit's score and value loops take half
- * the steps a warp with twice the warps, its prologue the same */
-#define AD_THREADS_DEFAULT 128
+/* threads a block, 128 or 256 (threads_mode_ below): with 256 the unit's score and value loops take half the steps a
+ * warp, its prologue the same */
 
 /* GMAX: query heads a unit computes, the power of two covering the heads per kv head (at most 8; more heads make
  * more head groups). CLUSTER: the n_splits units of a (kv head, head group) are one thread-block cluster and
@@ -159,20 +158,23 @@ static int attn_decode_launch(const kiln_cuda_attn_decode_args *a, float qscale,
 
 extern "C" int kiln_cuda_attn_decode_short_keys(int n_splits) { return KILN_AD_MIN_CHUNK * n_splits; }
 
-/* The block size (KILN_CUDA_ATTN_THREADS: unset or 128, or 256; other values are refused at backend creation,
- * kiln_cuda_attn_decode_threads_env), read at first use like the cluster mode. */
-static int threads_ = 0;
+/* The block size (KILN_CUDA_ATTN_THREADS: unset or auto, 128 or 256; other values are refused at backend
+ * creation, kiln_cuda_attn_decode_threads_env), read at first use like the cluster mode. Auto: 256 threads where a
+ * kv head has at most 2 q heads, 128 otherwise. Measured on an H100 (docs/cuda.md): 256 is 2-9% faster at 0.6B and
+ * 1.7B (2 q heads a kv head), up to 8% slower at 4B and 8B (4) at context 128. */
+static int threads_ = -1;
 extern "C" int kiln_cuda_attn_decode_threads_env(const char *e) {
-  if (!e || !*e || !strcmp(e, "128")) return 128;
+  if (!e || !*e || !strcmp(e, "auto")) return 0;
+  if (!strcmp(e, "128")) return 128;
   if (!strcmp(e, "256")) return 256;
   return -1;
 }
-static int threads_mode_(void) {
-  if (!threads_) {
+static int threads_mode_(int g) {
+  if (threads_ < 0) {
     const int t = kiln_cuda_attn_decode_threads_env(getenv("KILN_CUDA_ATTN_THREADS"));
-    threads_ = t < 0 ? AD_THREADS_DEFAULT : t;
+    threads_ = t < 0 ? 0 : t;
   }
-  return threads_;
+  return threads_ ? threads_ : g <= 2 ? 256 : 128;
 }
 
 template <int T>
@@ -185,7 +187,7 @@ static int cluster_max_t_(int g, int *cmax) {
 
 extern "C" int kiln_cuda_attn_decode_cluster_max(const kiln_cuda_attn_shape *sh, int *cmax) {
   const int g = sh->n_heads / sh->n_kv_heads;
-  return threads_mode_() == 256 ? cluster_max_t_<256>(g, cmax) : cluster_max_t_<128>(g, cmax);
+  return threads_mode_(g) == 256 ? cluster_max_t_<256>(g, cmax) : cluster_max_t_<128>(g, cmax);
 }
 
 extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int n_sm, int *n_splits) {
@@ -253,5 +255,5 @@ extern "C" int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *a, cudaSt
       return kiln_error(KILN_EINVAL, "cuda attention: L2 prefetch range not 16-byte aligned");
   const int g = sh->n_heads / sh->n_kv_heads;
   const float qscale = 1.4426950408889634f / sqrtf((float)hd); /* log2(e) / sqrt(head_dim) */
-  return threads_mode_() == 256 ? launch_t_<256>(a, g, qscale, stream) : launch_t_<128>(a, g, qscale, stream);
+  return threads_mode_(g) == 256 ? launch_t_<256>(a, g, qscale, stream) : launch_t_<128>(a, g, qscale, stream);
 }

@@ -79,8 +79,8 @@ void kiln_cuda_attn_decode_cluster(int mode);
 int kiln_cuda_attn_decode_cluster_mode(void);
 /* The mode a KILN_CUDA_ATTN_CLUSTER value names (NULL or empty: SHORT), or -1 for a value it does not know. */
 int kiln_cuda_attn_decode_cluster_env(const char *value);
-/* The block size KILN_CUDA_ATTN_THREADS asks for (unset or 128: 128; 256: 256), -1 for any other value. Read at the
- * first launch; tuning only. */
+/* The block size KILN_CUDA_ATTN_THREADS asks for (unset or auto: 0, the choice by the shape's q heads per kv head;
+ * 128; 256), -1 for any other value. Read at the first launch; tuning only. */
 int kiln_cuda_attn_decode_threads_env(const char *value);
 /* Keys (the new token's included) up to which n_splits splits cut the keys exactly as any larger split count
  * does (every chunk at its minimum size): a graph with fewer splits may serve those positions unchanged. */

@@ -15,6 +15,7 @@
 #include "backend/cuda/attn_decode.h"
 #include "backend/cuda/bandwidth.h"
 #include "backend/cuda/cuda_impl.h"
+#include "backend/cuda/gemv.h"
 #include "backend/cuda/random_fill.h"
 #include "kiln/status.h"
 #include "backend/cpu/ref_ops.h"
@@ -315,7 +316,10 @@ static int setup_decode_kernel_(kiln_backend *b) {
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ROPE_VEC=%s: expected 0 or 1", rv);
   const char *th = getenv("KILN_CUDA_ATTN_THREADS");
   if (kiln_cuda_attn_decode_threads_env(th) < 0)
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_THREADS=%s: expected 128 or 256", th);
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_THREADS=%s: expected auto, 128 or 256", th);
+  const char *sp = getenv("KILN_CUDA_GEMV_SPLIT");
+  if (kiln_cuda_gemv_split_env(sp) < 0)
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMV_SPLIT=%s: expected 1, 2 or 4", sp);
   if (!mode || strcmp(mode, "persistent")) return 0;
   /* on the backend's stream (non-blocking: not ordered with the legacy default stream), before the warm-up */
   KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_layers, b->layers, sizeof *b->layers * (size_t)c->n_layers,

@@ -5,8 +5,14 @@
  * when asked), then each warp takes pairs of rows in a grid-stride loop (the row loop of gemv_dev.cuh: two
  * chunks of 8 16-byte loads per lane in flight). The grid is as many blocks as fit on the device at once (not
  * more: every block pays for the prologue), so every SM streams.
+ *
+ * Split k (KILN_CUDA_GEMV_SPLIT=S, tuning): S warps of a block share each row pair, one contiguous range of its
+ * chunks each, and the pair's first warp adds their sums in a fixed order after a named barrier of those S warps
+ * (deterministic). It shortens the chain of dependent loads a warp walks when a matrix has about one long row pair
+ * per warp (the o and down GEMVs), where that chain, not the bandwidth, sets the kernel's time.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/gemv.h"
@@ -32,10 +38,16 @@ static __device__ __forceinline__ void epilogue_(const kiln_cuda_gemv_args &a, i
   }
 }
 
-static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gemv_args a, int pf) {
+static __device__ __forceinline__ void bar_sync_(int id, int threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
+/* split: warps per row pair (1, 2 or 4; divides the block's warps); pf: L2 prefetch distance (0 when split > 1) */
+static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gemv_args a, int pf, int split) {
   extern __shared__ uint4 xs[]; /* [k / 8]: the input as bf16 */
   __shared__ float red[GEMV_WARPS];
   __shared__ unsigned long long best_w[GEMV_WARPS];
+  __shared__ float2 part_sum[2][GEMV_WARPS]; /* split k: each warp's sums, double-buffered by pair parity */
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int nw = blockDim.x >> 5, nt = blockDim.x; /* warps and threads of this launch (<= GEMV_THREADS) */
   const int64_t K8 = a.k / 8, K4 = a.k / 4;
@@ -43,9 +55,11 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
   kiln_pdl_trigger();
 
   /* The first chunk depends on nothing: it loads before the wait (and, with pf, the next pf chunks into L2). */
-  const int64_t p0 = (int64_t)blockIdx.x * nw + warp, pstride = (int64_t)gridDim.x * nw;
+  const int slots = nw / split, slot = warp / split, part = warp % split;
+  const int64_t nc = kiln_gemv_chunks(m), c0 = part * nc / split, c1 = (part + 1) * nc / split;
+  const int64_t p0 = (int64_t)blockIdx.x * slots + slot, pstride = (int64_t)gridDim.x * slots;
   uint4 ca[KILN_GEMV_UNROLL], cb[KILN_GEMV_UNROLL];
-  kiln_gemv_first(m, p0, lane, ca, cb);
+  kiln_gemv_first(m, p0, lane, ca, cb, c0);
   if (pf > 0) kiln_gemv_prefetch_first(m, p0, pstride, pf, lane);
   kiln_pdl_wait();
 
@@ -106,7 +120,21 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
   __syncthreads();
 
   unsigned long long best = 0ull;
-  kiln_gemv_walk(m, xs, p0, pstride, lane, ca, cb, pf, [&](int64_t p, float y0, float y1) {
+  int parity = 0;
+  kiln_gemv_walk_range(m, xs, p0, pstride, c0, c1, lane, ca, cb, pf, [&](int64_t p, float y0, float y1) {
+    if (split > 1) { /* the pair's warps meet (they walk the same pairs); its first adds the parts in order */
+      if (lane == 0) part_sum[parity][warp] = make_float2(y0, y1);
+      bar_sync_(1 + slot, 32 * split);
+      const int q = parity;
+      parity ^= 1; /* a warp's next write goes to the other buffer: no second barrier before it */
+      if (part) return;
+      y0 = y1 = 0.f;
+      for (int i = 0; i < split; i++) {
+        const float2 v = part_sum[q][slot * split + i];
+        y0 += v.x;
+        y1 += v.y;
+      }
+    }
     if (lane) return;
     const int64_t r0 = 2 * p;
     if (a.mode == KILN_GEMV_SWIGLU) {
@@ -138,10 +166,15 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
   size_t smem = (size_t)a->k * sizeof(uint16_t);
   int rc = kiln_cuda__allow_smem((const void *)gemv_kernel, smem, smem_set, 0);
   if (rc) return rc;
-  /* Narrower blocks when the matrix has too few row pairs to give every SM two blocks of 8 warps. */
-  const int64_t pairs = (a->n_rows + 1) / 2;
+  /* Split k only where the rows are long (at least two chunks a warp) and there are few pairs (about one a warp
+   * of a full grid): many short pairs already keep every warp's chain short. */
+  const int64_t pairs = (a->n_rows + 1) / 2, chunks = (a->k / 8 + 32 * KILN_GEMV_UNROLL - 1) / (32 * KILN_GEMV_UNROLL);
+  int split = kiln_cuda_gemv_split();
+  while (split > 1 && (chunks < 2 * split || pairs > 32 * (int64_t)n_sm)) split /= 2;
+  /* Narrower blocks when the matrix has too few row pairs (times their split) to give every SM two blocks of 8
+   * warps; a block keeps at least split warps. */
   int threads = GEMV_THREADS;
-  while (threads > 64 && pairs / (threads / 32) < 2 * (int64_t)n_sm) threads /= 2;
+  while (threads > 64 && threads / 64 >= split && pairs * split / (threads / 32) < 2 * (int64_t)n_sm) threads /= 2;
   KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel, threads, smem));
   /* GEMV_BLOCKS_PER_SM blocks keep up to 256 KiB of loads in flight per SM, well over the bandwidth-latency
    * product (4 measured a little faster than 2 on the 8B shapes); the rest of the SM is left to the next kernel
@@ -161,11 +194,29 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
   if (occ > cap) occ = cap;
   if (a->max_blocks_per_sm > 0 && occ > a->max_blocks_per_sm) occ = a->max_blocks_per_sm;
   if (occ < 1) occ = 1;
-  int64_t need = (pairs + threads / 32 - 1) / (threads / 32);
+  const int slots = threads / 32 / split; /* row pairs a block walks at once */
+  int64_t need = (pairs + slots - 1) / slots;
   int64_t fit = (int64_t)n_sm * occ;
   unsigned blocks = (unsigned)(need < fit ? need : fit);
-  KILN_CUDA_CHECK(kiln_launch(gemv_kernel, dim3(blocks), dim3(threads), smem, stream, *a, pf));
+  KILN_CUDA_CHECK(
+      kiln_launch(gemv_kernel, dim3(blocks), dim3(threads), smem, stream, *a, split > 1 ? 0 : pf, split));
   return 0;
+}
+
+extern "C" int kiln_cuda_gemv_split_env(const char *v) {
+  if (!v || !*v || !strcmp(v, "1")) return 1;
+  if (!strcmp(v, "2")) return 2;
+  if (!strcmp(v, "4")) return 4;
+  return -1;
+}
+
+static int split_ = 0;
+extern "C" int kiln_cuda_gemv_split(void) {
+  if (!split_) {
+    const int s = kiln_cuda_gemv_split_env(getenv("KILN_CUDA_GEMV_SPLIT"));
+    split_ = s < 0 ? 1 : s;
+  }
+  return split_;
 }
 
 extern "C" int kiln_cuda_gemv(const kiln_cuda_gemv_args *a, cudaStream_t stream) {

@@ -49,6 +49,11 @@ typedef struct kiln_cuda_gemv_args {
 
 int kiln_cuda_gemv(const kiln_cuda_gemv_args *a, cudaStream_t stream);
 
+/* Warps per row pair where a GEMV splits k (gemv.cu: long rows, few pairs): KILN_CUDA_GEMV_SPLIT (unset: 1, or 2
+ * or 4; tuning), read at the first call. kiln_cuda_gemv_split_env: the split a value names, -1 for any other. */
+int kiln_cuda_gemv_split(void);
+int kiln_cuda_gemv_split_env(const char *value);
+
 /* The index an ARGMAX cell holds (-1 when nothing was folded in). */
 static inline int64_t kiln_cuda_argmax_index(unsigned long long cell) {
   return cell == 0 ? -1 : (int64_t)(0xffffffffu - (uint32_t)(cell & 0xffffffffu));

@@ -56,10 +56,11 @@ static __device__ __forceinline__ void kiln_gemv_load(const kiln_gemv_mat &m, in
   }
 }
 
-/* The first chunk of the warp's first pair p (nothing when p is past the matrix). */
+/* Chunk c0 (the first of the warp's range; 0 by default) of the warp's first pair p (nothing when p is past the
+ * matrix). */
 static __device__ __forceinline__ void kiln_gemv_first(const kiln_gemv_mat &m, int64_t p, int lane, uint4 *ca,
-                                                       uint4 *cb) {
-  if (p < kiln_gemv_pairs(m)) kiln_gemv_load(m, p, 0, lane, ca, cb);
+                                                       uint4 *cb, int64_t c0 = 0) {
+  if (p < kiln_gemv_pairs(m)) kiln_gemv_load(m, p, c0, lane, ca, cb);
 }
 
 /* L2 prefetch of chunk c of pair p (one bulk prefetch per row, lanes 0 and 1): the bytes move from HBM while the
@@ -90,24 +91,25 @@ static __device__ __forceinline__ void kiln_gemv_prefetch_first(const kiln_gemv_
   }
 }
 
-/* Walks pairs p, p + pstride, ... with the first chunk of p already in ca/cb (kiln_gemv_first); xs is the input
- * vector as bf16 (shared memory). For each finished pair, done(p, y0, y1) runs on every lane with the two rows'
- * dot products summed over the warp (y1 is meaningless when row 2p + 1 does not exist). pf > 0: item i + 1 + pf
- * is prefetched into L2 when item i + 1 is loaded (items 1 .. pf by kiln_gemv_prefetch_first). */
+/* Walks pairs p, p + pstride, ... over their chunks c0 .. c1 - 1 (a split of k among warps; the whole row is
+ * 0 .. kiln_gemv_chunks) with chunk c0 of p already in ca/cb (kiln_gemv_first); xs is the input vector as bf16
+ * (shared memory). For each finished pair, done(p, y0, y1) runs on every lane with the two rows' dot products over
+ * the range summed over the warp (y1 is meaningless when row 2p + 1 does not exist). pf > 0 (whole rows only):
+ * item i + 1 + pf is prefetched into L2 when item i + 1 is loaded (items 1 .. pf by kiln_gemv_prefetch_first). */
 template <class Done>
-static __device__ __forceinline__ void kiln_gemv_walk(const kiln_gemv_mat &m, const uint4 *xs, int64_t p,
-                                                      int64_t pstride, int lane, uint4 *ca, uint4 *cb, int pf,
-                                                      Done done) {
+static __device__ __forceinline__ void kiln_gemv_walk_range(const kiln_gemv_mat &m, const uint4 *xs, int64_t p,
+                                                            int64_t pstride, int64_t c0, int64_t c1, int lane,
+                                                            uint4 *ca, uint4 *cb, int pf, Done done) {
   const int64_t n_pairs = kiln_gemv_pairs(m), n_chunks = kiln_gemv_chunks(m);
-  int64_t c = 0;
-  bool have = p < n_pairs;
+  int64_t c = c0;
+  bool have = p < n_pairs && c0 < c1;
   float a0 = 0.f, a1 = 0.f;
   int64_t fp = p, fc = 0; /* the prefetch cursor: pf + 1 items ahead of (p, c) */
   if (pf > 0)
     for (int i = 0; i <= pf; i++) kiln_gemv_next(n_chunks, pstride, &fp, &fc);
   while (have) {
     int64_t np = p, nc = c + 1;
-    if (nc == n_chunks) nc = 0, np = p + pstride;
+    if (nc == c1) nc = c0, np = p + pstride;
     const bool have_next = np < n_pairs;
     uint4 na[KILN_GEMV_UNROLL], nb[KILN_GEMV_UNROLL];
     if (have_next) kiln_gemv_load(m, np, nc, lane, na, nb);
@@ -124,7 +126,7 @@ static __device__ __forceinline__ void kiln_gemv_walk(const kiln_gemv_mat &m, co
         a1 = kiln_dot8_bf16(cb[u], x, a1);
       }
     }
-    if (c == n_chunks - 1) { /* the pair is complete (c and p are the same across the warp) */
+    if (c == c1 - 1) { /* the pair's range is complete (c and p are the same across the warp) */
       a0 = kiln_warp_sum(a0);
       a1 = kiln_warp_sum(a1);
       done(p, a0, a1);
@@ -134,6 +136,14 @@ static __device__ __forceinline__ void kiln_gemv_walk(const kiln_gemv_mat &m, co
 #pragma unroll
     for (int u = 0; u < KILN_GEMV_UNROLL; u++) ca[u] = na[u], cb[u] = nb[u];
   }
+}
+
+/* kiln_gemv_walk_range over whole rows. */
+template <class Done>
+static __device__ __forceinline__ void kiln_gemv_walk(const kiln_gemv_mat &m, const uint4 *xs, int64_t p,
+                                                      int64_t pstride, int lane, uint4 *ca, uint4 *cb, int pf,
+                                                      Done done) {
+  kiln_gemv_walk_range(m, xs, p, pstride, 0, kiln_gemv_chunks(m), lane, ca, cb, pf, done);
 }
 
 static __device__ __forceinline__ float kiln_silu_mul(float g, float u) { return g / (1.f + expf(-g)) * u; }

@@ -17,8 +17,8 @@
 
 static int rope_vec_ = -1;
 extern "C" int kiln_cuda_rope_vec_env(const char *v) {
-  if (!v || !*v || !strcmp(v, "0")) return 0;
-  return !strcmp(v, "1") ? 1 : -1;
+  if (!v || !*v || !strcmp(v, "1")) return 1;
+  return !strcmp(v, "0") ? 0 : -1;
 }
 extern "C" int kiln_cuda_rope_vec(void) {
   if (rope_vec_ < 0) rope_vec_ = kiln_cuda_rope_vec_env(getenv("KILN_CUDA_ROPE_VEC")) == 1;
