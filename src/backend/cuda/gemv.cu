@@ -170,6 +170,7 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
    * of a full grid): many short pairs already keep every warp's chain short. */
   const int64_t pairs = (a->n_rows + 1) / 2, chunks = (a->k / 8 + 32 * KILN_GEMV_UNROLL - 1) / (32 * KILN_GEMV_UNROLL);
   int split = kiln_cuda_gemv_split();
+  if (split == 0) split = chunks >= 8 ? 4 : chunks >= 6 ? 2 : 1; /* auto: only the longest rows (down) */
   while (split > 1 && (chunks < 2 * split || pairs > 32 * (int64_t)n_sm)) split /= 2;
   /* Narrower blocks when the matrix has too few row pairs (times their split) to give every SM two blocks of 8
    * warps; a block keeps at least split warps. */
@@ -205,14 +206,15 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
 
 extern "C" int kiln_cuda_gemv_split_env(const char *v) {
   if (!v || !*v || !strcmp(v, "1")) return 1;
+  if (!strcmp(v, "auto")) return 0;
   if (!strcmp(v, "2")) return 2;
   if (!strcmp(v, "4")) return 4;
   return -1;
 }
 
-static int split_ = 0;
+static int split_ = -1;
 extern "C" int kiln_cuda_gemv_split(void) {
-  if (!split_) {
+  if (split_ < 0) {
     const int s = kiln_cuda_gemv_split_env(getenv("KILN_CUDA_GEMV_SPLIT"));
     split_ = s < 0 ? 1 : s;
   }
