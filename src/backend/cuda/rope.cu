@@ -1,9 +1,9 @@
 /*
  * backend/cuda/rope.cu: bias + per-head RMSNorm + RoPE + KV-cache store. One warp per (token, head): the head's
  * values pass through the warp's slice of shared memory, because RoPE pairs element i with i + head_dim/2, which
- * for head_dim < 64 lives in another lane. With KILN_CUDA_ROPE_VEC=1 (tuning, off by default) and head sizes 8-128
- * (powers of two), the warp holds 4 elements a lane in registers and takes the partner by a shuffle instead
- * (kiln_norm_rotate4): 8-byte loads and stores where the scalar form moves 2 bytes a lane.
+ * for head_dim < 64 lives in another lane. That scalar form stays for other head sizes (and KILN_CUDA_ROPE_VEC=0);
+ * for head sizes 8-128 (powers of two) the warp holds 4 elements a lane in registers and takes the partner by a
+ * shuffle instead (kiln_norm_rotate4): 8-byte loads and stores where the scalar form moves 2 bytes a lane.
  */
 #include <stdlib.h>
 #include <string.h>
