@@ -14,7 +14,8 @@ export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-
 # the default kernel-per-op graph), NAME@cluster with KILN_CUDA_ATTN_CLUSTER=1 (decode attention combining inside
 # thread-block clusters at every position), NAME@global with KILN_CUDA_ATTN_CLUSTER=0 (never; the default does in
 # the short-context graphs, up to 512 keys), NAME@l2pf with the L2 prefetch knobs on (KILN_CUDA_ATTN_L2PF=8,
-# KILN_CUDA_GEMV_L2NEXT=4; off by default), NAME@nopgraph without the prefill graphs (KILN_CUDA_PREFILL_GRAPH=0),
+# KILN_CUDA_GEMV_L2NEXT=4; off by default), NAME@l2late with attention's prefetch issued after its prologue
+# (KILN_CUDA_ATTN_L2PF_AT=prologue), NAME@nopgraph without the prefill graphs (KILN_CUDA_PREFILL_GRAPH=0),
 # NAME@knobs with the other tuning knobs away from their defaults (KILN_CUDA_CARVEOUT=max, KILN_CUDA_ATTN_RELAXED=0,
 # KILN_CUDA_GEMV_GU_BLOCKS=3),
 # NAME@t128 and NAME@t256 with decode attention in blocks of 128 or 256 threads at every shape
@@ -24,9 +25,9 @@ export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-
 tests=(test_cuda_ops test_cuda_ops@norope test_cuda_ops@split test_cuda_ops@split4 test_cuda_decode
        test_cuda_decode@global test_cuda_decode@knobs test_cuda_decode@t128 test_cuda_decode@t256
        test_cuda_decode@norope test_cuda_decode@split test_cuda_model test_cuda_model@persistent
-       test_cuda_model@cluster test_cuda_model@global test_cuda_model@l2pf test_cuda_model@nopgraph
-       test_cuda_model@knobs test_cuda_model@t128 test_cuda_model@t256 test_cuda_model@norope
-       test_cuda_model@split
+       test_cuda_model@cluster test_cuda_model@global test_cuda_model@l2pf test_cuda_model@l2late
+       test_cuda_model@nopgraph test_cuda_model@knobs test_cuda_model@t128 test_cuda_model@t256
+       test_cuda_model@norope test_cuda_model@split
        test_cuda_alloc test_cuda_alloc@persistent test_cuda_alloc@global
        test_cuda_smoke test_cuda_smoke@persistent test_cuda_smoke@cluster test_cuda_smoke@global)
 declare -a rows
@@ -46,6 +47,7 @@ for spec in "${tests[@]}"; do
     cluster) KILN_CUDA_ATTN_CLUSTER=1 "$BIN/$t" ;;
     global) KILN_CUDA_ATTN_CLUSTER=0 "$BIN/$t" ;;
     l2pf) KILN_CUDA_ATTN_L2PF=8 KILN_CUDA_GEMV_L2NEXT=4 "$BIN/$t" ;;
+    l2late) KILN_CUDA_ATTN_L2PF=8 KILN_CUDA_ATTN_L2PF_AT=prologue "$BIN/$t" ;;
     nopgraph) KILN_CUDA_PREFILL_GRAPH=0 "$BIN/$t" ;;
     knobs) KILN_CUDA_CARVEOUT=max KILN_CUDA_ATTN_RELAXED=0 KILN_CUDA_GEMV_GU_BLOCKS=3 "$BIN/$t" ;;
     t128) KILN_CUDA_ATTN_THREADS=128 "$BIN/$t" ;;

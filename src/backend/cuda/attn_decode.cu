@@ -36,6 +36,11 @@ static __device__ __noinline__ void attn_prof_store_(unsigned long long *prof, c
   w[7] = 1;
 }
 
+static __device__ __forceinline__ void l2_prefetch_(const kiln_cuda_attn_decode_args &a) {
+  kiln_l2_prefetch_share(a.l2_next[0], a.l2_next_bytes[0]);
+  kiln_l2_prefetch_share(a.l2_next[1], a.l2_next_bytes[1]);
+}
+
 template <int GMAX, bool CLUSTER, int THREADS>
 static __global__ void __launch_bounds__(THREADS) attn_decode_kernel(kiln_cuda_attn_decode_args a, float qscale) {
   extern __shared__ uint4 ad_smem[];
@@ -53,9 +58,15 @@ static __global__ void __launch_bounds__(THREADS) attn_decode_kernel(kiln_cuda_a
   kiln_attn_unit u = {(int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, a.n_splits, (int)gridDim.z, a.step->seq,
                       a.step->pos + 1};
   const bool active = u.split < kiln_attn_active(u.L, u.n_splits);
-  kiln_l2_prefetch_share(a.l2_next[0], a.l2_next_bytes[0]); /* idle splits too: constant weights, no wait */
-  kiln_l2_prefetch_share(a.l2_next[1], a.l2_next_bytes[1]);
-  if (!CLUSTER && !active) return; /* no keys: no partial, no arrival */
+  /* The L2 prefetch of the next GEMVs' weights (constant: no wait needed), by every block, idle splits too: at
+   * entry (l2_at 0), where it competes with the q/k/v GEMV's tail and this kernel's first loads; or once the
+   * block's own loads are out (1: after the prologue, 2: after the tiles; idle blocks after the wait). */
+  const int l2_at = a.l2_at;
+  if (l2_at == 0) l2_prefetch_(a);
+  if (!CLUSTER && !active) { /* no keys: no partial, no arrival */
+    if (l2_at) kiln_pdl_wait(), l2_prefetch_(a);
+    return;
+  }
   if (active) kiln_attn_unit_first<GMAX, THREADS>(s, u, a.k_cache, a.v_cache, a.shape);
   kiln_pdl_wait();
   if (prof) tl[1] = clock64();
@@ -63,12 +74,15 @@ static __global__ void __launch_bounds__(THREADS) attn_decode_kernel(kiln_cuda_a
     const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.inv_freq, a.eps, qscale, a.rope_vec};
     kiln_attn_unit_prologue<GMAX, THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
     if (prof) tl[2] = clock64();
+    if (l2_at == 1) l2_prefetch_(a);
     if (CLUSTER)
       kiln_attn_unit_tiles<GMAX, THREADS>(s, u, a.k_cache, a.v_cache, a.shape, (float *)s.kt, a.shape.head_dim);
     else
       kiln_attn_unit_run<GMAX, THREADS>(s, u, a.out, a.k_cache, a.v_cache, a.shape, a.scratch);
-  } else if (prof) {
-    tl[2] = clock64();
+    if (l2_at == 2) l2_prefetch_(a);
+  } else {
+    if (prof) tl[2] = clock64();
+    if (l2_at) l2_prefetch_(a);
   }
   if (prof) tl[3] = clock64();
   if (CLUSTER) kiln_attn_cluster_combine<GMAX, THREADS>(s, u, a.out, a.shape, a.relaxed_end);
@@ -253,6 +267,7 @@ extern "C" int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *a, cudaSt
   for (int i = 0; i < 2; i++)
     if (a->l2_next_bytes[i] < 0 || a->l2_next_bytes[i] % 16 || ((uintptr_t)a->l2_next[i] & 15))
       return kiln_error(KILN_EINVAL, "cuda attention: L2 prefetch range not 16-byte aligned");
+  if (a->l2_at < 0 || a->l2_at > 2) return kiln_error(KILN_EINVAL, "cuda attention: bad L2 prefetch point %d", a->l2_at);
   const int g = sh->n_heads / sh->n_kv_heads;
   const float qscale = 1.4426950408889634f / sqrtf((float)hd); /* log2(e) / sqrt(head_dim) */
   return threads_mode_(g) == 256 ? launch_t_<256>(a, g, qscale, stream) : launch_t_<128>(a, g, qscale, stream);

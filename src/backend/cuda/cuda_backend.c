@@ -266,6 +266,12 @@ static int read_switches_(kiln_backend *b) {
   b->attn_l2pf = !pf || !*pf || !strcmp(pf, "off") ? -1 : !strcmp(pf, "o") ? 0 : env_mib_(pf);
   if (pf && *pf && strcmp(pf, "off") && b->attn_l2pf < 0)
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_L2PF=%s: expected off, o or a number of MiB", pf);
+  /* when attention's blocks issue that prefetch: start (or unset: at entry, where it was measured slower), prologue
+   * (after the block's q/k/v read and first tile loads) or tiles (after all its cache loads) */
+  const char *pa = getenv("KILN_CUDA_ATTN_L2PF_AT");
+  b->attn_l2_at = !pa || !*pa || !strcmp(pa, "start") ? 0 : !strcmp(pa, "prologue") ? 1 : !strcmp(pa, "tiles") ? 2 : -1;
+  if (b->attn_l2_at < 0)
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_L2PF_AT=%s: expected start, prologue or tiles", pa);
   /* MiB of the next GEMV's weights; 0 or unset: none */
   const char *nx = getenv("KILN_CUDA_GEMV_L2NEXT");
   b->gemv_l2next = nx && *nx ? env_mib_(nx) : 0;

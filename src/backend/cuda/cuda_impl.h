@@ -76,6 +76,7 @@ struct kiln_backend {
   /* What decode attention prefetches into L2 for the GEMVs after it (KILN_CUDA_ATTN_L2PF, tuning): -1 nothing (the
    * default), else the o_proj weights and this many bytes of the gate/up weights (forward.c) */
   int64_t attn_l2pf;
+  int attn_l2_at; /* kiln_cuda_attn_decode_args.l2_at (KILN_CUDA_ATTN_L2PF_AT: start, prologue, tiles) */
   /* Bytes of the next GEMV's weights each decode GEMV prefetches into L2 as its blocks finish
    * (KILN_CUDA_GEMV_L2NEXT, MiB; 0: none) */
   int64_t gemv_l2next;

@@ -63,7 +63,8 @@ static int decode_enqueue_(kiln_backend *b, bool sample, bool short_ctx) {
                                      .n_splits = short_ctx ? b->short_splits : b->n_splits,
                                      .scratch = b->attn_part, .cluster = short_ctx,
                                      .prof = b->attn_prof && l == 0 ? b->d_prof : NULL,
-                                     .relaxed_end = b->attn_relaxed, .rope_vec = kiln_cuda_rope_vec()};
+                                     .relaxed_end = b->attn_relaxed, .rope_vec = kiln_cuda_rope_vec(),
+                                     .l2_at = b->attn_l2_at};
     if (b->attn_l2pf >= 0) { /* the weights the o and gate/up GEMVs read first, while HBM would idle */
       at.l2_next[0] = L->wo, at.l2_next_bytes[0] = nq * H * 2;
       at.l2_next[1] = L->wgu, at.l2_next_bytes[1] = b->attn_l2pf < gu_bytes ? b->attn_l2pf : gu_bytes;
