@@ -325,7 +325,7 @@ static int setup_decode_kernel_(kiln_backend *b) {
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_THREADS=%s: expected auto, 128 or 256", th);
   const char *sp = getenv("KILN_CUDA_GEMV_SPLIT");
   if (kiln_cuda_gemv_split_env(sp) < 0)
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMV_SPLIT=%s: expected 1, 2, 4 or auto", sp);
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMV_SPLIT=%s: expected auto, all, 1, 2 or 4", sp);
   if (!mode || strcmp(mode, "persistent")) return 0;
   /* on the backend's stream (non-blocking: not ordered with the legacy default stream), before the warm-up */
   KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_layers, b->layers, sizeof *b->layers * (size_t)c->n_layers,

@@ -171,9 +171,13 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
   /* Split k only where the rows are long (at least two chunks a warp) and there are few pairs (about one a warp
    * of a full grid): many short pairs already keep every warp's chain short. */
   const int64_t pairs = (a->n_rows + 1) / 2, chunks = (a->k / 8 + 32 * KILN_GEMV_UNROLL - 1) / (32 * KILN_GEMV_UNROLL);
-  int split = kiln_cuda_gemv_split();
-  if (split == 0) split = chunks >= 8 ? 4 : chunks >= 6 ? 2 : 1; /* auto: only the longest rows (down) */
-  while (split > 1 && (chunks < 2 * split || pairs > 32 * (int64_t)n_sm)) split /= 2;
+  const int mode = kiln_cuda_gemv_split();
+  int split = mode;
+  int min_chunks = 2; /* chunks a warp walks at least */
+  if (mode == KILN_GEMV_SPLIT_AUTO) split = chunks >= 8 ? 4 : chunks >= 6 ? 2 : 1; /* only the longest rows (down) */
+  /* all: down to one chunk a warp, so that a row pair of up to 4 chunks is loaded whole before the PDL wait */
+  if (mode == KILN_GEMV_SPLIT_ALL) split = 4, min_chunks = 1;
+  while (split > 1 && (chunks < min_chunks * split || pairs > 32 * (int64_t)n_sm)) split /= 2;
   /* Narrower blocks when the matrix has too few row pairs (times their split) to give every SM two blocks of 8
    * warps; a block keeps at least split warps. */
   int threads = GEMV_THREADS;
@@ -207,7 +211,8 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
 }
 
 extern "C" int kiln_cuda_gemv_split_env(const char *v) {
-  if (!v || !*v || !strcmp(v, "auto")) return 0;
+  if (!v || !*v || !strcmp(v, "auto")) return KILN_GEMV_SPLIT_AUTO;
+  if (!strcmp(v, "all")) return KILN_GEMV_SPLIT_ALL;
   if (!strcmp(v, "1")) return 1;
   if (!strcmp(v, "2")) return 2;
   if (!strcmp(v, "4")) return 4;

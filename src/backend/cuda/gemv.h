@@ -49,9 +49,11 @@ typedef struct kiln_cuda_gemv_args {
 
 int kiln_cuda_gemv(const kiln_cuda_gemv_args *a, cudaStream_t stream);
 
-/* Warps per row pair where a GEMV splits k (gemv.cu: long rows, few pairs): KILN_CUDA_GEMV_SPLIT (unset or auto:
- * 0, meaning 4 for rows of at least 8 chunks, 2 for 6 or 7, else 1; or 1, 2, 4; tuning), read at the first call.
- * kiln_cuda_gemv_split_env: the split a value names, -1 for any other. */
+/* Warps per row pair where a GEMV splits k (gemv.cu: long rows, few pairs): KILN_CUDA_GEMV_SPLIT, read at the first
+ * call: unset or auto (KILN_GEMV_SPLIT_AUTO: 4 for rows of at least 8 chunks, 2 for 6 or 7, else 1), 1, 2 or 4
+ * (tuning: that split where a warp keeps at least 2 chunks), all (KILN_GEMV_SPLIT_ALL, tuning: up to 4, down to one
+ * chunk a warp). kiln_cuda_gemv_split_env: the mode a value names, -1 for any other. */
+enum { KILN_GEMV_SPLIT_AUTO = 0, KILN_GEMV_SPLIT_ALL = 3 };
 int kiln_cuda_gemv_split(void);
 int kiln_cuda_gemv_split_env(const char *value);
 
