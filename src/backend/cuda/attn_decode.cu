@@ -267,7 +267,8 @@ extern "C" int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *a, cudaSt
   for (int i = 0; i < 2; i++)
     if (a->l2_next_bytes[i] < 0 || a->l2_next_bytes[i] % 16 || ((uintptr_t)a->l2_next[i] & 15))
       return kiln_error(KILN_EINVAL, "cuda attention: L2 prefetch range not 16-byte aligned");
-  if (a->l2_at < 0 || a->l2_at > 2) return kiln_error(KILN_EINVAL, "cuda attention: bad L2 prefetch point %d", a->l2_at);
+  if (a->l2_at < 0 || a->l2_at > 2)
+    return kiln_error(KILN_EINVAL, "cuda attention: bad L2 prefetch point %d", a->l2_at);
   const int g = sh->n_heads / sh->n_kv_heads;
   const float qscale = 1.4426950408889634f / sqrtf((float)hd); /* log2(e) / sqrt(head_dim) */
   return threads_mode_(g) == 256 ? launch_t_<256>(a, g, qscale, stream) : launch_t_<128>(a, g, qscale, stream);

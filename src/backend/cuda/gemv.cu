@@ -11,7 +11,8 @@
  * chain of dependent loads a warp walks when a matrix has about one long row pair per warp. By default (auto) only
  * rows of 6 chunks or more split, which at Qwen3 shapes is the down GEMV from 1.7B up: on an H100 that made the step
  * 2.0% faster at 1.7B, 0.8% at 4B, 0.3% at 8B; splitting the 4-chunk o GEMV as well made 4B 3% slower
- * (KILN_CUDA_GEMV_SPLIT=1|2|4 forces a split where the rows have at least 2 chunks a warp; docs/cuda.md).
+ * (tuning: KILN_CUDA_GEMV_SPLIT=1|2|4 forces a split where the rows have at least 2 chunks a warp, all splits down
+ * to one chunk a warp; docs/cuda.md).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -223,7 +224,7 @@ static int split_ = -1;
 extern "C" int kiln_cuda_gemv_split(void) {
   if (split_ < 0) {
     const int s = kiln_cuda_gemv_split_env(getenv("KILN_CUDA_GEMV_SPLIT"));
-    split_ = s < 0 ? 1 : s;
+    split_ = s < 0 ? KILN_GEMV_SPLIT_AUTO : s; /* refused at backend creation; ops called directly: the default */
   }
   return split_;
 }
