@@ -257,10 +257,31 @@ static int env_on_(const char *name, bool *on) {
   return 0;
 }
 
+/* The switches the ops read themselves at their first use (each module's parser of the value): a bad value is
+ * refused here, at create, with what the switch accepts. */
+static int check_op_switches_(void) {
+  static const struct {
+    const char *name, *expected;
+    int (*parse)(const char *);
+  } sw[] = {
+      {"KILN_CUDA_ATTN_CLUSTER", "0, 1 or short", kiln_cuda_attn_decode_cluster_env},
+      {"KILN_CUDA_ROPE_VEC", "0 or 1", kiln_cuda_rope_vec_env},
+      {"KILN_CUDA_ATTN_THREADS", "auto, 128 or 256", kiln_cuda_attn_decode_threads_env},
+      {"KILN_CUDA_GEMV_SPLIT", "auto, all, 1, 2 or 4", kiln_cuda_gemv_split_env},
+  };
+  for (size_t i = 0; i < sizeof sw / sizeof sw[0]; i++) {
+    const char *v = getenv(sw[i].name);
+    if (sw[i].parse(v) < 0) return kiln_error(KILN_EINVAL, "cuda: %s=%s: expected %s", sw[i].name, v, sw[i].expected);
+  }
+  return 0;
+}
+
 /* The switches that change how the graphs are built, read before they are captured (docs/cuda.md, Environment):
  * the L2 prefetch knobs (tuning, measured slower on an H100: off by default), the prefill graphs, the carveout,
  * the cluster barrier and the attention timeline. */
 static int read_switches_(kiln_backend *b) {
+  int rc = check_op_switches_();
+  if (rc) return rc;
   /* off (the default): no prefetch; o: the o_proj weights; N: those and the first N MiB of gate/up */
   const char *pf = getenv("KILN_CUDA_ATTN_L2PF");
   b->attn_l2pf = !pf || !*pf || !strcmp(pf, "off") ? -1 : !strcmp(pf, "o") ? 0 : env_mib_(pf);
@@ -279,7 +300,7 @@ static int read_switches_(kiln_backend *b) {
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMV_L2NEXT=%s: expected a number of MiB", nx);
   /* 1 or unset: short prefill chunks replay per-size graphs (forward.c; H100: TTFT of a 128-token prompt -26% at
    * 0.6B, -8% at 4B); 0: launched kernel by kernel */
-  int rc = env_on_("KILN_CUDA_PREFILL_GRAPH", &b->prefill_graphs);
+  rc = env_on_("KILN_CUDA_PREFILL_GRAPH", &b->prefill_graphs);
   if (rc) return rc;
   /* the shared-memory carveout of the decode kernels: auto or unset (the driver's choice per kernel), max, or a
    * percent; one value for all keeps the SMs from reconfiguring between kernels of different needs */
@@ -314,18 +335,6 @@ static int setup_decode_kernel_(kiln_backend *b) {
   const char *mode = getenv("KILN_CUDA_DECODE");
   if (mode && *mode && strcmp(mode, "graph") && strcmp(mode, "persistent"))
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_DECODE=%s: expected graph or persistent", mode);
-  const char *cl = getenv("KILN_CUDA_ATTN_CLUSTER");
-  if (kiln_cuda_attn_decode_cluster_env(cl) < 0)
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_CLUSTER=%s: expected 0, 1 or short", cl);
-  const char *rv = getenv("KILN_CUDA_ROPE_VEC");
-  if (kiln_cuda_rope_vec_env(rv) < 0)
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ROPE_VEC=%s: expected 0 or 1", rv);
-  const char *th = getenv("KILN_CUDA_ATTN_THREADS");
-  if (kiln_cuda_attn_decode_threads_env(th) < 0)
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_THREADS=%s: expected auto, 128 or 256", th);
-  const char *sp = getenv("KILN_CUDA_GEMV_SPLIT");
-  if (kiln_cuda_gemv_split_env(sp) < 0)
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMV_SPLIT=%s: expected auto, all, 1, 2 or 4", sp);
   if (!mode || strcmp(mode, "persistent")) return 0;
   /* on the backend's stream (non-blocking: not ordered with the legacy default stream), before the warm-up */
   KILN_CUDA_CHECK(cudaMemcpyAsync(b->d_layers, b->layers, sizeof *b->layers * (size_t)c->n_layers,
