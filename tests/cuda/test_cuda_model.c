@@ -77,6 +77,58 @@ static void check_logits(kiln_engine *gpu, kiln_engine *cpu, json_t *root, const
   free(all), free(ref), free(one);
 }
 
+/* Long prefill chunks (300 and 500 tokens: the graph buckets of 320 and 512, KILN_CUDA_PREFILL_GRAPH): the same
+ * prompt three times, launched kernel by kernel, then captured and replayed, then replayed; each run's last logits
+ * against the CPU engine, the two replays bitwise equal, and one decode step after the replay against the CPU. */
+static void check_long_prefill(kiln_model *m, const char *name) {
+  kiln_engine *gpu = NULL, *cpu = NULL;
+  kiln_engine_opts og = {.device = "cuda", .n_ctx = 512, .n_seqs = 1};
+  kiln_engine_opts oc = {.device = "cpu", .n_threads = 4, .n_ctx = 512, .n_seqs = 1};
+  GT_OK(kiln_engine_create(&gpu, m, &og));
+  GT_OK(kiln_engine_create(&cpu, m, &oc));
+  if (!gpu || !cpu) {
+    kiln_engine_free(gpu);
+    kiln_engine_free(cpu);
+    return;
+  }
+  const int V = m->cfg.vocab_size, lens[2] = {300, 500};
+  int32_t ids[501];
+  for (int i = 0; i < 501; i++) ids[i] = (int32_t)((i * 7919 + 11) % V);
+  float *ref = malloc(sizeof(float) * (size_t)V), *lg = malloc(sizeof(float) * 3 * (size_t)V);
+  for (int c = 0; c < 2; c++) {
+    const int n = lens[c];
+    GT_OK(kiln_engine_seq_reset(cpu, 0));
+    GT_OK(kiln_engine_forward(cpu, 0, ids, n, ref, false));
+    double worst = 0;
+    for (int r = 0; r < 3; r++) {
+      float *o = lg + (size_t)r * V;
+      memset(o, 0xff, sizeof(float) * (size_t)V);
+      GT_OK(kiln_engine_seq_reset(gpu, 0));
+      GT_OK(kiln_engine_forward(gpu, 0, ids, n, o, false));
+      const double e = gt_nmse(o, ref, V);
+      GT_CHECK(e <= LOGIT_NMSE, "%s: prefill of %d tokens, run %d: NMSE %.3g against the CPU engine", name, n, r, e);
+      worst = fmax(worst, e);
+    }
+    GT_CHECK(memcmp(lg + V, lg + 2 * (size_t)V, sizeof(float) * (size_t)V) == 0,
+             "%s: prefill of %d tokens: two replays of its graph gave different logits", name, n);
+    const double eg = gt_nmse(lg + V, lg, V);
+    GT_CHECK(eg <= 1e-4, "%s: prefill of %d tokens: graph and launched kernels differ (NMSE %.3g)", name, n, eg);
+    /* the next token after the replayed prefill reads its keys and values */
+    if (n < 500) {
+      GT_OK(kiln_engine_forward(cpu, 0, ids + n, 1, ref, false));
+      GT_OK(kiln_engine_forward(gpu, 0, ids + n, 1, lg, false));
+      const double ed = gt_nmse(lg, ref, V);
+      GT_CHECK(ed <= LOGIT_NMSE, "%s: decode after a prefill of %d tokens: NMSE %.3g against the CPU", name, n, ed);
+      worst = fmax(worst, ed);
+    }
+    printf("%s: prefill of %d tokens three times: worst NMSE vs CPU %.2e, graph vs launched %.2e\n", name, n, worst,
+           eg);
+  }
+  free(ref), free(lg);
+  kiln_engine_free(gpu);
+  kiln_engine_free(cpu);
+}
+
 static int run_gen(kiln_engine *e, const int32_t *prompt, int np, const kiln_sampling *s, int n, int32_t *out) {
   kiln_gen_params p = kiln_gen_params_default();
   p.ignore_eos = true;
@@ -218,6 +270,7 @@ static void run_tiny(const char *name) {
     check_greedy(gpu, cpu, root, name);
     check_ppl(gpu, root, ids, n_ids, name);
   }
+  if (m) check_long_prefill(m, name);
   kiln_engine_free(gpu);
   kiln_engine_free(cpu);
   kiln_model_free(m);

@@ -21,7 +21,6 @@
 #include "backend/cpu/ref_ops.h"
 
 #define CUBLAS_WS_BYTES ((int64_t)32 << 20)
-#define MAX_CHUNK 1024
 #define MAX_LOGIT_ROWS 128
 #define DS_PREFETCH 2 /* GEMV chunks prefetched into L2 ahead of a warp's loads (decode_step.h) */
 
@@ -191,7 +190,7 @@ static int open_(kiln_backend **out, const kiln_config *cfg, const kiln_engine_o
   snprintf(b->desc, sizeof b->desc, "cuda:%d %s", device_index, prop.name);
   b->n_ctx = opts && opts->n_ctx > 0 ? opts->n_ctx : 4096;
   b->n_seqs = opts && opts->n_seqs > 0 ? opts->n_seqs : 1;
-  b->chunk = b->n_ctx < MAX_CHUNK ? b->n_ctx : MAX_CHUNK;
+  b->chunk = b->n_ctx < KILN_CUDA_MAX_CHUNK ? b->n_ctx : KILN_CUDA_MAX_CHUNK;
   b->logit_rows = b->chunk < MAX_LOGIT_ROWS ? b->chunk : MAX_LOGIT_ROWS;
   b->qkv_dim = (int64_t)(cfg->n_heads + 2 * cfg->n_kv_heads) * cfg->head_dim;
   b->shape = (kiln_cuda_attn_shape){cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, b->n_ctx};
@@ -299,10 +298,13 @@ static int read_switches_(kiln_backend *b) {
   b->gemv_l2next = nx && *nx ? env_mib_(nx) : 0;
   if (b->gemv_l2next < 0)
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMV_L2NEXT=%s: expected a number of MiB", nx);
-  /* 1 or unset: short prefill chunks replay per-size graphs (forward.c; H100: TTFT of a 128-token prompt -26% at
-   * 0.6B, -8% at 4B); 0: launched kernel by kernel */
-  rc = env_on_("KILN_CUDA_PREFILL_GRAPH", &b->prefill_graphs);
-  if (rc) return rc;
+  /* 1 or unset: prefill chunks replay per-size graphs (forward.c; H100: TTFT of a 128-token prompt -26% at 0.6B,
+   * -8% at 4B); short: only chunks of up to KILN_CUDA_PREFILL_SHORT tokens (tuning); 0: launched kernel by kernel */
+  const char *pg = getenv("KILN_CUDA_PREFILL_GRAPH");
+  if (!pg || !*pg || !strcmp(pg, "1")) b->prefill_graph_max = KILN_CUDA_MAX_CHUNK;
+  else if (!strcmp(pg, "short")) b->prefill_graph_max = KILN_CUDA_PREFILL_SHORT;
+  else if (!strcmp(pg, "0")) b->prefill_graph_max = 0;
+  else return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_PREFILL_GRAPH=%s: expected 0, 1 or short", pg);
   /* the shared-memory carveout of the decode kernels: auto or unset (the driver's choice per kernel), max, or a
    * percent; one value for all keeps the SMs from reconfiguring between kernels of different needs */
   const char *co = getenv("KILN_CUDA_CARVEOUT");

@@ -21,8 +21,14 @@
 #include "backend/cuda/rope.h"
 
 
+#define KILN_CUDA_MAX_CHUNK 1024 /* the most tokens a prefill chunk has */
+/* Prefill graph buckets: chunk sizes padded to a multiple of KILN_CUDA_PREFILL_STEP up to KILN_CUDA_PREFILL_SHORT
+ * tokens, of KILN_CUDA_PREFILL_LSTEP above it (a few % of padding, against 16 buckets more) */
 #define KILN_CUDA_PREFILL_STEP 16
-#define KILN_CUDA_PREFILL_GRAPH_MAX 256
+#define KILN_CUDA_PREFILL_SHORT 256
+#define KILN_CUDA_PREFILL_LSTEP 64
+#define KILN_CUDA_PREFILL_BUCKETS                                                                                      \
+  (KILN_CUDA_PREFILL_SHORT / KILN_CUDA_PREFILL_STEP + (KILN_CUDA_MAX_CHUNK - KILN_CUDA_PREFILL_SHORT) / KILN_CUDA_PREFILL_LSTEP)
 
 struct kiln_backend {
   kiln_config cfg;
@@ -80,15 +86,15 @@ struct kiln_backend {
   /* Bytes of the next GEMV's weights each decode GEMV prefetches into L2 as its blocks finish
    * (KILN_CUDA_GEMV_L2NEXT, MiB; 0: none) */
   int64_t gemv_l2next;
-  /* Prefill graphs (on unless KILN_CUDA_PREFILL_GRAPH=0): a chunk of at most
-   * KILN_CUDA_PREFILL_GRAPH_MAX tokens is padded to a multiple of KILN_CUDA_PREFILL_STEP and replays that size's
-   * graph (captured at the size's second use) instead of launching ~8 kernels a layer from the host */
-  bool prefill_graphs;
+  /* Prefill graphs (KILN_CUDA_PREFILL_GRAPH): a chunk is padded to its bucket's size and replays that size's graph
+   * (captured at the size's second use) instead of launching ~8 kernels a layer from the host. The most tokens a
+   * graphed chunk has: KILN_CUDA_MAX_CHUNK (1 or unset), KILN_CUDA_PREFILL_SHORT (short), 0 (0: none) */
+  int prefill_graph_max;
   int gu_blocks; /* KILN_CUDA_GEMV_GU_BLOCKS: the decode gate/up GEMV's blocks per SM (0: the usual cap) */
   bool attn_relaxed; /* kiln_cuda_attn_decode_args.relaxed_end (KILN_CUDA_ATTN_RELAXED=0: off) */
   bool attn_prof; /* KILN_CUDA_ATTN_PROFILE=1: layer 0's decode attention records its timeline into d_prof */
-  cudaGraphExec_t g_prefill[KILN_CUDA_PREFILL_GRAPH_MAX / KILN_CUDA_PREFILL_STEP];
-  bool prefill_seen[KILN_CUDA_PREFILL_GRAPH_MAX / KILN_CUDA_PREFILL_STEP];
+  cudaGraphExec_t g_prefill[KILN_CUDA_PREFILL_BUCKETS];
+  bool prefill_seen[KILN_CUDA_PREFILL_BUCKETS];
 
   /* the persistent decode kernel (decode_step.h): ds_blocks > 0 when the graphs launch it, 0 when they hold the
    * kernel-per-op step */

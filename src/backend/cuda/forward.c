@@ -141,10 +141,21 @@ int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
   return last_logits ? last_logits_(b, n) : 0;
 }
 
-/* The prefill graph of bucket i (n_pad = (i + 1) * KILN_CUDA_PREFILL_STEP tokens) into *out, captured at the
- * bucket's second use; NULL at its first, which runs launched kernel by kernel (so a size seen once costs no
- * capture, and every kernel's one-time setup, such as its shared-memory attribute, is done before a capture). */
-static int prefill_graph_(kiln_backend *b, int i, cudaGraphExec_t *out) {
+/* The bucket of a chunk of n tokens (1 <= n <= KILN_CUDA_MAX_CHUNK), and its padded size in *n_pad. */
+static int prefill_bucket_(int n, int *n_pad) {
+  if (n <= KILN_CUDA_PREFILL_SHORT) {
+    *n_pad = (n + KILN_CUDA_PREFILL_STEP - 1) / KILN_CUDA_PREFILL_STEP * KILN_CUDA_PREFILL_STEP;
+    return *n_pad / KILN_CUDA_PREFILL_STEP - 1;
+  }
+  const int over = (n - KILN_CUDA_PREFILL_SHORT + KILN_CUDA_PREFILL_LSTEP - 1) / KILN_CUDA_PREFILL_LSTEP;
+  *n_pad = KILN_CUDA_PREFILL_SHORT + over * KILN_CUDA_PREFILL_LSTEP;
+  return KILN_CUDA_PREFILL_SHORT / KILN_CUDA_PREFILL_STEP + over - 1;
+}
+
+/* The prefill graph of bucket i (n_pad tokens) into *out, captured at the bucket's second use; NULL at its first,
+ * which runs launched kernel by kernel (so a size seen once costs no capture, and every kernel's one-time setup,
+ * such as its shared-memory attribute, is done before a capture). */
+static int prefill_graph_(kiln_backend *b, int i, int n_pad, cudaGraphExec_t *out) {
   *out = b->g_prefill[i];
   if (*out) return 0;
   if (!b->prefill_seen[i]) {
@@ -152,8 +163,7 @@ static int prefill_graph_(kiln_backend *b, int i, cudaGraphExec_t *out) {
     return 0;
   }
   KILN_CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
-  int rc = kiln_cuda__capture_end(b, kiln_cuda__prefill_enqueue(b, (i + 1) * KILN_CUDA_PREFILL_STEP, false),
-                                  &b->g_prefill[i]);
+  int rc = kiln_cuda__capture_end(b, kiln_cuda__prefill_enqueue(b, n_pad, false), &b->g_prefill[i]);
   *out = b->g_prefill[i];
   return rc;
 }
@@ -168,12 +178,13 @@ int kiln_cuda__prefill_chunk(kiln_backend *b, int seq, int pos, const int32_t *t
   b->h_step->seq = seq;
   b->h_step->pos = pos;
   b->h_step->n = n;
-  /* A short chunk replays the graph of its bucket (KILN_CUDA_PREFILL_GRAPH): padded to n_pad tokens of id 0, whose
-   * keys and values land in cache rows past the chunk that nothing reads before a later step overwrites them. */
-  const int n_pad = (n + KILN_CUDA_PREFILL_STEP - 1) / KILN_CUDA_PREFILL_STEP * KILN_CUDA_PREFILL_STEP;
+  /* A chunk replays the graph of its bucket (KILN_CUDA_PREFILL_GRAPH): padded to n_pad tokens of id 0, whose keys
+   * and values land in cache rows past the chunk that nothing reads before a later step overwrites them. */
+  int n_pad = n;
+  const int bucket = n <= KILN_CUDA_MAX_CHUNK ? prefill_bucket_(n, &n_pad) : -1;
   cudaGraphExec_t g = NULL;
-  if (b->prefill_graphs && n_pad <= KILN_CUDA_PREFILL_GRAPH_MAX && n_pad <= b->chunk && pos + n_pad <= b->n_ctx &&
-      (rc = prefill_graph_(b, n_pad / KILN_CUDA_PREFILL_STEP - 1, &g)))
+  if (bucket >= 0 && n_pad <= b->prefill_graph_max && n_pad <= b->chunk && pos + n_pad <= b->n_ctx &&
+      (rc = prefill_graph_(b, bucket, n_pad, &g)))
     return rc;
   const int n_up = g ? n_pad : n;
   memcpy(b->h_tokens, tokens, (size_t)n * sizeof *tokens);
