@@ -67,7 +67,8 @@ static void test_embed(int64_t V, int64_t H) {
   gt_down(x, d_x, (size_t)n * H * 4);
   gt_down(&cell, d_cell, 8);
   kiln_ref_embed(ref, table, KILN_BF16, H, ids, n);
-  GT_CHECK(memcmp(x, ref, (size_t)n * H * 4) == 0, "embed V=%lld H=%lld: not an exact copy", (long long)V, (long long)H);
+  GT_CHECK(memcmp(x, ref, (size_t)n * H * 4) == 0, "embed V=%lld H=%lld: not an exact copy", (long long)V,
+           (long long)H);
   GT_CHECK(cell == 0, "embed: reset cell not cleared");
   /* an id out of range gives NaN, never a wild read */
   ids[0] = (int32_t)V + 5;

@@ -109,8 +109,8 @@ extern "C" int kiln_cuda_attn_decode_cluster_mode(void) {
 }
 static int cluster_allowed_(void) { return kiln_cuda_attn_decode_cluster_mode() == KILN_CUDA_ATTN_CLUSTER_ALL; }
 extern "C" void kiln_cuda_attn_decode_cluster(int mode) {
-  cluster_mode_ = mode == KILN_CUDA_ATTN_CLUSTER_ALL || mode == KILN_CUDA_ATTN_CLUSTER_SHORT ? mode
-                                                                                            : KILN_CUDA_ATTN_CLUSTER_OFF;
+  const bool known = mode == KILN_CUDA_ATTN_CLUSTER_ALL || mode == KILN_CUDA_ATTN_CLUSTER_SHORT;
+  cluster_mode_ = known ? mode : KILN_CUDA_ATTN_CLUSTER_OFF;
 }
 
 /* The largest cluster the GMAX kernel launches with on the current device (0: the device has no clusters), found

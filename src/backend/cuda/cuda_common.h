@@ -124,7 +124,9 @@ static __device__ __forceinline__ float kiln_dot8_bf16(uint4 w, uint4 x, float a
  * reading its results); `wait` blocks until every earlier kernel has completed and its writes are visible.
  * Every kernel of a PDL chain calls wait before its first dependent access, so completion is transitive. Both
  * are no-ops for a kernel launched without the attribute. */
-static __device__ __forceinline__ void kiln_pdl_trigger(void) { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+static __device__ __forceinline__ void kiln_pdl_trigger(void) {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
 static __device__ __forceinline__ void kiln_pdl_wait(void) { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 
 /* This block's share of [p, p + bytes) prefetched into L2 (bytes a multiple of 16, p 16-byte aligned): the grid's

@@ -28,7 +28,8 @@
 #define KILN_CUDA_PREFILL_SHORT 256
 #define KILN_CUDA_PREFILL_LSTEP 64
 #define KILN_CUDA_PREFILL_BUCKETS                                                                                      \
-  (KILN_CUDA_PREFILL_SHORT / KILN_CUDA_PREFILL_STEP + (KILN_CUDA_MAX_CHUNK - KILN_CUDA_PREFILL_SHORT) / KILN_CUDA_PREFILL_LSTEP)
+  (KILN_CUDA_PREFILL_SHORT / KILN_CUDA_PREFILL_STEP +                                                                  \
+   (KILN_CUDA_MAX_CHUNK - KILN_CUDA_PREFILL_SHORT) / KILN_CUDA_PREFILL_LSTEP)
 
 struct kiln_backend {
   kiln_config cfg;

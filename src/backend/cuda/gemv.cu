@@ -175,7 +175,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
   }
 }
 
-static int last_pre_ = 1;
+static thread_local int last_pre_ = 1; /* per engine thread: each launches its own device's GEMVs */
 extern "C" int kiln_cuda__gemv_last_pre(void) { return last_pre_; }
 
 typedef void (*gemv_fn)(kiln_cuda_gemv_args, int, int);

@@ -67,12 +67,12 @@ static __device__ __forceinline__ void kiln_norm_rotate(float *buf, const T *src
   __syncwarp();
 }
 
-/* The vector form (the default; KILN_CUDA_ROPE_VEC=0 turns it off: kiln_cuda_rope_vec), for head_dim a power of two from 8 to 128:
- * lane l holds elements 4l .. 4l+3 (lanes at or past hd/4 hold nothing and return zeros); the RoPE partner of an
- * element (i + hd/2, or i - hd/2) is in the lane hd/8 away and comes by one xor shuffle. No shared memory, no
- * barrier, one 16-byte (f32) or 8-byte (bf16) load of the head a lane, and half the instructions of the scalar
- * form at head_dim 128. Same arithmetic per element; the sum of squares adds in another order. Every lane of the
- * warp must call it (the shuffles). */
+/* The vector form (the default; KILN_CUDA_ROPE_VEC=0 turns it off: kiln_cuda_rope_vec), for head_dim a power of
+ * two from 8 to 128: lane l holds elements 4l .. 4l+3 (lanes at or past hd/4 hold nothing and return zeros); the
+ * RoPE partner of an element (i + hd/2, or i - hd/2) is in the lane hd/8 away and comes by one xor shuffle. No
+ * shared memory, no barrier, one 16-byte (f32) or 8-byte (bf16) load of the head a lane, and half the instructions
+ * of the scalar form at head_dim 128. Same arithmetic per element; the sum of squares adds in another order. Every
+ * lane of the warp must call it (the shuffles). */
 static __device__ __forceinline__ bool kiln_rope_vec_ok(int hd) { return hd >= 8 && hd <= 128 && !(hd & (hd - 1)); }
 
 static __device__ __forceinline__ float4 kiln_ld_act4(const float *p) { return __ldcg((const float4 *)p); }
