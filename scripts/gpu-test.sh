@@ -21,10 +21,8 @@ export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-
 # NAME@t128 and NAME@t256 with decode attention in blocks of 128 or 256 threads at every shape
 # (KILN_CUDA_ATTN_THREADS; the default picks by shape), NAME@norope with q/k norm + RoPE in their scalar form
 # (KILN_CUDA_ROPE_VEC=0), NAME@split, NAME@split4 and NAME@splitall with the GEMV's split k (KILN_CUDA_GEMV_SPLIT=2,
-# 4, all), NAME@preload with the GEMV's preload kernels (KILN_CUDA_GEMV_PRELOAD=1), so every decode and prefill
-# path meets the tests.
+# 4, all), so every decode and prefill path meets the tests.
 tests=(test_cuda_ops test_cuda_ops@norope test_cuda_ops@split test_cuda_ops@split4 test_cuda_ops@splitall
-       test_cuda_ops@preload test_cuda_decode@preload test_cuda_model@preload
        test_cuda_decode test_cuda_decode@global test_cuda_decode@knobs test_cuda_decode@t128
        test_cuda_decode@t256 test_cuda_decode@norope test_cuda_decode@split test_cuda_decode@splitall
        test_cuda_model test_cuda_model@persistent test_cuda_model@cluster test_cuda_model@global
@@ -59,7 +57,6 @@ for spec in "${tests[@]}"; do
     split) KILN_CUDA_GEMV_SPLIT=2 "$BIN/$t" ;;
     split4) KILN_CUDA_GEMV_SPLIT=4 "$BIN/$t" ;;
     splitall) KILN_CUDA_GEMV_SPLIT=all "$BIN/$t" ;;
-    preload) KILN_CUDA_GEMV_PRELOAD=1 "$BIN/$t" ;;
     *) KILN_CUDA_DECODE=$mode "$BIN/$t" ;;
   esac
   rc=$?
@@ -93,14 +90,11 @@ if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1 && 
       KILN_CUDA_ATTN_CLUSTER=0 compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_smoke" \
         >> "/tmp/sanitizer-$tool.log" 2>&1
     rc=$?
-    # the GEMV cases of the ops test, whose long rows take the split-k path (auto, and 2 warps a pair forced),
-    # and whose short ones the preload kernels
+    # the GEMV cases of the ops test, whose long rows take the split-k path (auto, and 2 warps a pair forced)
     [ $rc = 0 ] && [ -x "$BIN/test_cuda_ops" ] &&
       KILN_TEST_OPS=gemv compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_ops" \
         >> "/tmp/sanitizer-$tool.log" 2>&1 &&
       KILN_TEST_OPS=gemv KILN_CUDA_GEMV_SPLIT=2 compute-sanitizer --tool "$tool" --error-exitcode 9 \
-        "$BIN/test_cuda_ops" >> "/tmp/sanitizer-$tool.log" 2>&1 &&
-      KILN_TEST_OPS=gemv KILN_CUDA_GEMV_PRELOAD=1 compute-sanitizer --tool "$tool" --error-exitcode 9 \
         "$BIN/test_cuda_ops" >> "/tmp/sanitizer-$tool.log" 2>&1
     rc=$?
     d=$(( ($(date +%s%N) - s) / 1000000 ))

@@ -267,7 +267,6 @@ static int check_op_switches_(void) {
       {"KILN_CUDA_ROPE_VEC", "0 or 1", kiln_cuda_rope_vec_env},
       {"KILN_CUDA_ATTN_THREADS", "auto, 128 or 256", kiln_cuda_attn_decode_threads_env},
       {"KILN_CUDA_GEMV_SPLIT", "auto, all, 1, 2 or 4", kiln_cuda_gemv_split_env},
-      {"KILN_CUDA_GEMV_PRELOAD", "0 or 1", kiln_cuda_gemv_preload_env},
   };
   for (size_t i = 0; i < sizeof sw / sizeof sw[0]; i++) {
     const char *v = getenv(sw[i].name);

@@ -13,9 +13,6 @@
  * 2.0% faster at 1.7B, 0.8% at 4B, 0.3% at 8B; splitting the 4-chunk o GEMV as well made 4B 3% slower
  * (tuning: KILN_CUDA_GEMV_SPLIT=1|2|4 forces a split where the rows have at least 2 chunks a warp, all splits down
  * to one chunk a warp; docs/cuda.md).
- *
- * Preload (KILN_CUDA_GEMV_PRELOAD=1): where every warp has at most one row pair of 2-4 chunks, a kernel built for
- * that many chunks loads the pair whole into registers before the PDL wait, so no chunk load is left behind it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -48,10 +45,7 @@ static __device__ __forceinline__ void bar_sync_(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
 
-/* split: warps per row pair (1, 2 or 4; divides the block's warps); pf: L2 prefetch distance (0 when split > 1);
- * PRE > 1: preload, every warp has at most one row pair of at most PRE chunks (the launch sees to it), loaded
- * whole before the wait (pf unused) */
-template <int PRE>
+/* split: warps per row pair (1, 2 or 4; divides the block's warps); pf: L2 prefetch distance (0 when split > 1) */
 static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gemv_args a, int pf, int split) {
   extern __shared__ uint4 xs[]; /* [k / 8]: the input as bf16 */
   __shared__ float red[GEMV_WARPS];
@@ -67,13 +61,9 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
   const int slots = nw / split, slot = warp / split, part = warp % split;
   const int64_t nc = kiln_gemv_chunks(m), c0 = part * nc / split, c1 = (part + 1) * nc / split;
   const int64_t p0 = (int64_t)blockIdx.x * slots + slot, pstride = (int64_t)gridDim.x * slots;
-  uint4 ca[PRE][KILN_GEMV_UNROLL], cb[PRE][KILN_GEMV_UNROLL];
-  if constexpr (PRE > 1) {
-    kiln_gemv_first_whole<PRE>(m, p0, lane, ca, cb, c0, c1);
-  } else {
-    kiln_gemv_first(m, p0, lane, ca[0], cb[0], c0);
-    if (pf > 0) kiln_gemv_prefetch_first(m, p0, pstride, pf, lane);
-  }
+  uint4 ca[KILN_GEMV_UNROLL], cb[KILN_GEMV_UNROLL];
+  kiln_gemv_first(m, p0, lane, ca, cb, c0);
+  if (pf > 0) kiln_gemv_prefetch_first(m, p0, pstride, pf, lane);
   kiln_pdl_wait();
 
   /* ---- prologue: the input vector, once per block; a thread's loads go out GEMV_XV at a time, so the block
@@ -134,7 +124,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
 
   unsigned long long best = 0ull;
   int parity = 0;
-  auto done = [&](int64_t p, float y0, float y1) {
+  kiln_gemv_walk_range(m, xs, p0, pstride, c0, c1, lane, ca, cb, pf, [&](int64_t p, float y0, float y1) {
     if (split > 1) { /* the pair's warps meet (they walk the same pairs); its first adds the parts in order */
       if (lane == 0) part_sum[parity][warp] = make_float2(y0, y1);
       bar_sync_(1 + slot, 32 * split);
@@ -157,11 +147,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
       epilogue_(a, r0, y0, &best);
       if (r0 + 1 < a.n_rows) epilogue_(a, r0 + 1, y1, &best);
     }
-  };
-  if constexpr (PRE > 1)
-    kiln_gemv_whole<PRE>(m, xs, p0, c0, c1, lane, ca, cb, done);
-  else
-    kiln_gemv_walk_range(m, xs, p0, pstride, c0, c1, lane, ca[0], cb[0], pf, done);
+  });
   kiln_l2_prefetch_share(a.l2_next, a.l2_next_bytes);
 
   if (a.mode == KILN_GEMV_ARGMAX) {
@@ -175,25 +161,14 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
   }
 }
 
-static thread_local int last_pre_ = 1; /* per engine thread: each launches its own device's GEMVs */
-extern "C" int kiln_cuda__gemv_last_pre(void) { return last_pre_; }
-
-typedef void (*gemv_fn)(kiln_cuda_gemv_args, int, int);
-static gemv_fn gemv_kernel_(int pre) {
-  switch (pre) {
-  case 2: return gemv_kernel<2>;
-  case 3: return gemv_kernel<3>;
-  case 4: return gemv_kernel<4>;
-  default: return gemv_kernel<1>;
-  }
-}
-
 static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
-  static size_t smem_set[KILN_GEMV_PRE_MAX + 1][KILN_CUDA_MAX_DEVICES]; /* per kernel: [pre] */
+  static size_t smem_set[KILN_CUDA_MAX_DEVICES];
   int dev = 0, n_sm = 0, occ = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&dev));
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
   size_t smem = (size_t)a->k * sizeof(uint16_t);
+  int rc = kiln_cuda__allow_smem((const void *)gemv_kernel, smem, smem_set, 0);
+  if (rc) return rc;
   /* Split k only where the rows are long (at least two chunks a warp) and there are few pairs (about one a warp
    * of a full grid): many short pairs already keep every warp's chain short. */
   const int64_t pairs = (a->n_rows + 1) / 2, chunks = (a->k / 8 + 32 * KILN_GEMV_UNROLL - 1) / (32 * KILN_GEMV_UNROLL);
@@ -208,21 +183,17 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
    * warps; a block keeps at least split warps. */
   int threads = GEMV_THREADS;
   while (threads > 64 && threads / 64 >= split && pairs * split / (threads / 32) < 2 * (int64_t)n_sm) threads /= 2;
+  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel, threads, smem));
   /* At most GEMV_BLOCKS_PER_SM blocks an SM (4 measured a little faster than 2 on the 8B shapes). The registers
-   * bind first: at 128 a thread the chunk walk fits 16 warps an SM (2 blocks of 256 threads), 8 KiB of loads in
-   * flight each, well over the bandwidth-latency product, and those fill the register file, so the next kernel
-   * of a PDL chain starts on an SM only as this one's blocks leave it. The environment variable
-   * KILN_CUDA_GEMV_BLOCKS overrides the cap (tuning only). */
-  static int cap = 0, pf = -1, sm_warps = -1;
+   * bind first: at 128 a thread the walk fits 16 warps an SM (2 blocks of 256 threads), 8 KiB of loads in flight
+   * each, well over the bandwidth-latency product, and those fill the register file, so the next kernel of a PDL
+   * chain starts on an SM only as this one's blocks leave it. Leaving room for it measured slower, as did loading
+   * short pairs whole before the wait (docs/cuda.md). The environment variable KILN_CUDA_GEMV_BLOCKS overrides the
+   * cap (tuning only). */
+  static int cap = 0, pf = -1;
   if (cap == 0) {
     const char *e = getenv("KILN_CUDA_GEMV_BLOCKS");
     cap = e && atoi(e) > 0 ? atoi(e) : GEMV_BLOCKS_PER_SM;
-  }
-  /* KILN_CUDA_GEMV_SM_WARPS=N: at most N warps of a GEMV an SM (at least one block), leaving registers to the next
-   * kernel of the chain (at 128 registers a thread, 16 warps fill an SM's register file; tuning only) */
-  if (sm_warps < 0) {
-    const char *e = getenv("KILN_CUDA_GEMV_SM_WARPS");
-    sm_warps = e && atoi(e) > 0 ? atoi(e) : 0;
   }
   /* KILN_CUDA_GEMV_PF=N: each warp also prefetches its next N chunks into L2 before the PDL wait, and keeps N
    * chunks ahead of its loads (tuning only) */
@@ -230,28 +201,15 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
     const char *e = getenv("KILN_CUDA_GEMV_PF");
     pf = e && atoi(e) > 0 ? atoi(e) : 0;
   }
+  if (occ > cap) occ = cap;
+  if (a->max_blocks_per_sm > 0 && occ > a->max_blocks_per_sm) occ = a->max_blocks_per_sm;
+  if (occ < 1) occ = 1;
   const int slots = threads / 32 / split; /* row pairs a block walks at once */
-  const int64_t need = (pairs + slots - 1) / slots;
-  /* Preload where a warp's range is 2 .. KILN_GEMV_PRE_MAX chunks and a grid that fits gives every warp at most
-   * one pair (the kernel with more registers a thread, so fewer blocks may fit); otherwise the chunk walk. */
-  const int64_t per_warp = (chunks + split - 1) / split;
-  int pre = kiln_cuda_gemv_preload() && per_warp >= 2 && per_warp <= KILN_GEMV_PRE_MAX ? (int)per_warp : 1;
-  for (;;) {
-    int rc = kiln_cuda__allow_smem((const void *)gemv_kernel_(pre), smem, smem_set[pre], 0);
-    if (rc) return rc;
-    KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel_(pre), threads, smem));
-    if (occ > cap) occ = cap;
-    if (sm_warps > 0 && occ > sm_warps / (threads / 32)) occ = sm_warps / (threads / 32);
-    if (a->max_blocks_per_sm > 0 && occ > a->max_blocks_per_sm) occ = a->max_blocks_per_sm;
-    if (occ < 1) occ = 1;
-    if (pre == 1 || need <= (int64_t)n_sm * occ) break;
-    pre = 1;
-  }
-  last_pre_ = pre;
-  const int64_t fit = (int64_t)n_sm * occ;
+  int64_t need = (pairs + slots - 1) / slots;
+  int64_t fit = (int64_t)n_sm * occ;
   unsigned blocks = (unsigned)(need < fit ? need : fit);
   KILN_CUDA_CHECK(
-      kiln_launch(gemv_kernel_(pre), dim3(blocks), dim3(threads), smem, stream, *a, split > 1 ? 0 : pf, split));
+      kiln_launch(gemv_kernel, dim3(blocks), dim3(threads), smem, stream, *a, split > 1 ? 0 : pf, split));
   return 0;
 }
 
@@ -262,21 +220,6 @@ extern "C" int kiln_cuda_gemv_split_env(const char *v) {
   if (!strcmp(v, "2")) return 2;
   if (!strcmp(v, "4")) return 4;
   return -1;
-}
-
-extern "C" int kiln_cuda_gemv_preload_env(const char *v) {
-  if (!v || !*v || !strcmp(v, "0")) return 0;
-  if (!strcmp(v, "1")) return 1;
-  return -1;
-}
-
-static int preload_ = -1;
-extern "C" int kiln_cuda_gemv_preload(void) {
-  if (preload_ < 0) {
-    const int s = kiln_cuda_gemv_preload_env(getenv("KILN_CUDA_GEMV_PRELOAD"));
-    preload_ = s < 0 ? 0 : s; /* refused at backend creation; ops called directly: the default */
-  }
-  return preload_;
 }
 
 static int split_ = -1;

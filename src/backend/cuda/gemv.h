@@ -57,15 +57,6 @@ enum { KILN_GEMV_SPLIT_AUTO = 0, KILN_GEMV_SPLIT_ALL = 3 };
 int kiln_cuda_gemv_split(void);
 int kiln_cuda_gemv_split_env(const char *value);
 
-/* Preload (KILN_CUDA_GEMV_PRELOAD=1, read at the first call; 0 or unset: off): where a warp's work is one row pair
- * of 2 .. KILN_GEMV_PRE_MAX chunks, the pair's whole range is loaded into registers before the PDL wait.
- * kiln_cuda_gemv_preload_env: 0 or 1 for the value, -1 for any other. */
-#define KILN_GEMV_PRE_MAX 4
-int kiln_cuda_gemv_preload(void);
-int kiln_cuda_gemv_preload_env(const char *value);
-/* Chunks the last kiln_cuda_gemv of this process loaded whole before its wait (1: none; tests). */
-int kiln_cuda__gemv_last_pre(void);
-
 /* The index an ARGMAX cell holds (-1 when nothing was folded in). */
 static inline int64_t kiln_cuda_argmax_index(unsigned long long cell) {
   return cell == 0 ? -1 : (int64_t)(0xffffffffu - (uint32_t)(cell & 0xffffffffu));

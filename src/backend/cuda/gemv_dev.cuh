@@ -146,45 +146,6 @@ static __device__ __forceinline__ void kiln_gemv_walk(const kiln_gemv_mat &m, co
   kiln_gemv_walk_range(m, xs, p, pstride, 0, kiln_gemv_chunks(m), lane, ca, cb, pf, done);
 }
 
-/* Preload (PRE chunks, 2 <= PRE <= 4): a warp whose work is one row pair of at most PRE chunks holds the pair's
- * whole range in registers. kiln_gemv_first_whole issues every load before the caller's wait, so after it nothing
- * is left to fetch from HBM: no chain of dependent chunk loads behind the wait. Same order of sums as
- * kiln_gemv_walk_range, so both paths give bitwise the same results. */
-template <int PRE>
-static __device__ __forceinline__ void kiln_gemv_first_whole(const kiln_gemv_mat &m, int64_t p, int lane,
-                                                             uint4 (*ca)[KILN_GEMV_UNROLL],
-                                                             uint4 (*cb)[KILN_GEMV_UNROLL], int64_t c0, int64_t c1) {
-  if (p >= kiln_gemv_pairs(m)) return;
-#pragma unroll
-  for (int i = 0; i < PRE; i++)
-    if (c0 + i < c1) kiln_gemv_load(m, p, c0 + i, lane, ca[i], cb[i]);
-}
-
-/* The pair p's chunks c0 .. c1 - 1 (c1 - c0 <= PRE), loaded by kiln_gemv_first_whole: done(p, y0, y1) as in
- * kiln_gemv_walk_range, on every lane, when the pair exists and its range is not empty. */
-template <int PRE, class Done>
-static __device__ __forceinline__ void kiln_gemv_whole(const kiln_gemv_mat &m, const uint4 *xs, int64_t p,
-                                                       int64_t c0, int64_t c1, int lane, uint4 (*ca)[KILN_GEMV_UNROLL],
-                                                       uint4 (*cb)[KILN_GEMV_UNROLL], Done done) {
-  if (p >= kiln_gemv_pairs(m) || c0 >= c1) return;
-  float a0 = 0.f, a1 = 0.f;
-#pragma unroll
-  for (int i = 0; i < PRE; i++) {
-    if (c0 + i < c1) {
-#pragma unroll
-      for (int u = 0; u < KILN_GEMV_UNROLL; u++) {
-        const int64_t k = (c0 + i) * 32 * KILN_GEMV_UNROLL + 32 * u + lane;
-        if (k < m.k8) {
-          const uint4 x = xs[k];
-          a0 = kiln_dot8_bf16(ca[i][u], x, a0);
-          a1 = kiln_dot8_bf16(cb[i][u], x, a1);
-        }
-      }
-    }
-  }
-  done(p, kiln_warp_sum(a0), kiln_warp_sum(a1));
-}
-
 static __device__ __forceinline__ float kiln_silu_mul(float g, float u) { return g / (1.f + expf(-g)) * u; }
 
 #endif /* KILN_CUDA_GEMV_DEV_CUH */
