@@ -5,8 +5,9 @@
 #   BIN=build-cuda/bin bench/cuda/profile.sh OUT_DIR CONFIG.json [CTX]
 #
 # Writes OUT_DIR/NAME-roles.json (and with KEEP_TRACE=1 OUT_DIR/NAME-trace.csv.xz, every kernel: start, duration,
-# name) and prints the table. Uses nsys (Nsight Systems) when installed, else the CUPTI tracer libkiln_ktrace.so
-# built beside bench_cuda (KTRACE=path to name another).
+# name) and prints the table. PREFILL=N: the same for the prefills of an N-token prompt instead (the parts of a
+# layer, trace_report.py --prefill; OUT_DIR/NAME-prefillN.json). Uses nsys (Nsight Systems) when installed, else
+# the CUPTI tracer libkiln_ktrace.so built beside bench_cuda (KTRACE=path to name another).
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: profile.sh OUT_DIR CONFIG.json [CTX]" >&2; exit 2; }
 out=$1 cfg=$2 ctx=${3:-128}
@@ -18,7 +19,7 @@ mkdir -p "$out"
 name=$(basename "$cfg" .json)-ctx$ctx
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-bench=("$BIN/bench_cuda" --ctx "$ctx" --prompts 128 "$cfg")
+bench=("$BIN/bench_cuda" --ctx "$ctx" --prompts "${PREFILL:-128}" "$cfg")
 if [ -n "$NSYS" ]; then
   "$NSYS" profile --trace=cuda --cuda-graph-trace=node --force-overwrite=true -o "$tmp/prof" "${bench[@]}" \
     > "$tmp/bench.json"
@@ -34,5 +35,9 @@ else
   echo "profile.sh: neither nsys nor $KTRACE (bench/cuda/ktrace.c) found" >&2
   exit 1
 fi
-python3 "$here/trace_report.py" "$trace" "$cfg" --json "$out/$name-roles.json"
+if [ -n "${PREFILL:-}" ]; then
+  python3 "$here/trace_report.py" "$trace" "$cfg" --prefill "$PREFILL" --json "$out/$name-prefill$PREFILL.json"
+else
+  python3 "$here/trace_report.py" "$trace" "$cfg" --json "$out/$name-roles.json"
+fi
 if [ -n "${KEEP_TRACE:-}" ]; then xz -c "$trace" > "$out/$name-trace.csv.xz"; fi

@@ -11,7 +11,12 @@ launch a kernel starts early and waits for its predecessor, so its duration over
 of a step add up to more than its span) and the increments are what sums to the span. bench_cuda --ops times each
 kernel alone; this shows them in context, where L2 state, overlap and launch gaps differ.
 
-  trace_report.py TRACE.csv CONFIG.json [--steps N] [--json OUT.json]
+With --prefill N it reports the prefills of N tokens instead (bench_cuda --prompts N): per layer the add+RMSNorm,
+q/k/v GEMM, q/k norm + RoPE, attention, o GEMM, add+RMSNorm, gate/up GEMM, SwiGLU and down GEMM, each GEMM being
+whatever cuBLAS launched between its neighbours (one kernel or several: its time is their span), with the median
+time, the median gap after the part before it and the TFLOP/s of the GEMMs and of the causal attention.
+
+  trace_report.py TRACE.csv CONFIG.json [--steps N] [--prefill N] [--json OUT.json]
 """
 import csv
 import json
@@ -75,12 +80,108 @@ def decode_steps(kernels, n_layers):
     return steps
 
 
+PREFILL_ROLES = ["norm1", "qkv", "rope", "attention", "o", "norm2", "gate_up", "swiglu", "down"]
+
+
+def prefills(kernels, n_layers):
+    """Each prefill as its parts: a list over layers of {role: (start, end)}, the kernels of a GEMM grouped. A
+    prefill starts with the embedding followed by an add+RMSNorm; a run that breaks the pattern is skipped."""
+    is_norm = lambda n: "rmsnorm" in n
+    is_rope = lambda n: "rope" in n
+    is_attn = lambda n: "fa2" in n or "ap_wmma" in n
+    is_swiglu = lambda n: "swiglu" in n
+    out, i = [], 0
+    while i + 1 < len(kernels):
+        if not ("embed" in kernels[i][2] and is_norm(kernels[i + 1][2])):
+            i += 1
+            continue
+        j, layers = i + 1, []
+
+        def take(stop):
+            """The kernels from j up to the next one that stop() accepts: their (start, end), and that index."""
+            k = j
+            while k < len(kernels) and not stop(kernels[k][2]) and "embed" not in kernels[k][2]:
+                k += 1
+            if k == j or k >= len(kernels) or not stop(kernels[k][2]):
+                return None, k
+            return (kernels[j][0], max(s + d for s, d, _ in kernels[j:k])), k
+
+        ok = True
+        for _ in range(n_layers):
+            parts = {}
+            for role, test, nxt in [("norm1", is_norm, None), ("qkv", None, is_rope), ("rope", is_rope, None),
+                                    ("attention", is_attn, None), ("o", None, is_norm), ("norm2", is_norm, None),
+                                    ("gate_up", None, is_swiglu), ("swiglu", is_swiglu, None), ("down", None, is_norm)]:
+                if test:  # one kernel of a known name
+                    if j >= len(kernels) or not test(kernels[j][2]):
+                        ok = False
+                        break
+                    parts[role] = (kernels[j][0], kernels[j][0] + kernels[j][1])
+                    j += 1
+                else:  # a GEMM: every kernel up to the next known one
+                    span, j = take(nxt)
+                    if span is None:
+                        ok = False
+                        break
+                    parts[role] = span
+            if not ok:
+                break
+            layers.append(parts)
+        if ok:
+            out.append(layers)
+        i = j if ok else i + 1
+    return out
+
+
+def prefill_report(kernels, cfg, cfg_path, n, out_json):
+    H, I = cfg["hidden_size"], cfg["intermediate_size"]
+    L, nh, nkv = cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or H // nh
+    flops = {"qkv": 2 * n * H * (nh + 2 * nkv) * hd, "o": 2 * n * nh * hd * H, "gate_up": 2 * n * H * 2 * I,
+             "down": 2 * n * I * H, "attention": 2 * n * n * hd * nh}  # causal: half of 4 n^2 hd per head
+    runs = prefills(kernels, L)
+    if not runs:
+        sys.exit("trace_report: no prefill found in the trace (embedding, add+RMSNorm, GEMM, RoPE, attention, ...)")
+    dur = {r: [] for r in PREFILL_ROLES}
+    gap = {r: [] for r in PREFILL_ROLES}
+    spans = []
+    for layers in runs:
+        spans.append(layers[-1]["down"][1] - layers[0]["norm1"][0])
+        prev = None
+        for parts in layers:
+            for role in PREFILL_ROLES:
+                s, e = parts[role]
+                dur[role].append(e - s)
+                if prev is not None:
+                    gap[role].append(s - prev)
+                prev = e
+    med = lambda xs: statistics.median(xs) / 1e3 if xs else float("nan")  # ns -> us
+    span_ms = med(spans) / 1e3
+    print(f"{cfg_path}: {len(runs)} prefills of {n} tokens, median span of the layers {span_ms:.3f} ms")
+    print(f"{'part':<10} {'us a layer':>10} {'gap us':>8} {'ms in all':>9} {'TFLOP/s':>8}")
+    report = {"config": cfg_path, "tokens": n, "prefills": len(runs), "layers_span_ms": span_ms, "parts": []}
+    total = 0.0
+    for role in PREFILL_ROLES:
+        d, g = med(dur[role]), med(gap[role])
+        tf = flops[role] / (d * 1e-6) / 1e12 if role in flops and d > 0 else float("nan")
+        total += d + (g if g == g else 0.0)
+        print(f"{role:<10} {d:>10.2f} {g:>8.2f} {d * L / 1e3:>9.3f} {tf:>8.0f}")
+        report["parts"].append({"part": role, "us": num(d), "gap_us": num(g), "tflops": num(tf)})
+    print(f"{'a layer':<10} {total:>10.2f}")
+    if out_json:
+        json.dump(report, open(out_json, "w"), indent=1)
+
+
 def main():
     args = sys.argv[1:]
-    n_keep, out_json = 50, None
+    n_keep, out_json, n_prefill = 50, None, 0
     if "--steps" in args:
         j = args.index("--steps")
         n_keep = int(args[j + 1])
+        del args[j: j + 2]
+    if "--prefill" in args:
+        j = args.index("--prefill")
+        n_prefill = int(args[j + 1])
         del args[j: j + 2]
     if "--json" in args:
         j = args.index("--json")
@@ -90,6 +191,8 @@ def main():
         sys.exit(__doc__)
     trace, cfg_path = args
     cfg = json.load(open(cfg_path))
+    if n_prefill > 0:
+        return prefill_report(load_trace(trace), cfg, cfg_path, n_prefill, out_json)
     H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     L, nh, nkv = cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd = cfg.get("head_dim") or H // nh

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """trace_report.py on synthetic Nsight Systems kernel traces whose answers are known: the decode steps are found
 among other kernels (a prefill, a sample kernel, copies, a note before the header), each role's median duration,
-weight bandwidth and gap come out as built, and a trace without a decode step is an error, not an empty table."""
+weight bandwidth and gap come out as built, and a trace without a decode step is an error, not an empty table.
+With --prefill the same for the parts of a prefill's layers (a GEMM of several kernels is their span)."""
 import csv
 import json
 import os
@@ -87,6 +88,72 @@ with tempfile.TemporaryDirectory() as d:
     trace(tr, 0)
     p = subprocess.run([sys.executable, REPORT, tr, cfg], capture_output=True, text=True)
     check(p.returncode != 0 and "no decode step" in p.stderr, f"empty trace: rc {p.returncode}, {p.stderr!r}")
+
+# --prefill: the parts of each layer of a prefill, a GEMM of two kernels (its time is their span), between decode
+# kernels and launches that break the pattern
+PDUR = {"norm1": 2000, "qkv": 8000, "rope": 3000, "attention": 12000, "o": 4000, "norm2": 2000, "gate_up": 10000,
+        "swiglu": 3000, "down": 6000}
+N = 256
+
+
+def prefill_trace(path, runs):
+    rows = [["Start (ns)", "Duration (ns)", "Name"]]
+    t = [0]
+
+    def k(name, d, gap=400):
+        rows.append([str(t[0]), str(d), name])
+        t[0] += d + gap
+
+    k("embed_kernel(...)", 1000)  # a decode step: not a prefill
+    k("void gemv_kernel<1>(...)", 3000)
+    k("embed_kernel(...)", 1000)  # a broken prefill: stops after the first norm
+    k("add_rmsnorm_kernel(...)", 2000)
+    k("sample_kernel(...)", 1000)
+    for r in range(runs):
+        k("embed_kernel(...)", 1000)
+        for _ in range(L):
+            k("add_rmsnorm_kernel(...)", PDUR["norm1"])
+            k("nvjet_gemm_a(...)", PDUR["qkv"] // 2, gap=0)  # two kernels back to back: one GEMM
+            k("nvjet_reduce(...)", PDUR["qkv"] // 2)
+            k("qkv_rope_kernel(...)", PDUR["rope"])
+            k("void fa2_kernel<16>(...)", PDUR["attention"] + r)  # medians must ignore the odd run out
+            k("nvjet_gemm_b(...)", PDUR["o"])
+            k("add_rmsnorm_kernel(...)", PDUR["norm2"], gap=700)
+            k("nvjet_gemm_c(...)", PDUR["gate_up"])
+            k("swiglu_kernel(...)", PDUR["swiglu"])
+            k("nvjet_gemm_b(...)", PDUR["down"])
+        k("add_rmsnorm_kernel(...)", 2000)
+        k("void gemv_kernel<0>(...)", 5000)
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+with tempfile.TemporaryDirectory() as d:
+    cfg = os.path.join(d, "cfg.json")
+    json.dump(CFG, open(cfg, "w"))
+    tr, out = os.path.join(d, "t.csv"), os.path.join(d, "r.json")
+    prefill_trace(tr, 3)
+    p = subprocess.run([sys.executable, REPORT, tr, cfg, "--prefill", str(N), "--json", out], capture_output=True,
+                       text=True)
+    check(p.returncode == 0, f"prefill report failed: {p.stderr}")
+    r = json.load(open(out))
+    check(r["prefills"] == 3, f"prefills {r['prefills']}, expected 3")
+    parts = {x["part"]: x for x in r["parts"]}
+    for part, ns in PDUR.items():
+        want = (ns + (1 if part == "attention" else 0)) / 1e3
+        check(abs(parts[part]["us"] - want) < 1e-9, f"prefill {part}: {parts[part]['us']} us, expected {want}")
+    check(abs(parts["gate_up"]["gap_us"] - 0.7) < 1e-9, f"gate_up gap {parts['gate_up']['gap_us']}, expected 0.7")
+    check(abs(parts["rope"]["gap_us"] - 0.4) < 1e-9, f"rope gap {parts['rope']['gap_us']}, expected 0.4")
+    want_tf = {"qkv": 2 * N * H * (NH + 2 * NKV) * HD, "o": 2 * N * NH * HD * H, "gate_up": 2 * N * H * 2 * I,
+               "down": 2 * N * I * H, "attention": 2 * N * N * HD * NH}
+    for part, f in want_tf.items():
+        want = f / (parts[part]["us"] * 1e-6) / 1e12
+        check(abs(parts[part]["tflops"] - want) < 1e-9 * want, f"prefill {part}: {parts[part]['tflops']} TFLOP/s")
+    check(parts["rope"]["tflops"] is None, "the elementwise parts have no TFLOP/s")
+    # no prefill of that shape: an error with a message
+    trace(tr, 2)
+    p = subprocess.run([sys.executable, REPORT, tr, cfg, "--prefill", str(N)], capture_output=True, text=True)
+    check(p.returncode != 0 and "no prefill" in p.stderr, f"no prefill: rc {p.returncode}, {p.stderr!r}")
 
 print(f"test_trace_report: {'FAIL' if failures else 'ok'} ({failures} failures)")
 sys.exit(1 if failures else 0)
