@@ -26,13 +26,26 @@ def check(cond, what):
         print("FAIL " + what)
 
 
-def trace(path, steps):
-    rows = [["Generating SQLite file prof.sqlite"], ["Start (ns)", "Duration (ns)", "CorrId", "GrdX", "Name"]]
-    t = [0]
+class Trace:
+    """A kernel trace being written: k() appends a kernel of d ns, the next one starting gap ns after its end."""
 
-    def k(name, d, gap=500):
-        rows.append([str(t[0]), str(d), "1", "1", name])
-        t[0] += d + gap
+    def __init__(self, header, extra):
+        self.rows, self.extra, self.t = header, extra, 0
+
+    def k(self, name, d, gap=500):
+        self.rows.append([str(self.t), str(d)] + self.extra + [name])
+        self.t += d + gap
+
+    def write(self, path):
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows(self.rows)
+
+
+def trace(path, steps):
+    """nsys's columns, with a note before the header"""
+    tr = Trace([["Generating SQLite file prof.sqlite"], ["Start (ns)", "Duration (ns)", "CorrId", "GrdX", "Name"]],
+               ["1", "1"])
+    k = tr.k
 
     k("[CUDA memcpy Host-to-Device]", 100)
     k("embed_kernel(...)", 1000)  # a prefill: embedding then a norm, not a decode step
@@ -47,8 +60,42 @@ def trace(path, steps):
             k("void gemv_kernel<1>(...)", DUR["down"])
         k("void gemv_kernel<3>(...)", DUR["head"])
         k("sample_kernel(...)", 2000)
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows(rows)
+    tr.write(path)
+
+
+# --prefill: the parts of each layer of a prefill, a GEMM of two kernels (its time is their span), between decode
+# kernels and launches that break the pattern
+PDUR = {"norm1": 2000, "qkv": 8000, "rope": 3000, "attention": 12000, "o": 4000, "norm2": 2000, "gate_up": 10000,
+        "swiglu": 3000, "down": 6000}
+N = 256
+
+
+def prefill_trace(path, runs):
+    """ktrace's columns (no note), kernels 400 ns apart unless told"""
+    tr = Trace([["Start (ns)", "Duration (ns)", "Name"]], [])
+    k = lambda name, d, gap=400: tr.k(name, d, gap)
+
+    k("embed_kernel(...)", 1000)  # a decode step: not a prefill
+    k("void gemv_kernel<1>(...)", 3000)
+    k("embed_kernel(...)", 1000)  # a broken prefill: stops after the first norm
+    k("add_rmsnorm_kernel(...)", 2000)
+    k("sample_kernel(...)", 1000)
+    for r in range(runs):
+        k("embed_kernel(...)", 1000)
+        for _ in range(L):
+            k("add_rmsnorm_kernel(...)", PDUR["norm1"])
+            k("nvjet_gemm_a(...)", PDUR["qkv"] // 2, gap=0)  # two kernels back to back: one GEMM
+            k("nvjet_reduce(...)", PDUR["qkv"] // 2)
+            k("qkv_rope_kernel(...)", PDUR["rope"])
+            k("void fa2_kernel<16>(...)", PDUR["attention"] + r)  # medians must ignore the odd run out
+            k("nvjet_gemm_b(...)", PDUR["o"])
+            k("add_rmsnorm_kernel(...)", PDUR["norm2"], gap=700)
+            k("nvjet_gemm_c(...)", PDUR["gate_up"])
+            k("swiglu_kernel(...)", PDUR["swiglu"])
+            k("nvjet_gemm_b(...)", PDUR["down"])
+        k("add_rmsnorm_kernel(...)", 2000)
+        k("void gemv_kernel<0>(...)", 5000)
+    tr.write(path)
 
 
 with tempfile.TemporaryDirectory() as d:
@@ -88,50 +135,6 @@ with tempfile.TemporaryDirectory() as d:
     trace(tr, 0)
     p = subprocess.run([sys.executable, REPORT, tr, cfg], capture_output=True, text=True)
     check(p.returncode != 0 and "no decode step" in p.stderr, f"empty trace: rc {p.returncode}, {p.stderr!r}")
-
-# --prefill: the parts of each layer of a prefill, a GEMM of two kernels (its time is their span), between decode
-# kernels and launches that break the pattern
-PDUR = {"norm1": 2000, "qkv": 8000, "rope": 3000, "attention": 12000, "o": 4000, "norm2": 2000, "gate_up": 10000,
-        "swiglu": 3000, "down": 6000}
-N = 256
-
-
-def prefill_trace(path, runs):
-    rows = [["Start (ns)", "Duration (ns)", "Name"]]
-    t = [0]
-
-    def k(name, d, gap=400):
-        rows.append([str(t[0]), str(d), name])
-        t[0] += d + gap
-
-    k("embed_kernel(...)", 1000)  # a decode step: not a prefill
-    k("void gemv_kernel<1>(...)", 3000)
-    k("embed_kernel(...)", 1000)  # a broken prefill: stops after the first norm
-    k("add_rmsnorm_kernel(...)", 2000)
-    k("sample_kernel(...)", 1000)
-    for r in range(runs):
-        k("embed_kernel(...)", 1000)
-        for _ in range(L):
-            k("add_rmsnorm_kernel(...)", PDUR["norm1"])
-            k("nvjet_gemm_a(...)", PDUR["qkv"] // 2, gap=0)  # two kernels back to back: one GEMM
-            k("nvjet_reduce(...)", PDUR["qkv"] // 2)
-            k("qkv_rope_kernel(...)", PDUR["rope"])
-            k("void fa2_kernel<16>(...)", PDUR["attention"] + r)  # medians must ignore the odd run out
-            k("nvjet_gemm_b(...)", PDUR["o"])
-            k("add_rmsnorm_kernel(...)", PDUR["norm2"], gap=700)
-            k("nvjet_gemm_c(...)", PDUR["gate_up"])
-            k("swiglu_kernel(...)", PDUR["swiglu"])
-            k("nvjet_gemm_b(...)", PDUR["down"])
-        k("add_rmsnorm_kernel(...)", 2000)
-        k("void gemv_kernel<0>(...)", 5000)
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows(rows)
-
-
-with tempfile.TemporaryDirectory() as d:
-    cfg = os.path.join(d, "cfg.json")
-    json.dump(CFG, open(cfg, "w"))
-    tr, out = os.path.join(d, "t.csv"), os.path.join(d, "r.json")
     prefill_trace(tr, 3)
     p = subprocess.run([sys.executable, REPORT, tr, cfg, "--prefill", str(N), "--json", out], capture_output=True,
                        text=True)
