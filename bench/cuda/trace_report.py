@@ -11,7 +11,8 @@ launch a kernel starts early and waits for its predecessor, so its duration over
 of a step add up to more than its span) and the increments are what sums to the span. bench_cuda --ops times each
 kernel alone; this shows them in context, where L2 state, overlap and launch gaps differ.
 
-With --prefill N it reports the prefills of N tokens instead (bench_cuda --prompts N): per layer the add+RMSNorm,
+With --prefill N it reports the prefills instead, taking them to be of N tokens (the trace must hold prefills of
+that one length, as from bench_cuda --prompts N: their lengths cannot be told apart in it): per layer the add+RMSNorm,
 q/k/v GEMM, q/k norm + RoPE, attention, o GEMM, add+RMSNorm, gate/up GEMM, SwiGLU and down GEMM, each GEMM being
 whatever cuBLAS launched between its neighbours (one kernel or several: its time is their span), with the median
 time, the median gap after the part before it and the TFLOP/s of the GEMMs and of the causal attention.
@@ -172,21 +173,23 @@ def prefill_report(kernels, cfg, cfg_path, n, out_json):
         json.dump(report, open(out_json, "w"), indent=1)
 
 
+def pop_option(args, name, default, kind=str):
+    """The value after `name` in args (both removed), or default when absent."""
+    if name not in args:
+        return default
+    j = args.index(name)
+    if j + 1 >= len(args):
+        sys.exit(f"trace_report: {name} needs a value")
+    value = kind(args[j + 1])
+    del args[j: j + 2]
+    return value
+
+
 def main():
     args = sys.argv[1:]
-    n_keep, out_json, n_prefill = 50, None, 0
-    if "--steps" in args:
-        j = args.index("--steps")
-        n_keep = int(args[j + 1])
-        del args[j: j + 2]
-    if "--prefill" in args:
-        j = args.index("--prefill")
-        n_prefill = int(args[j + 1])
-        del args[j: j + 2]
-    if "--json" in args:
-        j = args.index("--json")
-        out_json = args[j + 1]
-        del args[j: j + 2]
+    n_keep = pop_option(args, "--steps", 50, int)
+    n_prefill = pop_option(args, "--prefill", 0, int)
+    out_json = pop_option(args, "--json", None)
     if len(args) != 2:
         sys.exit(__doc__)
     trace, cfg_path = args
