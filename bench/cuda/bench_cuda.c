@@ -429,7 +429,7 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
       CK(cudaEventRecord(e0, b->stream));
       for (int l = 0; l < c->n_layers; l++)
         if (kiln_cuda_attn_prefill(b->hbuf, b->q, b->layers[l].k_cache, b->layers[l].v_cache, b->d_step, P, &b->shape,
-                                   b->stream))
+                                   b->pf_attn, b->n_sm, b->stream))
           exit(1);
       ta[r] = span_ms(e0, e1, b->stream);
       CK(cudaEventRecord(e0, b->stream));

@@ -380,7 +380,30 @@ static void test_attn_decode(int nh, int nkv, int hd, int L, int n_ctx, int spli
 
 /* ---- causal prefill attention ---- */
 /* The slot's cache rows past pos0 + n hold NaN, as must never reach the output (a masked probability times a
- * stale value); the output has one more token row, which must stay poisoned. */
+ * stale value); the output has one more token row, which must stay poisoned. Run without key splitting, then
+ * (head_dim 64 and 128) with it, twice: the second split run, into a poisoned output again, must give the same
+ * bits, which it only does if the first left its counters at zero. */
+static void check_attn_prefill_(const uint16_t *d_o, const float *ref, int64_t nq, int64_t row, const char *what,
+                                int nh, int nkv, int hd, int pos0, int n, uint16_t *keep) {
+  uint16_t *o = malloc((size_t)(nq + row) * 2);
+  gt_down(o, d_o, (size_t)(nq + row) * 2);
+  float *of = bf16_to_f32_arr(o, nq);
+  double e = gt_nmse(of, ref, nq);
+  GT_CHECK(e <= TOL_BF16_OPS, "attn_prefill %s nh=%d nkv=%d hd=%d pos0=%d n=%d: NMSE %.3g", what, nh, nkv, hd, pos0, n,
+           e);
+  int64_t past = 0;
+  for (int64_t i = nq; i < nq + row; i++) past += o[i] != 0xffff;
+  GT_CHECK(past == 0, "attn_prefill %s nh=%d nkv=%d hd=%d pos0=%d n=%d: %lld values written past token n", what, nh,
+           nkv, hd, pos0, n, (long long)past);
+  if (keep) {
+    int64_t diff = 0;
+    for (int64_t i = 0; i < nq; i++) diff += o[i] != keep[i];
+    GT_CHECK(diff == 0, "attn_prefill %s nh=%d nkv=%d hd=%d pos0=%d n=%d: %lld values differ from the first run", what,
+             nh, nkv, hd, pos0, n, (long long)diff);
+  }
+  free(of), free(o);
+}
+
 static void test_attn_prefill(int nh, int nkv, int hd, int pos0, int n, int n_ctx) {
   const int n_seqs = 2, seq = 1;
   kiln_cuda_attn_shape sh = {nh, nkv, hd, n_ctx};
@@ -398,19 +421,29 @@ static void test_attn_prefill(int nh, int nkv, int hd, int pos0, int n, int n_ct
   kiln_cuda_step st = {.seq = seq, .pos = pos0, .n = n}, *d_st = gt_dev(sizeof st);
   gt_up(d_q, q, (size_t)nq * 4);
   gt_up(d_st, &st, sizeof st);
-  GT_OK(kiln_cuda_attn_prefill(d_o, d_q, d_k, d_v, d_st, n, &sh, 0));
   float *ref = malloc((size_t)nq * 4);
   kiln_ref_attention(ref, q, kref, vref, n, pos0, nh, nkv, hd);
-  uint16_t *o = malloc((size_t)(nq + row) * 2);
-  gt_down(o, d_o, (size_t)(nq + row) * 2);
-  float *of = bf16_to_f32_arr(o, nq);
-  double e = gt_nmse(of, ref, nq);
-  GT_CHECK(e <= TOL_BF16_OPS, "attn_prefill nh=%d nkv=%d hd=%d pos0=%d n=%d: NMSE %.3g", nh, nkv, hd, pos0, n, e);
-  int64_t past = 0;
-  for (int64_t i = nq; i < nq + row; i++) past += o[i] != 0xffff;
-  GT_CHECK(past == 0, "attn_prefill nh=%d nkv=%d hd=%d pos0=%d n=%d: %lld values written past token n", nh, nkv, hd,
-           pos0, n, (long long)past);
-  free(kref), free(vref), free(q), free(ref), free(o), free(of);
+  GT_OK(kiln_cuda_attn_prefill(d_o, d_q, d_k, d_v, d_st, n, &sh, NULL, n_sm, 0));
+  check_attn_prefill_(d_o, ref, nq, row, "whole", nh, nkv, hd, pos0, n, NULL);
+  const int64_t sbytes = kiln_cuda_attn_prefill_scratch(&sh, n_sm);
+  if (sbytes) {
+    const int parts = kiln_cuda_attn_prefill_parts(&sh, n, n_sm);
+    char what[32];
+    snprintf(what, sizeof what, "split(%d)", parts);
+    void *d_s = gt_dev((size_t)sbytes);
+    GT_CUDA(cudaMemset(d_s, 0, (size_t)sbytes));
+    uint16_t *first = malloc((size_t)nq * 2);
+    gt_poison(d_o, (size_t)(nq + row) * 2);
+    GT_OK(kiln_cuda_attn_prefill(d_o, d_q, d_k, d_v, d_st, n, &sh, d_s, n_sm, 0));
+    check_attn_prefill_(d_o, ref, nq, row, what, nh, nkv, hd, pos0, n, NULL);
+    gt_down(first, d_o, (size_t)nq * 2);
+    gt_poison(d_o, (size_t)(nq + row) * 2);
+    GT_OK(kiln_cuda_attn_prefill(d_o, d_q, d_k, d_v, d_st, n, &sh, d_s, n_sm, 0));
+    check_attn_prefill_(d_o, ref, nq, row, what, nh, nkv, hd, pos0, n, first);
+    free(first);
+    cudaFree(d_s);
+  }
+  free(kref), free(vref), free(q), free(ref);
   cudaFree(d_k), cudaFree(d_v), cudaFree(d_o), cudaFree(d_q), cudaFree(d_st);
 }
 
@@ -710,6 +743,12 @@ int main(void) {
   test_attn_prefill(16, 2, 64, 0, 129, 256);
   test_attn_prefill(32, 32, 64, 100, 128, 256);
   test_attn_prefill(2, 2, 64, 512, 1000, 1536);
+  /* key splitting at scale: Qwen3-0.6B's 1,024-token chunk (3 parts on 132 SMs), a chunk deep in the cache (every
+   * long tile in 8 parts), and one whose grid already fills the GPU (no split) */
+  test_attn_prefill(16, 8, 128, 0, 1024, 1024);
+  test_attn_prefill(16, 8, 128, 3000, 256, 4096);
+  test_attn_prefill(8, 8, 64, 1111, 200, 2048);
+  test_attn_prefill(64, 8, 128, 0, 1024, 1024);
 
   test_swiglu(3, 1000);
   test_swiglu(1, 8);

@@ -28,6 +28,9 @@
  * 4 warps; scores and probabilities make a round trip through shared memory (see ap_wmma_kernel).
  */
 #include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include <mma.h>
 
 #include "backend/cuda/attn_prefill.h"
@@ -67,6 +70,29 @@
 /* Blocks an SM must hold (caps the registers at 168 a thread for head_dim 128, 128 for 64); shared memory allows
  * 3 x 64 KB and 4 x 32 KB. */
 #define FA_MIN_BLOCKS(hd) ((hd) == 64 ? 4 : 3)
+
+/* Key splitting: a block of 64 queries x 1 head may take part of its keys only, so that a short grid (few query
+ * tiles and heads) still fills the GPU and the heaviest (last) query tiles stop setting the kernel's length.
+ * A launch has `parts` blocks per (query tile, head) at most; a tile with t key tiles uses fa_parts(t) of them,
+ * each over a run of at least FA_PART_TILES key tiles. Each part leaves its unnormalised output and its row
+ * maxima and sums in a slot of the scratch; the last part to finish (a counter per (query tile, head)) combines
+ * them. */
+#define FA_MAX_PARTS 8
+#define FA_PART_TILES 4
+#define FA_SLOT_FLOATS(hd) (FA_BQ * (hd) + 2 * FA_BQ) /* o [64 x hd] in the threads' fragment order, m [64], l [64] */
+typedef struct fa_split {
+  unsigned *count; /* [query tile x heads] zero between launches */
+  float *part;     /* [query tile x heads][parts] slots */
+  int parts;       /* 1: no splitting (count and part unused) */
+} fa_split;
+
+/* A tile of t key tiles has parts <= ceil(t / FA_PART_TILES) < t key tiles a part on average, so the last part
+ * starts at floor(t - t / parts) <= t - 2, and the tile's first query (at most 64 before its last key, which is in
+ * key tile t - 1) comes after that part's first key: every query of the tile sees the first key of every part. */
+static_assert(FA_PART_TILES >= 2, "fa_parts: every query must see the first key of every part");
+static __host__ __device__ __forceinline__ int fa_parts(int ntiles, int parts) {
+  return min(parts, (ntiles + FA_PART_TILES - 1) / FA_PART_TILES);
+}
 
 static __device__ __forceinline__ void fa_ldsm4(uint32_t r[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
@@ -127,7 +153,8 @@ static __device__ __forceinline__ void fa_load_tile(uint32_t dst, const uint16_t
 template <int HD>
 static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
     fa2_kernel(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
-               const kiln_cuda_step *step, int n, kiln_cuda_attn_shape sh, int n_qtiles, float scale_log2) {
+               const kiln_cuda_step *step, int n, kiln_cuda_attn_shape sh, int n_qtiles, float scale_log2,
+               fa_split sp) {
   static_assert(HD == 64 || HD == 128, "fa2_kernel: head_dim 64 or 128");
   constexpr int ROWB = HD * 2;             /* bytes per shared row */
   constexpr int CPR = HD / 8;              /* 16-byte chunks per row */
@@ -141,18 +168,23 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, tq = lane & 3;
   const int h = (int)(blockIdx.x % (unsigned)sh.n_heads);
-  const int qt = n_qtiles - 1 - (int)(blockIdx.x / (unsigned)sh.n_heads);
+  const int rest = (int)(blockIdx.x / (unsigned)sh.n_heads);
+  const int part = rest % sp.parts, qt = n_qtiles - 1 - rest / sp.parts;
   const int kh = h / (sh.n_heads / sh.n_kv_heads);
   const int t0 = qt * FA_BQ, rows = min(FA_BQ, n - t0);
   const int pos0 = step->pos;
   const int kend = pos0 + t0 + rows; /* keys 0 .. kend-1 are visible to some row of the block */
   const int ntiles = (kend + FA_BK - 1) / FA_BK;
+  /* this block's share of the tile's keys: tiles j0 .. j1-1 of `parts` near-equal runs (fa_parts) */
+  const int parts = fa_parts(ntiles, sp.parts);
+  if (part >= parts) return; /* the whole block: a tile of few keys is cut into fewer parts */
+  const int j0 = part * ntiles / parts, j1 = (part + 1) * ntiles / parts;
   const int64_t base = ((int64_t)step->seq * sh.n_kv_heads + kh) * sh.n_ctx * HD;
   const uint16_t *Kg = k_cache + base, *Vg = v_cache + base;
 
   const int ld_c = tid % CPR, ld_r0 = tid / CPR;
   const uint32_t ld_off = (uint32_t)(ld_r0 * ROWB + ((ld_c ^ (ld_r0 & 7)) << 4));
-  fa_load_tile<HD>(sb + ld_off, Kg, Vg, 0, kend, ld_r0, ld_c);
+  fa_load_tile<HD>(sb + ld_off, Kg, Vg, j0 * FA_BK, kend, ld_r0, ld_c);
   kiln_cp_commit();
 
   /* the Q tile as bf16 (rows past the chunk are zero) into stage 1's K tile, free until tile 1 is requested */
@@ -197,15 +229,16 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
   const int qw = pos0 + t0 + warp * 16; /* position of the warp's first query */
   const int qp0 = qw + g, qp1 = qw + g + 8;
 
-  for (int j = 0; j < ntiles; j++) {
+  for (int j = j0; j < j1; j++) {
+    const int stage = (j - j0) & 1;
     kiln_cp_wait_all();
     __syncthreads(); /* tile j is in, from every thread; every warp is done with tile j-1 and with Q's staging */
-    if (j + 1 < ntiles)
-      fa_load_tile<HD>(sb + ((j + 1) & 1) * 2 * TILEB + ld_off, Kg, Vg, (j + 1) * FA_BK, kend, ld_r0, ld_c);
+    if (j + 1 < j1)
+      fa_load_tile<HD>(sb + (stage ^ 1) * 2 * TILEB + ld_off, Kg, Vg, (j + 1) * FA_BK, kend, ld_r0, ld_c);
     kiln_cp_commit();
     const int k0 = j * FA_BK;
     if (k0 > qw + 15) continue; /* every key of the tile comes after the warp's last query */
-    const uint32_t ks = sb + (j & 1) * 2 * TILEB, vs = ks + TILEB;
+    const uint32_t ks = sb + stage * 2 * TILEB, vs = ks + TILEB;
 
     /* S = Q K^T: s[b] holds keys k0 + 8b .. k0 + 8b + 7 */
     float s[8][4];
@@ -234,8 +267,8 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
       }
     }
 
-    /* online softmax; the 4 lanes of a quad hold the same two rows. Tile 0 holds key 0, which every row sees,
-     * so from tile 0 on m0 and m1 are finite and no -inf - -inf arises. */
+    /* online softmax; the 4 lanes of a quad hold the same two rows. Every row of the tile sees the first key of
+     * its part (fa_parts), so from the part's first tile on m0 and m1 are finite and no -inf - -inf arises. */
     float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
     for (int b = 0; b < 8; b++) {
@@ -286,15 +319,73 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
     }
   }
 
-  /* normalise; stage the warp's 16 rows in the stage the last tile did not use (no warp reads it any more and
-   * no copy into it is in flight), then write whole rows, 16 bytes a lane */
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
   l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  const float inv0 = 1.f / l0, inv1 = 1.f / l1;
-  unsigned char *os = smem + (ntiles & 1) * 2 * TILEB;
   const int r0 = warp * 16 + g; /* r0 & 7 == (r0 + 8) & 7 == g */
+  if (parts > 1) {
+    /* Publish this part (o unnormalised, m, l); the block that arrives last adds all parts up, in part order
+     * from memory, so the sum is the same whichever block that is. */
+    const int tile = qt * sh.n_heads + h;
+    float *const tp = sp.part + (size_t)tile * sp.parts * FA_SLOT_FLOATS(HD);
+    float *const mine = tp + (size_t)part * FA_SLOT_FLOATS(HD);
+#pragma unroll
+    for (int d = 0; d < 2 * KD; d++)
+      __stcg((float4 *)mine + d * FA_THREADS + tid, make_float4(o[d][0], o[d][1], o[d][2], o[d][3]));
+    if (tq == 0) {
+      float *ml = mine + FA_BQ * HD;
+      __stcg(ml + r0, m0), __stcg(ml + r0 + 8, m1);
+      __stcg(ml + FA_BQ + r0, l0), __stcg(ml + FA_BQ + r0 + 8, l1);
+    }
+    __threadfence();
+    __syncthreads();
+    __shared__ int last;
+    if (tid == 0) {
+      last = atomicAdd(sp.count + tile, 1u) == (unsigned)parts - 1;
+      if (last) sp.count[tile] = 0; /* every part has arrived: ready for the next launch */
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence(); /* the other parts' writes, seen through their fences, before our reads */
+    float w0[FA_MAX_PARTS], w1[FA_MAX_PARTS], M0 = -INFINITY, M1 = -INFINITY;
+#pragma unroll
+    for (int p = 0; p < FA_MAX_PARTS; p++) {
+      if (p < parts) {
+        const float *ml = tp + (size_t)p * FA_SLOT_FLOATS(HD) + FA_BQ * HD;
+        w0[p] = __ldcg(ml + r0), w1[p] = __ldcg(ml + r0 + 8);
+        M0 = fmaxf(M0, w0[p]), M1 = fmaxf(M1, w1[p]);
+      }
+    }
+    l0 = l1 = 0.f; /* part 0 holds key 0: M0 and M1 are finite */
+#pragma unroll
+    for (int p = 0; p < FA_MAX_PARTS; p++) {
+      if (p < parts) {
+        const float *ml = tp + (size_t)p * FA_SLOT_FLOATS(HD) + FA_BQ * HD;
+        w0[p] = fa_exp2(w0[p] - M0), w1[p] = fa_exp2(w1[p] - M1);
+        l0 = fmaf(w0[p], __ldcg(ml + FA_BQ + r0), l0);
+        l1 = fmaf(w1[p], __ldcg(ml + FA_BQ + r0 + 8), l1);
+      }
+    }
+#pragma unroll
+    for (int d = 0; d < 2 * KD; d++) {
+      float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+      for (int p = 0; p < FA_MAX_PARTS; p++) {
+        if (p < parts) {
+          const float4 v = __ldcg((const float4 *)(tp + (size_t)p * FA_SLOT_FLOATS(HD)) + d * FA_THREADS + tid);
+          a.x = fmaf(w0[p], v.x, a.x), a.y = fmaf(w0[p], v.y, a.y);
+          a.z = fmaf(w1[p], v.z, a.z), a.w = fmaf(w1[p], v.w, a.w);
+        }
+      }
+      o[d][0] = a.x, o[d][1] = a.y, o[d][2] = a.z, o[d][3] = a.w;
+    }
+  }
+
+  /* normalise; stage the warp's 16 rows in the stage the last tile did not use (no warp reads it any more and
+   * no copy into it is in flight), then write whole rows, 16 bytes a lane */
+  const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+  unsigned char *os = smem + ((j1 - j0) & 1) * 2 * TILEB;
 #pragma unroll
   for (int d = 0; d < 2 * KD; d++) {
     *(uint32_t *)(os + r0 * ROWB + ((d ^ g) << 4) + tq * 4) = fa_bf16x2(o[d][0] * inv0, o[d][1] * inv0);
@@ -530,12 +621,58 @@ static __global__ void __launch_bounds__(AP_THREADS)
   }
 }
 
+/* ---- key splitting, host side ---- */
+
+/* Splitting needs at most this many (query tile, head) pairs (kiln_cuda_attn_prefill_parts gives 2 parts or more
+ * only to grids of at most FA_SPLIT_BLOCKS_PER_SM / 2 blocks an SM) and this many slots. */
+#define FA_SPLIT_BLOCKS_PER_SM 6
+static int64_t counter_bytes_(int n_sm) {
+  return ((int64_t)FA_SPLIT_BLOCKS_PER_SM / 2 * n_sm * 4 + 255) / 256 * 256;
+}
+
+extern "C" int kiln_cuda_attn_prefill_split_env(const char *v) {
+  if (!v || !*v || !strcmp(v, "auto")) return FA_MAX_PARTS;
+  char *end;
+  const long k = strtol(v, &end, 10);
+  return *end || k < 1 || k > FA_MAX_PARTS ? -1 : (int)k;
+}
+
+static int split_cap_(void) {
+  static int cap = -1;
+  if (cap < 0) {
+    const int c = kiln_cuda_attn_prefill_split_env(getenv("KILN_CUDA_ATTN_PF_SPLIT"));
+    cap = c < 0 ? FA_MAX_PARTS : c; /* refused at backend creation; ops called directly: the default */
+  }
+  return cap;
+}
+
+static int splits_(int hd) { return hd == 64 || hd == 128; }
+
+extern "C" int kiln_cuda_attn_prefill_parts(const kiln_cuda_attn_shape *sh, int64_t n, int n_sm) {
+  if (!splits_(sh->head_dim) || n <= 0 || n_sm <= 0) return 1;
+  const int64_t pairs = (n + FA_BQ - 1) / FA_BQ * sh->n_heads;
+  const int64_t fill = (int64_t)FA_SPLIT_BLOCKS_PER_SM * n_sm / pairs;
+  return (int)(fill < 2 ? 1 : fill < split_cap_() ? fill : split_cap_());
+}
+
+extern "C" int64_t kiln_cuda_attn_prefill_scratch(const kiln_cuda_attn_shape *sh, int n_sm) {
+  if (!splits_(sh->head_dim) || n_sm <= 0) return 0;
+  return counter_bytes_(n_sm) + (int64_t)FA_SPLIT_BLOCKS_PER_SM * n_sm * FA_SLOT_FLOATS(sh->head_dim) * 4;
+}
+
 template <int HD>
 static int fa2_launch(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
-                      const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh, cudaStream_t stream) {
+                      const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh, void *scratch, int n_sm,
+                      cudaStream_t stream) {
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
   const size_t bytes = (size_t)4 * FA_BK * HD * 2; /* 2 stages x (K tile + V tile) */
-  const int64_t n_qtiles = (n + FA_BQ - 1) / FA_BQ, blocks = n_qtiles * sh->n_heads;
+  const int64_t n_qtiles = (n + FA_BQ - 1) / FA_BQ;
+  fa_split sp = {NULL, NULL, scratch ? kiln_cuda_attn_prefill_parts(sh, n, n_sm) : 1};
+  if (sp.parts > 1) {
+    sp.count = (unsigned *)scratch;
+    sp.part = (float *)((char *)scratch + counter_bytes_(n_sm));
+  }
+  const int64_t blocks = n_qtiles * sh->n_heads * sp.parts;
   if (blocks > INT_MAX)
     return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: %lld tokens x %d heads", (long long)n,
                       sh->n_heads);
@@ -543,7 +680,7 @@ static int fa2_launch(uint16_t *out, const float *q, const uint16_t *k_cache, co
   if (rc) return rc;
   const float scale_log2 = 1.4426950408889634f / sqrtf((float)HD);
   fa2_kernel<HD><<<(unsigned)blocks, FA_THREADS, bytes, stream>>>(out, q, k_cache, v_cache, step, (int)n, *sh,
-                                                                  (int)n_qtiles, scale_log2);
+                                                                  (int)n_qtiles, scale_log2, sp);
   KILN_CUDA_LAUNCHED();
   return 0;
 }
@@ -565,15 +702,16 @@ static int ap_wmma_launch_nf(uint16_t *out, const float *q, const uint16_t *k_ca
 
 extern "C" int kiln_cuda_attn_prefill(uint16_t *out, const float *q, const uint16_t *k_cache,
                                       const uint16_t *v_cache, const kiln_cuda_step *step, int64_t n,
-                                      const kiln_cuda_attn_shape *sh, cudaStream_t stream) {
+                                      const kiln_cuda_attn_shape *sh, void *scratch, int n_sm,
+                                      cudaStream_t stream) {
   if (sh->head_dim <= 0 || sh->head_dim % 8 || sh->head_dim > AP_MAX_HD || sh->n_kv_heads <= 0 ||
       sh->n_heads % sh->n_kv_heads || n < 0 || n > (1 << 24))
     return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: head_dim %d, %d heads over %d kv heads",
                       sh->head_dim, sh->n_heads, sh->n_kv_heads);
   if (n == 0) return 0;
   switch (sh->head_dim) {
-  case 64: return fa2_launch<64>(out, q, k_cache, v_cache, step, n, sh, stream);
-  case 128: return fa2_launch<128>(out, q, k_cache, v_cache, step, n, sh, stream);
+  case 64: return fa2_launch<64>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
+  case 128: return fa2_launch<128>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
   default:
     if (sh->head_dim <= 128) return ap_wmma_launch_nf<8>(out, q, k_cache, v_cache, step, n, sh, stream);
     return ap_wmma_launch_nf<16>(out, q, k_cache, v_cache, step, n, sh, stream);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "backend/cuda/attn_decode.h"
+#include "backend/cuda/attn_prefill.h"
 #include "backend/cuda/bandwidth.h"
 #include "backend/cuda/cuda_impl.h"
 #include "backend/cuda/gemv.h"
@@ -100,6 +101,8 @@ static int take_all_(kiln_backend *b) {
   TAKE(b->gu, P * 2 * I * 4);
   TAKE(b->logits, (int64_t)b->logit_rows * V * 4);
   TAKE(b->attn_part, kiln_cuda_attn_decode_scratch(&b->shape, b->n_splits));
+  const int64_t pf_attn = kiln_cuda_attn_prefill_scratch(&b->shape, b->n_sm);
+  if (pf_attn) TAKE(b->pf_attn, pf_attn);
   TAKE(b->d_layers, (int64_t)c->n_layers * (int64_t)sizeof(kiln_cuda_layer));
   TAKE(b->d_barrier, 256);
   TAKE(b->d_prof, KILN_CUDA_DS_PROF_WORDS * 8);
@@ -267,6 +270,7 @@ static int check_op_switches_(void) {
       {"KILN_CUDA_ROPE_VEC", "0 or 1", kiln_cuda_rope_vec_env},
       {"KILN_CUDA_ATTN_THREADS", "auto, 128 or 256", kiln_cuda_attn_decode_threads_env},
       {"KILN_CUDA_GEMV_SPLIT", "auto, all, 1, 2 or 4", kiln_cuda_gemv_split_env},
+      {"KILN_CUDA_ATTN_PF_SPLIT", "auto or 1-8", kiln_cuda_attn_prefill_split_env},
   };
   for (size_t i = 0; i < sizeof sw / sizeof sw[0]; i++) {
     const char *v = getenv(sw[i].name);

@@ -65,6 +65,7 @@ struct kiln_backend {
   float *gu;                 /* [chunk][2 I] */
   float *logits;             /* [logit_rows][V] */
   float *attn_part;          /* decode attention partials */
+  void *pf_attn;             /* prefill attention's key-splitting scratch (NULL: none for this head_dim) */
   void *cublas_ws;
   int64_t cublas_ws_bytes;
 
