@@ -5,7 +5,8 @@
  * cp.async; no WGMMA or TMA). Block = 64 queries of one q head, 4 warps; warp w owns query rows 16w .. 16w+15 for
  * the whole key loop, so its softmax state (max and sum of 2 rows per thread) and its output accumulator never
  * leave registers, and the warps meet only to hand over K/V tiles.
- *   - Q: f32 -> bf16 into shared memory once, then held as mma A fragments (ldmatrix.x4) for the key loop.
+ *   - Q: bf16 (as the RoPE kernel rounds it) into shared memory by cp.async, ahead of the first K/V tile, then
+ *     held as mma A fragments (ldmatrix.x4) for the key loop.
  *   - K, V: 64-key tiles, double-buffered with cp.async (tile j+1 lands while tile j computes), one barrier per
  *     tile. Keys at or past the block's last visible one are zero-filled, never read, so a masked probability
  *     only ever multiplies a zero (stale cache rows may hold anything, NaN included).
@@ -123,6 +124,9 @@ static __device__ __forceinline__ float fa_exp2(float x) {
   return y;
 }
 
+/* Waits for every cp.async group of the thread but the latest. */
+static __device__ __forceinline__ void fa_cp_wait_one(void) { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+
 /* Two f32 as bf16x2, round to nearest even, lo in the low half (the lower column of a fragment). */
 static __device__ __forceinline__ uint32_t fa_bf16x2(float lo, float hi) {
   uint32_t r;
@@ -152,7 +156,7 @@ static __device__ __forceinline__ void fa_load_tile(uint32_t dst, const uint16_t
  * output in the stage the last tile did not use. */
 template <int HD>
 static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
-    fa2_kernel(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+    fa2_kernel(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                const kiln_cuda_step *step, int n, kiln_cuda_attn_shape sh, int n_qtiles, float scale_log2,
                fa_split sp) {
   static_assert(HD == 64 || HD == 128, "fa2_kernel: head_dim 64 or 128");
@@ -182,23 +186,20 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
   const int64_t base = ((int64_t)step->seq * sh.n_kv_heads + kh) * sh.n_ctx * HD;
   const uint16_t *Kg = k_cache + base, *Vg = v_cache + base;
 
+  /* the Q tile (rows past the chunk zero-filled) into stage 1's K tile, free until tile 1 is requested; then the
+   * first K/V tile into stage 0 */
   const int ld_c = tid % CPR, ld_r0 = tid / CPR;
   const uint32_t ld_off = (uint32_t)(ld_r0 * ROWB + ((ld_c ^ (ld_r0 & 7)) << 4));
-  fa_load_tile<HD>(sb + ld_off, Kg, Vg, j0 * FA_BK, kend, ld_r0, ld_c);
-  kiln_cp_commit();
-
-  /* the Q tile as bf16 (rows past the chunk are zero) into stage 1's K tile, free until tile 1 is requested */
 #pragma unroll
   for (int i = 0; i < FA_BQ / RSTEP; i++) {
     const int r = ld_r0 + i * RSTEP;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (r < rows) {
-      const float4 *src = (const float4 *)(q + ((int64_t)(t0 + r) * sh.n_heads + h) * HD + ld_c * 8);
-      const float4 a = __ldg(src), b = __ldg(src + 1);
-      v = make_uint4(fa_bf16x2(a.x, a.y), fa_bf16x2(a.z, a.w), fa_bf16x2(b.x, b.y), fa_bf16x2(b.z, b.w));
-    }
-    *(uint4 *)(smem + 2 * TILEB + ld_off + i * RSTEP * ROWB) = v;
+    kiln_cp16(sb + 2 * TILEB + ld_off + i * RSTEP * ROWB,
+              q + ((int64_t)(t0 + (r < rows ? r : 0)) * sh.n_heads + h) * HD + ld_c * 8, r < rows ? 16 : 0);
   }
+  kiln_cp_commit();
+  fa_load_tile<HD>(sb + ld_off, Kg, Vg, j0 * FA_BK, kend, ld_r0, ld_c);
+  kiln_cp_commit();
+  fa_cp_wait_one(); /* Q is in (the tile may still be in flight) */
   __syncthreads();
 
   /* Lane parts of the ldmatrix addresses (layouts above). Q and V: lanes 8-15 and 24-31 give rows 8-15, lanes
@@ -348,37 +349,26 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
     __syncthreads();
     if (!last) return;
     __threadfence(); /* the other parts' writes, seen through their fences, before our reads */
-    float w0[FA_MAX_PARTS], w1[FA_MAX_PARTS], M0 = -INFINITY, M1 = -INFINITY;
-#pragma unroll
-    for (int p = 0; p < FA_MAX_PARTS; p++) {
-      if (p < parts) {
-        const float *ml = tp + (size_t)p * FA_SLOT_FLOATS(HD) + FA_BQ * HD;
-        w0[p] = __ldcg(ml + r0), w1[p] = __ldcg(ml + r0 + 8);
-        M0 = fmaxf(M0, w0[p]), M1 = fmaxf(M1, w1[p]);
-      }
+    float M0 = -INFINITY, M1 = -INFINITY;
+    for (int p = 0; p < parts; p++) {
+      const float *ml = tp + (size_t)p * FA_SLOT_FLOATS(HD) + FA_BQ * HD;
+      M0 = fmaxf(M0, __ldcg(ml + r0)), M1 = fmaxf(M1, __ldcg(ml + r0 + 8));
     }
-    l0 = l1 = 0.f; /* part 0 holds key 0: M0 and M1 are finite */
+    /* part 0 holds key 0, so M0 and M1 are finite; o is rebuilt from the slots, in part order */
+    l0 = l1 = 0.f;
 #pragma unroll
-    for (int p = 0; p < FA_MAX_PARTS; p++) {
-      if (p < parts) {
-        const float *ml = tp + (size_t)p * FA_SLOT_FLOATS(HD) + FA_BQ * HD;
-        w0[p] = fa_exp2(w0[p] - M0), w1[p] = fa_exp2(w1[p] - M1);
-        l0 = fmaf(w0[p], __ldcg(ml + FA_BQ + r0), l0);
-        l1 = fmaf(w1[p], __ldcg(ml + FA_BQ + r0 + 8), l1);
+    for (int d = 0; d < 2 * KD; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+    for (int p = 0; p < parts; p++) {
+      const float *slot = tp + (size_t)p * FA_SLOT_FLOATS(HD), *ml = slot + FA_BQ * HD;
+      const float w0 = fa_exp2(__ldcg(ml + r0) - M0), w1 = fa_exp2(__ldcg(ml + r0 + 8) - M1);
+      l0 = fmaf(w0, __ldcg(ml + FA_BQ + r0), l0);
+      l1 = fmaf(w1, __ldcg(ml + FA_BQ + r0 + 8), l1);
+#pragma unroll
+      for (int d = 0; d < 2 * KD; d++) {
+        const float4 v = __ldcg((const float4 *)slot + d * FA_THREADS + tid);
+        o[d][0] = fmaf(w0, v.x, o[d][0]), o[d][1] = fmaf(w0, v.y, o[d][1]);
+        o[d][2] = fmaf(w1, v.z, o[d][2]), o[d][3] = fmaf(w1, v.w, o[d][3]);
       }
-    }
-#pragma unroll
-    for (int d = 0; d < 2 * KD; d++) {
-      float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-      for (int p = 0; p < FA_MAX_PARTS; p++) {
-        if (p < parts) {
-          const float4 v = __ldcg((const float4 *)(tp + (size_t)p * FA_SLOT_FLOATS(HD)) + d * FA_THREADS + tid);
-          a.x = fmaf(w0[p], v.x, a.x), a.y = fmaf(w0[p], v.y, a.y);
-          a.z = fmaf(w1[p], v.z, a.z), a.w = fmaf(w1[p], v.w, a.w);
-        }
-      }
-      o[d][0] = a.x, o[d][1] = a.y, o[d][2] = a.z, o[d][3] = a.w;
     }
   }
 
@@ -446,7 +436,7 @@ static __host__ __device__ ap_layout ap_layout_of(int hdp) {
  * that the accumulators stay in registers; 8 covers head_dim <= 128, 16 head_dim <= 256. */
 template <int NF>
 static __global__ void __launch_bounds__(AP_THREADS)
-    ap_wmma_kernel(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+    ap_wmma_kernel(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                    const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh, float scale_log2) {
   extern __shared__ __align__(128) unsigned char smem[];
   typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_t;
@@ -483,11 +473,10 @@ static __global__ void __launch_bounds__(AP_THREADS)
     for (int e = 0; e < 8; e++) rowmap[e] = e < probe.num_elements ? (int)probe.x[e] : 0;
   }
 
-  /* Q tile as bf16 (rows past the chunk are zero), m = -inf, l = 0 */
+  /* Q tile (rows past the chunk are zero), m = -inf, l = 0 */
   for (int idx = threadIdx.x; idx < AP_BQ * hdp; idx += AP_THREADS) {
     int r = idx / hdp, d = idx % hdp;
-    float v = r < rows && d < hd ? q[((t_first + r) * sh.n_heads + h) * hd + d] : 0.f;
-    Qs[r * L.ldq + d] = __float2bfloat16_rn(v);
+    Qs[r * L.ldq + d] = __ushort_as_bfloat16(r < rows && d < hd ? q[((t_first + r) * sh.n_heads + h) * hd + d] : 0);
   }
   if (threadIdx.x < AP_BQ) {
     m_s[threadIdx.x] = -INFINITY;
@@ -661,7 +650,7 @@ extern "C" int64_t kiln_cuda_attn_prefill_scratch(const kiln_cuda_attn_shape *sh
 }
 
 template <int HD>
-static int fa2_launch(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+static int fa2_launch(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                       const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh, void *scratch, int n_sm,
                       cudaStream_t stream) {
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
@@ -686,7 +675,7 @@ static int fa2_launch(uint16_t *out, const float *q, const uint16_t *k_cache, co
 }
 
 template <int NF>
-static int ap_wmma_launch_nf(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+static int ap_wmma_launch_nf(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                              const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh,
                              cudaStream_t stream) {
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
@@ -700,7 +689,7 @@ static int ap_wmma_launch_nf(uint16_t *out, const float *q, const uint16_t *k_ca
   return 0;
 }
 
-extern "C" int kiln_cuda_attn_prefill(uint16_t *out, const float *q, const uint16_t *k_cache,
+extern "C" int kiln_cuda_attn_prefill(uint16_t *out, const uint16_t *q, const uint16_t *k_cache,
                                       const uint16_t *v_cache, const kiln_cuda_step *step, int64_t n,
                                       const kiln_cuda_attn_shape *sh, void *scratch, int n_sm,
                                       cudaStream_t stream) {

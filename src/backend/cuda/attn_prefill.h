@@ -29,14 +29,14 @@ int kiln_cuda_attn_prefill_parts(const kiln_cuda_attn_shape *shape, int64_t n, i
 /* KILN_CUDA_ATTN_PF_SPLIT's value: the cap on parts (unset or auto: 8), -1 when it is not auto or 1-8. */
 int kiln_cuda_attn_prefill_split_env(const char *v);
 
-/* q f32 [n][n_heads][head_dim] (rotated): token t at position step->pos + t attends to positions
+/* q bf16 [n][n_heads][head_dim] (rotated): token t at position step->pos + t attends to positions
  * 0 .. step->pos + t of slot step->seq (this chunk's keys and values already stored). out bf16
  * [n][n_heads][head_dim]. q, the probabilities and the values enter the tensor cores as bf16; scores, softmax
  * and the output accumulate in f32. head_dim must be a multiple of 8, at most 256; n_heads a multiple of
  * n_kv_heads (q head h reads kv head h / (n_heads / n_kv_heads)); n at most 2^24. Cache rows at or past
  * step->pos + n are never read. `scratch` (kiln_cuda_attn_prefill_scratch() bytes for n_sm, or NULL: no key
  * splitting) is used by one call at a time. Asynchronous on `stream`. */
-int kiln_cuda_attn_prefill(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+int kiln_cuda_attn_prefill(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                            const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *shape, void *scratch,
                            int n_sm, cudaStream_t stream);
 

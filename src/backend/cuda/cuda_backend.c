@@ -97,7 +97,7 @@ static int take_all_(kiln_backend *b) {
   TAKE(b->x, P * H * 4);
   TAKE(b->hbuf, P * max3_(H, nq, I) * 2);
   TAKE(b->qkv, P * b->qkv_dim * 4);
-  TAKE(b->q, P * nq * 4);
+  TAKE(b->q, P * nq * 2);
   TAKE(b->gu, P * 2 * I * 4);
   TAKE(b->logits, (int64_t)b->logit_rows * V * 4);
   TAKE(b->attn_part, kiln_cuda_attn_decode_scratch(&b->shape, b->n_splits));

@@ -61,7 +61,7 @@ struct kiln_backend {
   float *x;                  /* [chunk][H]: the residual stream */
   uint16_t *hbuf;            /* [chunk][max(H, nh hd, I)] bf16 matmul inputs */
   float *qkv;                /* [chunk][qkv_dim] */
-  float *q;                  /* [chunk][nh hd] */
+  uint16_t *q;               /* [chunk][nh hd] bf16: rotated queries */
   float *gu;                 /* [chunk][2 I] */
   float *logits;             /* [logit_rows][V] */
   float *attn_part;          /* decode attention partials */

@@ -26,7 +26,7 @@ extern "C" int kiln_cuda_rope_vec(void) {
 }
 
 static __global__ void __launch_bounds__(ROPE_WARPS * 32)
-    qkv_rope_kernel(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv, const float *bias,
+    qkv_rope_kernel(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv, const float *bias,
                     const float *q_norm, const float *k_norm, float eps, const float *inv_freq,
                     const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh, int vec) {
   __shared__ float bufs[ROPE_WARPS][ROPE_MAX_HD];
@@ -50,7 +50,7 @@ static __global__ void __launch_bounds__(ROPE_WARPS * 32)
                                        pos, 1.f);
     if (!on) return;
     if (q) {
-      *(float4 *)(q_out + (t * sh.n_heads + head) * hd + 4 * lane) = o;
+      *(uint2 *)(q_out + (t * sh.n_heads + head) * hd + 4 * lane) = kiln_pack_bf16x4(o);
       return;
     }
     const int kh = head - sh.n_heads;
@@ -67,8 +67,8 @@ static __global__ void __launch_bounds__(ROPE_WARPS * 32)
   }
   if (head < sh.n_heads) {
     kiln_norm_rotate(buf, row + off, bias ? bias + off : NULL, hd, q_norm, eps, inv_freq, pos, 1.f);
-    float *dst = q_out + (t * sh.n_heads + head) * hd;
-    for (int i = lane; i < hd; i += 32) dst[i] = buf[i];
+    uint16_t *dst = q_out + (t * sh.n_heads + head) * hd;
+    for (int i = lane; i < hd; i += 32) dst[i] = kiln_f32_to_bf16_dev(buf[i]);
     return;
   }
   int kh = head - sh.n_heads;
@@ -81,7 +81,7 @@ static __global__ void __launch_bounds__(ROPE_WARPS * 32)
     v_cache[at + i] = kiln_f32_to_bf16_dev(kiln_ld_act(row + voff + i) + (bias ? bias[voff + i] : 0.f));
 }
 
-static int qkv_rope_launch(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
+static int qkv_rope_launch(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
                            const float *bias, const float *q_norm, const float *k_norm, float eps,
                            const float *inv_freq, const kiln_cuda_step *step, int64_t n,
                            const kiln_cuda_attn_shape *sh, cudaStream_t stream) {
@@ -92,7 +92,7 @@ static int qkv_rope_launch(float *q_out, uint16_t *k_cache, uint16_t *v_cache, c
   return 0;
 }
 
-extern "C" int kiln_cuda_qkv_rope(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
+extern "C" int kiln_cuda_qkv_rope(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
                                   const float *bias, const float *q_norm, const float *k_norm, float eps,
                                   const float *inv_freq, const kiln_cuda_step *step, int64_t n,
                                   const kiln_cuda_attn_shape *shape, cudaStream_t stream) {

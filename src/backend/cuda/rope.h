@@ -27,10 +27,11 @@ typedef struct kiln_cuda_attn_shape {
  *   bias  f32 [(n_heads + 2 n_kv_heads) head_dim], or NULL: added first
  *   q_norm, k_norm  f32 [head_dim], or NULL: per-head RMSNorm of q and of k (eps)
  *   inv_freq f32 [head_dim / 2]: RoPE, angle = f32(inv_freq[i] * f32(pos)), rotate_half convention
- * writes q_out f32 [n][n_heads][head_dim] and the keys (normed, rotated) and values into the cache as bf16.
+ * writes q_out bf16 [n][n_heads][head_dim] (what attention feeds the tensor cores) and the keys (normed, rotated)
+ * and values into the cache as bf16, all rounded to nearest even.
  * head_dim must be even and at most 256. */
-int kiln_cuda_qkv_rope(float *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv, const float *bias,
-                       const float *q_norm, const float *k_norm, float eps, const float *inv_freq,
+int kiln_cuda_qkv_rope(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
+                       const float *bias, const float *q_norm, const float *k_norm, float eps, const float *inv_freq,
                        const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *shape, cudaStream_t stream);
 
 /* Whether q/k norm + RoPE run in their vector form (rope_dev.cuh, kiln_norm_rotate4; head sizes 8-128, powers of
