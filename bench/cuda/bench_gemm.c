@@ -1,9 +1,11 @@
 /*
  * bench/cuda/bench_gemm.c: the prefill GEMMs of a config's shape (q/k/v, o, gate/up, down), each timed as kiln runs
  * it (cublasGemmEx, CUBLAS_GEMM_DEFAULT) and with every algorithm that cublasLt's heuristic offers for it, to see
- * what the fixed choice leaves on the table. For each product: the GemmEx time, cublasLt's first offer, the
- * fastest offer with its configuration (tile, split-k, reduction scheme, stages, swizzle, cluster shape), whether
- * that one is bitwise repeatable, and its largest difference from the GemmEx result.
+ * what the fixed choice leaves on the table; then the first distinct offers again with split-k forced to 2-16 (both
+ * reduction schemes), which the heuristic rarely offers for the few output tiles of a short chunk. For each
+ * product: the GemmEx time, cublasLt's first offer, the fastest candidate with its configuration (tile, split-k,
+ * reduction scheme, stages, swizzle, cluster shape), whether that one is bitwise repeatable, and its largest
+ * difference from the GemmEx result.
  *   bench_gemm [--tokens N[,N...]] [--reps R] CONFIG.json...
  * Output: one JSON object per (config, tokens, product) on stdout. Random bf16 operands; y += x W^T products (o,
  * down) start from the same random y every repetition.
@@ -21,6 +23,8 @@
 #include "kiln/kiln.h"
 
 #define MAX_ALGOS 32
+#define SPLIT_BASES 4 /* offers that get forced split-k variants */
+#define MAX_CANDS (MAX_ALGOS + SPLIT_BASES * 7 * 2)
 #define WS_BYTES ((size_t)32 << 20)
 
 #define CK(x)                                                                                  \
@@ -178,18 +182,41 @@ static void bench_product(run_ctx *r, const char *config, const product *p, int6
   int count = 0;
   CB(cublasLtMatmulAlgoGetHeuristic(r->lt, op, la, lb, lc, lc, pref, MAX_ALGOS, res, &count));
 
+  /* candidates: every offer, then split-k variants of the first SPLIT_BASES offers that cublasLt accepts */
+  cublasLtMatmulAlgo_t cand[MAX_CANDS];
+  int nc = 0;
+  for (int i = 0; i < count; i++)
+    if (res[i].state == CUBLAS_STATUS_SUCCESS) cand[nc++] = res[i].algo;
+  const int n_offers = nc;
+  static const int splits[] = {2, 3, 4, 6, 8, 12, 16};
+  static const cublasLtReductionScheme_t schemes[] = {CUBLASLT_REDUCTION_SCHEME_INPLACE,
+                                                      CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE};
+  for (int i = 0; i < n_offers && i < SPLIT_BASES; i++)
+    for (size_t k = 0; k < sizeof splits / sizeof splits[0]; k++)
+      for (size_t m = 0; m < 2; m++) {
+        cublasLtMatmulAlgo_t a = cand[i];
+        const int sk = splits[k];
+        const uint32_t sc = (uint32_t)schemes[m];
+        cublasLtMatmulHeuristicResult_t chk;
+        if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &sk, sizeof sk) ||
+            cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &sc, sizeof sc) ||
+            cublasLtMatmulAlgoCheck(r->lt, op, la, lb, lc, lc, &a, &chk) || chk.workspaceSize > WS_BYTES)
+          continue;
+        cand[nc++] = a;
+      }
   const double gemmex = time_us(r, p, n, y, y0, x, w, op, la, lb, lc, NULL);
   launch(r, p, n, y, y0, x, w, op, la, lb, lc, NULL);
   CK(cudaMemcpy(ref, y, ybytes, cudaMemcpyDeviceToHost));
-  double first = -1, best = 1e30;
+  double first = -1, best = 1e30, best_offer = 1e30;
   int bi = -1;
   json_t *all = json_array();
-  for (int i = 0; i < count; i++) {
-    if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
-    const double t = time_us(r, p, n, y, y0, x, w, op, la, lb, lc, &res[i].algo);
+  for (int i = 0; i < nc; i++) {
+    const double t = time_us(r, p, n, y, y0, x, w, op, la, lb, lc, &cand[i]);
     if (i == 0) first = t;
-    json_t *d = algo_desc(&res[i].algo);
+    if (i < n_offers && t < best_offer) best_offer = t;
+    json_t *d = algo_desc(&cand[i]);
     json_object_set_new(d, "us", json_real(t));
+    json_object_set_new(d, "offered", json_boolean(i < n_offers));
     json_array_append_new(all, d);
     if (t < best) best = t, bi = i;
   }
@@ -199,9 +226,9 @@ static void bench_product(run_ctx *r, const char *config, const product *p, int6
   const double flop = 2.0 * (double)n * (double)p->in * (double)p->out;
   json_object_set_new(o, "gemmex_tflops", json_real(flop / gemmex * 1e-6));
   if (bi >= 0) {
-    launch(r, p, n, y, y0, x, w, op, la, lb, lc, &res[bi].algo);
+    launch(r, p, n, y, y0, x, w, op, la, lb, lc, &cand[bi]);
     CK(cudaMemcpy(got, y, ybytes, cudaMemcpyDeviceToHost));
-    launch(r, p, n, y, y0, x, w, op, la, lb, lc, &res[bi].algo);
+    launch(r, p, n, y, y0, x, w, op, la, lb, lc, &cand[bi]);
     CK(cudaMemcpy(again, y, ybytes, cudaMemcpyDeviceToHost));
     double maxd = 0, maxr = 0;
     for (size_t i = 0; i < (size_t)(n * p->out); i++) {
@@ -211,7 +238,8 @@ static void bench_product(run_ctx *r, const char *config, const product *p, int6
     }
     json_object_set_new(o, "best_us", json_real(best));
     json_object_set_new(o, "best_tflops", json_real(flop / best * 1e-6));
-    json_object_set_new(o, "best", algo_desc(&res[bi].algo));
+    json_object_set_new(o, "best", algo_desc(&cand[bi]));
+    json_object_set_new(o, "best_offer_us", json_real(best_offer));
     json_object_set_new(o, "best_repeatable", json_boolean(!memcmp(got, again, ybytes)));
     json_object_set_new(o, "best_max_abs_diff_vs_gemmex", json_real(maxd));
     json_object_set_new(o, "max_abs_gemmex", json_real(maxr));

@@ -151,7 +151,8 @@ static __device__ __forceinline__ void fa_load_tile(uint32_t dst, const uint16_t
   }
 }
 
-/* Block = (query tile, q head), numbered heads fastest and heaviest (last) query tile first. Shared memory: two
+/* Block = (part, query tile, q head), numbered heads fastest, then heaviest (last) query tile first, then part:
+ * the parts a short tile does not use are at the end of the grid, where they delay nothing. Shared memory: two
  * stages of [K tile | V tile], each tile 64 rows x HD bf16 (swizzled); Q is staged in stage 1's K tile, and the
  * output in the stage the last tile did not use. */
 template <int HD>
@@ -173,7 +174,7 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
   const int g = lane >> 2, tq = lane & 3;
   const int h = (int)(blockIdx.x % (unsigned)sh.n_heads);
   const int rest = (int)(blockIdx.x / (unsigned)sh.n_heads);
-  const int part = rest % sp.parts, qt = n_qtiles - 1 - rest / sp.parts;
+  const int qt = n_qtiles - 1 - rest % n_qtiles, part = rest / n_qtiles;
   const int kh = h / (sh.n_heads / sh.n_kv_heads);
   const int t0 = qt * FA_BQ, rows = min(FA_BQ, n - t0);
   const int pos0 = step->pos;
