@@ -184,9 +184,10 @@ static void bench_product(run_ctx *r, const char *config, const product *p, int6
 
   /* candidates: every offer, then split-k variants of the first SPLIT_BASES offers that cublasLt accepts */
   cublasLtMatmulAlgo_t cand[MAX_CANDS];
+  float waves[MAX_CANDS]; /* cublasLt's estimate: 1.0 fills the GPU once */
   int nc = 0;
   for (int i = 0; i < count; i++)
-    if (res[i].state == CUBLAS_STATUS_SUCCESS) cand[nc++] = res[i].algo;
+    if (res[i].state == CUBLAS_STATUS_SUCCESS) waves[nc] = res[i].wavesCount, cand[nc++] = res[i].algo;
   const int n_offers = nc;
   static const int splits[] = {2, 3, 4, 6, 8, 12, 16};
   static const cublasLtReductionScheme_t schemes[] = {CUBLASLT_REDUCTION_SCHEME_INPLACE,
@@ -202,7 +203,7 @@ static void bench_product(run_ctx *r, const char *config, const product *p, int6
             cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &sc, sizeof sc) ||
             cublasLtMatmulAlgoCheck(r->lt, op, la, lb, lc, lc, &a, &chk) || chk.workspaceSize > WS_BYTES)
           continue;
-        cand[nc++] = a;
+        waves[nc] = chk.wavesCount, cand[nc++] = a;
       }
   const double gemmex = time_us(r, p, n, y, y0, x, w, op, la, lb, lc, NULL);
   launch(r, p, n, y, y0, x, w, op, la, lb, lc, NULL);
@@ -217,6 +218,7 @@ static void bench_product(run_ctx *r, const char *config, const product *p, int6
     json_t *d = algo_desc(&cand[i]);
     json_object_set_new(d, "us", json_real(t));
     json_object_set_new(d, "offered", json_boolean(i < n_offers));
+    json_object_set_new(d, "waves", json_real(waves[i]));
     json_array_append_new(all, d);
     if (t < best) best = t, bi = i;
   }
@@ -239,6 +241,8 @@ static void bench_product(run_ctx *r, const char *config, const product *p, int6
     json_object_set_new(o, "best_us", json_real(best));
     json_object_set_new(o, "best_tflops", json_real(flop / best * 1e-6));
     json_object_set_new(o, "best", algo_desc(&cand[bi]));
+    json_object_set_new(o, "best_waves", json_real(waves[bi]));
+    json_object_set_new(o, "first_waves", json_real(waves[0]));
     json_object_set_new(o, "best_offer_us", json_real(best_offer));
     json_object_set_new(o, "best_repeatable", json_boolean(!memcmp(got, again, ybytes)));
     json_object_set_new(o, "best_max_abs_diff_vs_gemmex", json_real(maxd));
