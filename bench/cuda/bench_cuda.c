@@ -435,10 +435,10 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
       CK(cudaEventRecord(e0, b->stream));
       for (int l = 0; l < c->n_layers; l++) {
         const kiln_cuda_layer *L = &b->layers[l];
-        if (kiln_cuda_gemm_bf16(b->gemm, (uint16_t *)b->qkv, b->hbuf, L->wqkv, P, H, b->qkv_dim) ||
-            kiln_cuda_gemm_acc(b->gemm, b->x, b->hbuf, L->wo, P, nq, H) ||
-            kiln_cuda_gemm_bf16(b->gemm, (uint16_t *)b->gu, b->hbuf, L->wgu, P, H, 2 * I) ||
-            kiln_cuda_gemm_acc(b->gemm, b->x, b->hbuf, L->wdown, P, I, H))
+        if (kiln_cuda_gemm_bf16(b->cublas, (uint16_t *)b->qkv, b->hbuf, L->wqkv, P, H, b->qkv_dim) ||
+            kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wo, P, nq, H) ||
+            kiln_cuda_gemm_bf16(b->cublas, (uint16_t *)b->gu, b->hbuf, L->wgu, P, H, 2 * I) ||
+            kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wdown, P, I, H))
           exit(1);
       }
       tg[r] = span_ms(e0, e1, b->stream);

@@ -321,8 +321,7 @@ int main(int argc, char **argv) {
                           {"gate_up", H, 2 * I, 0},
                           {"down", I, H, 1}};
     for (int t = 0; t < n_tokens; t++)
-      for (size_t k = 0; k < sizeof ps / sizeof ps[0]; k++)
-        bench_product(&r, slash ? slash + 1 : argv[i], &ps[k], tokens[t]);
+      for (size_t k = 0; k < sizeof ps / sizeof ps[0]; k++) bench_product(&r, slash ? slash + 1 : argv[i], &ps[k], tokens[t]);
   }
   return 0;
 }

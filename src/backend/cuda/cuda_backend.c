@@ -16,7 +16,6 @@
 #include "backend/cuda/attn_prefill.h"
 #include "backend/cuda/bandwidth.h"
 #include "backend/cuda/cuda_impl.h"
-#include "backend/cuda/gemm.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/random_fill.h"
 #include "kiln/status.h"
@@ -143,7 +142,7 @@ static void destroy_(kiln_backend *b) {
   (void)cudaSetDevice(b->dev);
   if (b->stream) (void)cudaStreamSynchronize(b->stream);
   destroy_graphs_(b);
-  kiln_cuda_gemm_free(b->gemm);
+  if (b->cublas) (void)cublasDestroy(b->cublas);
   if (b->stream) (void)cudaStreamDestroy(b->stream);
   kiln_cuda_arena_release(&b->arena);
   if (b->pinned) (void)cudaFreeHost(b->pinned);
@@ -200,8 +199,13 @@ static int open_(kiln_backend **out, const kiln_config *cfg, const kiln_engine_o
   b->shape = (kiln_cuda_attn_shape){cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, b->n_ctx};
   if ((rc = kiln_cuda_attn_decode_splits(&b->shape, b->n_sm, &b->n_splits))) goto out;
   KILN_CUDA_TRY(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
+  if ((rc = kiln_cublas__check(cublasCreate(&b->cublas), "cublasCreate(&b->cublas)", __FILE__, __LINE__))) goto out;
+  if ((rc = kiln_cublas__check(cublasSetStream(b->cublas, b->stream), "cublasSetStream", __FILE__, __LINE__)))
+    goto out;
   if ((rc = kiln_cuda__layout(b))) goto out;
-  if ((rc = kiln_cuda_gemm_create(&b->gemm, b->stream, b->cublas_ws, (size_t)b->cublas_ws_bytes))) goto out;
+  if ((rc = kiln_cublas__check(cublasSetWorkspace(b->cublas, b->cublas_ws, (size_t)b->cublas_ws_bytes),
+                               "cublasSetWorkspace", __FILE__, __LINE__)))
+    goto out;
   /* the KV cache and scratch start zeroed: a masked key's row read by a tile of the attention is then never NaN
    * or Inf (0 * NaN would reach the output), and no kernel reads memory nothing wrote */
   char *after_weights = (char *)b->layers[0].k_cache;

@@ -11,13 +11,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include "backend/backend.h"
 #include "backend/cuda/arena.h"
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/decode_step.h"
-#include "backend/cuda/gemm.h"
 #include "backend/cuda/rope.h"
 
 
@@ -42,7 +42,7 @@ struct kiln_backend {
   int64_t qkv_dim;  /* (nh + 2 nkv) hd */
   kiln_cuda_attn_shape shape;
   cudaStream_t stream;
-  kiln_cuda_gemm_ctx *gemm;      /* the prefill GEMMs' handles and plans (gemm.h) */
+  cublasHandle_t cublas;
   kiln_cuda_arena arena;
 
   /* weights */

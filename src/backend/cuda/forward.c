@@ -125,18 +125,18 @@ int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
     /* the o and down projections accumulate into the residual x (their GEMMs add to it): the norms only read it,
      * apart from the o_proj bias */
     if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, L->attn_norm, n, H, eps, st))) return rc;
-    if ((rc = kiln_cuda_gemm_bf16(b->gemm, qkv16, b->hbuf, L->wqkv, n, H, b->qkv_dim))) return rc;
+    if ((rc = kiln_cuda_gemm_bf16(b->cublas, qkv16, b->hbuf, L->wqkv, n, H, b->qkv_dim))) return rc;
     if ((rc = kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, qkv16, L->bqkv, L->q_norm, L->k_norm, eps,
                                  b->inv_freq, b->d_step, n, &b->shape, st)))
       return rc;
     if ((rc = kiln_cuda_attn_prefill(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, n, &b->shape, b->pf_attn,
                                       b->n_sm, st))) return rc;
-    if ((rc = kiln_cuda_gemm_acc(b->gemm, b->x, b->hbuf, L->wo, n, (int64_t)c->n_heads * c->head_dim, H)))
+    if ((rc = kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wo, n, (int64_t)c->n_heads * c->head_dim, H)))
       return rc;
     if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, L->bo, L->ffn_norm, n, H, eps, st))) return rc;
-    if ((rc = kiln_cuda_gemm_bf16(b->gemm, gu16, b->hbuf, L->wgu, n, H, 2 * I))) return rc;
+    if ((rc = kiln_cuda_gemm_bf16(b->cublas, gu16, b->hbuf, L->wgu, n, H, 2 * I))) return rc;
     if ((rc = kiln_cuda_swiglu(b->hbuf, gu16, n, I, st))) return rc;
-    if ((rc = kiln_cuda_gemm_acc(b->gemm, b->x, b->hbuf, L->wdown, n, I, H))) return rc;
+    if ((rc = kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wdown, n, I, H))) return rc;
   }
   if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, b->final_norm, n, H, eps, st))) return rc;
   return last_logits ? last_logits_(b, n) : 0;
@@ -202,7 +202,7 @@ int kiln_cuda__prefill_chunk(kiln_backend *b, int seq, int pos, const int32_t *t
   if (logits && all_logits) {
     for (int r0 = 0; r0 < n; r0 += b->logit_rows) {
       int nr = n - r0 < b->logit_rows ? n - r0 : b->logit_rows;
-      if ((rc = kiln_cuda_gemm(b->gemm, b->logits, b->hbuf + (int64_t)r0 * H, b->lm_head, nr, H, V))) return rc;
+      if ((rc = kiln_cuda_gemm(b->cublas, b->logits, b->hbuf + (int64_t)r0 * H, b->lm_head, nr, H, V))) return rc;
       KILN_CUDA_CHECK(cudaMemcpyAsync(logits + (int64_t)r0 * V, b->logits, (size_t)nr * V * sizeof(float),
                                       cudaMemcpyDeviceToHost, st));
     }
