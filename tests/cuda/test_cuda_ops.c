@@ -682,6 +682,14 @@ int main(void) {
   /* KILN_TEST_OPS=gemv: up to here only (gpu-test runs the GEMV cases under compute-sanitizer) */
   const char *only = getenv("KILN_TEST_OPS");
   if (only && !strcmp(only, "gemv")) return gt_finish("test_cuda_ops");
+  /* KILN_TEST_OPS=attn_prefill: small prefill attention cases whose long tiles split their keys (2-8 parts, both
+   * head sizes), for compute-sanitizer */
+  if (only && !strcmp(only, "attn_prefill")) {
+    test_attn_prefill(8, 4, 128, 512, 129, 1024);
+    test_attn_prefill(2, 2, 64, 700, 100, 1024);
+    test_attn_prefill(4, 2, 128, 37, 300, 512);
+    return gt_finish("test_cuda_ops");
+  }
 
   test_qkv_rope(64, KILN_ROPE_DEFAULT, 1, 1);
   test_qkv_rope(128, KILN_ROPE_LLAMA3, 0, 0);
