@@ -130,7 +130,8 @@ int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
                                  b->inv_freq, b->d_step, n, &b->shape, st)))
       return rc;
     if ((rc = kiln_cuda_attn_prefill(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, n, &b->shape, b->pf_attn,
-                                      b->n_sm, st))) return rc;
+                                     b->n_sm, st)))
+      return rc;
     if ((rc = kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wo, n, (int64_t)c->n_heads * c->head_dim, H)))
       return rc;
     if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, L->bo, L->ffn_norm, n, H, eps, st))) return rc;
