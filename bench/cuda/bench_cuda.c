@@ -37,14 +37,9 @@
 #include "backend/cuda/random_fill.h"
 #include "kiln/kiln.h"
 
-#define CK(call)                                                                               \
-  do {                                                                                         \
-    cudaError_t e_ = (call);                                                                   \
-    if (e_ != cudaSuccess) {                                                                   \
-      fprintf(stderr, "bench_cuda: %s: %s (line %d)\n", #call, cudaGetErrorString(e_), __LINE__); \
-      exit(1);                                                                                 \
-    }                                                                                          \
-  } while (0)
+#define BENCH_NAME "bench_cuda"
+#include "bench_common.h"
+
 
 /* Milliseconds on `stream` since e0 was recorded there: records e1 after the work enqueued so far and waits for it. */
 static float span_ms(cudaEvent_t e0, cudaEvent_t e1, cudaStream_t stream) {
@@ -122,22 +117,6 @@ static double matmul_rate(void) {
   }
   cublasDestroy(h), cudaEventDestroy(e0), cudaEventDestroy(e1), cudaFree(a), cudaFree(b), cudaFree(c);
   return median(t, 10);
-}
-
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-    free(s);
-    s = NULL;
-  }
-  fclose(f);
-  if (s) s[n] = 0, *len = (size_t)n;
-  return s;
 }
 
 static void check_logits(kiln_backend *b, const char *what) {

@@ -22,19 +22,14 @@
 
 #include "kiln/kiln.h"
 
+#define BENCH_NAME "bench_gemm"
+#include "bench_common.h"
+
 #define MAX_ALGOS 32
 #define SPLIT_BASES 4 /* offers that get forced split-k variants */
 #define MAX_CANDS (MAX_ALGOS + SPLIT_BASES * 7 * 2)
 #define WS_BYTES ((size_t)32 << 20)
 
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      fprintf(stderr, "bench_gemm: %s: %s (line %d)\n", #x, cudaGetErrorString(e_), __LINE__); \
-      exit(1);                                                                                 \
-    }                                                                                          \
-  } while (0)
 #define CB(x)                                                                                  \
   do {                                                                                         \
     int s_ = (int)(x);                                                                         \
@@ -49,22 +44,6 @@ typedef struct product {
   int64_t in, out;
   int acc; /* 1: y f32 += x W^T; 0: y bf16 = x W^T */
 } product;
-
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
-  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-    free(s);
-    s = NULL;
-  }
-  fclose(f);
-  if (s) s[n] = 0, *len = (size_t)n;
-  return s;
-}
 
 static uint16_t bf16_of(float f) {
   uint32_t u;
