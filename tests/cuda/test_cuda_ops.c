@@ -182,9 +182,11 @@ static void test_gemv(int64_t N, int64_t K, kiln_cuda_gemv_mode mode, int in_bf1
 }
 
 /* ---- bias + q/k norm + RoPE + KV store ---- */
-/* The projection comes as bf16 (what the prefill GEMM writes); the reference starts from the same rounded values. */
-static void test_qkv_rope(int hd, kiln_rope_type rt, int qk_norm, int bias) {
-  const int nh = 4, nkv = 2, n = 5, pos0 = 3, n_ctx = 16, n_seqs = 2, seq = 1;
+/* The projection comes as bf16 (what the prefill GEMM writes); the reference starts from the same rounded values.
+ * The kernel's vector form must give the same bits with 1, 2, 4 and 8 heads a warp (groups that mix q and k
+ * heads, and a last group past the end, included). */
+static void test_qkv_rope(int nh, int nkv, int hd, kiln_rope_type rt, int qk_norm, int bias) {
+  const int n = 5, pos0 = 3, n_ctx = 16, n_seqs = 2, seq = 1;
   const float eps = 1e-6f;
   kiln_config c;
   memset(&c, 0, sizeof c);
@@ -262,6 +264,20 @@ static void test_qkv_rope(int hd, kiln_rope_type rt, int qk_norm, int bias) {
   GT_CHECK(ek <= TOL_BF16_OUT && ev <= TOL_BF16_OUT, "qkv_rope hd=%d: cache k NMSE %.3g, v NMSE %.3g", hd, ek, ev);
   GT_CHECK(untouched_bad == 0, "qkv_rope hd=%d: %lld cache elements written outside the step", hd,
            (long long)untouched_bad);
+  uint16_t *g2 = malloc((size_t)(n * nh * hd + 2 * cache) * 2);
+  GT_CHECK(g2 != NULL, "qkv_rope: out of host memory");
+  for (int g = 1; g2 && g <= 8; g *= 2) {
+    gt_poison(d_q, (size_t)n * nh * hd * 2), gt_poison(d_k, (size_t)cache * 2), gt_poison(d_v, (size_t)cache * 2);
+    GT_OK(kiln_cuda_qkv_rope_g(d_q, d_k, d_v, (const uint16_t *)d_qkv, bias ? d_b : NULL, qk_norm ? d_qn : NULL,
+                               qk_norm ? d_kn : NULL, eps, d_inv, d_st, n, &sh, g, 0));
+    gt_down(g2, d_q, (size_t)n * nh * hd * 2);
+    gt_down(g2 + n * nh * hd, d_k, (size_t)cache * 2);
+    gt_down(g2 + n * nh * hd + cache, d_v, (size_t)cache * 2);
+    GT_CHECK(!memcmp(g2, gq16, (size_t)n * nh * hd * 2) && !memcmp(g2 + n * nh * hd, gk, (size_t)cache * 2) &&
+                 !memcmp(g2 + n * nh * hd + cache, gv, (size_t)cache * 2),
+             "qkv_rope %d+%d heads hd=%d: %d heads a warp change the bits", nh, nkv, hd, g);
+  }
+  free(g2);
   free(qkv), free(qkv16), free(bq), free(qn), free(kn), free(r), free(q), free(k), free(v), free(gq), free(gq16);
   free(gk), free(gv);
   free(kk), free(vv);
@@ -691,12 +707,15 @@ int main(void) {
     return gt_finish("test_cuda_ops");
   }
 
-  test_qkv_rope(64, KILN_ROPE_DEFAULT, 1, 1);
-  test_qkv_rope(128, KILN_ROPE_LLAMA3, 0, 0);
-  test_qkv_rope(32, KILN_ROPE_DEFAULT, 1, 0);
-  test_qkv_rope(24, KILN_ROPE_LLAMA3, 0, 1);
-  test_qkv_rope(128, KILN_ROPE_DEFAULT, 1, 1);
-  test_qkv_rope(64, KILN_ROPE_LLAMA3, 0, 1);
+  test_qkv_rope(4, 2, 64, KILN_ROPE_DEFAULT, 1, 1);
+  test_qkv_rope(4, 2, 128, KILN_ROPE_LLAMA3, 0, 0);
+  test_qkv_rope(4, 2, 32, KILN_ROPE_DEFAULT, 1, 0);
+  test_qkv_rope(4, 2, 24, KILN_ROPE_LLAMA3, 0, 1);
+  test_qkv_rope(4, 2, 128, KILN_ROPE_DEFAULT, 1, 1);
+  test_qkv_rope(4, 2, 64, KILN_ROPE_LLAMA3, 0, 1);
+  test_qkv_rope(16, 8, 128, KILN_ROPE_DEFAULT, 1, 0); /* Qwen3-0.6B's heads */
+  test_qkv_rope(5, 1, 128, KILN_ROPE_LLAMA3, 1, 1);   /* 6 heads: groups of 4 hold q and k heads, and 2 past the end */
+  test_qkv_rope(3, 3, 16, KILN_ROPE_DEFAULT, 1, 1);
 
   /* both combines: through global memory, then inside thread-block clusters (where the device has them) */
   {

@@ -3,7 +3,11 @@
  * values pass through the warp's slice of shared memory, because RoPE pairs element i with i + head_dim/2, which
  * for head_dim < 64 lives in another lane. That scalar form stays for other head sizes (and KILN_CUDA_ROPE_VEC=0);
  * for head sizes 8-128 (powers of two) the warp holds 4 elements a lane in registers and takes the partner by a
- * shuffle instead (kiln_norm_rotate4): 8-byte loads and stores where the scalar form moves 2 bytes a lane.
+ * shuffle instead (kiln_norm_rotate4): 8-byte loads and stores where the scalar form moves 2 bytes a lane. The
+ * vector form runs one warp per (token, group of heads): it requests every head of its group (and their values)
+ * at once, so a warp has several loads in flight where one head alone would leave it waiting, and it computes
+ * RoPE's sines and cosines once for the group, since they depend only on the token's position. Heads per warp:
+ * KILN_CUDA_ROPE_HEADS (1, 2, 4 or 8; the arithmetic per element is the same for each).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +18,9 @@
 
 #define ROPE_WARPS 4
 #define ROPE_MAX_HD 256
+#define ROPE_MAX_G 8 /* heads a warp, at most */
 
-static int rope_vec_ = -1;
+static int rope_vec_ = -1, rope_heads_ = -1;
 extern "C" int kiln_cuda_rope_vec_env(const char *v) {
   if (!v || !*v || !strcmp(v, "1")) return 1;
   return !strcmp(v, "0") ? 0 : -1;
@@ -25,10 +30,74 @@ extern "C" int kiln_cuda_rope_vec(void) {
   return rope_vec_;
 }
 
+extern "C" int kiln_cuda_rope_heads_env(const char *v) {
+  if (!v || !*v || !strcmp(v, "auto")) return KILN_CUDA_ROPE_HEADS_DEFAULT;
+  return !strcmp(v, "1") ? 1 : !strcmp(v, "2") ? 2 : !strcmp(v, "4") ? 4 : !strcmp(v, "8") ? 8 : -1;
+}
+static int rope_heads_default_(void) {
+  if (rope_heads_ < 0) {
+    const int g = kiln_cuda_rope_heads_env(getenv("KILN_CUDA_ROPE_HEADS"));
+    rope_heads_ = g < 0 ? KILN_CUDA_ROPE_HEADS_DEFAULT : g; /* refused at backend creation */
+  }
+  return rope_heads_;
+}
+
+/* The vector form: warp = (token t, heads G j .. G j + G - 1 of the n_heads q heads then the n_kv_heads k heads;
+ * a group may hold both kinds, and the last may run past the end). */
+template <int G>
+static __global__ void __launch_bounds__(ROPE_WARPS * 32)
+    qkv_rope_vec_kernel(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
+                        const float *bias, const float *q_norm, const float *k_norm, float eps,
+                        const float *inv_freq, const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh) {
+  kiln_pdl_trigger();
+  kiln_pdl_wait();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int heads = sh.n_heads + sh.n_kv_heads, groups = (heads + G - 1) / G;
+  const int64_t job = (int64_t)blockIdx.x * ROPE_WARPS + warp;
+  if (job >= n * groups) return;
+  const int64_t t = job / groups;
+  const int h0 = (int)(job % groups) * G, hd = sh.head_dim;
+  const int64_t vbase = (int64_t)(sh.n_heads + sh.n_kv_heads) * hd; /* the v heads in a row */
+  const uint16_t *row = qkv + t * (vbase + (int64_t)sh.n_kv_heads * hd);
+  const int pos = step->pos + (int)t;
+  /* every load of the group first: heads, biases, values */
+  float4 x[G], v[G];
+#pragma unroll
+  for (int i = 0; i < G; i++) {
+    v[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+    const int head = min(h0 + i, heads - 1); /* past the end: a repeat, never stored */
+    const int64_t off = (int64_t)head * hd;
+    x[i] = kiln_ld_head4(row + off, bias ? bias + off : NULL, hd);
+    if (head >= sh.n_heads) {
+      const int64_t voff = vbase + off - (int64_t)sh.n_heads * hd;
+      v[i] = kiln_ld_head4(row + voff, bias ? bias + voff : NULL, hd);
+    }
+  }
+  const float4 wq = kiln_norm_w4(q_norm, hd), wk = kiln_norm_w4(k_norm, hd);
+  const kiln_rope4 r = kiln_rope4_at(inv_freq, hd, pos);
+  const int64_t cache = (int64_t)step->seq * sh.n_kv_heads * sh.n_ctx * hd;
+#pragma unroll
+  for (int i = 0; i < G; i++) {
+    const int head = h0 + i;
+    if (head >= heads) break; /* the same for the whole warp */
+    const bool isq = head < sh.n_heads;
+    const float4 o = kiln_norm_rotate4_x(x[i], isq ? wq : wk, hd, (isq ? q_norm : k_norm) != NULL, eps, r, 1.f);
+    if (lane >= hd / 4) continue;
+    if (isq) {
+      *(uint2 *)(q_out + (t * sh.n_heads + head) * hd + 4 * lane) = kiln_pack_bf16x4(o);
+      continue;
+    }
+    const int64_t at = cache + ((int64_t)(head - sh.n_heads) * sh.n_ctx + pos) * hd + 4 * lane;
+    *(uint2 *)(k_cache + at) = kiln_pack_bf16x4(o);
+    *(uint2 *)(v_cache + at) = kiln_pack_bf16x4(v[i]);
+  }
+}
+
+/* The scalar form: one warp per (token, head), through shared memory (kiln_norm_rotate). */
 static __global__ void __launch_bounds__(ROPE_WARPS * 32)
     qkv_rope_kernel(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv, const float *bias,
                     const float *q_norm, const float *k_norm, float eps, const float *inv_freq,
-                    const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh, int vec) {
+                    const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh) {
   __shared__ float bufs[ROPE_WARPS][ROPE_MAX_HD];
   kiln_pdl_trigger();
   kiln_pdl_wait();
@@ -44,27 +113,6 @@ static __global__ void __launch_bounds__(ROPE_WARPS * 32)
   int pos = step->pos + (int)t;
   float *buf = bufs[warp];
   int64_t off = (int64_t)head * hd; /* q head h, or k head (head - n_heads) */
-  if (vec && kiln_rope_vec_ok(hd)) { /* 4 elements a lane, the partner by a shuffle (rope_dev.cuh) */
-    const bool q = head < sh.n_heads, on = lane < hd / 4;
-    const float4 o = kiln_norm_rotate4(row + off, bias ? bias + off : NULL, hd, q ? q_norm : k_norm, eps, inv_freq,
-                                       pos, 1.f);
-    if (!on) return;
-    if (q) {
-      *(uint2 *)(q_out + (t * sh.n_heads + head) * hd + 4 * lane) = kiln_pack_bf16x4(o);
-      return;
-    }
-    const int kh = head - sh.n_heads;
-    const int64_t at = (int64_t)step->seq * sh.n_kv_heads * sh.n_ctx * hd + ((int64_t)kh * sh.n_ctx + pos) * hd;
-    *(uint2 *)(k_cache + at + 4 * lane) = kiln_pack_bf16x4(o);
-    const int64_t voff = (int64_t)(sh.n_heads + sh.n_kv_heads) * hd + (int64_t)kh * hd + 4 * lane;
-    float4 v = kiln_ld_act4(row + voff);
-    if (bias) {
-      const float4 b = *(const float4 *)(bias + voff);
-      v = make_float4(v.x + b.x, v.y + b.y, v.z + b.z, v.w + b.w);
-    }
-    *(uint2 *)(v_cache + at + 4 * lane) = kiln_pack_bf16x4(v);
-    return;
-  }
   if (head < sh.n_heads) {
     kiln_norm_rotate(buf, row + off, bias ? bias + off : NULL, hd, q_norm, eps, inv_freq, pos, 1.f);
     uint16_t *dst = q_out + (t * sh.n_heads + head) * hd;
@@ -81,14 +129,46 @@ static __global__ void __launch_bounds__(ROPE_WARPS * 32)
     v_cache[at + i] = kiln_f32_to_bf16_dev(kiln_ld_act(row + voff + i) + (bias ? bias[voff + i] : 0.f));
 }
 
-static int qkv_rope_launch(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
-                           const float *bias, const float *q_norm, const float *k_norm, float eps,
-                           const float *inv_freq, const kiln_cuda_step *step, int64_t n,
-                           const kiln_cuda_attn_shape *sh, cudaStream_t stream) {
-  int64_t jobs = n * (sh->n_heads + sh->n_kv_heads);
-  unsigned blocks = (unsigned)((jobs + ROPE_WARPS - 1) / ROPE_WARPS);
+template <int G>
+static int qkv_rope_vec_launch(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
+                               const float *bias, const float *q_norm, const float *k_norm, float eps,
+                               const float *inv_freq, const kiln_cuda_step *step, int64_t n,
+                               const kiln_cuda_attn_shape *sh, cudaStream_t stream) {
+  const int64_t jobs = n * ((sh->n_heads + sh->n_kv_heads + G - 1) / G);
+  const unsigned blocks = (unsigned)((jobs + ROPE_WARPS - 1) / ROPE_WARPS);
+  KILN_CUDA_CHECK(kiln_launch(qkv_rope_vec_kernel<G>, dim3(blocks), dim3(ROPE_WARPS * 32), 0, stream, q_out, k_cache,
+                              v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n, *sh));
+  return 0;
+}
+
+extern "C" int kiln_cuda_qkv_rope_g(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
+                                    const float *bias, const float *q_norm, const float *k_norm, float eps,
+                                    const float *inv_freq, const kiln_cuda_step *step, int64_t n,
+                                    const kiln_cuda_attn_shape *shape, int heads_per_warp, cudaStream_t stream) {
+  if (n < 0 || n > (1 << 24) || shape->head_dim <= 0 || shape->head_dim % 2 || shape->head_dim > ROPE_MAX_HD ||
+      shape->n_heads <= 0 || shape->n_kv_heads <= 0)
+    return kiln_error(KILN_EINVAL, "cuda qkv_rope: bad shape (n %lld, head_dim %d)", (long long)n,
+                      shape->head_dim);
+  const int g = heads_per_warp ? heads_per_warp : rope_heads_default_();
+  if (g != 1 && g != 2 && g != 4 && g != ROPE_MAX_G)
+    return kiln_error(KILN_EINVAL, "cuda qkv_rope: %d heads a warp (1, 2, 4 or 8)", g);
+  if (n == 0) return 0;
+  if (kiln_cuda_rope_vec() && kiln_rope_vec_ok(shape->head_dim)) {
+    switch (g) {
+    case 1: return qkv_rope_vec_launch<1>(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n,
+                                          shape, stream);
+    case 2: return qkv_rope_vec_launch<2>(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n,
+                                          shape, stream);
+    case 4: return qkv_rope_vec_launch<4>(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n,
+                                          shape, stream);
+    default: return qkv_rope_vec_launch<ROPE_MAX_G>(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq,
+                                                    step, n, shape, stream);
+    }
+  }
+  const int64_t jobs = n * (shape->n_heads + shape->n_kv_heads);
+  const unsigned blocks = (unsigned)((jobs + ROPE_WARPS - 1) / ROPE_WARPS);
   KILN_CUDA_CHECK(kiln_launch(qkv_rope_kernel, dim3(blocks), dim3(ROPE_WARPS * 32), 0, stream, q_out, k_cache,
-                              v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n, *sh, kiln_cuda_rope_vec()));
+                              v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n, *shape));
   return 0;
 }
 
@@ -96,10 +176,6 @@ extern "C" int kiln_cuda_qkv_rope(uint16_t *q_out, uint16_t *k_cache, uint16_t *
                                   const float *bias, const float *q_norm, const float *k_norm, float eps,
                                   const float *inv_freq, const kiln_cuda_step *step, int64_t n,
                                   const kiln_cuda_attn_shape *shape, cudaStream_t stream) {
-  if (n < 0 || n > (1 << 24) || shape->head_dim <= 0 || shape->head_dim % 2 || shape->head_dim > ROPE_MAX_HD ||
-      shape->n_heads <= 0 || shape->n_kv_heads <= 0)
-    return kiln_error(KILN_EINVAL, "cuda qkv_rope: bad shape (n %lld, head_dim %d)", (long long)n,
-                      shape->head_dim);
-  if (n == 0) return 0;
-  return qkv_rope_launch(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n, shape, stream);
+  return kiln_cuda_qkv_rope_g(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n, shape, 0,
+                              stream);
 }

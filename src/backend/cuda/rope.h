@@ -42,6 +42,17 @@ int kiln_cuda_qkv_rope(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, co
 int kiln_cuda_rope_vec(void);
 int kiln_cuda_rope_vec_env(const char *value);
 
+/* kiln_cuda_qkv_rope with the vector form's heads per warp given (1, 2, 4 or 8; 0: KILN_CUDA_ROPE_HEADS, read at
+ * the first call, default KILN_CUDA_ROPE_HEADS_DEFAULT). Every choice gives the same bits; more heads a warp put
+ * more loads in flight and compute RoPE's angles once for the group. kiln_cuda_rope_heads_env: the heads for a
+ * value of the variable (unset or auto: the default), -1 for any other. */
+#define KILN_CUDA_ROPE_HEADS_DEFAULT 4
+int kiln_cuda_qkv_rope_g(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
+                         const float *bias, const float *q_norm, const float *k_norm, float eps,
+                         const float *inv_freq, const kiln_cuda_step *step, int64_t n,
+                         const kiln_cuda_attn_shape *shape, int heads_per_warp, cudaStream_t stream);
+int kiln_cuda_rope_heads_env(const char *value);
+
 #ifdef __cplusplus
 }
 #endif

@@ -73,7 +73,7 @@ static __device__ __forceinline__ void kiln_norm_rotate(float *buf, const T *src
  * shared memory, no barrier, one 16-byte (f32) or 8-byte (bf16) load of the head a lane, and half the instructions
  * of the scalar form at head_dim 128. Same arithmetic per element; the sum of squares adds in another order. Every
  * lane of the warp must call it (the shuffles). */
-static __device__ __forceinline__ bool kiln_rope_vec_ok(int hd) { return hd >= 8 && hd <= 128 && !(hd & (hd - 1)); }
+static __host__ __device__ __forceinline__ bool kiln_rope_vec_ok(int hd) { return hd >= 8 && hd <= 128 && !(hd & (hd - 1)); }
 
 static __device__ __forceinline__ float4 kiln_ld_act4(const float *p) { return __ldcg((const float4 *)p); }
 static __device__ __forceinline__ float4 kiln_ld_act4(const uint16_t *p) {
@@ -81,19 +81,37 @@ static __device__ __forceinline__ float4 kiln_ld_act4(const uint16_t *p) {
   return make_float4(kiln_bf16_lo(u.x), kiln_bf16_hi(u.x), kiln_bf16_lo(u.y), kiln_bf16_hi(u.y));
 }
 
-template <typename T>
-static __device__ __forceinline__ float4 kiln_norm_rotate4(const T *src, const float *bias, int hd, const float *nw,
-                                                           float eps, const float *inv_freq, int pos, float scale) {
+/* Lane l's share of RoPE's angles at `pos`: cos and sin of f32(inv_freq[i] * f32(pos)) for its elements i = 4l ..
+ * 4l+3 (a second-half element takes its first-half partner's frequency). The same for every head of a token, so
+ * a warp that rotates several heads of one token computes them once. */
+typedef struct kiln_rope4 {
+  float4 c, s;
+} kiln_rope4;
+
+static __device__ __forceinline__ kiln_rope4 kiln_rope4_at(const float *inv_freq, int hd, int pos) {
+  const int lane = threadIdx.x & 31, half = hd / 8;
+  const float4 f = lane < hd / 4 ? *(const float4 *)(inv_freq + 4 * (lane & (half - 1))) : make_float4(0, 0, 0, 0);
+  const float fp = (float)pos;
+  kiln_rope4 r;
+  sincosf(f.x * fp, &r.s.x, &r.c.x);
+  sincosf(f.y * fp, &r.s.y, &r.c.y);
+  sincosf(f.z * fp, &r.s.z, &r.c.z);
+  sincosf(f.w * fp, &r.s.w, &r.c.w);
+  return r;
+}
+
+/* The norm weights of a lane's 4 elements (ones when nw == NULL). */
+static __device__ __forceinline__ float4 kiln_norm_w4(const float *nw, int hd) {
+  const int lane = threadIdx.x & 31;
+  return lane < hd / 4 && nw ? *(const float4 *)(nw + 4 * lane) : make_float4(1.f, 1.f, 1.f, 1.f);
+}
+
+/* RoPE(RMSNorm(x)) * scale of one head whose lane share x (bias added) is in registers: the norm with weights w
+ * when `norm`, the angles r (kiln_rope4_at). Every lane of the warp must call it (the shuffles). */
+static __device__ __forceinline__ float4 kiln_norm_rotate4_x(float4 x, float4 w, int hd, bool norm, float eps,
+                                                             const kiln_rope4 &r, float scale) {
   const int lane = threadIdx.x & 31, half = hd / 8; /* lanes of each half of the head */
-  const bool on = lane < hd / 4;
-  const int i0 = 4 * lane;
-  const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-  float4 x = on ? kiln_ld_act4(src + i0) : zero;
-  const float4 b = on && bias ? *(const float4 *)(bias + i0) : zero;
-  const float4 w = on && nw ? *(const float4 *)(nw + i0) : make_float4(1.f, 1.f, 1.f, 1.f);
-  const float4 f = on ? *(const float4 *)(inv_freq + 4 * (lane & (half - 1))) : zero;
-  x = make_float4(x.x + b.x, x.y + b.y, x.z + b.z, x.w + b.w);
-  if (nw) {
+  if (norm) {
     float ss = fmaf(x.x, x.x, fmaf(x.y, x.y, fmaf(x.z, x.z, x.w * x.w)));
     ss = kiln_warp_sum(ss);
     const float inv = rsqrtf(ss / (float)hd + eps);
@@ -104,20 +122,36 @@ static __device__ __forceinline__ float4 kiln_norm_rotate4(const T *src, const f
   p.y = __shfl_xor_sync(0xffffffffu, x.y, half);
   p.z = __shfl_xor_sync(0xffffffffu, x.z, half);
   p.w = __shfl_xor_sync(0xffffffffu, x.w, half);
-  if (!on) return zero;
+  if (lane >= hd / 4) return make_float4(0.f, 0.f, 0.f, 0.f);
   /* first half: x1 cos - x2 sin; second half: x2 cos + x1 sin (x1 the first-half element of the pair) */
-  const float sg = lane & half ? 1.f : -1.f, fp = (float)pos;
-  float sn, cs;
+  const float sg = lane & half ? 1.f : -1.f;
   float4 o;
-  sincosf(f.x * fp, &sn, &cs);
-  o.x = (x.x * cs + sg * (p.x * sn)) * scale;
-  sincosf(f.y * fp, &sn, &cs);
-  o.y = (x.y * cs + sg * (p.y * sn)) * scale;
-  sincosf(f.z * fp, &sn, &cs);
-  o.z = (x.z * cs + sg * (p.z * sn)) * scale;
-  sincosf(f.w * fp, &sn, &cs);
-  o.w = (x.w * cs + sg * (p.w * sn)) * scale;
+  o.x = (x.x * r.c.x + sg * (p.x * r.s.x)) * scale;
+  o.y = (x.y * r.c.y + sg * (p.y * r.s.y)) * scale;
+  o.z = (x.z * r.c.z + sg * (p.z * r.s.z)) * scale;
+  o.w = (x.w * r.c.w + sg * (p.w * r.s.w)) * scale;
   return o;
+}
+
+/* Lane l's 4 elements of a head (src + 4l) plus its bias (bias + 4l, or none); zeros for lanes past hd / 4. */
+template <typename T>
+static __device__ __forceinline__ float4 kiln_ld_head4(const T *src, const float *bias, int hd) {
+  const int lane = threadIdx.x & 31;
+  if (lane >= hd / 4) return make_float4(0.f, 0.f, 0.f, 0.f);
+  float4 x = kiln_ld_act4(src + 4 * lane);
+  if (bias) {
+    const float4 b = *(const float4 *)(bias + 4 * lane);
+    x = make_float4(x.x + b.x, x.y + b.y, x.z + b.z, x.w + b.w);
+  }
+  return x;
+}
+
+/* One head, loaded, normed and rotated (the three pieces above). */
+template <typename T>
+static __device__ __forceinline__ float4 kiln_norm_rotate4(const T *src, const float *bias, int hd, const float *nw,
+                                                           float eps, const float *inv_freq, int pos, float scale) {
+  const float4 x = kiln_ld_head4(src, bias, hd), w = kiln_norm_w4(nw, hd);
+  return kiln_norm_rotate4_x(x, w, hd, nw != NULL, eps, kiln_rope4_at(inv_freq, hd, pos), scale);
 }
 
 #endif /* KILN_CUDA_ROPE_DEV_CUH */
