@@ -400,7 +400,7 @@ static void test_attn_decode(int nh, int nkv, int hd, int L, int n_ctx, int spli
 /* The slot's cache rows past pos0 + n hold NaN, as must never reach the output (a masked probability times a
  * stale value); the output has one more token row, which must stay poisoned. Run without key splitting, then
  * (head_dim 64 and 128) with it, twice: the second split run, into a poisoned output again, must give the same
- * bits, which it only does if the first left its counters at zero. keep: the bits the output must equal. */
+ * bits, which it only does if the first left its counters at zero. */
 static void check_attn_prefill_(const uint16_t *d_o, const float *ref, int64_t nq, int64_t row, const char *what,
                                 int nh, int nkv, int hd, int pos0, int n, uint16_t *keep) {
   uint16_t *o = malloc((size_t)(nq + row) * 2);
@@ -416,7 +416,7 @@ static void check_attn_prefill_(const uint16_t *d_o, const float *ref, int64_t n
   if (keep) {
     int64_t diff = 0;
     for (int64_t i = 0; i < nq; i++) diff += o[i] != keep[i];
-    GT_CHECK(diff == 0, "attn_prefill %s nh=%d nkv=%d hd=%d pos0=%d n=%d: %lld values differ from the run it repeats", what,
+    GT_CHECK(diff == 0, "attn_prefill %s nh=%d nkv=%d hd=%d pos0=%d n=%d: %lld values differ from the first run", what,
              nh, nkv, hd, pos0, n, (long long)diff);
   }
   free(of), free(o);
@@ -443,36 +443,26 @@ static void test_attn_prefill(int nh, int nkv, int hd, int pos0, int n, int n_ct
   gt_up(d_st, &st, sizeof st);
   float *ref = malloc((size_t)nq * 4);
   kiln_ref_attention(ref, q, kref, vref, n, pos0, nh, nkv, hd);
-  /* 16 and 32 query rows a warp: without splitting, the same bits; split, each within the tolerance and the same
-   * bits on a second run */
-  uint16_t *whole = malloc((size_t)nq * 2), *first = malloc((size_t)nq * 2);
-  GT_CHECK(whole && first, "attn_prefill: out of host memory");
-  if (!whole || !first) abort();
+  GT_OK(kiln_cuda_attn_prefill(d_o, d_q, d_k, d_v, d_st, n, &sh, NULL, n_sm, 0));
+  check_attn_prefill_(d_o, ref, nq, row, "whole", nh, nkv, hd, pos0, n, NULL);
   const int64_t sbytes = kiln_cuda_attn_prefill_scratch(&sh, n_sm);
-  void *d_s = NULL;
   if (sbytes) {
-    d_s = gt_dev((size_t)sbytes);
+    const int parts = kiln_cuda_attn_prefill_parts(&sh, n, n_sm);
+    char what[32];
+    snprintf(what, sizeof what, "split(%d)", parts);
+    void *d_s = gt_dev((size_t)sbytes);
     GT_CUDA(cudaMemset(d_s, 0, (size_t)sbytes));
-  }
-  for (int wr = 16; wr <= 32; wr += 16) {
-    char what[48];
-    snprintf(what, sizeof what, "whole, %d rows a warp", wr);
+    uint16_t *first = malloc((size_t)nq * 2);
     gt_poison(d_o, (size_t)(nq + row) * 2);
-    GT_OK(kiln_cuda_attn_prefill_rows(d_o, d_q, d_k, d_v, d_st, n, &sh, NULL, n_sm, wr, 0));
-    check_attn_prefill_(d_o, ref, nq, row, what, nh, nkv, hd, pos0, n, wr == 16 ? NULL : whole);
-    if (wr == 16) gt_down(whole, d_o, (size_t)nq * 2);
-    if (!sbytes) continue;
-    snprintf(what, sizeof what, "split(%d), %d rows a warp", kiln_cuda_attn_prefill_parts(&sh, n, n_sm, wr), wr);
-    gt_poison(d_o, (size_t)(nq + row) * 2);
-    GT_OK(kiln_cuda_attn_prefill_rows(d_o, d_q, d_k, d_v, d_st, n, &sh, d_s, n_sm, wr, 0));
+    GT_OK(kiln_cuda_attn_prefill(d_o, d_q, d_k, d_v, d_st, n, &sh, d_s, n_sm, 0));
     check_attn_prefill_(d_o, ref, nq, row, what, nh, nkv, hd, pos0, n, NULL);
     gt_down(first, d_o, (size_t)nq * 2);
     gt_poison(d_o, (size_t)(nq + row) * 2);
-    GT_OK(kiln_cuda_attn_prefill_rows(d_o, d_q, d_k, d_v, d_st, n, &sh, d_s, n_sm, wr, 0));
+    GT_OK(kiln_cuda_attn_prefill(d_o, d_q, d_k, d_v, d_st, n, &sh, d_s, n_sm, 0));
     check_attn_prefill_(d_o, ref, nq, row, what, nh, nkv, hd, pos0, n, first);
+    free(first);
+    cudaFree(d_s);
   }
-  free(whole), free(first);
-  if (d_s) cudaFree(d_s);
   free(kref), free(vref), free(q16), free(q), free(ref);
   cudaFree(d_k), cudaFree(d_v), cudaFree(d_o), cudaFree(d_q), cudaFree(d_st);
 }

@@ -65,20 +65,14 @@
  * A thread's accumulator elements c0, c1 belong to row g of its warp's 16, c2, c3 to row g+8, for S and for O.
  * ------------------------------------------------------------------------------------------------------------ */
 
+#define FA_BQ 64 /* queries per block */
 #define FA_BK 64 /* keys per tile */
 #define FA_THREADS 128
-/* Rows of queries a warp owns: 16 (one m16 block; block = 64 queries, Q held in registers) or 32 (two m16 blocks;
- * block = 128 queries, Q read from shared memory at each tile). With 32, every K and V fragment a warp loads
- * from shared memory feeds two row blocks' mma (half the ldmatrix traffic a flop) and a warp has twice the
- * independent mma chains, at the price of 2 blocks an SM (8 warps) instead of 3. KILN_CUDA_ATTN_PF_ROWS. */
-#define FA_BQ(RB) (64 * (RB)) /* queries per block, RB = rows a warp / 16 */
-/* Blocks an SM must hold: caps the registers (RB 1: 168 a thread for head_dim 128, 128 for 64; RB 2: 255 and 168).
- * Shared memory allows the same: RB 1 3 x 64 KB and 4 x 32 KB, RB 2 2 x 96 KB and 3 x 48 KB. */
-#define FA_MIN_BLOCKS(hd, RB) ((RB) == 1 ? ((hd) == 64 ? 4 : 3) : ((hd) == 64 ? 3 : 2))
-/* Shared bytes: two stages of [K tile | V tile]; RB 2 adds its own Q region (RB 1 stages Q in stage 1). */
-#define FA_SMEM(hd, RB) ((size_t)4 * FA_BK * (hd) * 2 + ((RB) == 1 ? 0 : (size_t)FA_BQ(RB) * (hd) * 2))
+/* Blocks an SM must hold (caps the registers at 168 a thread for head_dim 128, 128 for 64); shared memory allows
+ * 3 x 64 KB and 4 x 32 KB. */
+#define FA_MIN_BLOCKS(hd) ((hd) == 64 ? 4 : 3)
 
-/* Key splitting: a block of 64 RB queries x 1 head may take part of its keys only, so that a short grid (few query
+/* Key splitting: a block of 64 queries x 1 head may take part of its keys only, so that a short grid (few query
  * tiles and heads) still fills the GPU and the heaviest (last) query tiles stop setting the kernel's length.
  * A launch has `parts` blocks per (query tile, head) at most; a tile with t key tiles uses fa_parts(t) of them,
  * each over a run of at least FA_PART_TILES key tiles. Each part leaves its unnormalised output and its row
@@ -86,20 +80,17 @@
  * them. */
 #define FA_MAX_PARTS 8
 #define FA_PART_TILES 4
-/* o [64 RB x hd] in the threads' fragment order, m [64 RB], l [64 RB] */
-#define FA_SLOT_FLOATS(hd, RB) (FA_BQ(RB) * (hd) + 2 * FA_BQ(RB))
+#define FA_SLOT_FLOATS(hd) (FA_BQ * (hd) + 2 * FA_BQ) /* o [64 x hd] in the threads' fragment order, m [64], l [64] */
 typedef struct fa_split {
   unsigned *count; /* [query tile x heads] zero between launches */
   float *part;     /* [query tile x heads][parts] slots */
   int parts;       /* 1: no splitting (count and part unused) */
 } fa_split;
 
-/* Every query must see the first key of every part (else a part's row would start from -inf - -inf). A tile of
- * t key tiles (keys up to kend - 1, in key tile t - 1) has its first query after key 64 (t - 1 - RB). Its last part
- * starts at key tile floor((parts - 1) t / parts) = t - ceil(t / parts), and parts <= ceil(t / P) with
- * P = FA_PART_TILES gives t / parts > P / 2 for t > P (fewer key tiles never split), so ceil(t / parts) >= RB + 1
- * and the last part starts at or before key tile t - 1 - RB when P >= 2 RB. */
-static_assert(FA_PART_TILES >= 2 * 2, "fa_parts: every query must see the first key of every part (RB <= 2)");
+/* A tile of t key tiles has parts <= ceil(t / FA_PART_TILES) < t key tiles a part on average, so the last part
+ * starts at floor(t - t / parts) <= t - 2, and the tile's first query (at most 64 before its last key, which is in
+ * key tile t - 1) comes after that part's first key: every query of the tile sees the first key of every part. */
+static_assert(FA_PART_TILES >= 2, "fa_parts: every query must see the first key of every part");
 static __host__ __device__ __forceinline__ int fa_parts(int ntiles, int parts) {
   return min(parts, (ntiles + FA_PART_TILES - 1) / FA_PART_TILES);
 }
@@ -161,29 +152,21 @@ static __device__ __forceinline__ void fa_load_tile(uint32_t dst, const uint16_t
 }
 
 /* Block = (part, query tile, q head), numbered heads fastest, then heaviest (last) query tile first, then part:
- * the parts a short tile does not use are at the end of the grid, where they delay nothing. Warp w owns query
- * rows 16 RB w .. 16 RB w + 16 RB - 1, as RB blocks of 16 (row block r: rows 16 RB w + 16 r ..). Shared memory:
- * two stages of [K tile | V tile], each tile 64 rows x HD bf16 (swizzled); Q in stage 1 (RB 1, moved to
- * registers before tile 1 is requested) or after the stages (RB 2, read at every tile), and the output staged in
- * the stage the last tile did not use (64 RB rows: one K tile for RB 1, the stage's K and V tiles for RB 2).
- * Each row runs the same operations in the same order for RB 1 and 2 (a row block may take a tile whose keys all
- * come after its rows, which adds exact zeros), so without splitting both give the same bits. */
-template <int HD, int RB>
-static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD, RB))
+ * the parts a short tile does not use are at the end of the grid, where they delay nothing. Shared memory: two
+ * stages of [K tile | V tile], each tile 64 rows x HD bf16 (swizzled); Q is staged in stage 1's K tile, and the
+ * output in the stage the last tile did not use. */
+template <int HD>
+static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
     fa2_kernel(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                const kiln_cuda_step *step, int n, kiln_cuda_attn_shape sh, int n_qtiles, float scale_log2,
                fa_split sp) {
   static_assert(HD == 64 || HD == 128, "fa2_kernel: head_dim 64 or 128");
-  static_assert(RB == 1 || RB == 2, "fa2_kernel: 16 or 32 rows a warp");
-  constexpr int BQ = FA_BQ(RB);            /* queries per block */
   constexpr int ROWB = HD * 2;             /* bytes per shared row */
   constexpr int CPR = HD / 8;              /* 16-byte chunks per row */
-  constexpr int TILEB = FA_BK * ROWB;      /* bytes per K or V tile */
+  constexpr int TILEB = FA_BK * ROWB;      /* bytes per K, V or Q tile */
   constexpr int RSTEP = FA_THREADS / CPR;  /* row step of a loading thread */
   constexpr int KD = HD / 16;              /* 16-wide steps over head_dim */
-  constexpr int QOFF = RB == 1 ? 2 * TILEB : 4 * TILEB; /* where Q lands */
-  constexpr int WR = 16 * RB;              /* rows a warp */
-  static_assert(RSTEP % 8 == 0, "fa2_kernel: loader rows keep their swizzle");
+  static_assert(RSTEP % 8 == 0 && FA_BQ == FA_BK, "fa2_kernel: loader rows keep their swizzle");
   extern __shared__ __align__(128) unsigned char smem[];
   const uint32_t sb = kiln_smem_addr(smem);
 
@@ -193,7 +176,7 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD, RB))
   const int rest = (int)(blockIdx.x / (unsigned)sh.n_heads);
   const int qt = n_qtiles - 1 - rest % n_qtiles, part = rest / n_qtiles;
   const int kh = h / (sh.n_heads / sh.n_kv_heads);
-  const int t0 = qt * BQ, rows = min(BQ, n - t0);
+  const int t0 = qt * FA_BQ, rows = min(FA_BQ, n - t0);
   const int pos0 = step->pos;
   const int kend = pos0 + t0 + rows; /* keys 0 .. kend-1 are visible to some row of the block */
   const int ntiles = (kend + FA_BK - 1) / FA_BK;
@@ -204,18 +187,21 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD, RB))
   const int64_t base = ((int64_t)step->seq * sh.n_kv_heads + kh) * sh.n_ctx * HD;
   const uint16_t *Kg = k_cache + base, *Vg = v_cache + base;
 
-  /* the Q tile (rows past the chunk zero-filled), then the first K/V tile into stage 0 */
+  /* the Q tile (rows past the chunk zero-filled) into stage 1's K tile, free until tile 1 is requested; then the
+   * first K/V tile into stage 0 */
   const int ld_c = tid % CPR, ld_r0 = tid / CPR;
   const uint32_t ld_off = (uint32_t)(ld_r0 * ROWB + ((ld_c ^ (ld_r0 & 7)) << 4));
 #pragma unroll
-  for (int i = 0; i < BQ / RSTEP; i++) {
+  for (int i = 0; i < FA_BQ / RSTEP; i++) {
     const int r = ld_r0 + i * RSTEP;
-    kiln_cp16(sb + QOFF + ld_off + i * RSTEP * ROWB,
+    kiln_cp16(sb + 2 * TILEB + ld_off + i * RSTEP * ROWB,
               q + ((int64_t)(t0 + (r < rows ? r : 0)) * sh.n_heads + h) * HD + ld_c * 8, r < rows ? 16 : 0);
   }
   kiln_cp_commit();
   fa_load_tile<HD>(sb + ld_off, Kg, Vg, j0 * FA_BK, kend, ld_r0, ld_c);
   kiln_cp_commit();
+  fa_cp_wait_one(); /* Q is in (the tile may still be in flight) */
+  __syncthreads();
 
   /* Lane parts of the ldmatrix addresses (layouts above). Q and V: lanes 8-15 and 24-31 give rows 8-15, lanes
    * 16-31 the second 8 columns; K: lanes 16-31 give rows (keys) 8-15, lanes 8-15 and 24-31 the second 8 columns.
@@ -230,29 +216,20 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD, RB))
     qv_col[j] = (uint32_t)(((2 * j + (lane >> 4)) ^ sw) << 4);
     k_col[j] = (uint32_t)(((2 * j + ((lane >> 3) & 1)) ^ sw) << 4);
   }
-  const uint32_t qs = sb + QOFF + warp * WR * ROWB + qv_row; /* the warp's Q rows, this lane's ldmatrix row */
 
-  /* RB 1: Q as mma A fragments for the whole key loop (Q is in once the tile behind it may still be in flight) */
-  uint32_t qa[RB == 1 ? KD : 1][4];
-  if constexpr (RB == 1) {
-    fa_cp_wait_one();
-    __syncthreads();
+  uint32_t qa[KD][4];
 #pragma unroll
-    for (int kd = 0; kd < KD; kd++) fa_ldsm4(qa[kd], qs + (kd >> 2) * 128 + qv_col[kd & 3]);
-  }
+  for (int kd = 0; kd < KD; kd++)
+    fa_ldsm4(qa[kd], sb + 2 * TILEB + warp * 16 * ROWB + qv_row + (kd >> 2) * 128 + qv_col[kd & 3]);
 
-  float o[RB][2 * KD][4]; /* O: 8-column blocks over head_dim, per row block */
+  float o[2 * KD][4]; /* O: 8-column blocks over head_dim */
 #pragma unroll
-  for (int r = 0; r < RB; r++)
-#pragma unroll
-    for (int d = 0; d < 2 * KD; d++) o[r][d][0] = o[r][d][1] = o[r][d][2] = o[r][d][3] = 0.f;
-  /* rows g and g+8 of each row block: running max of the scaled scores (log2 domain), and this thread's part of
-   * the row sum (its columns only; the quad adds its parts at the end, all of them were rescaled by the same
-   * factors) */
-  float m[RB][2], l[RB][2];
-#pragma unroll
-  for (int r = 0; r < RB; r++) m[r][0] = m[r][1] = -INFINITY, l[r][0] = l[r][1] = 0.f;
-  const int qw = pos0 + t0 + warp * WR; /* position of the warp's first query */
+  for (int d = 0; d < 2 * KD; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+  /* rows g and g+8: running max of the scaled scores (log2 domain), and this thread's part of the row sum (its
+   * columns only; the quad adds its parts at the end, all of them were rescaled by the same factors) */
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  const int qw = pos0 + t0 + warp * 16; /* position of the warp's first query */
+  const int qp0 = qw + g, qp1 = qw + g + 8;
 
   for (int j = j0; j < j1; j++) {
     const int stage = (j - j0) & 1;
@@ -262,146 +239,106 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD, RB))
       fa_load_tile<HD>(sb + (stage ^ 1) * 2 * TILEB + ld_off, Kg, Vg, (j + 1) * FA_BK, kend, ld_r0, ld_c);
     kiln_cp_commit();
     const int k0 = j * FA_BK;
-    if (k0 > qw + WR - 1) continue; /* every key of the tile comes after the warp's last query */
+    if (k0 > qw + 15) continue; /* every key of the tile comes after the warp's last query */
     const uint32_t ks = sb + stage * 2 * TILEB, vs = ks + TILEB;
 
-    /* S = Q K^T: s[r][b] holds row block r's scores of keys k0 + 8b .. k0 + 8b + 7; each K fragment serves every
-     * row block */
-    float s[RB][8][4];
+    /* S = Q K^T: s[b] holds keys k0 + 8b .. k0 + 8b + 7 */
+    float s[8][4];
 #pragma unroll
-    for (int r = 0; r < RB; r++)
-#pragma unroll
-      for (int b = 0; b < 8; b++) s[r][b][0] = s[r][b][1] = s[r][b][2] = s[r][b][3] = 0.f;
+    for (int b = 0; b < 8; b++) s[b][0] = s[b][1] = s[b][2] = s[b][3] = 0.f;
 #pragma unroll
     for (int kd = 0; kd < KD; kd++) {
-      uint32_t qf[RB][4];
-      if constexpr (RB == 1) {
-#pragma unroll
-        for (int i = 0; i < 4; i++) qf[0][i] = qa[kd][i];
-      } else {
-#pragma unroll
-        for (int r = 0; r < RB; r++) fa_ldsm4(qf[r], qs + r * 16 * ROWB + (kd >> 2) * 128 + qv_col[kd & 3]);
-      }
 #pragma unroll
       for (int kb = 0; kb < 4; kb++) {
         uint32_t kf[4];
         fa_ldsm4(kf, ks + kb * 16 * ROWB + k_row + (kd >> 2) * 128 + k_col[kd & 3]);
+        fa_mma(s[2 * kb], qa[kd], kf[0], kf[1]);
+        fa_mma(s[2 * kb + 1], qa[kd], kf[2], kf[3]);
+      }
+    }
+
+    if (k0 + FA_BK - 1 > qw) { /* the tile crosses the diagonal of the warp's rows (or the last visible key) */
 #pragma unroll
-        for (int r = 0; r < RB; r++) {
-          fa_mma(s[r][2 * kb], qf[r], kf[0], kf[1]);
-          fa_mma(s[r][2 * kb + 1], qf[r], kf[2], kf[3]);
+      for (int b = 0; b < 8; b++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const int key = k0 + 8 * b + 2 * tq + e;
+          if (key > qp0) s[b][e] = -INFINITY;
+          if (key > qp1) s[b][2 + e] = -INFINITY;
         }
       }
     }
 
+    /* online softmax; the 4 lanes of a quad hold the same two rows. Every row of the tile sees the first key of
+     * its part (fa_parts), so from the part's first tile on m0 and m1 are finite and no -inf - -inf arises. */
+    float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-    for (int r = 0; r < RB; r++) {
-      const int qr = qw + 16 * r; /* the row block's first query */
-      if (k0 + FA_BK - 1 > qr) { /* the tile crosses the diagonal of the row block (or lies after it) */
-        const int qp0 = qr + g, qp1 = qr + g + 8;
+    for (int b = 0; b < 8; b++) {
+      mx0 = fmaxf(mx0, fmaxf(s[b][0], s[b][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[b][2], s[b][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float mn0 = fmaxf(m0, mx0 * scale_log2), mn1 = fmaxf(m1, mx1 * scale_log2);
+    const float al0 = fa_exp2(m0 - mn0), al1 = fa_exp2(m1 - mn1);
+    m0 = mn0;
+    m1 = mn1;
+    float ls0 = 0.f, ls1 = 0.f;
 #pragma unroll
-        for (int b = 0; b < 8; b++) {
+    for (int b = 0; b < 8; b++) {
+      s[b][0] = fa_exp2(fmaf(s[b][0], scale_log2, -mn0));
+      s[b][1] = fa_exp2(fmaf(s[b][1], scale_log2, -mn0));
+      s[b][2] = fa_exp2(fmaf(s[b][2], scale_log2, -mn1));
+      s[b][3] = fa_exp2(fmaf(s[b][3], scale_log2, -mn1));
+      ls0 += s[b][0] + s[b][1];
+      ls1 += s[b][2] + s[b][3];
+    }
+    l0 = l0 * al0 + ls0;
+    l1 = l1 * al1 + ls1;
 #pragma unroll
-          for (int e = 0; e < 2; e++) {
-            const int key = k0 + 8 * b + 2 * tq + e;
-            if (key > qp0) s[r][b][e] = -INFINITY;
-            if (key > qp1) s[r][b][2 + e] = -INFINITY;
-          }
-        }
-      }
-
-      /* online softmax; the 4 lanes of a quad hold the same two rows. Every row of the tile sees the first key
-       * of its part (fa_parts), so from the part's first tile on m is finite and no -inf - -inf arises; a tile
-       * with no key for a row gives it probabilities 2^-inf = 0 and a factor 2^0 = 1. */
-      float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-      for (int b = 0; b < 8; b++) {
-        mx0 = fmaxf(mx0, fmaxf(s[r][b][0], s[r][b][1]));
-        mx1 = fmaxf(mx1, fmaxf(s[r][b][2], s[r][b][3]));
-      }
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-      const float mn0 = fmaxf(m[r][0], mx0 * scale_log2), mn1 = fmaxf(m[r][1], mx1 * scale_log2);
-      const float al0 = fa_exp2(m[r][0] - mn0), al1 = fa_exp2(m[r][1] - mn1);
-      m[r][0] = mn0;
-      m[r][1] = mn1;
-      float ls0 = 0.f, ls1 = 0.f;
-#pragma unroll
-      for (int b = 0; b < 8; b++) {
-        s[r][b][0] = fa_exp2(fmaf(s[r][b][0], scale_log2, -mn0));
-        s[r][b][1] = fa_exp2(fmaf(s[r][b][1], scale_log2, -mn0));
-        s[r][b][2] = fa_exp2(fmaf(s[r][b][2], scale_log2, -mn1));
-        s[r][b][3] = fa_exp2(fmaf(s[r][b][3], scale_log2, -mn1));
-        ls0 += s[r][b][0] + s[r][b][1];
-        ls1 += s[r][b][2] + s[r][b][3];
-      }
-      l[r][0] = l[r][0] * al0 + ls0;
-      l[r][1] = l[r][1] * al1 + ls1;
-#pragma unroll
-      for (int d = 0; d < 2 * KD; d++) {
-        o[r][d][0] *= al0;
-        o[r][d][1] *= al0;
-        o[r][d][2] *= al1;
-        o[r][d][3] *= al1;
-      }
+    for (int d = 0; d < 2 * KD; d++) {
+      o[d][0] *= al0;
+      o[d][1] *= al0;
+      o[d][2] *= al1;
+      o[d][3] *= al1;
     }
 
-    /* O += P V, 16 keys at a time; P's A fragment is two key blocks of s; each V fragment serves every row
-     * block */
+    /* O += P V, 16 keys at a time; P's A fragment is two key blocks of s */
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
-      uint32_t pa[RB][4];
-#pragma unroll
-      for (int r = 0; r < RB; r++) {
-        pa[r][0] = fa_bf16x2(s[r][2 * kk][0], s[r][2 * kk][1]);
-        pa[r][1] = fa_bf16x2(s[r][2 * kk][2], s[r][2 * kk][3]);
-        pa[r][2] = fa_bf16x2(s[r][2 * kk + 1][0], s[r][2 * kk + 1][1]);
-        pa[r][3] = fa_bf16x2(s[r][2 * kk + 1][2], s[r][2 * kk + 1][3]);
-      }
+      const uint32_t pa[4] = {fa_bf16x2(s[2 * kk][0], s[2 * kk][1]), fa_bf16x2(s[2 * kk][2], s[2 * kk][3]),
+                              fa_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              fa_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
       for (int dd = 0; dd < KD; dd++) {
         uint32_t vf[4];
         fa_ldsm4_trans(vf, vs + kk * 16 * ROWB + qv_row + (dd >> 2) * 128 + qv_col[dd & 3]);
-#pragma unroll
-        for (int r = 0; r < RB; r++) {
-          fa_mma(o[r][2 * dd], pa[r], vf[0], vf[1]);
-          fa_mma(o[r][2 * dd + 1], pa[r], vf[2], vf[3]);
-        }
+        fa_mma(o[2 * dd], pa, vf[0], vf[1]);
+        fa_mma(o[2 * dd + 1], pa, vf[2], vf[3]);
       }
     }
   }
 
-#pragma unroll
-  for (int r = 0; r < RB; r++)
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-      l[r][i] += __shfl_xor_sync(0xffffffffu, l[r][i], 1);
-      l[r][i] += __shfl_xor_sync(0xffffffffu, l[r][i], 2);
-    }
-  const int wr0 = warp * WR + g; /* row g of the warp's first row block; (wr0 + 16 r + 8 i) & 7 == g */
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const int r0 = warp * 16 + g; /* r0 & 7 == (r0 + 8) & 7 == g */
   if (parts > 1) {
     /* Publish this part (o unnormalised, m, l); the block that arrives last adds all parts up, in part order
      * from memory, so the sum is the same whichever block that is. */
     const int tile = qt * sh.n_heads + h;
-    float *const tp = sp.part + (size_t)tile * sp.parts * FA_SLOT_FLOATS(HD, RB);
-    float *const mine = tp + (size_t)part * FA_SLOT_FLOATS(HD, RB);
+    float *const tp = sp.part + (size_t)tile * sp.parts * FA_SLOT_FLOATS(HD);
+    float *const mine = tp + (size_t)part * FA_SLOT_FLOATS(HD);
 #pragma unroll
-    for (int r = 0; r < RB; r++)
-#pragma unroll
-      for (int d = 0; d < 2 * KD; d++)
-        __stcg((float4 *)mine + (r * 2 * KD + d) * FA_THREADS + tid,
-               make_float4(o[r][d][0], o[r][d][1], o[r][d][2], o[r][d][3]));
+    for (int d = 0; d < 2 * KD; d++)
+      __stcg((float4 *)mine + d * FA_THREADS + tid, make_float4(o[d][0], o[d][1], o[d][2], o[d][3]));
     if (tq == 0) {
-      float *ml = mine + BQ * HD;
-#pragma unroll
-      for (int r = 0; r < RB; r++)
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-          __stcg(ml + wr0 + 16 * r + 8 * i, m[r][i]);
-          __stcg(ml + BQ + wr0 + 16 * r + 8 * i, l[r][i]);
-        }
+      float *ml = mine + FA_BQ * HD;
+      __stcg(ml + r0, m0), __stcg(ml + r0 + 8, m1);
+      __stcg(ml + FA_BQ + r0, l0), __stcg(ml + FA_BQ + r0 + 8, l1);
     }
     __threadfence();
     __syncthreads();
@@ -413,52 +350,42 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD, RB))
     __syncthreads();
     if (!last) return;
     __threadfence(); /* the other parts' writes, seen through their fences, before our reads */
+    float M0 = -INFINITY, M1 = -INFINITY;
+    for (int p = 0; p < parts; p++) {
+      const float *ml = tp + (size_t)p * FA_SLOT_FLOATS(HD) + FA_BQ * HD;
+      M0 = fmaxf(M0, __ldcg(ml + r0)), M1 = fmaxf(M1, __ldcg(ml + r0 + 8));
+    }
+    /* part 0 holds key 0, so M0 and M1 are finite; o is rebuilt from the slots, in part order */
+    l0 = l1 = 0.f;
 #pragma unroll
-    for (int r = 0; r < RB; r++) {
-      /* part 0 holds key 0, so M is finite; o is rebuilt from the slots, in part order */
-      float M[2] = {-INFINITY, -INFINITY};
-      for (int p = 0; p < parts; p++) {
-        const float *ml = tp + (size_t)p * FA_SLOT_FLOATS(HD, RB) + BQ * HD;
+    for (int d = 0; d < 2 * KD; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+    for (int p = 0; p < parts; p++) {
+      const float *slot = tp + (size_t)p * FA_SLOT_FLOATS(HD), *ml = slot + FA_BQ * HD;
+      const float w0 = fa_exp2(__ldcg(ml + r0) - M0), w1 = fa_exp2(__ldcg(ml + r0 + 8) - M1);
+      l0 = fmaf(w0, __ldcg(ml + FA_BQ + r0), l0);
+      l1 = fmaf(w1, __ldcg(ml + FA_BQ + r0 + 8), l1);
 #pragma unroll
-        for (int i = 0; i < 2; i++) M[i] = fmaxf(M[i], __ldcg(ml + wr0 + 16 * r + 8 * i));
-      }
-      l[r][0] = l[r][1] = 0.f;
-#pragma unroll
-      for (int d = 0; d < 2 * KD; d++) o[r][d][0] = o[r][d][1] = o[r][d][2] = o[r][d][3] = 0.f;
-      for (int p = 0; p < parts; p++) {
-        const float *slot = tp + (size_t)p * FA_SLOT_FLOATS(HD, RB), *ml = slot + BQ * HD;
-        const float w0 = fa_exp2(__ldcg(ml + wr0 + 16 * r) - M[0]);
-        const float w1 = fa_exp2(__ldcg(ml + wr0 + 16 * r + 8) - M[1]);
-        l[r][0] = fmaf(w0, __ldcg(ml + BQ + wr0 + 16 * r), l[r][0]);
-        l[r][1] = fmaf(w1, __ldcg(ml + BQ + wr0 + 16 * r + 8), l[r][1]);
-#pragma unroll
-        for (int d = 0; d < 2 * KD; d++) {
-          const float4 v = __ldcg((const float4 *)slot + (r * 2 * KD + d) * FA_THREADS + tid);
-          o[r][d][0] = fmaf(w0, v.x, o[r][d][0]), o[r][d][1] = fmaf(w0, v.y, o[r][d][1]);
-          o[r][d][2] = fmaf(w1, v.z, o[r][d][2]), o[r][d][3] = fmaf(w1, v.w, o[r][d][3]);
-        }
+      for (int d = 0; d < 2 * KD; d++) {
+        const float4 v = __ldcg((const float4 *)slot + d * FA_THREADS + tid);
+        o[d][0] = fmaf(w0, v.x, o[d][0]), o[d][1] = fmaf(w0, v.y, o[d][1]);
+        o[d][2] = fmaf(w1, v.z, o[d][2]), o[d][3] = fmaf(w1, v.w, o[d][3]);
       }
     }
   }
 
-  /* normalise; stage the warp's rows in the stage the last tile did not use (no warp reads it any more and no
-   * copy into it is in flight), then write whole rows, 16 bytes a lane */
+  /* normalise; stage the warp's 16 rows in the stage the last tile did not use (no warp reads it any more and
+   * no copy into it is in flight), then write whole rows, 16 bytes a lane */
+  const float inv0 = 1.f / l0, inv1 = 1.f / l1;
   unsigned char *os = smem + ((j1 - j0) & 1) * 2 * TILEB;
 #pragma unroll
-  for (int r = 0; r < RB; r++) {
-    const float inv0 = 1.f / l[r][0], inv1 = 1.f / l[r][1];
-    const int r0 = wr0 + 16 * r;
-#pragma unroll
-    for (int d = 0; d < 2 * KD; d++) {
-      *(uint32_t *)(os + r0 * ROWB + ((d ^ g) << 4) + tq * 4) = fa_bf16x2(o[r][d][0] * inv0, o[r][d][1] * inv0);
-      *(uint32_t *)(os + (r0 + 8) * ROWB + ((d ^ g) << 4) + tq * 4) =
-          fa_bf16x2(o[r][d][2] * inv1, o[r][d][3] * inv1);
-    }
+  for (int d = 0; d < 2 * KD; d++) {
+    *(uint32_t *)(os + r0 * ROWB + ((d ^ g) << 4) + tq * 4) = fa_bf16x2(o[d][0] * inv0, o[d][1] * inv0);
+    *(uint32_t *)(os + (r0 + 8) * ROWB + ((d ^ g) << 4) + tq * 4) = fa_bf16x2(o[d][2] * inv1, o[d][3] * inv1);
   }
   __syncwarp();
 #pragma unroll
-  for (int i = 0; i < WR * CPR / 32; i++) {
-    const int idx = i * 32 + lane, r = warp * WR + idx / CPR, c = idx % CPR;
+  for (int i = 0; i < 16 * CPR / 32; i++) {
+    const int idx = i * 32 + lane, r = warp * 16 + idx / CPR, c = idx % CPR;
     if (r < rows)
       *(uint4 *)(out + ((int64_t)(t0 + r) * sh.n_heads + h) * HD + c * 8) =
           *(const uint4 *)(os + r * ROWB + ((c ^ (r & 7)) << 4));
@@ -684,19 +611,13 @@ static __global__ void __launch_bounds__(AP_THREADS)
   }
 }
 
-/* ---- key splitting and rows a warp, host side ---- */
+/* ---- key splitting, host side ---- */
 
-/* Splitting fills at most this many blocks an SM, two waves (kiln_cuda_attn_prefill_parts gives 2 parts or more
- * only to grids of at most half as many (query tile, head) pairs an SM), which bounds the counters and slots. */
-#define FA_SPLIT_BLOCKS_PER_SM(RB) ((RB) == 1 ? 6 : 4)
+/* Splitting needs at most this many (query tile, head) pairs (kiln_cuda_attn_prefill_parts gives 2 parts or more
+ * only to grids of at most FA_SPLIT_BLOCKS_PER_SM / 2 blocks an SM) and this many slots. */
+#define FA_SPLIT_BLOCKS_PER_SM 6
 static int64_t counter_bytes_(int n_sm) {
-  const int64_t pairs = (int64_t)(FA_SPLIT_BLOCKS_PER_SM(1) > FA_SPLIT_BLOCKS_PER_SM(2) ? FA_SPLIT_BLOCKS_PER_SM(1)
-                                                                                         : FA_SPLIT_BLOCKS_PER_SM(2)) /
-                        2 * n_sm;
-  return (pairs * 4 + 255) / 256 * 256;
-}
-static int64_t slot_bytes_(int hd, int rb, int n_sm) {
-  return (int64_t)FA_SPLIT_BLOCKS_PER_SM(rb) * n_sm * FA_SLOT_FLOATS(hd, rb) * 4;
+  return ((int64_t)FA_SPLIT_BLOCKS_PER_SM / 2 * n_sm * 4 + 255) / 256 * 256;
 }
 
 extern "C" int kiln_cuda_attn_prefill_split_env(const char *v) {
@@ -715,45 +636,28 @@ static int split_cap_(void) {
   return cap;
 }
 
-extern "C" int kiln_cuda_attn_prefill_rows_env(const char *v) {
-  if (!v || !*v || !strcmp(v, "auto")) return KILN_CUDA_ATTN_PF_ROWS_DEFAULT;
-  return !strcmp(v, "16") ? 16 : !strcmp(v, "32") ? 32 : -1;
-}
-
-static int rows_(int warp_rows) {
-  static int rows = -1;
-  if (warp_rows) return warp_rows;
-  if (rows < 0) {
-    const int r = kiln_cuda_attn_prefill_rows_env(getenv("KILN_CUDA_ATTN_PF_ROWS"));
-    rows = r < 0 ? KILN_CUDA_ATTN_PF_ROWS_DEFAULT : r; /* refused at backend creation */
-  }
-  return rows;
-}
-
 static int splits_(int hd) { return hd == 64 || hd == 128; }
 
-extern "C" int kiln_cuda_attn_prefill_parts(const kiln_cuda_attn_shape *sh, int64_t n, int n_sm, int warp_rows) {
+extern "C" int kiln_cuda_attn_prefill_parts(const kiln_cuda_attn_shape *sh, int64_t n, int n_sm) {
   if (!splits_(sh->head_dim) || n <= 0 || n_sm <= 0) return 1;
-  const int rb = rows_(warp_rows) / 16;
-  const int64_t pairs = (n + FA_BQ(rb) - 1) / FA_BQ(rb) * sh->n_heads;
-  const int64_t fill = (int64_t)FA_SPLIT_BLOCKS_PER_SM(rb) * n_sm / pairs;
+  const int64_t pairs = (n + FA_BQ - 1) / FA_BQ * sh->n_heads;
+  const int64_t fill = (int64_t)FA_SPLIT_BLOCKS_PER_SM * n_sm / pairs;
   return (int)(fill < 2 ? 1 : fill < split_cap_() ? fill : split_cap_());
 }
 
 extern "C" int64_t kiln_cuda_attn_prefill_scratch(const kiln_cuda_attn_shape *sh, int n_sm) {
   if (!splits_(sh->head_dim) || n_sm <= 0) return 0;
-  const int64_t s1 = slot_bytes_(sh->head_dim, 1, n_sm), s2 = slot_bytes_(sh->head_dim, 2, n_sm);
-  return counter_bytes_(n_sm) + (s1 > s2 ? s1 : s2);
+  return counter_bytes_(n_sm) + (int64_t)FA_SPLIT_BLOCKS_PER_SM * n_sm * FA_SLOT_FLOATS(sh->head_dim) * 4;
 }
 
-template <int HD, int RB>
+template <int HD>
 static int fa2_launch(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                       const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh, void *scratch, int n_sm,
                       cudaStream_t stream) {
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
-  const size_t bytes = FA_SMEM(HD, RB);
-  const int64_t n_qtiles = (n + FA_BQ(RB) - 1) / FA_BQ(RB);
-  fa_split sp = {NULL, NULL, scratch ? kiln_cuda_attn_prefill_parts(sh, n, n_sm, 16 * RB) : 1};
+  const size_t bytes = (size_t)4 * FA_BK * HD * 2; /* 2 stages x (K tile + V tile) */
+  const int64_t n_qtiles = (n + FA_BQ - 1) / FA_BQ;
+  fa_split sp = {NULL, NULL, scratch ? kiln_cuda_attn_prefill_parts(sh, n, n_sm) : 1};
   if (sp.parts > 1) {
     sp.count = (unsigned *)scratch;
     sp.part = (float *)((char *)scratch + counter_bytes_(n_sm));
@@ -762,11 +666,11 @@ static int fa2_launch(uint16_t *out, const uint16_t *q, const uint16_t *k_cache,
   if (blocks > INT_MAX)
     return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: %lld tokens x %d heads", (long long)n,
                       sh->n_heads);
-  int rc = kiln_cuda__allow_smem((const void *)fa2_kernel<HD, RB>, bytes, smem_set, 1);
+  int rc = kiln_cuda__allow_smem((const void *)fa2_kernel<HD>, bytes, smem_set, 1);
   if (rc) return rc;
   const float scale_log2 = 1.4426950408889634f / sqrtf((float)HD);
-  fa2_kernel<HD, RB><<<(unsigned)blocks, FA_THREADS, bytes, stream>>>(out, q, k_cache, v_cache, step, (int)n, *sh,
-                                                                      (int)n_qtiles, scale_log2, sp);
+  fa2_kernel<HD><<<(unsigned)blocks, FA_THREADS, bytes, stream>>>(out, q, k_cache, v_cache, step, (int)n, *sh,
+                                                                  (int)n_qtiles, scale_log2, sp);
   KILN_CUDA_LAUNCHED();
   return 0;
 }
@@ -786,34 +690,20 @@ static int ap_wmma_launch_nf(uint16_t *out, const uint16_t *q, const uint16_t *k
   return 0;
 }
 
-extern "C" int kiln_cuda_attn_prefill_rows(uint16_t *out, const uint16_t *q, const uint16_t *k_cache,
-                                           const uint16_t *v_cache, const kiln_cuda_step *step, int64_t n,
-                                           const kiln_cuda_attn_shape *sh, void *scratch, int n_sm, int warp_rows,
-                                           cudaStream_t stream) {
-  if (sh->head_dim <= 0 || sh->head_dim % 8 || sh->head_dim > AP_MAX_HD || sh->n_kv_heads <= 0 ||
-      sh->n_heads % sh->n_kv_heads || n < 0 || n > (1 << 24))
-    return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: head_dim %d, %d heads over %d kv heads",
-                      sh->head_dim, sh->n_heads, sh->n_kv_heads);
-  if (warp_rows != 0 && warp_rows != 16 && warp_rows != 32)
-    return kiln_error(KILN_EINVAL, "cuda prefill attention: %d rows a warp (16 or 32)", warp_rows);
-  if (n == 0) return 0;
-  const bool two = rows_(warp_rows) == 32;
-  switch (sh->head_dim) {
-  case 64:
-    return two ? fa2_launch<64, 2>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream)
-               : fa2_launch<64, 1>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
-  case 128:
-    return two ? fa2_launch<128, 2>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream)
-               : fa2_launch<128, 1>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
-  default:
-    if (sh->head_dim <= 128) return ap_wmma_launch_nf<8>(out, q, k_cache, v_cache, step, n, sh, stream);
-    return ap_wmma_launch_nf<16>(out, q, k_cache, v_cache, step, n, sh, stream);
-  }
-}
-
 extern "C" int kiln_cuda_attn_prefill(uint16_t *out, const uint16_t *q, const uint16_t *k_cache,
                                       const uint16_t *v_cache, const kiln_cuda_step *step, int64_t n,
                                       const kiln_cuda_attn_shape *sh, void *scratch, int n_sm,
                                       cudaStream_t stream) {
-  return kiln_cuda_attn_prefill_rows(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, 0, stream);
+  if (sh->head_dim <= 0 || sh->head_dim % 8 || sh->head_dim > AP_MAX_HD || sh->n_kv_heads <= 0 ||
+      sh->n_heads % sh->n_kv_heads || n < 0 || n > (1 << 24))
+    return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: head_dim %d, %d heads over %d kv heads",
+                      sh->head_dim, sh->n_heads, sh->n_kv_heads);
+  if (n == 0) return 0;
+  switch (sh->head_dim) {
+  case 64: return fa2_launch<64>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
+  case 128: return fa2_launch<128>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
+  default:
+    if (sh->head_dim <= 128) return ap_wmma_launch_nf<8>(out, q, k_cache, v_cache, step, n, sh, stream);
+    return ap_wmma_launch_nf<16>(out, q, k_cache, v_cache, step, n, sh, stream);
+  }
 }

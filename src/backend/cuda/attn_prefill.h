@@ -24,9 +24,8 @@ extern "C" {
  * kiln_cuda_attn_prefill_scratch() bytes (0: none), zeroed once; every call leaves it ready for the next
  * (KILN_CUDA_ATTN_PF_SPLIT=N caps the parts: 1 never splits). */
 int64_t kiln_cuda_attn_prefill_scratch(const kiln_cuda_attn_shape *shape, int n_sm);
-/* The most parts a chunk of n tokens cuts a tile's keys into on a device of n_sm SMs (1: none), with warp_rows
- * query rows a warp (16, 32, or 0: KILN_CUDA_ATTN_PF_ROWS). */
-int kiln_cuda_attn_prefill_parts(const kiln_cuda_attn_shape *shape, int64_t n, int n_sm, int warp_rows);
+/* The most parts a chunk of n tokens cuts a tile's keys into on a device of n_sm SMs (1: none). */
+int kiln_cuda_attn_prefill_parts(const kiln_cuda_attn_shape *shape, int64_t n, int n_sm);
 /* KILN_CUDA_ATTN_PF_SPLIT's value: the cap on parts (unset or auto: 8), -1 when it is not auto or 1-8. */
 int kiln_cuda_attn_prefill_split_env(const char *v);
 
@@ -40,17 +39,6 @@ int kiln_cuda_attn_prefill_split_env(const char *v);
 int kiln_cuda_attn_prefill(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                            const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *shape, void *scratch,
                            int n_sm, cudaStream_t stream);
-
-/* Query rows a warp of the head_dim 64/128 kernel: 16 (blocks of 64 queries, Q in registers) or 32 (blocks of 128
- * queries, each K and V fragment feeding two row blocks). Without key splitting both give the same bits.
- * kiln_cuda_attn_prefill reads KILN_CUDA_ATTN_PF_ROWS (auto, 16 or 32) at its first call;
- * kiln_cuda_attn_prefill_rows takes it (0: the variable); kiln_cuda_attn_prefill_rows_env: the rows for a value
- * (unset or auto: the default), -1 for any other. */
-#define KILN_CUDA_ATTN_PF_ROWS_DEFAULT 16
-int kiln_cuda_attn_prefill_rows(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
-                                const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *shape,
-                                void *scratch, int n_sm, int warp_rows, cudaStream_t stream);
-int kiln_cuda_attn_prefill_rows_env(const char *v);
 
 #ifdef __cplusplus
 }
