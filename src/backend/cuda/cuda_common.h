@@ -73,9 +73,10 @@ typedef struct kiln_cuda_step {
 void kiln_cuda__set_pdl(int on);
 int kiln_cuda__pdl(void);
 
-/* Allows `kern` `bytes` of dynamic shared memory on the current device (needed past 48 KB); `set` is the kernel's
- * own record of what each device already allows, so the attribute is set once per device and size. max_carveout:
- * also prefer the largest shared-memory carveout (more blocks per SM, less L1). Returns 0 or KILN_EDEVICE. */
+/* Allows `kern` `bytes` of dynamic shared memory on the current device (needed past 48 KB with its static shared
+ * memory); `set` is the kernel's own record of what each device already allows, so the attribute is set once per
+ * device and size. max_carveout: also prefer the largest shared-memory carveout (more blocks per SM, less L1).
+ * Returns 0 or KILN_EDEVICE. */
 #define KILN_CUDA_MAX_DEVICES 64
 int kiln_cuda__allow_smem(const void *kern, size_t bytes, size_t set[KILN_CUDA_MAX_DEVICES], int max_carveout);
 /* The shared-memory carveout (percent) that kiln_cuda__allow_smem asks for every kernel that does not ask for the

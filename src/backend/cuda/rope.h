@@ -43,10 +43,9 @@ int kiln_cuda_rope_vec(void);
 int kiln_cuda_rope_vec_env(const char *value);
 
 /* kiln_cuda_qkv_rope with the vector form's heads per warp given (1, 2, 4 or 8; 0: KILN_CUDA_ROPE_HEADS, read at
- * the first call, default KILN_CUDA_ROPE_HEADS_DEFAULT). Every choice gives the same bits; more heads a warp put
- * more loads in flight and compute RoPE's angles once for the group. kiln_cuda_rope_heads_env: the heads for a
- * value of the variable (unset or auto: the default), -1 for any other. */
-#define KILN_CUDA_ROPE_HEADS_DEFAULT 4
+ * the first call; unset or auto: by the chunk, see rope.cu). Every choice gives the same bits; more heads a warp
+ * put more loads in flight and compute RoPE's angles once for the group, but leave fewer warps.
+ * kiln_cuda_rope_heads_env: the heads for a value of the variable (0 for unset or auto), -1 for any other. */
 int kiln_cuda_qkv_rope_g(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
                          const float *bias, const float *q_norm, const float *k_norm, float eps,
                          const float *inv_freq, const kiln_cuda_step *step, int64_t n,

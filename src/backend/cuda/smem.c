@@ -1,6 +1,7 @@
 /*
  * backend/cuda/smem.c: a kernel's shared-memory attributes (cuda_common.h), once per device and size: the dynamic
- * limit for every kernel that needs more than the default 48 KB, and the carveout it prefers.
+ * limit for every kernel that needs more than the default 48 KB (static and dynamic together), and the carveout it
+ * prefers.
  */
 #include "backend/cuda/cuda_common.h"
 
@@ -16,7 +17,11 @@ int kiln_cuda__allow_smem(const void *kern, size_t bytes, size_t set[KILN_CUDA_M
   KILN_CUDA_CHECK(cudaGetDevice(&dev));
   /* set[dev]: the bytes allowed + 1; 0: nothing set yet */
   if (dev < KILN_CUDA_MAX_DEVICES && set[dev] > bytes) return 0;
-  if (bytes > 48 * 1024)
+  /* the 48 KB default covers static and dynamic shared memory together: a kernel with 48 KB of dynamic and a
+   * few bytes of static shared memory needs the opt-in too */
+  struct cudaFuncAttributes fa;
+  KILN_CUDA_CHECK(cudaFuncGetAttributes(&fa, kern));
+  if (bytes + fa.sharedSizeBytes > 48 * 1024)
     KILN_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   const int carveout = max_carveout ? cudaSharedmemCarveoutMaxShared : carveout_;
   if (carveout >= 0)
