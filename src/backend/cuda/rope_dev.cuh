@@ -1,6 +1,8 @@
 /*
- * backend/cuda/rope_dev.cuh (internal, device code): per-head RMSNorm and RoPE of one head into shared memory by
- * one warp, shared by the q/k/v kernel of prefill (rope.cu) and decode attention (attn_decode_dev.cuh).
+ * backend/cuda/rope_dev.cuh (internal, device code): per-head RMSNorm and RoPE of one head by one warp, through
+ * shared memory (scalar form) or in registers (vector form, in pieces: the angles of a position, a head's load,
+ * its norm and rotation), shared by the q/k/v kernel of prefill (rope.cu) and decode attention
+ * (attn_decode_dev.cuh).
  */
 #ifndef KILN_CUDA_ROPE_DEV_CUH
 #define KILN_CUDA_ROPE_DEV_CUH
@@ -73,7 +75,9 @@ static __device__ __forceinline__ void kiln_norm_rotate(float *buf, const T *src
  * shared memory, no barrier, one 16-byte (f32) or 8-byte (bf16) load of the head a lane, and half the instructions
  * of the scalar form at head_dim 128. Same arithmetic per element; the sum of squares adds in another order. Every
  * lane of the warp must call it (the shuffles). */
-static __host__ __device__ __forceinline__ bool kiln_rope_vec_ok(int hd) { return hd >= 8 && hd <= 128 && !(hd & (hd - 1)); }
+static __host__ __device__ __forceinline__ bool kiln_rope_vec_ok(int hd) {
+  return hd >= 8 && hd <= 128 && !(hd & (hd - 1));
+}
 
 static __device__ __forceinline__ float4 kiln_ld_act4(const float *p) { return __ldcg((const float4 *)p); }
 static __device__ __forceinline__ float4 kiln_ld_act4(const uint16_t *p) {
