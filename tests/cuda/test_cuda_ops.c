@@ -216,7 +216,7 @@ static void test_qkv_rope(int nh, int nkv, int hd, kiln_rope_type rt, int qk_nor
   gt_up(d_st, &st, sizeof st);
   kiln_cuda_attn_shape sh = {nh, nkv, hd, n_ctx};
   GT_OK(kiln_cuda_qkv_rope(d_q, d_k, d_v, (const uint16_t *)d_qkv, bias ? d_b : NULL, qk_norm ? d_qn : NULL,
-                           qk_norm ? d_kn : NULL, eps, d_inv, d_st, n, &sh, 0));
+                           qk_norm ? d_kn : NULL, eps, d_inv, d_st, n, &sh, n_sm, 0, 0));
   /* reference */
   float *r = malloc((size_t)n * row * 4);
   memcpy(r, qkv, (size_t)n * row * 4);
@@ -268,8 +268,8 @@ static void test_qkv_rope(int nh, int nkv, int hd, kiln_rope_type rt, int qk_nor
   GT_CHECK(g2 != NULL, "qkv_rope: out of host memory");
   for (int g = 1; g2 && g <= 8; g *= 2) {
     gt_poison(d_q, (size_t)n * nh * hd * 2), gt_poison(d_k, (size_t)cache * 2), gt_poison(d_v, (size_t)cache * 2);
-    GT_OK(kiln_cuda_qkv_rope_g(d_q, d_k, d_v, (const uint16_t *)d_qkv, bias ? d_b : NULL, qk_norm ? d_qn : NULL,
-                               qk_norm ? d_kn : NULL, eps, d_inv, d_st, n, &sh, g, 0));
+    GT_OK(kiln_cuda_qkv_rope(d_q, d_k, d_v, (const uint16_t *)d_qkv, bias ? d_b : NULL, qk_norm ? d_qn : NULL,
+                             qk_norm ? d_kn : NULL, eps, d_inv, d_st, n, &sh, n_sm, g, 0));
     gt_down(g2, d_q, (size_t)n * nh * hd * 2);
     gt_down(g2 + n * nh * hd, d_k, (size_t)cache * 2);
     gt_down(g2 + n * nh * hd + cache, d_v, (size_t)cache * 2);

@@ -127,7 +127,7 @@ int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
     if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, L->attn_norm, n, H, eps, st))) return rc;
     if ((rc = kiln_cuda_gemm_bf16(b->cublas, qkv16, b->hbuf, L->wqkv, n, H, b->qkv_dim))) return rc;
     if ((rc = kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, qkv16, L->bqkv, L->q_norm, L->k_norm, eps,
-                                 b->inv_freq, b->d_step, n, &b->shape, st)))
+                                 b->inv_freq, b->d_step, n, &b->shape, b->n_sm, 0, st)))
       return rc;
     if ((rc = kiln_cuda_attn_prefill(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, n, &b->shape, b->pf_attn,
                                      b->n_sm, st)))

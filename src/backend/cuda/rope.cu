@@ -40,20 +40,13 @@ extern "C" int kiln_cuda_rope_heads_env(const char *v) {
  * most heads a warp (up to 4) that still leave half of the warps the GPU holds at once (64 an SM) busy; 1 where
  * even one head a warp does not (H100, Qwen3-0.6B: at 1,024 tokens the kernel took 10.2 us with 4 heads a warp,
  * 11.5 with one; at 128 tokens 4 heads a warp made the time to first token 3% longer). */
-static int rope_heads_(int64_t n, int heads) {
+static int rope_heads_(int64_t n, int heads, int n_sm) {
   if (rope_heads_env_ < 0) {
     const int g = kiln_cuda_rope_heads_env(getenv("KILN_CUDA_ROPE_HEADS"));
     rope_heads_env_ = g < 0 ? 0 : g; /* refused at backend creation */
   }
   if (rope_heads_env_) return rope_heads_env_;
-  static int n_sm[KILN_CUDA_MAX_DEVICES];
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) == cudaSuccess && dev >= 0 && dev < KILN_CUDA_MAX_DEVICES) {
-    if (!n_sm[dev] && cudaDeviceGetAttribute(&n_sm[dev], cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-      n_sm[dev] = 0;
-    sms = n_sm[dev];
-  }
-  const int64_t half = (int64_t)32 * (sms > 0 ? sms : 132);
+  const int64_t half = (int64_t)32 * n_sm;
   int g = 4;
   while (g > 1 && n * ((heads + g - 1) / g) < half) g /= 2;
   return g;
@@ -158,15 +151,16 @@ static int qkv_rope_vec_launch(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_c
   return 0;
 }
 
-extern "C" int kiln_cuda_qkv_rope_g(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
-                                    const float *bias, const float *q_norm, const float *k_norm, float eps,
-                                    const float *inv_freq, const kiln_cuda_step *step, int64_t n,
-                                    const kiln_cuda_attn_shape *shape, int heads_per_warp, cudaStream_t stream) {
+extern "C" int kiln_cuda_qkv_rope(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
+                                  const float *bias, const float *q_norm, const float *k_norm, float eps,
+                                  const float *inv_freq, const kiln_cuda_step *step, int64_t n,
+                                  const kiln_cuda_attn_shape *shape, int n_sm, int heads_per_warp,
+                                  cudaStream_t stream) {
   if (n < 0 || n > (1 << 24) || shape->head_dim <= 0 || shape->head_dim % 2 || shape->head_dim > ROPE_MAX_HD ||
-      shape->n_heads <= 0 || shape->n_kv_heads <= 0)
-    return kiln_error(KILN_EINVAL, "cuda qkv_rope: bad shape (n %lld, head_dim %d)", (long long)n,
-                      shape->head_dim);
-  const int g = heads_per_warp ? heads_per_warp : rope_heads_(n, shape->n_heads + shape->n_kv_heads);
+      shape->n_heads <= 0 || shape->n_kv_heads <= 0 || n_sm <= 0)
+    return kiln_error(KILN_EINVAL, "cuda qkv_rope: bad shape (n %lld, head_dim %d, %d SMs)", (long long)n,
+                      shape->head_dim, n_sm);
+  const int g = heads_per_warp ? heads_per_warp : rope_heads_(n, shape->n_heads + shape->n_kv_heads, n_sm);
   if (g != 1 && g != 2 && g != 4 && g != ROPE_MAX_G)
     return kiln_error(KILN_EINVAL, "cuda qkv_rope: %d heads a warp (1, 2, 4 or 8)", g);
   if (n == 0) return 0;
@@ -187,12 +181,4 @@ extern "C" int kiln_cuda_qkv_rope_g(uint16_t *q_out, uint16_t *k_cache, uint16_t
   KILN_CUDA_CHECK(kiln_launch(qkv_rope_kernel, dim3(blocks), dim3(ROPE_WARPS * 32), 0, stream, q_out, k_cache,
                               v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n, *shape));
   return 0;
-}
-
-extern "C" int kiln_cuda_qkv_rope(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
-                                  const float *bias, const float *q_norm, const float *k_norm, float eps,
-                                  const float *inv_freq, const kiln_cuda_step *step, int64_t n,
-                                  const kiln_cuda_attn_shape *shape, cudaStream_t stream) {
-  return kiln_cuda_qkv_rope_g(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n, shape, 0,
-                              stream);
 }

@@ -29,10 +29,14 @@ typedef struct kiln_cuda_attn_shape {
  *   inv_freq f32 [head_dim / 2]: RoPE, angle = f32(inv_freq[i] * f32(pos)), rotate_half convention
  * writes q_out bf16 [n][n_heads][head_dim] (what attention feeds the tensor cores) and the keys (normed, rotated)
  * and values into the cache as bf16, all rounded to nearest even.
- * head_dim must be even and at most 256. */
+ * head_dim must be even and at most 256. heads_per_warp: the vector form's heads a warp (1, 2, 4 or 8; 0:
+ * KILN_CUDA_ROPE_HEADS, read at the first call, and when unset or auto by the chunk and the device's n_sm SMs, see
+ * rope.cu). Every choice gives the same bits; more heads a warp put more loads in flight and compute RoPE's angles
+ * once for the group, but leave fewer warps. */
 int kiln_cuda_qkv_rope(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
                        const float *bias, const float *q_norm, const float *k_norm, float eps, const float *inv_freq,
-                       const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *shape, cudaStream_t stream);
+                       const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *shape, int n_sm,
+                       int heads_per_warp, cudaStream_t stream);
 
 /* Whether q/k norm + RoPE run in their vector form (rope_dev.cuh, kiln_norm_rotate4; head sizes 8-128, powers of
  * two; other sizes take the scalar form) in the prefill kernel above and in decode attention's prologue: on unless
@@ -42,14 +46,7 @@ int kiln_cuda_qkv_rope(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, co
 int kiln_cuda_rope_vec(void);
 int kiln_cuda_rope_vec_env(const char *value);
 
-/* kiln_cuda_qkv_rope with the vector form's heads per warp given (1, 2, 4 or 8; 0: KILN_CUDA_ROPE_HEADS, read at
- * the first call; unset or auto: by the chunk, see rope.cu). Every choice gives the same bits; more heads a warp
- * put more loads in flight and compute RoPE's angles once for the group, but leave fewer warps.
- * kiln_cuda_rope_heads_env: the heads for a value of the variable (0 for unset or auto), -1 for any other. */
-int kiln_cuda_qkv_rope_g(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
-                         const float *bias, const float *q_norm, const float *k_norm, float eps,
-                         const float *inv_freq, const kiln_cuda_step *step, int64_t n,
-                         const kiln_cuda_attn_shape *shape, int heads_per_warp, cudaStream_t stream);
+/* KILN_CUDA_ROPE_HEADS's value: the heads a warp (0 for unset or auto), -1 for any other. */
 int kiln_cuda_rope_heads_env(const char *value);
 
 #ifdef __cplusplus
