@@ -443,34 +443,26 @@ static void test_attn_prefill(int nh, int nkv, int hd, int pos0, int n, int n_ct
   gt_up(d_st, &st, sizeof st);
   float *ref = malloc((size_t)nq * 4);
   kiln_ref_attention(ref, q, kref, vref, n, pos0, nh, nkv, hd);
-  /* 64- and 32-key tiles, each whole and (head_dim 64 and 128) split, the split twice */
+  GT_OK(kiln_cuda_attn_prefill(d_o, d_q, d_k, d_v, d_st, n, &sh, NULL, n_sm, 0));
+  check_attn_prefill_(d_o, ref, nq, row, "whole", nh, nkv, hd, pos0, n, NULL);
   const int64_t sbytes = kiln_cuda_attn_prefill_scratch(&sh, n_sm);
-  void *d_s = NULL;
   if (sbytes) {
-    d_s = gt_dev((size_t)sbytes);
+    const int parts = kiln_cuda_attn_prefill_parts(&sh, n, n_sm);
+    char what[32];
+    snprintf(what, sizeof what, "split(%d)", parts);
+    void *d_s = gt_dev((size_t)sbytes);
     GT_CUDA(cudaMemset(d_s, 0, (size_t)sbytes));
-  }
-  uint16_t *first = malloc((size_t)nq * 2);
-  GT_CHECK(first != NULL, "attn_prefill: out of host memory");
-  if (!first) abort();
-  for (int keys = 64; keys >= 32; keys /= 2) {
-    char what[48];
-    snprintf(what, sizeof what, "whole, %d-key tiles", keys);
+    uint16_t *first = malloc((size_t)nq * 2);
     gt_poison(d_o, (size_t)(nq + row) * 2);
-    GT_OK(kiln_cuda_attn_prefill_keys(d_o, d_q, d_k, d_v, d_st, n, &sh, NULL, n_sm, keys, 0));
-    check_attn_prefill_(d_o, ref, nq, row, what, nh, nkv, hd, pos0, n, NULL);
-    if (!sbytes) continue;
-    snprintf(what, sizeof what, "split(%d), %d-key tiles", kiln_cuda_attn_prefill_parts(&sh, n, n_sm), keys);
-    gt_poison(d_o, (size_t)(nq + row) * 2);
-    GT_OK(kiln_cuda_attn_prefill_keys(d_o, d_q, d_k, d_v, d_st, n, &sh, d_s, n_sm, keys, 0));
+    GT_OK(kiln_cuda_attn_prefill(d_o, d_q, d_k, d_v, d_st, n, &sh, d_s, n_sm, 0));
     check_attn_prefill_(d_o, ref, nq, row, what, nh, nkv, hd, pos0, n, NULL);
     gt_down(first, d_o, (size_t)nq * 2);
     gt_poison(d_o, (size_t)(nq + row) * 2);
-    GT_OK(kiln_cuda_attn_prefill_keys(d_o, d_q, d_k, d_v, d_st, n, &sh, d_s, n_sm, keys, 0));
+    GT_OK(kiln_cuda_attn_prefill(d_o, d_q, d_k, d_v, d_st, n, &sh, d_s, n_sm, 0));
     check_attn_prefill_(d_o, ref, nq, row, what, nh, nkv, hd, pos0, n, first);
+    free(first);
+    cudaFree(d_s);
   }
-  free(first);
-  if (d_s) cudaFree(d_s);
   free(kref), free(vref), free(q16), free(q), free(ref);
   cudaFree(d_k), cudaFree(d_v), cudaFree(d_o), cudaFree(d_q), cudaFree(d_st);
 }

@@ -96,7 +96,6 @@ int main(void) {
   bad_env("KILN_CUDA_ROPE_VEC", "2");
   bad_env("KILN_CUDA_ROPE_HEADS", "3");
   bad_env("KILN_CUDA_ATTN_PF_SPLIT", "9");
-  bad_env("KILN_CUDA_ATTN_PF_KEYS", "16");
   bad_env("KILN_CUDA_GEMV_GU_BLOCKS", "9");
   bad_env("KILN_CUDA_GEMV_SPLIT", "3");
   bad_env("KILN_CUDA_ATTN_L2PF_AT", "end");

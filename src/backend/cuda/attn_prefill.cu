@@ -66,13 +66,11 @@
  * ------------------------------------------------------------------------------------------------------------ */
 
 #define FA_BQ 64 /* queries per block */
+#define FA_BK 64 /* keys per tile */
 #define FA_THREADS 128
-/* Keys per tile, BK: 64, or 32 (KILN_CUDA_ATTN_PF_KEYS), which halves the scores a thread holds and the shared
- * memory a block stages, so that 4 blocks (16 warps) fit an SM where 64-key tiles allow 3 (the kernel is bound by
- * latency at 12 warps an SM: ncu in docs/benchmarks.md), at the price of twice the tiles and barriers.
- * Blocks an SM must hold, which caps the registers: 64-key tiles 168 a thread for head_dim 128, 128 for 64;
- * 32-key tiles 128. Shared memory allows 3 x 64 KB and 4 x 32 KB (64 keys), 4 x 32 KB and more (32). */
-#define FA_MIN_BLOCKS(hd, bk) ((hd) == 64 || (bk) == 32 ? 4 : 3)
+/* Blocks an SM must hold (caps the registers at 168 a thread for head_dim 128, 128 for 64); shared memory allows
+ * 3 x 64 KB and 4 x 32 KB. */
+#define FA_MIN_BLOCKS(hd) ((hd) == 64 ? 4 : 3)
 
 /* Key splitting: a block of 64 queries x 1 head may take part of its keys only, so that a short grid (few query
  * tiles and heads) still fills the GPU and the heaviest (last) query tiles stop setting the kernel's length.
@@ -136,15 +134,15 @@ static __device__ __forceinline__ uint32_t fa_bf16x2(float lo, float hi) {
   return r;
 }
 
-/* Requests one tile of K and V (keys k0 .. k0+BK-1) into a stage: K at dst, V at dst + the tile size. The
+/* Requests one 64-key tile of K and V (keys k0 .. k0+63) into a stage: K at dst, V at dst + the tile size. The
  * thread copies 16-byte chunk c of the rows r0 + i * RSTEP; dst already holds its swizzled offset, which is the
  * same for all its rows because RSTEP is a multiple of 8. Keys at or past kend are zero-filled. */
-template <int HD, int BK>
+template <int HD>
 static __device__ __forceinline__ void fa_load_tile(uint32_t dst, const uint16_t *Kg, const uint16_t *Vg, int k0,
                                                     int kend, int r0, int c) {
-  constexpr int ROWB = HD * 2, RSTEP = FA_THREADS / (HD / 8), TILEB = BK * ROWB;
+  constexpr int ROWB = HD * 2, RSTEP = FA_THREADS / (HD / 8), TILEB = FA_BK * ROWB;
 #pragma unroll
-  for (int i = 0; i < BK / RSTEP; i++) {
+  for (int i = 0; i < FA_BK / RSTEP; i++) {
     const int key = k0 + r0 + i * RSTEP;
     const int ok = key < kend;
     const int64_t src = (int64_t)(ok ? key : 0) * HD + c * 8;
@@ -155,22 +153,20 @@ static __device__ __forceinline__ void fa_load_tile(uint32_t dst, const uint16_t
 
 /* Block = (part, query tile, q head), numbered heads fastest, then heaviest (last) query tile first, then part:
  * the parts a short tile does not use are at the end of the grid, where they delay nothing. Shared memory: two
- * stages of [K tile | V tile], each tile BK rows x HD bf16 (swizzled); Q (64 rows) is staged in stage 1 (its K
- * tile, or at BK = 32 its K and V tiles), and the output in the stage the last tile did not use. */
-template <int HD, int BK>
-static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD, BK))
+ * stages of [K tile | V tile], each tile 64 rows x HD bf16 (swizzled); Q is staged in stage 1's K tile, and the
+ * output in the stage the last tile did not use. */
+template <int HD>
+static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
     fa2_kernel(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                const kiln_cuda_step *step, int n, kiln_cuda_attn_shape sh, int n_qtiles, float scale_log2,
                fa_split sp) {
   static_assert(HD == 64 || HD == 128, "fa2_kernel: head_dim 64 or 128");
   constexpr int ROWB = HD * 2;             /* bytes per shared row */
   constexpr int CPR = HD / 8;              /* 16-byte chunks per row */
-  constexpr int TILEB = BK * ROWB;         /* bytes per K or V tile */
+  constexpr int TILEB = FA_BK * ROWB;      /* bytes per K, V or Q tile */
   constexpr int RSTEP = FA_THREADS / CPR;  /* row step of a loading thread */
   constexpr int KD = HD / 16;              /* 16-wide steps over head_dim */
-  static_assert(BK == 64 || BK == 32, "fa2_kernel: 64- or 32-key tiles");
-  static_assert(RSTEP % 8 == 0, "fa2_kernel: loader rows keep their swizzle");
-  static_assert(FA_BQ <= 2 * BK, "fa2_kernel: Q is staged in one stage");
+  static_assert(RSTEP % 8 == 0 && FA_BQ == FA_BK, "fa2_kernel: loader rows keep their swizzle");
   extern __shared__ __align__(128) unsigned char smem[];
   const uint32_t sb = kiln_smem_addr(smem);
 
@@ -183,7 +179,7 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD, BK))
   const int t0 = qt * FA_BQ, rows = min(FA_BQ, n - t0);
   const int pos0 = step->pos;
   const int kend = pos0 + t0 + rows; /* keys 0 .. kend-1 are visible to some row of the block */
-  const int ntiles = (kend + BK - 1) / BK;
+  const int ntiles = (kend + FA_BK - 1) / FA_BK;
   /* this block's share of the tile's keys: tiles j0 .. j1-1 of `parts` near-equal runs (fa_parts) */
   const int parts = fa_parts(ntiles, sp.parts);
   if (part >= parts) return; /* the whole block: a tile of few keys is cut into fewer parts */
@@ -202,7 +198,7 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD, BK))
               q + ((int64_t)(t0 + (r < rows ? r : 0)) * sh.n_heads + h) * HD + ld_c * 8, r < rows ? 16 : 0);
   }
   kiln_cp_commit();
-  fa_load_tile<HD, BK>(sb + ld_off, Kg, Vg, j0 * BK, kend, ld_r0, ld_c);
+  fa_load_tile<HD>(sb + ld_off, Kg, Vg, j0 * FA_BK, kend, ld_r0, ld_c);
   kiln_cp_commit();
   fa_cp_wait_one(); /* Q is in (the tile may still be in flight) */
   __syncthreads();
@@ -240,20 +236,20 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD, BK))
     kiln_cp_wait_all();
     __syncthreads(); /* tile j is in, from every thread; every warp is done with tile j-1 and with Q's staging */
     if (j + 1 < j1)
-      fa_load_tile<HD, BK>(sb + (stage ^ 1) * 2 * TILEB + ld_off, Kg, Vg, (j + 1) * BK, kend, ld_r0, ld_c);
+      fa_load_tile<HD>(sb + (stage ^ 1) * 2 * TILEB + ld_off, Kg, Vg, (j + 1) * FA_BK, kend, ld_r0, ld_c);
     kiln_cp_commit();
-    const int k0 = j * BK;
+    const int k0 = j * FA_BK;
     if (k0 > qw + 15) continue; /* every key of the tile comes after the warp's last query */
     const uint32_t ks = sb + stage * 2 * TILEB, vs = ks + TILEB;
 
     /* S = Q K^T: s[b] holds keys k0 + 8b .. k0 + 8b + 7 */
-    float s[BK / 8][4];
+    float s[8][4];
 #pragma unroll
-    for (int b = 0; b < BK / 8; b++) s[b][0] = s[b][1] = s[b][2] = s[b][3] = 0.f;
+    for (int b = 0; b < 8; b++) s[b][0] = s[b][1] = s[b][2] = s[b][3] = 0.f;
 #pragma unroll
     for (int kd = 0; kd < KD; kd++) {
 #pragma unroll
-      for (int kb = 0; kb < BK / 16; kb++) {
+      for (int kb = 0; kb < 4; kb++) {
         uint32_t kf[4];
         fa_ldsm4(kf, ks + kb * 16 * ROWB + k_row + (kd >> 2) * 128 + k_col[kd & 3]);
         fa_mma(s[2 * kb], qa[kd], kf[0], kf[1]);
@@ -261,9 +257,9 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD, BK))
       }
     }
 
-    if (k0 + BK - 1 > qw) { /* the tile crosses the diagonal of the warp's rows (or the last visible key) */
+    if (k0 + FA_BK - 1 > qw) { /* the tile crosses the diagonal of the warp's rows (or the last visible key) */
 #pragma unroll
-      for (int b = 0; b < BK / 8; b++) {
+      for (int b = 0; b < 8; b++) {
 #pragma unroll
         for (int e = 0; e < 2; e++) {
           const int key = k0 + 8 * b + 2 * tq + e;
@@ -277,7 +273,7 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD, BK))
      * its part (fa_parts), so from the part's first tile on m0 and m1 are finite and no -inf - -inf arises. */
     float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-    for (int b = 0; b < BK / 8; b++) {
+    for (int b = 0; b < 8; b++) {
       mx0 = fmaxf(mx0, fmaxf(s[b][0], s[b][1]));
       mx1 = fmaxf(mx1, fmaxf(s[b][2], s[b][3]));
     }
@@ -291,7 +287,7 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD, BK))
     m1 = mn1;
     float ls0 = 0.f, ls1 = 0.f;
 #pragma unroll
-    for (int b = 0; b < BK / 8; b++) {
+    for (int b = 0; b < 8; b++) {
       s[b][0] = fa_exp2(fmaf(s[b][0], scale_log2, -mn0));
       s[b][1] = fa_exp2(fmaf(s[b][1], scale_log2, -mn0));
       s[b][2] = fa_exp2(fmaf(s[b][2], scale_log2, -mn1));
@@ -311,7 +307,7 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD, BK))
 
     /* O += P V, 16 keys at a time; P's A fragment is two key blocks of s */
 #pragma unroll
-    for (int kk = 0; kk < BK / 16; kk++) {
+    for (int kk = 0; kk < 4; kk++) {
       const uint32_t pa[4] = {fa_bf16x2(s[2 * kk][0], s[2 * kk][1]), fa_bf16x2(s[2 * kk][2], s[2 * kk][3]),
                               fa_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                               fa_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
@@ -640,21 +636,6 @@ static int split_cap_(void) {
   return cap;
 }
 
-extern "C" int kiln_cuda_attn_prefill_keys_env(const char *v) {
-  if (!v || !*v || !strcmp(v, "auto") || !strcmp(v, "64")) return 64;
-  return !strcmp(v, "32") ? 32 : -1;
-}
-
-static int keys_(int tile_keys) {
-  static int keys = -1;
-  if (tile_keys) return tile_keys;
-  if (keys < 0) {
-    const int k = kiln_cuda_attn_prefill_keys_env(getenv("KILN_CUDA_ATTN_PF_KEYS"));
-    keys = k < 0 ? 64 : k; /* refused at backend creation */
-  }
-  return keys;
-}
-
 static int splits_(int hd) { return hd == 64 || hd == 128; }
 
 extern "C" int kiln_cuda_attn_prefill_parts(const kiln_cuda_attn_shape *sh, int64_t n, int n_sm) {
@@ -669,12 +650,12 @@ extern "C" int64_t kiln_cuda_attn_prefill_scratch(const kiln_cuda_attn_shape *sh
   return counter_bytes_(n_sm) + (int64_t)FA_SPLIT_BLOCKS_PER_SM * n_sm * FA_SLOT_FLOATS(sh->head_dim) * 4;
 }
 
-template <int HD, int BK>
+template <int HD>
 static int fa2_launch(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                       const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh, void *scratch, int n_sm,
                       cudaStream_t stream) {
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
-  const size_t bytes = (size_t)4 * BK * HD * 2; /* 2 stages x (K tile + V tile) */
+  const size_t bytes = (size_t)4 * FA_BK * HD * 2; /* 2 stages x (K tile + V tile) */
   const int64_t n_qtiles = (n + FA_BQ - 1) / FA_BQ;
   fa_split sp = {NULL, NULL, scratch ? kiln_cuda_attn_prefill_parts(sh, n, n_sm) : 1};
   if (sp.parts > 1) {
@@ -685,11 +666,11 @@ static int fa2_launch(uint16_t *out, const uint16_t *q, const uint16_t *k_cache,
   if (blocks > INT_MAX)
     return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: %lld tokens x %d heads", (long long)n,
                       sh->n_heads);
-  int rc = kiln_cuda__allow_smem((const void *)fa2_kernel<HD, BK>, bytes, smem_set, 1);
+  int rc = kiln_cuda__allow_smem((const void *)fa2_kernel<HD>, bytes, smem_set, 1);
   if (rc) return rc;
   const float scale_log2 = 1.4426950408889634f / sqrtf((float)HD);
-  fa2_kernel<HD, BK><<<(unsigned)blocks, FA_THREADS, bytes, stream>>>(out, q, k_cache, v_cache, step, (int)n, *sh,
-                                                                      (int)n_qtiles, scale_log2, sp);
+  fa2_kernel<HD><<<(unsigned)blocks, FA_THREADS, bytes, stream>>>(out, q, k_cache, v_cache, step, (int)n, *sh,
+                                                                  (int)n_qtiles, scale_log2, sp);
   KILN_CUDA_LAUNCHED();
   return 0;
 }
@@ -709,34 +690,20 @@ static int ap_wmma_launch_nf(uint16_t *out, const uint16_t *q, const uint16_t *k
   return 0;
 }
 
-extern "C" int kiln_cuda_attn_prefill_keys(uint16_t *out, const uint16_t *q, const uint16_t *k_cache,
-                                           const uint16_t *v_cache, const kiln_cuda_step *step, int64_t n,
-                                           const kiln_cuda_attn_shape *sh, void *scratch, int n_sm, int tile_keys,
-                                           cudaStream_t stream) {
-  if (sh->head_dim <= 0 || sh->head_dim % 8 || sh->head_dim > AP_MAX_HD || sh->n_kv_heads <= 0 ||
-      sh->n_heads % sh->n_kv_heads || n < 0 || n > (1 << 24))
-    return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: head_dim %d, %d heads over %d kv heads",
-                      sh->head_dim, sh->n_heads, sh->n_kv_heads);
-  if (tile_keys != 0 && tile_keys != 32 && tile_keys != 64)
-    return kiln_error(KILN_EINVAL, "cuda prefill attention: %d keys a tile (32 or 64)", tile_keys);
-  if (n == 0) return 0;
-  const bool k32 = keys_(tile_keys) == 32;
-  switch (sh->head_dim) {
-  case 64:
-    return k32 ? fa2_launch<64, 32>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream)
-               : fa2_launch<64, 64>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
-  case 128:
-    return k32 ? fa2_launch<128, 32>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream)
-               : fa2_launch<128, 64>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
-  default:
-    if (sh->head_dim <= 128) return ap_wmma_launch_nf<8>(out, q, k_cache, v_cache, step, n, sh, stream);
-    return ap_wmma_launch_nf<16>(out, q, k_cache, v_cache, step, n, sh, stream);
-  }
-}
-
 extern "C" int kiln_cuda_attn_prefill(uint16_t *out, const uint16_t *q, const uint16_t *k_cache,
                                       const uint16_t *v_cache, const kiln_cuda_step *step, int64_t n,
                                       const kiln_cuda_attn_shape *sh, void *scratch, int n_sm,
                                       cudaStream_t stream) {
-  return kiln_cuda_attn_prefill_keys(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, 0, stream);
+  if (sh->head_dim <= 0 || sh->head_dim % 8 || sh->head_dim > AP_MAX_HD || sh->n_kv_heads <= 0 ||
+      sh->n_heads % sh->n_kv_heads || n < 0 || n > (1 << 24))
+    return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: head_dim %d, %d heads over %d kv heads",
+                      sh->head_dim, sh->n_heads, sh->n_kv_heads);
+  if (n == 0) return 0;
+  switch (sh->head_dim) {
+  case 64: return fa2_launch<64>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
+  case 128: return fa2_launch<128>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
+  default:
+    if (sh->head_dim <= 128) return ap_wmma_launch_nf<8>(out, q, k_cache, v_cache, step, n, sh, stream);
+    return ap_wmma_launch_nf<16>(out, q, k_cache, v_cache, step, n, sh, stream);
+  }
 }

@@ -40,15 +40,6 @@ int kiln_cuda_attn_prefill(uint16_t *out, const uint16_t *q, const uint16_t *k_c
                            const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *shape, void *scratch,
                            int n_sm, cudaStream_t stream);
 
-/* Keys a tile of the head_dim 64/128 kernel: 64, or 32 (4 blocks an SM instead of 3 at head_dim 128, twice the
- * tiles; tuning, measured in docs/cuda.md). kiln_cuda_attn_prefill reads KILN_CUDA_ATTN_PF_KEYS (auto or 64, 32)
- * at its first call; kiln_cuda_attn_prefill_keys takes it (0: the variable); kiln_cuda_attn_prefill_keys_env: the
- * keys for a value (unset or auto: 64), -1 for any other. */
-int kiln_cuda_attn_prefill_keys(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
-                                const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *shape,
-                                void *scratch, int n_sm, int tile_keys, cudaStream_t stream);
-int kiln_cuda_attn_prefill_keys_env(const char *v);
-
 #ifdef __cplusplus
 }
 #endif
