@@ -403,6 +403,14 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
     b->h_step->n = P;
     CK(cudaMemcpy(b->d_step, b->h_step, sizeof *b->h_step, cudaMemcpyHostToDevice));
     const int64_t nq = (int64_t)c->n_heads * c->head_dim, I = c->intermediate_size;
+    /* the GEMMs as the prefill graph of P tokens runs them: with their plans (KILN_CUDA_GEMM_PLAN) */
+    const kiln_cuda_gemm_env ge = kiln_cuda__gemm_env(b);
+    const kiln_cuda_gemm_algo *plan = NULL;
+    if (kiln_cuda__gemm_plans(b, P, &plan)) {
+      fprintf(stderr, "bench_cuda: gemm plans: %s\n", kiln_last_error());
+      exit(1);
+    }
+#define PLAN(k) (plan ? &plan[k] : NULL)
     double ta[3], tg[3];
     for (int r = 0; r < 3; r++) {
       CK(cudaEventRecord(e0, b->stream));
@@ -414,10 +422,10 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
       CK(cudaEventRecord(e0, b->stream));
       for (int l = 0; l < c->n_layers; l++) {
         const kiln_cuda_layer *L = &b->layers[l];
-        if (kiln_cuda_gemm_bf16(b->cublas, (uint16_t *)b->qkv, b->hbuf, L->wqkv, P, H, b->qkv_dim) ||
-            kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wo, P, nq, H) ||
-            kiln_cuda_gemm_bf16(b->cublas, (uint16_t *)b->gu, b->hbuf, L->wgu, P, H, 2 * I) ||
-            kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wdown, P, I, H))
+        if (kiln_cuda_gemm_run(&ge, PLAN(KILN_PF_QKV), KILN_GEMM_BF16, b->qkv, b->hbuf, L->wqkv, P, H, b->qkv_dim) ||
+            kiln_cuda_gemm_run(&ge, PLAN(KILN_PF_O), KILN_GEMM_ACC, b->x, b->hbuf, L->wo, P, nq, H) ||
+            kiln_cuda_gemm_run(&ge, PLAN(KILN_PF_GATE_UP), KILN_GEMM_BF16, b->gu, b->hbuf, L->wgu, P, H, 2 * I) ||
+            kiln_cuda_gemm_run(&ge, PLAN(KILN_PF_DOWN), KILN_GEMM_ACC, b->x, b->hbuf, L->wdown, P, I, H))
           exit(1);
       }
       tg[r] = span_ms(e0, e1, b->stream);
@@ -452,6 +460,17 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
     json_object_set_new(bd, "gemm_ms", json_real(median(tg, 3)));
     json_object_set_new(bd, "eager_gpu_ms", json_real(median(te, 3)));
     json_object_set_new(bd, "graph_gpu_ms", json_real(median(tgr, 3)));
+    if (plan) { /* what the planning measured, per product: the default's µs and the chosen algorithm's */
+      static const char *names[KILN_PF_GEMMS] = {"qkv", "o", "gate_up", "down"};
+      json_t *pl = json_object();
+      for (int k = 0; k < KILN_PF_GEMMS; k++)
+        json_object_set_new(pl, names[k],
+                            json_pack("{s:b, s:f, s:f, s:i, s:i}", "cublaslt", plan[k].lt, "us", plan[k].us,
+                                      "us_default", plan[k].us_default, "candidates", plan[k].candidates,
+                                      "identical", plan[k].identical));
+      json_object_set_new(bd, "gemm_plan", pl);
+    }
+#undef PLAN
     json_object_set_new(res, "prefill_breakdown", bd);
   }
   if (with_ops) {

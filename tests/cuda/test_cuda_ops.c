@@ -15,6 +15,7 @@
 #include "backend/cpu/ref_ops.h"
 #include "backend/cuda/attn_decode.h"
 #include "backend/cuda/attn_prefill.h"
+#include "backend/cuda/compare.h"
 #include "backend/cuda/embed.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/gemv.h"
@@ -529,6 +530,78 @@ static void test_gemm(cublasHandle_t h, int64_t n, int64_t in, int64_t out) {
   cudaFree(d_x), cudaFree(d_W), cudaFree(d_y), cudaFree(d_y16);
 }
 
+/* ---- the bitwise comparison the GEMM planner trusts ---- */
+static void test_bits_differ(void) {
+  enum { N = 4099 }; /* 256 16-byte words and a 3-byte tail */
+  unsigned char *h = malloc(N);
+  if (!h) abort();
+  for (int i = 0; i < N; i++) h[i] = (unsigned char)(i * 131 + 7);
+  unsigned char *d_a = gt_dev(N + 1), *d_b = gt_dev(N + 1);
+  unsigned *d_flag = gt_dev(4);
+  const struct { int at, off; } cases[] = {{-1, 0}, {0, 0}, {2000, 0}, {N - 1, 0}, {-1, 1}, {N - 2, 1}, {17, 1}};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    const int at = cases[c].at, off = cases[c].off; /* off 1: misaligned buffers, the byte path */
+    gt_up(d_a + off, h, N - off);
+    if (at >= 0) h[at] ^= 0x10;
+    gt_up(d_b + off, h, N - off);
+    if (at >= 0) h[at] ^= 0x10;
+    unsigned flag = 0;
+    gt_up(d_flag, &flag, 4);
+    GT_OK(kiln_cuda_bits_differ(d_a + off, d_b + off, N - off, d_flag, 0));
+    gt_down(&flag, d_flag, 4);
+    GT_CHECK(flag == (at >= 0 && at < N - off), "bits_differ: byte %d changed, offset %d: flag %u", at, off, flag);
+  }
+  free(h);
+  cudaFree(d_a), cudaFree(d_b), cudaFree(d_flag);
+}
+
+/* ---- GEMM plans: whatever algorithm a plan picks, its result is the default's bit for bit, also on inputs the
+ * planning never saw ---- */
+static void test_gemm_plan(cublasHandle_t h, cublasLtHandle_t lt, void *ws, size_t ws_bytes, kiln_gemm_out kind,
+                           int64_t n, int64_t in, int64_t out) {
+  enum { NW = 3 };
+  const int64_t esz = kind == KILN_GEMM_BF16 ? 2 : 4, ybytes = n * out * esz;
+  const uint16_t *d_w[NW];
+  for (int i = 0; i < NW; i++) {
+    uint16_t *W = rand_bf16(out * in, 0.05f), *d = gt_dev((size_t)out * in * 2);
+    gt_up(d, W, (size_t)out * in * 2);
+    d_w[i] = d;
+    free(W);
+  }
+  kiln_cuda_gemm_scratch s = {gt_dev((size_t)(n * in * 2)), gt_dev((size_t)ybytes), gt_dev((size_t)ybytes),
+                              gt_dev((size_t)ybytes), gt_dev(4 * KILN_GEMM_PLAN_MAX)};
+  const kiln_cuda_gemm_env e = {h, lt, ws, ws_bytes, 0};
+  kiln_cuda_gemm_algo a;
+  GT_OK(kiln_cuda_gemm_plan(&e, &s, kind, d_w, NW, n, in, out, &a));
+  printf("gemm plan %lldx%lldx%lld (%s): %s, %.1f us against %.1f us (default); %d offers, %d with its bits\n",
+         (long long)n, (long long)in, (long long)out, kind == KILN_GEMM_BF16 ? "bf16" : "acc",
+         a.lt ? "cublasLt" : "default", a.us, a.us_default, a.candidates, a.identical);
+  GT_CHECK(a.us > 0 && a.us_default > 0 && a.us <= a.us_default, "gemm plan: times %.2f / %.2f us", a.us,
+           a.us_default);
+  GT_CHECK(a.identical <= a.candidates && a.candidates <= KILN_GEMM_PLAN_MAX, "gemm plan: %d of %d", a.identical,
+           a.candidates);
+  /* fresh input and start value, each weight: default and plan agree bit for bit */
+  uint16_t *x = rand_bf16(n * in, 1.f);
+  float *y0 = rand_f32(n * out, 0.f, 1.f);
+  unsigned char *ya = malloc((size_t)ybytes), *yb = malloc((size_t)ybytes);
+  if (!ya || !yb) abort();
+  gt_up(s.x, x, (size_t)(n * in * 2));
+  for (int i = 0; i < NW; i++) {
+    void *dy[2] = {s.y, s.ref};
+    for (int k = 0; k < 2; k++) {
+      if (kind == KILN_GEMM_ACC) gt_up(dy[k], y0, (size_t)ybytes);
+      GT_OK(kiln_cuda_gemm_run(&e, k ? &a : NULL, kind, dy[k], s.x, d_w[i], n, in, out));
+    }
+    gt_down(ya, s.y, (size_t)ybytes);
+    gt_down(yb, s.ref, (size_t)ybytes);
+    GT_CHECK(!memcmp(ya, yb, (size_t)ybytes), "gemm plan %lldx%lldx%lld: weights %d: the plan's result is not the "
+             "default's", (long long)n, (long long)in, (long long)out, i);
+  }
+  free(x), free(y0), free(ya), free(yb);
+  for (int i = 0; i < NW; i++) cudaFree((void *)d_w[i]);
+  cudaFree(s.x), cudaFree(s.y), cudaFree(s.ref), cudaFree(s.y0), cudaFree(s.diff);
+}
+
 /* ---- sampling ---- */
 static unsigned long long host_pack(const float *l, int64_t V) {
   int64_t i = kiln_ref_argmax(l, V);
@@ -797,6 +870,25 @@ int main(void) {
   test_gemm(h, 37, 512, 768);
   test_gemm(h, 1, 64, 8);
   test_gemm(h, 130, 1024, 3000);
+  test_bits_differ();
+  {
+    /* the shapes of Qwen3-0.6B's prefill products where the planning was seen to matter (docs/cuda.md), and odd
+     * ones */
+    cublasLtHandle_t lt;
+    void *ws = gt_dev(32 << 20);
+    if (cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS || cublasSetWorkspace(h, ws, 32 << 20) != CUBLAS_STATUS_SUCCESS) {
+      fprintf(stderr, "FATAL: cublasLtCreate\n");
+      return 1;
+    }
+    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_BF16, 128, 1024, 4096);
+    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_BF16, 512, 1024, 6144);
+    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_ACC, 128, 2048, 1024);
+    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_ACC, 1024, 3072, 1024);
+    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_ACC, 37, 512, 768);
+    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_BF16, 1, 64, 8);
+    cublasLtDestroy(lt);
+    cudaFree(ws);
+  }
   cublasDestroy(h);
 
   test_sample(5000);

@@ -142,6 +142,7 @@ static void destroy_(kiln_backend *b) {
   (void)cudaSetDevice(b->dev);
   if (b->stream) (void)cudaStreamSynchronize(b->stream);
   destroy_graphs_(b);
+  if (b->cublaslt) (void)cublasLtDestroy(b->cublaslt);
   if (b->cublas) (void)cublasDestroy(b->cublas);
   if (b->stream) (void)cudaStreamDestroy(b->stream);
   kiln_cuda_arena_release(&b->arena);
@@ -201,6 +202,8 @@ static int open_(kiln_backend **out, const kiln_config *cfg, const kiln_engine_o
   KILN_CUDA_TRY(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
   if ((rc = kiln_cublas__check(cublasCreate(&b->cublas), "cublasCreate(&b->cublas)", __FILE__, __LINE__))) goto out;
   if ((rc = kiln_cublas__check(cublasSetStream(b->cublas, b->stream), "cublasSetStream", __FILE__, __LINE__)))
+    goto out;
+  if ((rc = kiln_cublas__check(cublasLtCreate(&b->cublaslt), "cublasLtCreate(&b->cublaslt)", __FILE__, __LINE__)))
     goto out;
   if ((rc = kiln_cuda__layout(b))) goto out;
   if ((rc = kiln_cublas__check(cublasSetWorkspace(b->cublas, b->cublas_ws, (size_t)b->cublas_ws_bytes),
@@ -309,6 +312,12 @@ static int read_switches_(kiln_backend *b) {
   else if (!strcmp(pg, "short")) b->prefill_graph_max = KILN_CUDA_PREFILL_SHORT;
   else if (!strcmp(pg, "0")) b->prefill_graph_max = 0;
   else return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_PREFILL_GRAPH=%s: expected 0, 1 or short", pg);
+  /* time or unset: each prefill graph's GEMMs run the fastest algorithm that gives cublasGemmEx's bits (planned
+   * at the graph's capture); default: cublasGemmEx's default algorithm everywhere */
+  const char *gp = getenv("KILN_CUDA_GEMM_PLAN");
+  if (!gp || !*gp || !strcmp(gp, "time")) b->gemm_planning = true;
+  else if (!strcmp(gp, "default")) b->gemm_planning = false;
+  else return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMM_PLAN=%s: expected time or default", gp);
   /* the shared-memory carveout of the decode kernels: auto or unset (the driver's choice per kernel), max, or a
    * percent; one value for all keeps the SMs from reconfiguring between kernels of different needs */
   const char *co = getenv("KILN_CUDA_CARVEOUT");

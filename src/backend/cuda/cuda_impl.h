@@ -18,6 +18,7 @@
 #include "backend/cuda/arena.h"
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/decode_step.h"
+#include "backend/cuda/gemm.h"
 #include "backend/cuda/rope.h"
 
 
@@ -31,6 +32,9 @@
   (KILN_CUDA_PREFILL_SHORT / KILN_CUDA_PREFILL_STEP +                                                                  \
    (KILN_CUDA_MAX_CHUNK - KILN_CUDA_PREFILL_SHORT) / KILN_CUDA_PREFILL_LSTEP)
 
+/* The prefill GEMMs of a layer, in the order of their plans */
+enum { KILN_PF_QKV, KILN_PF_O, KILN_PF_GATE_UP, KILN_PF_DOWN, KILN_PF_GEMMS };
+
 struct kiln_backend {
   kiln_config cfg;
   int dev, n_sm;
@@ -43,6 +47,7 @@ struct kiln_backend {
   kiln_cuda_attn_shape shape;
   cudaStream_t stream;
   cublasHandle_t cublas;
+  cublasLtHandle_t cublaslt; /* the planned prefill products (gemm_plan.c) */
   kiln_cuda_arena arena;
 
   /* weights */
@@ -97,6 +102,12 @@ struct kiln_backend {
   bool attn_prof; /* KILN_CUDA_ATTN_PROFILE=1: layer 0's decode attention records its timeline into d_prof */
   cudaGraphExec_t g_prefill[KILN_CUDA_PREFILL_BUCKETS];
   bool prefill_seen[KILN_CUDA_PREFILL_BUCKETS];
+  /* The prefill GEMMs' algorithms at each bucket's size (KILN_CUDA_GEMM_PLAN=time, the default): planned before
+   * the bucket's graph is captured, by timing cublasGemmEx's default against the cublasLt offers that give its
+   * bits (gemm.h); gemm_planning false: the default everywhere */
+  bool gemm_planning;
+  bool gemm_planned[KILN_CUDA_PREFILL_BUCKETS];
+  kiln_cuda_gemm_algo gemm_plan[KILN_CUDA_PREFILL_BUCKETS][KILN_PF_GEMMS];
 
   /* the persistent decode kernel (decode_step.h): ds_blocks > 0 when the graphs launch it, 0 when they hold the
    * kernel-per-op step */
@@ -113,6 +124,15 @@ static inline cudaGraphExec_t kiln_cuda__step_graph(const kiln_backend *b, int p
   if (pos < b->short_keys) return sample ? b->g_sample_short : b->g_logits_short;
   return sample ? b->g_sample : b->g_logits;
 }
+
+/* The handles, workspace and stream of b's GEMMs. */
+static inline kiln_cuda_gemm_env kiln_cuda__gemm_env(const kiln_backend *b) {
+  return (kiln_cuda_gemm_env){b->cublas, b->cublaslt, b->cublas_ws, (size_t)b->cublas_ws_bytes, b->stream};
+}
+/* The plans of a prefill chunk of n tokens into *out (KILN_PF_GEMMS of them), made now if n is a bucket's size not
+ * yet planned; *out = NULL (cublasGemmEx's default) when planning is off or n is not a bucket's size. Synchronises
+ * the stream: never under capture. */
+int kiln_cuda__gemm_plans(kiln_backend *b, int n, const kiln_cuda_gemm_algo **out);
 
 /* Allocates the arena and every pointer of the layout (weights not yet uploaded). */
 int kiln_cuda__layout(kiln_backend *b);

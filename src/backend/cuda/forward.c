@@ -12,6 +12,7 @@
  * the elementwise kernels after them read them; o and down added straight into the f32 residual), the o_proj bias
  * added by the RMSNorm that follows it, and flash-style attention.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "backend/cuda/attn_decode.h"
@@ -111,38 +112,6 @@ static int last_logits_(kiln_backend *b, int n) {
   return kiln_cuda_gemv(&h, b->stream);
 }
 
-int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
-  const kiln_config *c = &b->cfg;
-  const int64_t H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
-  const float eps = c->rms_norm_eps;
-  cudaStream_t st = b->stream;
-  /* q/k/v and gate/up only feed elementwise kernels: bf16 projections (their f32 buffers, half used) */
-  uint16_t *qkv16 = (uint16_t *)b->qkv, *gu16 = (uint16_t *)b->gu;
-  int rc;
-  if ((rc = kiln_cuda_embed(b->x, b->embed, V, H, b->d_tokens, n, NULL, st))) return rc;
-  for (int l = 0; l < c->n_layers; l++) {
-    const kiln_cuda_layer *L = &b->layers[l];
-    /* the o and down projections accumulate into the residual x (their GEMMs add to it): the norms only read it,
-     * apart from the o_proj bias */
-    if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, L->attn_norm, n, H, eps, st))) return rc;
-    if ((rc = kiln_cuda_gemm_bf16(b->cublas, qkv16, b->hbuf, L->wqkv, n, H, b->qkv_dim))) return rc;
-    if ((rc = kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, qkv16, L->bqkv, L->q_norm, L->k_norm, eps,
-                                 b->inv_freq, b->d_step, n, &b->shape, b->n_sm, 0, st)))
-      return rc;
-    if ((rc = kiln_cuda_attn_prefill(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, n, &b->shape, b->pf_attn,
-                                     b->n_sm, st)))
-      return rc;
-    if ((rc = kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wo, n, (int64_t)c->n_heads * c->head_dim, H)))
-      return rc;
-    if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, L->bo, L->ffn_norm, n, H, eps, st))) return rc;
-    if ((rc = kiln_cuda_gemm_bf16(b->cublas, gu16, b->hbuf, L->wgu, n, H, 2 * I))) return rc;
-    if ((rc = kiln_cuda_swiglu(b->hbuf, gu16, n, I, st))) return rc;
-    if ((rc = kiln_cuda_gemm_acc(b->cublas, b->x, b->hbuf, L->wdown, n, I, H))) return rc;
-  }
-  if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, b->final_norm, n, H, eps, st))) return rc;
-  return last_logits ? last_logits_(b, n) : 0;
-}
-
 /* The bucket of a chunk of n tokens (1 <= n <= KILN_CUDA_MAX_CHUNK), and its padded size in *n_pad. */
 static int prefill_bucket_(int n, int *n_pad) {
   if (n <= KILN_CUDA_PREFILL_SHORT) {
@@ -152,6 +121,106 @@ static int prefill_bucket_(int n, int *n_pad) {
   const int over = (n - KILN_CUDA_PREFILL_SHORT + KILN_CUDA_PREFILL_LSTEP - 1) / KILN_CUDA_PREFILL_LSTEP;
   *n_pad = KILN_CUDA_PREFILL_SHORT + over * KILN_CUDA_PREFILL_LSTEP;
   return KILN_CUDA_PREFILL_SHORT / KILN_CUDA_PREFILL_STEP + over - 1;
+}
+
+/* The bucket whose size n is, or -1. */
+static int bucket_of_size_(int n) {
+  int n_pad = 0;
+  const int i = n >= 1 && n <= KILN_CUDA_MAX_CHUNK ? prefill_bucket_(n, &n_pad) : -1;
+  return i >= 0 && n_pad == n ? i : -1;
+}
+
+/* The plans already made for chunks of n tokens, or NULL. */
+static const kiln_cuda_gemm_algo *planned_(const kiln_backend *b, int n) {
+  const int i = bucket_of_size_(n);
+  return i >= 0 && b->gemm_planned[i] ? b->gemm_plan[i] : NULL;
+}
+
+int kiln_cuda__gemm_plans(kiln_backend *b, int n, const kiln_cuda_gemm_algo **out) {
+  *out = NULL;
+  const int i = bucket_of_size_(n);
+  if (!b->gemm_planning || i < 0 || n > b->chunk) return 0;
+  if (b->gemm_planned[i]) {
+    *out = b->gemm_plan[i];
+    return 0;
+  }
+  const kiln_config *c = &b->cfg;
+  const int64_t H = c->hidden_size, I = c->intermediate_size, nq = (int64_t)c->n_heads * c->head_dim;
+  const int64_t P = b->chunk;
+  const kiln_cuda_gemm_env ge = kiln_cuda__gemm_env(b);
+  /* scratch that no live data occupies between chunks: hbuf holds any product's input; q/k/v's output and its
+   * reference fit in the f32 qkv buffer as two bf16 halves, gate/up's in gu; the residual updates (f32) run in x
+   * with their reference and start value in gu, which holds both when H <= I (else they keep the default); the
+   * logits buffer holds the comparison flags */
+  uint16_t *qkv16 = (uint16_t *)b->qkv, *gu16 = (uint16_t *)b->gu;
+  const struct {
+    int k;
+    kiln_gemm_out kind;
+    int64_t in, out;
+    void *y, *ref, *y0;
+    size_t w_off; /* offset of the weights in kiln_cuda_layer */
+  } ps[KILN_PF_GEMMS] = {
+      {KILN_PF_QKV, KILN_GEMM_BF16, H, b->qkv_dim, qkv16, qkv16 + P * b->qkv_dim, NULL,
+       offsetof(kiln_cuda_layer, wqkv)},
+      {KILN_PF_O, KILN_GEMM_ACC, nq, H, b->x, b->gu, b->gu + P * H, offsetof(kiln_cuda_layer, wo)},
+      {KILN_PF_GATE_UP, KILN_GEMM_BF16, H, 2 * I, gu16, gu16 + P * 2 * I, NULL, offsetof(kiln_cuda_layer, wgu)},
+      {KILN_PF_DOWN, KILN_GEMM_ACC, I, H, b->x, b->gu, b->gu + P * H, offsetof(kiln_cuda_layer, wdown)},
+  };
+  enum { MAX_W = 64 };
+  const uint16_t *w[MAX_W];
+  const int n_w = c->n_layers < MAX_W ? c->n_layers : MAX_W;
+  for (int k = 0; k < KILN_PF_GEMMS; k++) {
+    kiln_cuda_gemm_algo *a = &b->gemm_plan[i][ps[k].k];
+    *a = (kiln_cuda_gemm_algo){0};
+    if (ps[k].kind == KILN_GEMM_ACC && H > I) continue;
+    for (int l = 0; l < n_w; l++) w[l] = *(const uint16_t *const *)((const char *)&b->layers[l] + ps[k].w_off);
+    const kiln_cuda_gemm_scratch s = {b->hbuf, ps[k].y, ps[k].ref, ps[k].y0, (unsigned *)b->logits};
+    const int rc = kiln_cuda_gemm_plan(&ge, &s, ps[k].kind, w, n_w, n, ps[k].in, ps[k].out, a);
+    if (rc) return rc;
+  }
+  b->gemm_planned[i] = true;
+  *out = b->gemm_plan[i];
+  return 0;
+}
+
+int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
+  const kiln_config *c = &b->cfg;
+  const int64_t H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+  const float eps = c->rms_norm_eps;
+  cudaStream_t st = b->stream;
+  /* q/k/v and gate/up only feed elementwise kernels: bf16 projections (their f32 buffers, half used) */
+  uint16_t *qkv16 = (uint16_t *)b->qkv, *gu16 = (uint16_t *)b->gu;
+  const kiln_cuda_gemm_env ge = kiln_cuda__gemm_env(b);
+  const kiln_cuda_gemm_algo *plan = planned_(b, n);
+#define PLAN(k) (plan ? &plan[k] : NULL)
+  int rc;
+  if ((rc = kiln_cuda_embed(b->x, b->embed, V, H, b->d_tokens, n, NULL, st))) return rc;
+  for (int l = 0; l < c->n_layers; l++) {
+    const kiln_cuda_layer *L = &b->layers[l];
+    /* the o and down projections accumulate into the residual x (their GEMMs add to it): the norms only read it,
+     * apart from the o_proj bias */
+    if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, L->attn_norm, n, H, eps, st))) return rc;
+    if ((rc = kiln_cuda_gemm_run(&ge, PLAN(KILN_PF_QKV), KILN_GEMM_BF16, qkv16, b->hbuf, L->wqkv, n, H, b->qkv_dim)))
+      return rc;
+    if ((rc = kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, qkv16, L->bqkv, L->q_norm, L->k_norm, eps,
+                                 b->inv_freq, b->d_step, n, &b->shape, b->n_sm, 0, st)))
+      return rc;
+    if ((rc = kiln_cuda_attn_prefill(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, n, &b->shape, b->pf_attn,
+                                     b->n_sm, st)))
+      return rc;
+    if ((rc = kiln_cuda_gemm_run(&ge, PLAN(KILN_PF_O), KILN_GEMM_ACC, b->x, b->hbuf, L->wo, n,
+                                 (int64_t)c->n_heads * c->head_dim, H)))
+      return rc;
+    if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, L->bo, L->ffn_norm, n, H, eps, st))) return rc;
+    if ((rc = kiln_cuda_gemm_run(&ge, PLAN(KILN_PF_GATE_UP), KILN_GEMM_BF16, gu16, b->hbuf, L->wgu, n, H, 2 * I)))
+      return rc;
+    if ((rc = kiln_cuda_swiglu(b->hbuf, gu16, n, I, st))) return rc;
+    if ((rc = kiln_cuda_gemm_run(&ge, PLAN(KILN_PF_DOWN), KILN_GEMM_ACC, b->x, b->hbuf, L->wdown, n, I, H)))
+      return rc;
+  }
+#undef PLAN
+  if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, b->final_norm, n, H, eps, st))) return rc;
+  return last_logits ? last_logits_(b, n) : 0;
 }
 
 /* The prefill graph of bucket i (n_pad tokens) into *out, captured at the bucket's second use; NULL at its first,
@@ -164,8 +233,11 @@ static int prefill_graph_(kiln_backend *b, int i, int n_pad, cudaGraphExec_t *ou
     b->prefill_seen[i] = true;
     return 0;
   }
+  const kiln_cuda_gemm_algo *plan; /* made now, outside the capture; the enqueue finds it */
+  int rc = kiln_cuda__gemm_plans(b, n_pad, &plan);
+  if (rc) return rc;
   KILN_CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
-  int rc = kiln_cuda__capture_end(b, kiln_cuda__prefill_enqueue(b, n_pad, false), &b->g_prefill[i]);
+  rc = kiln_cuda__capture_end(b, kiln_cuda__prefill_enqueue(b, n_pad, false), &b->g_prefill[i]);
   *out = b->g_prefill[i];
   return rc;
 }
