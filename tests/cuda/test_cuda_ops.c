@@ -744,6 +744,14 @@ int main(void) {
   test_add_rmsnorm(3, 1000, 0, 0);
   test_add_rmsnorm(1, 4096, 1, 1);
   test_add_rmsnorm(5, 1024, 0, 1);
+  /* the vector form at 2, 3 (4B's 2,560), 5 and 8 float4s a thread, and the scalar form past it and at odd sizes */
+  test_add_rmsnorm(3, 2048, 1, 1);
+  test_add_rmsnorm(4, 2560, 1, 0);
+  test_add_rmsnorm(2, 5120, 0, 0);
+  test_add_rmsnorm(2, 8192, 1, 1);
+  test_add_rmsnorm(2, 10000, 1, 1);
+  test_add_rmsnorm(3, 1001, 1, 0);
+  test_add_rmsnorm(2, 6, 0, 1);
 
   test_gemv(999, 1024, KILN_GEMV_STORE, 0, 1, 1);
   test_gemv(1024, 3072, KILN_GEMV_ADD, 1, 0, 0);
