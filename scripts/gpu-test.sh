@@ -95,13 +95,15 @@ if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1 && 
         >> "/tmp/sanitizer-$tool.log" 2>&1
     rc=$?
     # the GEMV cases of the ops test, whose long rows take the split-k path (auto, and 2 warps a pair forced), and
-    # its small prefill attention cases, whose tiles split their keys
+    # its small prefill attention cases, whose tiles split their keys, and its GEMM plans
     [ $rc = 0 ] && [ -x "$BIN/test_cuda_ops" ] &&
       KILN_TEST_OPS=gemv compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_ops" \
         >> "/tmp/sanitizer-$tool.log" 2>&1 &&
       KILN_TEST_OPS=gemv KILN_CUDA_GEMV_SPLIT=2 compute-sanitizer --tool "$tool" --error-exitcode 9 \
         "$BIN/test_cuda_ops" >> "/tmp/sanitizer-$tool.log" 2>&1 &&
       KILN_TEST_OPS=attn_prefill compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_ops" \
+        >> "/tmp/sanitizer-$tool.log" 2>&1 &&
+      KILN_TEST_OPS=gemm compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_ops" \
         >> "/tmp/sanitizer-$tool.log" 2>&1
     rc=$?
     d=$(( ($(date +%s%N) - s) / 1000000 ))

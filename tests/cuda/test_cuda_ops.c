@@ -733,6 +733,39 @@ static void test_sample(int64_t V) {
   cudaFree(d_l), cudaFree(d_cell), cudaFree(d_next), cudaFree(d_st);
 }
 
+/* ---- the cuBLAS products and their plans ---- */
+static int test_gemms(void) {
+  cublasHandle_t h;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) {
+    fprintf(stderr, "FATAL: cublasCreate\n");
+    return 1;
+  }
+  test_gemm(h, 37, 512, 768);
+  test_gemm(h, 1, 64, 8);
+  test_gemm(h, 130, 1024, 3000);
+  test_bits_differ();
+  {
+    /* the shapes of Qwen3-0.6B's prefill products where the planning was seen to matter (docs/cuda.md), and odd
+     * ones */
+    cublasLtHandle_t lt;
+    void *ws = gt_dev(32 << 20);
+    if (cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS || cublasSetWorkspace(h, ws, 32 << 20) != CUBLAS_STATUS_SUCCESS) {
+      fprintf(stderr, "FATAL: cublasLtCreate\n");
+      return -1;
+    }
+    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_BF16, 128, 1024, 4096);
+    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_BF16, 512, 1024, 6144);
+    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_ACC, 128, 2048, 1024);
+    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_ACC, 1024, 3072, 1024);
+    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_ACC, 37, 512, 768);
+    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_BF16, 1, 64, 8);
+    cublasLtDestroy(lt);
+    cudaFree(ws);
+  }
+  cublasDestroy(h);
+  return 0;
+}
+
 int main(void) {
   gt_skip_without_gpu();
   GT_CUDA(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, 0));
@@ -781,6 +814,8 @@ int main(void) {
   if (only && !strcmp(only, "gemv")) return gt_finish("test_cuda_ops");
   /* KILN_TEST_OPS=attn_prefill: small prefill attention cases whose long tiles split their keys (2-8 parts, both
    * head sizes), for compute-sanitizer */
+  /* KILN_TEST_OPS=gemm: the GEMMs and their plans only, for compute-sanitizer */
+  if (only && !strcmp(only, "gemm")) return test_gemms() ? 1 : gt_finish("test_cuda_ops");
   if (only && !strcmp(only, "attn_prefill")) {
     test_attn_prefill(8, 4, 128, 512, 129, 1024);
     test_attn_prefill(2, 2, 64, 700, 100, 1024);
@@ -870,34 +905,7 @@ int main(void) {
   test_swiglu(1, 7);
   test_swiglu(64, 3072);
 
-  cublasHandle_t h;
-  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) {
-    fprintf(stderr, "FATAL: cublasCreate\n");
-    return 1;
-  }
-  test_gemm(h, 37, 512, 768);
-  test_gemm(h, 1, 64, 8);
-  test_gemm(h, 130, 1024, 3000);
-  test_bits_differ();
-  {
-    /* the shapes of Qwen3-0.6B's prefill products where the planning was seen to matter (docs/cuda.md), and odd
-     * ones */
-    cublasLtHandle_t lt;
-    void *ws = gt_dev(32 << 20);
-    if (cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS || cublasSetWorkspace(h, ws, 32 << 20) != CUBLAS_STATUS_SUCCESS) {
-      fprintf(stderr, "FATAL: cublasLtCreate\n");
-      return 1;
-    }
-    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_BF16, 128, 1024, 4096);
-    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_BF16, 512, 1024, 6144);
-    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_ACC, 128, 2048, 1024);
-    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_ACC, 1024, 3072, 1024);
-    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_ACC, 37, 512, 768);
-    test_gemm_plan(h, lt, ws, 32 << 20, KILN_GEMM_BF16, 1, 64, 8);
-    cublasLtDestroy(lt);
-    cudaFree(ws);
-  }
-  cublasDestroy(h);
+  if (test_gemms()) return 1;
 
   test_sample(5000);
   test_sample(151936);
