@@ -102,9 +102,9 @@ struct kiln_backend {
   bool attn_prof; /* KILN_CUDA_ATTN_PROFILE=1: layer 0's decode attention records its timeline into d_prof */
   cudaGraphExec_t g_prefill[KILN_CUDA_PREFILL_BUCKETS];
   bool prefill_seen[KILN_CUDA_PREFILL_BUCKETS];
-  /* The prefill GEMMs' algorithms at each bucket's size (KILN_CUDA_GEMM_PLAN=time, the default): planned before
-   * the bucket's graph is captured, by timing cublasGemmEx's default against the cublasLt offers that give its
-   * bits (gemm.h); gemm_planning false: the default everywhere */
+  /* The prefill GEMMs' algorithms at each bucket's size (KILN_CUDA_GEMM_PLAN=time, tuning): planned before the
+   * bucket's graph is captured, by timing cublasGemmEx's default against the cublasLt offers that give its bits
+   * (gemm.h); gemm_planning false (the default): cublasGemmEx's default everywhere */
   bool gemm_planning;
   bool gemm_planned[KILN_CUDA_PREFILL_BUCKETS];
   kiln_cuda_gemm_algo gemm_plan[KILN_CUDA_PREFILL_BUCKETS][KILN_PF_GEMMS];
