@@ -94,6 +94,10 @@ if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1 && 
       KILN_CUDA_ATTN_CLUSTER=0 compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_smoke" \
         >> "/tmp/sanitizer-$tool.log" 2>&1
     rc=$?
+    # racecheck reports hazards inside cuBLAS's own Hopper GEMM kernels (nvjet_sm90_*, whose shared memory is
+    # ordered by mbarriers it does not model) at the ops test's GEMM shapes: those kernels are left out of it
+    nvjet=()
+    [ "$tool" = racecheck ] && nvjet=(--kernel-name-exclude kns=nvjet)
     # the GEMV cases of the ops test, whose long rows take the split-k path (auto, and 2 warps a pair forced), and
     # its small prefill attention cases, whose tiles split their keys, and its GEMM plans
     [ $rc = 0 ] && [ -x "$BIN/test_cuda_ops" ] &&
@@ -103,7 +107,7 @@ if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1 && 
         "$BIN/test_cuda_ops" >> "/tmp/sanitizer-$tool.log" 2>&1 &&
       KILN_TEST_OPS=attn_prefill compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_ops" \
         >> "/tmp/sanitizer-$tool.log" 2>&1 &&
-      KILN_TEST_OPS=gemm compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_ops" \
+      KILN_TEST_OPS=gemm compute-sanitizer --tool "$tool" "${nvjet[@]}" --error-exitcode 9 "$BIN/test_cuda_ops" \
         >> "/tmp/sanitizer-$tool.log" 2>&1
     rc=$?
     d=$(( ($(date +%s%N) - s) / 1000000 ))
