@@ -94,12 +94,14 @@ if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1 && 
       KILN_CUDA_ATTN_CLUSTER=0 compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_smoke" \
         >> "/tmp/sanitizer-$tool.log" 2>&1
     rc=$?
-    # racecheck reports hazards inside cuBLAS's own Hopper GEMM kernels (nvjet_sm90_*, whose shared memory is
-    # ordered by mbarriers it does not model) at the ops test's GEMM shapes: those kernels are left out of it
-    nvjet=()
-    [ "$tool" = racecheck ] && nvjet=(--kernel-name-exclude kns=nvjet)
+    # The GEMM cases only under memcheck: racecheck (shared-memory hazards) reports hazards inside cuBLAS's own
+    # Hopper kernels (nvjet_sm90_*, whose shared memory is ordered by mbarriers it does not model), fails with an
+    # internal error when they are excluded (compute-sanitizer 2025.3.1), and kiln's kernels there (the planner's
+    # random fill and bit comparison) use no shared memory.
+    gemm=(env KILN_TEST_OPS=gemm compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_ops")
+    [ "$tool" = racecheck ] && gemm=(true)
     # the GEMV cases of the ops test, whose long rows take the split-k path (auto, and 2 warps a pair forced), and
-    # its small prefill attention cases, whose tiles split their keys, and its GEMM plans
+    # its small prefill attention cases, whose tiles split their keys, and (memcheck) its GEMMs and their plans
     [ $rc = 0 ] && [ -x "$BIN/test_cuda_ops" ] &&
       KILN_TEST_OPS=gemv compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_ops" \
         >> "/tmp/sanitizer-$tool.log" 2>&1 &&
@@ -107,8 +109,7 @@ if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1 && 
         "$BIN/test_cuda_ops" >> "/tmp/sanitizer-$tool.log" 2>&1 &&
       KILN_TEST_OPS=attn_prefill compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_ops" \
         >> "/tmp/sanitizer-$tool.log" 2>&1 &&
-      KILN_TEST_OPS=gemm compute-sanitizer --tool "$tool" "${nvjet[@]}" --error-exitcode 9 "$BIN/test_cuda_ops" \
-        >> "/tmp/sanitizer-$tool.log" 2>&1
+      "${gemm[@]}" >> "/tmp/sanitizer-$tool.log" 2>&1
     rc=$?
     d=$(( ($(date +%s%N) - s) / 1000000 ))
     tail -n 3 "/tmp/sanitizer-$tool.log"
