@@ -68,14 +68,10 @@ static __global__ void __launch_bounds__(THREADS) attn_decode_kernel(kiln_cuda_a
     return;
   }
   if (active) kiln_attn_unit_first<GMAX, THREADS>(s, u, a.k_cache, a.v_cache, a.shape);
-  /* RoPE's angles need only the position and the frequencies: computed under the wait, not after it */
-  const bool pre_angles = active && a.rope_vec && kiln_rope_vec_ok(a.shape.head_dim);
-  kiln_rope4 angles = {};
-  if (pre_angles) angles = kiln_rope4_at(a.inv_freq, a.shape.head_dim, u.L - 1);
   kiln_pdl_wait();
   if (prof) tl[1] = clock64();
   if (active) {
-    const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.inv_freq, a.eps, qscale, a.rope_vec, pre_angles, angles};
+    const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.inv_freq, a.eps, qscale, a.rope_vec};
     kiln_attn_unit_prologue<GMAX, THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
     if (prof) tl[2] = clock64();
     if (l2_at == 1) l2_prefetch_(a);

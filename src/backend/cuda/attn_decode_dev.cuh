@@ -112,10 +112,6 @@ typedef struct kiln_attn_token {
   const float *inv_freq; /* [head_dim / 2] */
   float eps, qscale; /* qscale: log2(e) / sqrt(head_dim) */
   int vec;           /* nonzero: q and k through kiln_norm_rotate4 where the head size allows (KILN_CUDA_ROPE_VEC) */
-  /* with vec: the lane's RoPE angles at the token's position when angles_ready (kiln_rope4_at, computed by the
-   * caller before its PDL wait, since they depend on nothing a kernel writes), else computed here */
-  bool angles_ready;
-  kiln_rope4 angles;
 } kiln_attn_token;
 
 /* Per-head RMSNorm and RoPE of the unit's query heads into s.qs (scaled by qscale; heads past the group are
@@ -138,8 +134,6 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
   const int jn = pos - c0; /* the new token's row in the first tile, when < KILN_AD_TILE */
   const int jobs = GMAX + (owner ? 2 : 0);
   const bool vec = t.vec && kiln_rope_vec_ok(hd);
-  kiln_rope4 r = t.angles;
-  if (vec && !t.angles_ready) r = kiln_rope4_at(t.inv_freq, hd, pos);
   for (int job = warp; job < jobs; job += WARPS) {
     if (job < GMAX) {
       float *buf = s.qs + job * hd;
@@ -149,8 +143,7 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
       }
       const float *q = t.qkv + (int64_t)(h0 + job) * hd;
       if (vec) {
-        const float4 o = kiln_norm_rotate4_x(kiln_ld_head4(q, (const float *)NULL, hd), kiln_norm_w4(t.q_norm, hd),
-                                             hd, t.q_norm != NULL, t.eps, r, t.qscale);
+        const float4 o = kiln_norm_rotate4(q, NULL, hd, t.q_norm, t.eps, t.inv_freq, pos, t.qscale);
         if (lane < hd / 4) *(float4 *)(buf + 4 * lane) = o;
       } else {
         kiln_norm_rotate(buf, q, NULL, hd, t.q_norm, t.eps, t.inv_freq, pos, t.qscale);
@@ -160,9 +153,8 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
     const int64_t at = (((int64_t)u.seq * sh.n_kv_heads + u.kh) * sh.n_ctx + pos) * hd;
     const bool in_tile = jn < KILN_AD_TILE;
     if (job == GMAX && vec) {
-      const float4 o = kiln_norm_rotate4_x(kiln_ld_head4(t.qkv + (int64_t)(sh.n_heads + u.kh) * hd,
-                                                         (const float *)NULL, hd),
-                                           kiln_norm_w4(t.k_norm, hd), hd, t.k_norm != NULL, t.eps, r, 1.f);
+      const float4 o = kiln_norm_rotate4(t.qkv + (int64_t)(sh.n_heads + u.kh) * hd, NULL, hd, t.k_norm, t.eps,
+                                         t.inv_freq, pos, 1.f);
       if (lane < hd / 4) {
         const uint2 b = kiln_pack_bf16x4(o);
         *(uint2 *)(k_cache + at + 4 * lane) = b;
