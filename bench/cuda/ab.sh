@@ -4,7 +4,8 @@
 # ms/token of each (setting, config, context) and the median time to first token of each prompt length (PROMPTS,
 # default 128) over the rounds, and with OPS=1 the per-kernel times of one layer.
 #   bench/cuda/ab.sh CONFIG.json... -- SETTING...
-# A SETTING is a quoted list of environment assignments ("" for the defaults), e.g.
+# A SETTING is a quoted list of environment assignments ("" for the defaults); BIN=DIR in a setting runs that
+# folder's bench_cuda instead (two builds side by side), e.g.
 #   bench/cuda/ab.sh bench/configs/qwen3-0.6b.json bench/configs/qwen3-4b.json -- "" KILN_CUDA_ATTN_CLUSTER=1 \
 #     KILN_CUDA_GEMV_PF=2 "KILN_CUDA_ATTN_CLUSTER=1 KILN_CUDA_GEMV_PF=2"
 # Environment: BIN (folder of bench_cuda, default build/bin), ROUNDS (3), CTX (128,2048), PROMPTS (128), OPS=1,
@@ -32,10 +33,12 @@ for r in $(seq 1 "$ROUNDS"); do
   for i in "${!settings[@]}"; do
     ops=()
     [ "${OPS:-0}" = 1 ] && [ "$r" = 1 ] && ops=(--ops)
+    bin=$BIN
+    for kv in ${settings[$i]}; do [[ $kv == BIN=* ]] && bin=${kv#BIN=}; done
     for c in "${configs[@]}"; do
       json=$(mktemp)
       # shellcheck disable=SC2086  # a setting is a list of words on purpose
-      env ${settings[$i]} "$BIN/bench_cuda" --ctx "$CTX" --prompts "${PROMPTS:-128}" "${ops[@]}" --json "$json" \
+      env ${settings[$i]} "$bin/bench_cuda" --ctx "$CTX" --prompts "${PROMPTS:-128}" "${ops[@]}" --json "$json" \
         "$c" >/dev/null
       python3 -c 'import json, sys; r = json.loads(open(sys.argv[1]).read().splitlines()[-1]);
 r["setting"], r["round"] = sys.argv[2], int(sys.argv[3]); print(json.dumps(r))' "$json" "${settings[$i]}" "$r" \
