@@ -61,9 +61,8 @@ void kiln_cuda__gemm_lt_free(kiln_cuda_gemm_lt *d) {
 int kiln_cuda__gemm_lt_run(const kiln_cuda_gemm_env *e, const kiln_cuda_gemm_lt *d, const cublasLtMatmulAlgo_t *algo,
                            kiln_gemm_out kind, void *y, const uint16_t *x, const uint16_t *w) {
   const float one = 1.f, beta = kind == KILN_GEMM_ACC ? 1.f : 0.f;
-  KILN_CUBLAS_CHECK(cublasLtMatmul(e->lt, d->op, &one, w, d->a, x, d->b, &beta, y, d->c, y, d->c, algo, e->ws,
-                                   e->ws_bytes, e->stream));
-  return 0;
+  return (int)cublasLtMatmul(e->lt, d->op, &one, w, d->a, x, d->b, &beta, y, d->c, y, d->c, algo, e->ws,
+                             e->ws_bytes, e->stream);
 }
 
 int kiln_cuda_gemm_run(const kiln_cuda_gemm_env *e, const kiln_cuda_gemm_algo *a, kiln_gemm_out kind, void *y,
@@ -73,16 +72,16 @@ int kiln_cuda_gemm_run(const kiln_cuda_gemm_env *e, const kiln_cuda_gemm_algo *a
   if (!a || !a->lt) return gemmex_(e->h, kind, y, x, w, n, in, out);
   kiln_cuda_gemm_lt d;
   if ((rc = kiln_cuda__gemm_lt_desc(&d, kind, n, in, out))) return rc;
-  rc = kiln_cuda__gemm_lt_run(e, &d, &a->algo, kind, y, x, w);
+  const int s = kiln_cuda__gemm_lt_run(e, &d, &a->algo, kind, y, x, w);
   kiln_cuda__gemm_lt_free(&d);
-  return rc;
+  return s ? kiln_cublas__check(s, "cublasLtMatmul(plan)", __FILE__, __LINE__) : 0;
 }
 
+/* The default algorithm on h's stream and workspace. */
 static int gemm_(cublasHandle_t h, kiln_gemm_out kind, void *y, const uint16_t *x, const uint16_t *w, int64_t n,
                  int64_t in, int64_t out) {
-  int rc = shape_ok_(n, in, out);
-  if (rc || n == 0) return rc;
-  return gemmex_(h, kind, y, x, w, n, in, out);
+  const kiln_cuda_gemm_env e = {.h = h};
+  return kiln_cuda_gemm_run(&e, NULL, kind, y, x, w, n, in, out);
 }
 
 int kiln_cuda_gemm(cublasHandle_t h, float *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in,

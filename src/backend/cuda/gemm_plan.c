@@ -20,20 +20,12 @@ enum { ROUNDS = 2, REPS = 4 };
 /* an offer replaces the default only when it is this much faster, so that noise does not pick among equals */
 #define PLAN_MARGIN 0.98f
 
-/* One product, without recording an error: an offer that fails to run is dropped, not reported. */
-static bool lt_ok_(const kiln_cuda_gemm_env *e, const kiln_cuda_gemm_lt *d, const cublasLtMatmulAlgo_t *algo,
-                   kiln_gemm_out kind, void *y, const uint16_t *x, const uint16_t *w) {
-  const float one = 1.f, beta = kind == KILN_GEMM_ACC ? 1.f : 0.f;
-  return cublasLtMatmul(e->lt, d->op, &one, w, d->a, x, d->b, &beta, y, d->c, y, d->c, algo, e->ws, e->ws_bytes,
-                        e->stream) == CUBLAS_STATUS_SUCCESS;
-}
-
-/* Runs candidate c (-1: the default) once into y; false when an offer cannot run. */
+/* Runs candidate c (-1: the default) once into y; clears *ok when an offer cannot run. */
 static int run_(const kiln_cuda_gemm_env *e, const kiln_cuda_gemm_lt *d, const cublasLtMatmulAlgo_t *cand, int c,
                 kiln_gemm_out kind, void *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in,
                 int64_t out, bool *ok) {
   if (c < 0) return kiln_cuda_gemm_run(e, NULL, kind, y, x, w, n, in, out);
-  if (!lt_ok_(e, d, &cand[c], kind, y, x, w)) *ok = false;
+  if (kiln_cuda__gemm_lt_run(e, d, &cand[c], kind, y, x, w)) *ok = false; /* an offer that cannot run is dropped */
   return 0;
 }
 
