@@ -8,8 +8,6 @@
  * once on the planning input and kept only if its result is the default's bit for bit, so the engine's output
  * does not depend on which algorithm a plan picked (nor on the timing noise that picked it).
  */
-#include <stdlib.h>
-
 #include "backend/cuda/compare.h"
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/gemm.h"
