@@ -444,13 +444,22 @@ static void test_attn_prefill(int nh, int nkv, int hd, int pos0, int n, int n_ct
   gt_up(d_st, &st, sizeof st);
   float *ref = malloc((size_t)nq * 4);
   kiln_ref_attention(ref, q, kref, vref, n, pos0, nh, nkv, hd);
-  GT_OK(kiln_cuda_attn_prefill(d_o, d_q, d_k, d_v, d_st, n, &sh, NULL, n_sm, 0));
-  check_attn_prefill_(d_o, ref, nq, row, "whole", nh, nkv, hd, pos0, n, NULL);
-  const int64_t sbytes = kiln_cuda_attn_prefill_scratch(&sh, n_sm);
-  if (sbytes) {
+  /* head_dim 64 and 128: both tensor-core forms, where the wgmma one can run */
+  const int modes[2] = {KILN_CUDA_PF_MMA_SYNC, KILN_CUDA_PF_MMA_WGMMA};
+  for (int mi = 0; mi < 2; mi++) {
+    kiln_cuda_attn_prefill_mma(modes[mi]);
+    int wg = 0;
+    GT_OK(kiln_cuda_attn_prefill_uses_wgmma(&wg));
+    if (mi == 1 && (!wg || (hd != 64 && hd != 128))) break; /* the same kernel as the first pass */
+    char what[48];
+    snprintf(what, sizeof what, "%s whole", wg ? "wgmma" : "sync");
+    gt_poison(d_o, (size_t)(nq + row) * 2);
+    GT_OK(kiln_cuda_attn_prefill(d_o, d_q, d_k, d_v, d_st, n, &sh, NULL, n_sm, 0));
+    check_attn_prefill_(d_o, ref, nq, row, what, nh, nkv, hd, pos0, n, NULL);
+    const int64_t sbytes = kiln_cuda_attn_prefill_scratch(&sh, n_sm);
+    if (!sbytes) continue;
     const int parts = kiln_cuda_attn_prefill_parts(&sh, n, n_sm);
-    char what[32];
-    snprintf(what, sizeof what, "split(%d)", parts);
+    snprintf(what, sizeof what, "%s split(%d)", wg ? "wgmma" : "sync", parts);
     void *d_s = gt_dev((size_t)sbytes);
     GT_CUDA(cudaMemset(d_s, 0, (size_t)sbytes));
     uint16_t *first = malloc((size_t)nq * 2);
@@ -464,6 +473,7 @@ static void test_attn_prefill(int nh, int nkv, int hd, int pos0, int n, int n_ct
     free(first);
     cudaFree(d_s);
   }
+  kiln_cuda_attn_prefill_mma(KILN_CUDA_PF_MMA_AUTO);
   free(kref), free(vref), free(q16), free(q), free(ref);
   cudaFree(d_k), cudaFree(d_v), cudaFree(d_o), cudaFree(d_q), cudaFree(d_st);
 }
@@ -770,6 +780,13 @@ int main(void) {
   gt_skip_without_gpu();
   GT_CUDA(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, 0));
   gt_seed(20250101);
+  {
+    int wg = 0;
+    kiln_cuda_attn_prefill_mma(KILN_CUDA_PF_MMA_WGMMA);
+    GT_OK(kiln_cuda_attn_prefill_uses_wgmma(&wg));
+    kiln_cuda_attn_prefill_mma(KILN_CUDA_PF_MMA_AUTO);
+    printf("prefill attention: mma.sync%s\n", wg ? " and wgmma" : " only (wgmma: no sm_90a code or not a 9.x device)");
+  }
 
   test_embed(777, 264);
   test_embed(50, 100);

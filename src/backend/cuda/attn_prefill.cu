@@ -36,6 +36,7 @@
 
 #include "backend/cuda/attn_prefill.h"
 #include "backend/cuda/cuda_common.h"
+#include "backend/cuda/wgmma_dev.cuh"
 
 #define AP_MAX_HD 256
 
@@ -134,41 +135,73 @@ static __device__ __forceinline__ uint32_t fa_bf16x2(float lo, float hi) {
   return r;
 }
 
+/* P's A fragment for keys 16 kk .. 16 kk + 15 from the score blocks 2 kk and 2 kk + 1 (layouts above), as bf16 */
+static __device__ __forceinline__ void fa_pack_p(uint32_t pa[4], const float (&s)[8][4], int kk) {
+  pa[0] = fa_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+  pa[1] = fa_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+  pa[2] = fa_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+  pa[3] = fa_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+}
+
 /* Requests one 64-key tile of K and V (keys k0 .. k0+63) into a stage: K at dst, V at dst + the tile size. The
  * thread copies 16-byte chunk c of the rows r0 + i * RSTEP; dst already holds its swizzled offset, which is the
  * same for all its rows because RSTEP is a multiple of 8. Keys at or past kend are zero-filled. */
-template <int HD>
+template <int HD, int RS>
 static __device__ __forceinline__ void fa_load_tile(uint32_t dst, const uint16_t *Kg, const uint16_t *Vg, int k0,
                                                     int kend, int r0, int c) {
-  constexpr int ROWB = HD * 2, RSTEP = FA_THREADS / (HD / 8), TILEB = FA_BK * ROWB;
+  constexpr int RSTEP = FA_THREADS / (HD / 8), TILEB = FA_BK * HD * 2;
 #pragma unroll
   for (int i = 0; i < FA_BK / RSTEP; i++) {
     const int key = k0 + r0 + i * RSTEP;
     const int ok = key < kend;
     const int64_t src = (int64_t)(ok ? key : 0) * HD + c * 8;
-    kiln_cp16(dst + i * RSTEP * ROWB, Kg + src, ok ? 16 : 0);
-    kiln_cp16(dst + TILEB + i * RSTEP * ROWB, Vg + src, ok ? 16 : 0);
+    kiln_cp16(dst + i * RSTEP * RS, Kg + src, ok ? 16 : 0);
+    kiln_cp16(dst + TILEB + i * RSTEP * RS, Vg + src, ok ? 16 : 0);
   }
 }
 
+/* Where 16-byte chunk c (8 columns) of row r of a tile lives, in bytes from the tile's start. mma.sync (WG false):
+ * rows of head_dim bf16 one after the other, chunks XOR-swizzled by (r & 7) within each 128 bytes. wgmma (WG
+ * true): the 128-byte swizzle of its descriptors (wgmma_dev.cuh), i.e. the same swizzle but the columns 64-127 of
+ * every row in a second 64-row tile of 128-byte rows after the first. At head_dim 64 the two coincide. */
+template <int HD, bool WG>
+struct fa_layout {
+  static constexpr int RS = WG ? 128 : HD * 2;          /* bytes from a row to the next */
+  static constexpr int HB = WG ? FA_BK * 128 : 128;     /* bytes from columns 0-63 of a row to its columns 64-127 */
+  static __device__ __forceinline__ uint32_t off(int r, int c) {
+    return (uint32_t)((c >> 3) * HB + r * RS + (((c & 7) ^ (r & 7)) << 4));
+  }
+};
+
 /* Block = (part, query tile, q head), numbered heads fastest, then heaviest (last) query tile first, then part:
  * the parts a short tile does not use are at the end of the grid, where they delay nothing. Shared memory: two
- * stages of [K tile | V tile], each tile 64 rows x HD bf16 (swizzled); Q is staged in stage 1's K tile, and the
- * output in the stage the last tile did not use. */
-template <int HD>
+ * stages of [K tile | V tile], each tile 64 rows x HD bf16 (swizzled, fa_layout); Q is staged in stage 1's K
+ * tile, and the output in the stage the last tile did not use.
+ * WG: the block's 4 warps are one warpgroup, and S = Q K^T and O += P V run as wgmma (sm_90a) with Q and P in
+ * registers (the same fragments as for mma.sync) and K and V read from shared memory by the tensor cores, where
+ * mma.sync needs every warp to load them into registers with ldmatrix first. The warps then also run every
+ * tile together: a warp whose rows all come before a tile's keys computes them masked (zero probabilities). */
+template <int HD, bool WG>
 static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
     fa2_kernel(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                const kiln_cuda_step *step, int n, kiln_cuda_attn_shape sh, int n_qtiles, float scale_log2,
                fa_split sp) {
   static_assert(HD == 64 || HD == 128, "fa2_kernel: head_dim 64 or 128");
-  constexpr int ROWB = HD * 2;             /* bytes per shared row */
+  typedef fa_layout<HD, WG> lay;
+  constexpr int RS = lay::RS, HB = lay::HB;
+  constexpr int ROWB = HD * 2;             /* bytes per row */
   constexpr int CPR = HD / 8;              /* 16-byte chunks per row */
   constexpr int TILEB = FA_BK * ROWB;      /* bytes per K, V or Q tile */
   constexpr int RSTEP = FA_THREADS / CPR;  /* row step of a loading thread */
   constexpr int KD = HD / 16;              /* 16-wide steps over head_dim */
   static_assert(RSTEP % 8 == 0 && FA_BQ == FA_BK, "fa2_kernel: loader rows keep their swizzle");
-  extern __shared__ __align__(128) unsigned char smem[];
-  const uint32_t sb = kiln_smem_addr(smem);
+  static_assert(TILEB % 1024 == 0, "fa2_kernel: every tile starts on the swizzle period");
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  /* wgmma's swizzle needs tiles on 1,024 bytes (the launch adds that much slack); mma.sync only 128 */
+  const uint32_t sb0 = kiln_smem_addr(smem_raw);
+  const uint32_t pad = WG ? (1024u - (sb0 & 1023u)) & 1023u : 0u;
+  unsigned char *const smem = smem_raw + pad;
+  const uint32_t sb = sb0 + pad;
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, tq = lane & 3;
@@ -190,15 +223,15 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
   /* the Q tile (rows past the chunk zero-filled) into stage 1's K tile, free until tile 1 is requested; then the
    * first K/V tile into stage 0 */
   const int ld_c = tid % CPR, ld_r0 = tid / CPR;
-  const uint32_t ld_off = (uint32_t)(ld_r0 * ROWB + ((ld_c ^ (ld_r0 & 7)) << 4));
+  const uint32_t ld_off = lay::off(ld_r0, ld_c);
 #pragma unroll
   for (int i = 0; i < FA_BQ / RSTEP; i++) {
     const int r = ld_r0 + i * RSTEP;
-    kiln_cp16(sb + 2 * TILEB + ld_off + i * RSTEP * ROWB,
+    kiln_cp16(sb + 2 * TILEB + ld_off + i * RSTEP * RS,
               q + ((int64_t)(t0 + (r < rows ? r : 0)) * sh.n_heads + h) * HD + ld_c * 8, r < rows ? 16 : 0);
   }
   kiln_cp_commit();
-  fa_load_tile<HD>(sb + ld_off, Kg, Vg, j0 * FA_BK, kend, ld_r0, ld_c);
+  fa_load_tile<HD, RS>(sb + ld_off, Kg, Vg, j0 * FA_BK, kend, ld_r0, ld_c);
   kiln_cp_commit();
   fa_cp_wait_one(); /* Q is in (the tile may still be in flight) */
   __syncthreads();
@@ -206,10 +239,10 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
   /* Lane parts of the ldmatrix addresses (layouts above). Q and V: lanes 8-15 and 24-31 give rows 8-15, lanes
    * 16-31 the second 8 columns; K: lanes 16-31 give rows (keys) 8-15, lanes 8-15 and 24-31 the second 8 columns.
    * Every group of 8 rows starts at a multiple of 8, so a lane's row swizzle is lane & 7, and column chunk
-   * 2j + hi of 16-wide step j (j < 4) sits at chunk (2j + hi) ^ (lane & 7); step j + 4m is 128 m bytes further. */
+   * 2j + hi of 16-wide step j (j < 4) sits at chunk (2j + hi) ^ (lane & 7); step j + 4m is HB m bytes further. */
   const int sw = lane & 7;
-  const uint32_t qv_row = (uint32_t)((sw + ((lane >> 3) & 1) * 8) * ROWB);
-  const uint32_t k_row = (uint32_t)((sw + (lane >> 4) * 8) * ROWB);
+  const uint32_t qv_row = (uint32_t)((sw + ((lane >> 3) & 1) * 8) * RS);
+  const uint32_t k_row = (uint32_t)((sw + (lane >> 4) * 8) * RS);
   uint32_t qv_col[4], k_col[4];
 #pragma unroll
   for (int j = 0; j < 4; j++) {
@@ -220,7 +253,7 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
   uint32_t qa[KD][4];
 #pragma unroll
   for (int kd = 0; kd < KD; kd++)
-    fa_ldsm4(qa[kd], sb + 2 * TILEB + warp * 16 * ROWB + qv_row + (kd >> 2) * 128 + qv_col[kd & 3]);
+    fa_ldsm4(qa[kd], sb + 2 * TILEB + warp * 16 * RS + qv_row + (kd >> 2) * HB + qv_col[kd & 3]);
 
   float o[2 * KD][4]; /* O: 8-column blocks over head_dim */
 #pragma unroll
@@ -234,26 +267,37 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
   for (int j = j0; j < j1; j++) {
     const int stage = (j - j0) & 1;
     kiln_cp_wait_all();
+    if (WG) kiln_wg_fence_smem(); /* the tile's bytes, written by cp.async, to the tensor cores' reads */
     __syncthreads(); /* tile j is in, from every thread; every warp is done with tile j-1 and with Q's staging */
     if (j + 1 < j1)
-      fa_load_tile<HD>(sb + (stage ^ 1) * 2 * TILEB + ld_off, Kg, Vg, (j + 1) * FA_BK, kend, ld_r0, ld_c);
+      fa_load_tile<HD, RS>(sb + (stage ^ 1) * 2 * TILEB + ld_off, Kg, Vg, (j + 1) * FA_BK, kend, ld_r0, ld_c);
     kiln_cp_commit();
     const int k0 = j * FA_BK;
-    if (k0 > qw + 15) continue; /* every key of the tile comes after the warp's last query */
+    if (!WG && k0 > qw + 15) continue; /* every key of the tile comes after the warp's last query */
     const uint32_t ks = sb + stage * 2 * TILEB, vs = ks + TILEB;
 
     /* S = Q K^T: s[b] holds keys k0 + 8b .. k0 + 8b + 7 */
     float s[8][4];
+    if (WG) {
+      /* K-major B: the tile's 64 key rows, 8-row groups 1,024 bytes apart; step kd at +32 bytes a row */
+      kiln_wg_fence();
 #pragma unroll
-    for (int b = 0; b < 8; b++) s[b][0] = s[b][1] = s[b][2] = s[b][3] = 0.f;
+      for (int kd = 0; kd < KD; kd++)
+        kiln_wg_mma_rs<64, 0>(s, qa[kd], kiln_wg_desc(ks + (kd >> 2) * HB + (kd & 3) * 32, 16, 1024), kd > 0);
+      kiln_wg_commit();
+      kiln_wg_wait0();
+    } else {
 #pragma unroll
-    for (int kd = 0; kd < KD; kd++) {
+      for (int b = 0; b < 8; b++) s[b][0] = s[b][1] = s[b][2] = s[b][3] = 0.f;
 #pragma unroll
-      for (int kb = 0; kb < 4; kb++) {
-        uint32_t kf[4];
-        fa_ldsm4(kf, ks + kb * 16 * ROWB + k_row + (kd >> 2) * 128 + k_col[kd & 3]);
-        fa_mma(s[2 * kb], qa[kd], kf[0], kf[1]);
-        fa_mma(s[2 * kb + 1], qa[kd], kf[2], kf[3]);
+      for (int kd = 0; kd < KD; kd++) {
+#pragma unroll
+        for (int kb = 0; kb < 4; kb++) {
+          uint32_t kf[4];
+          fa_ldsm4(kf, ks + kb * 16 * RS + k_row + (kd >> 2) * HB + k_col[kd & 3]);
+          fa_mma(s[2 * kb], qa[kd], kf[0], kf[1]);
+          fa_mma(s[2 * kb + 1], qa[kd], kf[2], kf[3]);
+        }
       }
     }
 
@@ -270,7 +314,8 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
     }
 
     /* online softmax; the 4 lanes of a quad hold the same two rows. Every row of the tile sees the first key of
-     * its part (fa_parts), so from the part's first tile on m0 and m1 are finite and no -inf - -inf arises. */
+     * its part (fa_parts), so from the part's first tile on m0 and m1 are finite and no -inf - -inf arises (a
+     * later tile wholly masked for a row leaves its max, rescales by 1 and adds zeros). */
     float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
     for (int b = 0; b < 8; b++) {
@@ -306,15 +351,27 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
     }
 
     /* O += P V, 16 keys at a time; P's A fragment is two key blocks of s */
+    if (WG) {
+      /* every P fragment first: registers written between wgmmas would serialise them */
+      uint32_t pa[4][4];
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) fa_pack_p(pa[kk], s, kk);
+      /* MN-major B: keys are k (16 rows a step, 2,048 bytes), head_dim is N (64-column tiles HB apart) */
+      kiln_wg_fence(); /* o and the P fragments were written by ordinary instructions */
+#pragma unroll
+      for (int kk = 0; kk < 4; kk++) kiln_wg_mma_rs<HD, 1>(o, pa[kk], kiln_wg_desc(vs + kk * 16 * RS, HB, 1024), 1);
+      kiln_wg_commit();
+      kiln_wg_wait0(); /* o is complete, and the stage free for the copy after the next barrier */
+      continue;
+    }
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
-      const uint32_t pa[4] = {fa_bf16x2(s[2 * kk][0], s[2 * kk][1]), fa_bf16x2(s[2 * kk][2], s[2 * kk][3]),
-                              fa_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                              fa_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      uint32_t pa[4];
+      fa_pack_p(pa, s, kk);
 #pragma unroll
       for (int dd = 0; dd < KD; dd++) {
         uint32_t vf[4];
-        fa_ldsm4_trans(vf, vs + kk * 16 * ROWB + qv_row + (dd >> 2) * 128 + qv_col[dd & 3]);
+        fa_ldsm4_trans(vf, vs + kk * 16 * RS + qv_row + (dd >> 2) * HB + qv_col[dd & 3]);
         fa_mma(o[2 * dd], pa, vf[0], vf[1]);
         fa_mma(o[2 * dd + 1], pa, vf[2], vf[3]);
       }
@@ -379,8 +436,8 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
   unsigned char *os = smem + ((j1 - j0) & 1) * 2 * TILEB;
 #pragma unroll
   for (int d = 0; d < 2 * KD; d++) {
-    *(uint32_t *)(os + r0 * ROWB + ((d ^ g) << 4) + tq * 4) = fa_bf16x2(o[d][0] * inv0, o[d][1] * inv0);
-    *(uint32_t *)(os + (r0 + 8) * ROWB + ((d ^ g) << 4) + tq * 4) = fa_bf16x2(o[d][2] * inv1, o[d][3] * inv1);
+    *(uint32_t *)(os + lay::off(r0, d) + tq * 4) = fa_bf16x2(o[d][0] * inv0, o[d][1] * inv0);
+    *(uint32_t *)(os + lay::off(r0 + 8, d) + tq * 4) = fa_bf16x2(o[d][2] * inv1, o[d][3] * inv1);
   }
   __syncwarp();
 #pragma unroll
@@ -388,7 +445,7 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
     const int idx = i * 32 + lane, r = warp * 16 + idx / CPR, c = idx % CPR;
     if (r < rows)
       *(uint4 *)(out + ((int64_t)(t0 + r) * sh.n_heads + h) * HD + c * 8) =
-          *(const uint4 *)(os + r * ROWB + ((c ^ (r & 7)) << 4));
+          *(const uint4 *)(os + lay::off(r, c));
   }
 }
 
@@ -650,12 +707,59 @@ extern "C" int64_t kiln_cuda_attn_prefill_scratch(const kiln_cuda_attn_shape *sh
   return counter_bytes_(n_sm) + (int64_t)FA_SPLIT_BLOCKS_PER_SM * n_sm * FA_SLOT_FLOATS(sh->head_dim) * 4;
 }
 
-template <int HD>
+/* ---- which tensor-core instructions, host side ---- */
+
+extern "C" int kiln_cuda_wgmma_built(void) {
+#if KILN_CUDA_WGMMA
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+extern "C" int kiln_cuda_attn_prefill_mma_env(const char *v) {
+  if (!v || !*v || !strcmp(v, "auto")) return KILN_CUDA_PF_MMA_AUTO;
+  if (!strcmp(v, "wgmma")) return KILN_CUDA_PF_MMA_WGMMA;
+  if (!strcmp(v, "sync")) return KILN_CUDA_PF_MMA_SYNC;
+  return -1;
+}
+
+static int pf_mma_ = -1;
+extern "C" void kiln_cuda_attn_prefill_mma(int mode) {
+  pf_mma_ = mode == KILN_CUDA_PF_MMA_WGMMA || mode == KILN_CUDA_PF_MMA_SYNC ? mode : KILN_CUDA_PF_MMA_AUTO;
+}
+
+/* Whether this launch runs the wgmma form: asked for (or auto) and possible, i.e. built for sm_90a and the
+ * current device is compute capability 9.x. Asked for where it is not possible: the mma.sync form. */
+static int use_wgmma_(int *wg) {
+  if (pf_mma_ < 0) {
+    const int m = kiln_cuda_attn_prefill_mma_env(getenv("KILN_CUDA_ATTN_PF_MMA"));
+    pf_mma_ = m < 0 ? KILN_CUDA_PF_MMA_AUTO : m; /* refused at backend creation; ops called directly: auto */
+  }
+  *wg = 0;
+  if (pf_mma_ == KILN_CUDA_PF_MMA_SYNC || !kiln_cuda_wgmma_built()) return 0;
+  static int major[KILN_CUDA_MAX_DEVICES]; /* compute capability major + 1; 0: not asked yet */
+  int dev = 0, mj = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < KILN_CUDA_MAX_DEVICES && major[dev]) {
+    mj = major[dev] - 1;
+  } else {
+    KILN_CUDA_CHECK(cudaDeviceGetAttribute(&mj, cudaDevAttrComputeCapabilityMajor, dev));
+    if (dev < KILN_CUDA_MAX_DEVICES) major[dev] = mj + 1;
+  }
+  *wg = mj == 9;
+  return 0;
+}
+
+extern "C" int kiln_cuda_attn_prefill_uses_wgmma(int *wg) { return use_wgmma_(wg); }
+
+template <int HD, bool WG>
 static int fa2_launch(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                       const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh, void *scratch, int n_sm,
                       cudaStream_t stream) {
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
-  const size_t bytes = (size_t)4 * FA_BK * HD * 2; /* 2 stages x (K tile + V tile) */
+  /* 2 stages x (K tile + V tile); wgmma: and the slack to start them on 1,024 bytes */
+  const size_t bytes = (size_t)4 * FA_BK * HD * 2 + (WG ? 1024 : 0);
   const int64_t n_qtiles = (n + FA_BQ - 1) / FA_BQ;
   fa_split sp = {NULL, NULL, scratch ? kiln_cuda_attn_prefill_parts(sh, n, n_sm) : 1};
   if (sp.parts > 1) {
@@ -666,11 +770,11 @@ static int fa2_launch(uint16_t *out, const uint16_t *q, const uint16_t *k_cache,
   if (blocks > INT_MAX)
     return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: %lld tokens x %d heads", (long long)n,
                       sh->n_heads);
-  int rc = kiln_cuda__allow_smem((const void *)fa2_kernel<HD>, bytes, smem_set, 1);
+  int rc = kiln_cuda__allow_smem((const void *)fa2_kernel<HD, WG>, bytes, smem_set, 1);
   if (rc) return rc;
   const float scale_log2 = 1.4426950408889634f / sqrtf((float)HD);
-  fa2_kernel<HD><<<(unsigned)blocks, FA_THREADS, bytes, stream>>>(out, q, k_cache, v_cache, step, (int)n, *sh,
-                                                                  (int)n_qtiles, scale_log2, sp);
+  fa2_kernel<HD, WG><<<(unsigned)blocks, FA_THREADS, bytes, stream>>>(out, q, k_cache, v_cache, step, (int)n, *sh,
+                                                                      (int)n_qtiles, scale_log2, sp);
   KILN_CUDA_LAUNCHED();
   return 0;
 }
@@ -699,9 +803,15 @@ extern "C" int kiln_cuda_attn_prefill(uint16_t *out, const uint16_t *q, const ui
     return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: head_dim %d, %d heads over %d kv heads",
                       sh->head_dim, sh->n_heads, sh->n_kv_heads);
   if (n == 0) return 0;
+  int wg = 0, rc;
+  if (splits_(sh->head_dim) && (rc = use_wgmma_(&wg))) return rc;
   switch (sh->head_dim) {
-  case 64: return fa2_launch<64>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
-  case 128: return fa2_launch<128>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
+  case 64:
+    return wg ? fa2_launch<64, true>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream)
+              : fa2_launch<64, false>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
+  case 128:
+    return wg ? fa2_launch<128, true>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream)
+              : fa2_launch<128, false>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
   default:
     if (sh->head_dim <= 128) return ap_wmma_launch_nf<8>(out, q, k_cache, v_cache, step, n, sh, stream);
     return ap_wmma_launch_nf<16>(out, q, k_cache, v_cache, step, n, sh, stream);

@@ -29,6 +29,19 @@ int kiln_cuda_attn_prefill_parts(const kiln_cuda_attn_shape *shape, int64_t n, i
 /* KILN_CUDA_ATTN_PF_SPLIT's value: the cap on parts (unset or auto: 8), -1 when it is not auto or 1-8. */
 int kiln_cuda_attn_prefill_split_env(const char *v);
 
+/* Which tensor-core instructions the head_dim 64 and 128 kernel uses: Hopper's warpgroup MMA (wgmma, where the
+ * build has sm_90a code and the device is compute capability 9.x; auto, the default) or mma.sync (sync; every
+ * device from sm_80). KILN_CUDA_ATTN_PF_MMA=auto|wgmma|sync is read at first use; kiln_cuda_attn_prefill_mma
+ * overrides it (tests). wgmma asked for where it is not possible runs mma.sync. */
+enum { KILN_CUDA_PF_MMA_AUTO = 0, KILN_CUDA_PF_MMA_WGMMA = 1, KILN_CUDA_PF_MMA_SYNC = 2 };
+/* KILN_CUDA_ATTN_PF_MMA's value (unset: auto), -1 when it is none of auto, wgmma, sync. */
+int kiln_cuda_attn_prefill_mma_env(const char *v);
+void kiln_cuda_attn_prefill_mma(int mode);
+/* *wg = 1 when a launch on the current device would run the wgmma form. */
+int kiln_cuda_attn_prefill_uses_wgmma(int *wg);
+/* 1 when the library carries sm_90a code (CMAKE_CUDA_ARCHITECTURES has 90a), so that wgmma kernels can run. */
+int kiln_cuda_wgmma_built(void);
+
 /* q bf16 [n][n_heads][head_dim] (rotated): token t at position step->pos + t attends to positions
  * 0 .. step->pos + t of slot step->seq (this chunk's keys and values already stored). out bf16
  * [n][n_heads][head_dim]. q, the probabilities and the values enter the tensor cores as bf16; scores, softmax
