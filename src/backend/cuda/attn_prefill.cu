@@ -804,11 +804,10 @@ extern "C" int kiln_cuda_attn_prefill(uint16_t *out, const uint16_t *q, const ui
                       sh->head_dim, sh->n_heads, sh->n_kv_heads);
   if (n == 0) return 0;
   int wg = 0, rc;
-  if (splits_(sh->head_dim) && (rc = use_wgmma_(&wg))) return rc;
+  if (sh->head_dim == 128 && (rc = use_wgmma_(&wg))) return rc;
   switch (sh->head_dim) {
-  case 64:
-    return wg ? fa2_launch<64, true>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream)
-              : fa2_launch<64, false>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
+  case 64: /* the wgmma form failed the ops test at head_dim 64 (tiles after the first; docs/cuda.md): mma.sync */
+    return fa2_launch<64, false>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
   case 128:
     return wg ? fa2_launch<128, true>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream)
               : fa2_launch<128, false>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
