@@ -362,18 +362,18 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
       for (int kk = 0; kk < 4; kk++) kiln_wg_mma_rs<HD, 1>(o, pa[kk], kiln_wg_desc(vs + kk * 16 * RS, HB, 1024), 1);
       kiln_wg_commit();
       kiln_wg_wait0(); /* o is complete, and the stage free for the copy after the next barrier */
-      continue;
-    }
+    } else {
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
-      uint32_t pa[4];
-      fa_pack_p(pa, s, kk);
+      for (int kk = 0; kk < 4; kk++) {
+        uint32_t pa[4];
+        fa_pack_p(pa, s, kk);
 #pragma unroll
-      for (int dd = 0; dd < KD; dd++) {
-        uint32_t vf[4];
-        fa_ldsm4_trans(vf, vs + kk * 16 * RS + qv_row + (dd >> 2) * HB + qv_col[dd & 3]);
-        fa_mma(o[2 * dd], pa, vf[0], vf[1]);
-        fa_mma(o[2 * dd + 1], pa, vf[2], vf[3]);
+        for (int dd = 0; dd < KD; dd++) {
+          uint32_t vf[4];
+          fa_ldsm4_trans(vf, vs + kk * 16 * RS + qv_row + (dd >> 2) * HB + qv_col[dd & 3]);
+          fa_mma(o[2 * dd], pa, vf[0], vf[1]);
+          fa_mma(o[2 * dd + 1], pa, vf[2], vf[3]);
+        }
       }
     }
   }
