@@ -25,7 +25,7 @@ export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-
 # NAME@gemmplan with the prefill graphs' GEMMs on algorithms planned by timing (KILN_CUDA_GEMM_PLAN=time),
 # NAME@pfsync with prefill attention on mma.sync where it would use wgmma (KILN_CUDA_ATTN_PF_MMA=sync), so
 # every decode and prefill path meets the tests.
-tests=(test_cuda_ops test_cuda_ops@norope test_cuda_ops@split test_cuda_ops@split4 test_cuda_ops@splitall
+tests=(test_cuda_wgmma test_cuda_ops test_cuda_ops@norope test_cuda_ops@split test_cuda_ops@split4 test_cuda_ops@splitall
        test_cuda_decode test_cuda_decode@global test_cuda_decode@knobs test_cuda_decode@t128
        test_cuda_decode@t256 test_cuda_decode@norope test_cuda_decode@split test_cuda_decode@splitall
        test_cuda_model test_cuda_model@persistent test_cuda_model@cluster test_cuda_model@global

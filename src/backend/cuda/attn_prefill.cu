@@ -169,7 +169,7 @@ struct fa_layout {
   static constexpr int RS = WG ? 128 : HD * 2;          /* bytes from a row to the next */
   static constexpr int HB = WG ? FA_BK * 128 : 128;     /* bytes from columns 0-63 of a row to its columns 64-127 */
   static __device__ __forceinline__ uint32_t off(int r, int c) {
-    return (uint32_t)((c >> 3) * HB + r * RS + (((c & 7) ^ (r & 7)) << 4));
+    return WG ? kiln_wg_sw128_off(r, c, FA_BK) : (uint32_t)((c >> 3) * HB + r * RS + (((c & 7) ^ (r & 7)) << 4));
   }
 };
 
@@ -283,7 +283,7 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
       kiln_wg_fence();
 #pragma unroll
       for (int kd = 0; kd < KD; kd++)
-        kiln_wg_mma_rs<64, 0>(s, qa[kd], kiln_wg_desc(ks + (kd >> 2) * HB + (kd & 3) * 32, 16, 1024), kd > 0);
+        kiln_wg_mma_rs<64, 0>(s, qa[kd], kiln_wg_desc_k(ks, FA_BK, kd), kd > 0);
       kiln_wg_commit();
       kiln_wg_wait0();
     } else {
@@ -359,7 +359,7 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
       /* MN-major B: keys are k (16 rows a step, 2,048 bytes), head_dim is N (64-column tiles HB apart) */
       kiln_wg_fence(); /* o and the P fragments were written by ordinary instructions */
 #pragma unroll
-      for (int kk = 0; kk < 4; kk++) kiln_wg_mma_rs<HD, 1>(o, pa[kk], kiln_wg_desc(vs + kk * 16 * RS, HB, 1024), 1);
+      for (int kk = 0; kk < 4; kk++) kiln_wg_mma_rs<HD, 1>(o, pa[kk], kiln_wg_desc_mn(vs, FA_BK, kk), 1);
       kiln_wg_commit();
       kiln_wg_wait0(); /* o is complete, and the stage free for the copy after the next barrier */
     } else {

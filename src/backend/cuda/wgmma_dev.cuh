@@ -42,6 +42,22 @@ static __device__ __forceinline__ uint64_t kiln_wg_desc(uint32_t addr, uint32_t 
          (uint64_t)((sbo >> 4) & 0x3FFFu) << 32 | (uint64_t)1 << 62;
 }
 
+/* Byte offset of 16-byte chunk c (columns 8c .. 8c + 7) of row r in a tile of `rows` rows of bf16 stored with the
+ * 128-byte swizzle: columns 0-63 of every row as `rows` x 128 bytes, then columns 64-127 the same way, ... */
+static __host__ __device__ __forceinline__ uint32_t kiln_wg_sw128_off(int r, int c, int rows) {
+  return (uint32_t)((c >> 3) * rows * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+}
+/* The descriptor of step kd (columns 16 kd .. 16 kd + 15) of a K-major operand: the tile's rows are M (A) or N
+ * (B), its columns k; 8-row groups 1,024 bytes apart, the step at +32 bytes a row within its 64-column part. */
+static __device__ __forceinline__ uint64_t kiln_wg_desc_k(uint32_t tile, int rows, int kd) {
+  return kiln_wg_desc(tile + (uint32_t)((kd >> 2) * rows * 128 + (kd & 3) * 32), 16, 1024);
+}
+/* The descriptor of step kk (rows 16 kk .. 16 kk + 15) of an MN-major B: the tile's rows are k, its columns N;
+ * 8-row groups of k 1,024 bytes apart, the 64-column parts of N rows x 128 bytes apart. */
+static __device__ __forceinline__ uint64_t kiln_wg_desc_mn(uint32_t tile, int rows, int kk) {
+  return kiln_wg_desc(tile + (uint32_t)(kk * 16 * 128), (uint32_t)(rows * 128), 1024);
+}
+
 static __device__ __forceinline__ void kiln_wg_fence(void) {
 #if KILN_WG_OK
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
