@@ -168,9 +168,7 @@ template <int HD, bool WG>
 struct fa_layout {
   static constexpr int RS = WG ? 128 : HD * 2;          /* bytes from a row to the next */
   static constexpr int HB = WG ? FA_BK * 128 : 128;     /* bytes from columns 0-63 of a row to its columns 64-127 */
-  static __device__ __forceinline__ uint32_t off(int r, int c) {
-    return WG ? kiln_wg_sw128_off(r, c, FA_BK) : (uint32_t)((c >> 3) * HB + r * RS + (((c & 7) ^ (r & 7)) << 4));
-  }
+  static __device__ __forceinline__ uint32_t off(int r, int c) { return kiln_swz_off(r, c, RS, HB); }
 };
 
 /* Block = (part, query tile, q head), numbered heads fastest, then heaviest (last) query tile first, then part:

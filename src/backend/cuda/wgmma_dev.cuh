@@ -42,10 +42,15 @@ static __device__ __forceinline__ uint64_t kiln_wg_desc(uint32_t addr, uint32_t 
          (uint64_t)((sbo >> 4) & 0x3FFFu) << 32 | (uint64_t)1 << 62;
 }
 
-/* Byte offset of 16-byte chunk c (columns 8c .. 8c + 7) of row r in a tile of `rows` rows of bf16 stored with the
- * 128-byte swizzle: columns 0-63 of every row as `rows` x 128 bytes, then columns 64-127 the same way, ... */
+/* Byte offset of 16-byte chunk c (columns 8c .. 8c + 7) of row r of a bf16 tile whose rows are `rs` bytes apart
+ * and whose 64-column parts are `hb` bytes apart, with the chunks of each part XOR-swizzled by (r & 7). */
+static __host__ __device__ __forceinline__ uint32_t kiln_swz_off(int r, int c, int rs, int hb) {
+  return (uint32_t)((c >> 3) * hb + r * rs + (((c & 7) ^ (r & 7)) << 4));
+}
+/* ... in a tile of `rows` rows stored with wgmma's 128-byte swizzle: columns 0-63 of every row as `rows` x 128
+ * bytes, then columns 64-127 the same way. */
 static __host__ __device__ __forceinline__ uint32_t kiln_wg_sw128_off(int r, int c, int rows) {
-  return (uint32_t)((c >> 3) * rows * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+  return kiln_swz_off(r, c, 128, rows * 128);
 }
 /* The descriptor of step kd (columns 16 kd .. 16 kd + 15) of a K-major operand: the tile's rows are M (A) or N
  * (B), its columns k; 8-row groups 1,024 bytes apart, the step at +32 bytes a row within its 64-column part. */
