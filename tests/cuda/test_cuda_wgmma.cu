@@ -15,21 +15,9 @@
 #include "backend/cuda/attn_prefill.h"
 #include "backend/cuda/wgmma_dev.cuh"
 #include "cuda/gpu_test.h"
+#include "kiln/half.h"
 
 #define TOL_WG 1e-6
-
-static uint16_t bf16_of(float f) { /* round to nearest even (inputs are finite) */
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-static float f32_of(uint16_t b) {
-  uint32_t u = (uint32_t)b << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
 
 /* The m16k16 A fragment (mma.sync's layout, per warp) of rows r0 and r0 + 8, columns k0 .. k0 + 15 of a row-major
  * bf16 matrix with `ld` columns: lane 4g + t holds columns 2t, 2t + 1 (a0: row g, a1: row g + 8) and 2t + 8, 2t + 9
@@ -97,7 +85,7 @@ static __global__ void __launch_bounds__(128) wg_probe(float *s_out, float *o_ou
 static uint16_t *rand_bf16(int64_t n, float **as_f32) {
   uint16_t *b = (uint16_t *)malloc((size_t)n * 2);
   float *f = (float *)malloc((size_t)n * 4);
-  for (int64_t i = 0; i < n; i++) f[i] = f32_of(b[i] = bf16_of(gt_normal()));
+  for (int64_t i = 0; i < n; i++) f[i] = kiln_bf16_to_f32(b[i] = kiln_f32_to_bf16(gt_normal()));
   *as_f32 = f;
   return b;
 }
