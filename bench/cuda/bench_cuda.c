@@ -167,7 +167,7 @@ static int op_attn(kiln_backend *b, const void *arg) {
   const kiln_cuda_layer *L = &b->layers[0];
   const bool short_ctx = b->h_step->pos < b->short_keys; /* as the step's graph runs it */
   kiln_cuda_attn_decode_args a = {.out = b->hbuf, .qkv = b->qkv, .q_norm = L->q_norm, .k_norm = L->k_norm,
-                                  .inv_freq = b->inv_freq, .eps = 1e-6f, .k_cache = L->k_cache,
+                                  .rope = b->rope, .eps = 1e-6f, .k_cache = L->k_cache,
                                   .v_cache = L->v_cache, .step = b->d_step, .shape = b->shape,
                                   .n_splits = short_ctx ? b->short_splits : b->n_splits,
                                   .scratch = b->attn_part, .cluster = short_ctx};

@@ -182,8 +182,8 @@ static void weights_where_(const char *name, const char *what, const kiln_backen
   free(ha), free(hb);
 }
 
-/* The backend's RoPE frequencies are the reference ones, bitwise: nothing else (such as the fill of the random
- * weights) writes them. Two backends with the same wrong frequencies would agree with each other, so the
+/* The backend's RoPE frequencies are the reference ones, bitwise, and so is its table: nothing else (such as the
+ * fill of the random weights) writes them. Two backends with the same wrong frequencies would agree with each other, so the
  * comparisons below could not see it. */
 static void inv_freq_ok_(const char *name, const char *what, const kiln_backend *b) {
   float want[128], got[128];
@@ -192,6 +192,20 @@ static void inv_freq_ok_(const char *name, const char *what, const kiln_backend 
   GT_CUDA(cudaMemcpy(got, b->inv_freq, sizeof(float) * (size_t)n, cudaMemcpyDeviceToHost));
   GT_CHECK(!memcmp(want, got, sizeof(float) * (size_t)n), "%s: %s backend's RoPE frequencies are not the reference's",
            name, what);
+  /* and its table of cosines and sines is the one those frequencies give (test_cuda_ops checks the table op) */
+  const size_t bytes = sizeof(float) * (size_t)b->n_ctx * (size_t)b->cfg.head_dim;
+  float *d_inv = gt_dev(sizeof(float) * (size_t)n), *d_rope = gt_dev(bytes);
+  float *t_want = malloc(bytes), *t_got = malloc(bytes);
+  GT_CHECK(t_want && t_got, "%s: out of host memory", name);
+  if (t_want && t_got) {
+    GT_CUDA(cudaMemcpy(d_inv, want, sizeof(float) * (size_t)n, cudaMemcpyHostToDevice));
+    GT_OK(kiln_cuda_rope_table(d_rope, d_inv, b->cfg.head_dim, b->n_ctx, 0));
+    GT_CUDA(cudaMemcpy(t_want, d_rope, bytes, cudaMemcpyDeviceToHost));
+    GT_CUDA(cudaMemcpy(t_got, b->rope, bytes, cudaMemcpyDeviceToHost));
+    GT_CHECK(!memcmp(t_want, t_got, bytes), "%s: %s backend's RoPE table is not its frequencies'", name, what);
+  }
+  free(t_want), free(t_got);
+  cudaFree(d_inv), cudaFree(d_rope);
 }
 
 static void run_case(const shape_case *s) {

@@ -182,6 +182,53 @@ static void test_gemv(int64_t N, int64_t K, kiln_cuda_gemv_mode mode, int in_bf1
   cudaFree(d_cell);
 }
 
+/* ---- RoPE's table ---- */
+/* The device table of positions 0 .. n_pos-1 for frequencies inv (host), checked against the CPU reference:
+ * kiln_ref_rope of the vector (1, .., 1, 0, .., 0) leaves exactly cos(a_i), then sin(a_i). Both take the cosine
+ * and sine in f64 and round, so they may differ only where the two libraries' f64 results round apart: at most
+ * one f32 ulp. The caller frees the table. */
+static float *rope_table_(const float *inv, int hd, int n_pos, const char *what) {
+  float *d_inv = gt_dev((size_t)hd / 2 * 4), *d_rope = gt_dev((size_t)n_pos * hd * 4);
+  gt_up(d_inv, inv, (size_t)hd / 2 * 4);
+  GT_OK(kiln_cuda_rope_table(d_rope, d_inv, hd, n_pos, 0));
+  float *got = malloc((size_t)n_pos * hd * 4), *want = malloc((size_t)n_pos * hd * 4);
+  int32_t *pos = malloc((size_t)n_pos * 4);
+  GT_CHECK(got && want && pos, "rope table: out of host memory");
+  if (!got || !want || !pos) abort();
+  gt_down(got, d_rope, (size_t)n_pos * hd * 4);
+  for (int p = 0; p < n_pos; p++) {
+    pos[p] = p;
+    for (int i = 0; i < hd; i++) want[(int64_t)p * hd + i] = i < hd / 2 ? 1.f : 0.f;
+  }
+  kiln_ref_rope(want, pos, n_pos, 1, hd, inv);
+  int64_t exact = 0, far = 0;
+  for (int64_t i = 0; i < (int64_t)n_pos * hd; i++) {
+    uint32_t a, b;
+    memcpy(&a, &got[i], 4), memcpy(&b, &want[i], 4);
+    const int64_t ulps = (int64_t)a - (int64_t)b;
+    exact += ulps == 0;
+    far += (ulps > 1 || ulps < -1) || ((a ^ b) >> 31 && a != b);
+  }
+  GT_CHECK(far == 0, "rope table %s hd=%d positions=%d: %lld values more than 1 ulp from the reference (%lld exact)",
+           what, hd, n_pos, (long long)far, (long long)exact);
+  free(got), free(want), free(pos);
+  cudaFree(d_inv);
+  return d_rope;
+}
+
+/* The table over long contexts: angles of thousands of radians, where sincosf's range reduction matters. */
+static void test_rope_table(kiln_rope_type rt, int hd, int n_pos) {
+  kiln_config c;
+  memset(&c, 0, sizeof c);
+  c.head_dim = hd;
+  c.rope_theta = rt == KILN_ROPE_LLAMA3 ? 500000.0 : 1000000.0;
+  c.rope_type = rt;
+  c.rope_factor = 8, c.rope_low_freq_factor = 1, c.rope_high_freq_factor = 4, c.rope_original_max_position = 8192;
+  float inv[128];
+  kiln_ref_rope_inv_freq(inv, &c);
+  cudaFree(rope_table_(inv, hd, n_pos, rt == KILN_ROPE_LLAMA3 ? "llama3" : "default"));
+}
+
 /* ---- bias + q/k norm + RoPE + KV store ---- */
 /* The projection comes as bf16 (what the prefill GEMM writes); the reference starts from the same rounded values.
  * The kernel's vector form must give the same bits with 1, 2, 4 and 8 heads a warp (groups that mix q and k
@@ -205,7 +252,8 @@ static void test_qkv_rope(int nh, int nkv, int hd, kiln_rope_type rt, int qk_nor
   for (int64_t i = 0; i < n * row; i++) qkv16[i] = kiln_f32_to_bf16(qkv[i]), qkv[i] = kiln_bf16_to_f32(qkv16[i]);
   float *qn = rand_f32(hd, 1.f, 0.2f), *kn = rand_f32(hd, 1.f, 0.2f);
   float *d_qkv = gt_dev((size_t)n * row * 4), *d_b = gt_dev((size_t)row * 4), *d_qn = gt_dev((size_t)hd * 4);
-  float *d_kn = gt_dev((size_t)hd * 4), *d_inv = gt_dev((size_t)hd / 2 * 4);
+  float *d_kn = gt_dev((size_t)hd * 4);
+  float *d_rope = rope_table_(inv, hd, n_ctx, rt == KILN_ROPE_LLAMA3 ? "llama3" : "default");
   uint16_t *d_q = gt_dev((size_t)n * nh * hd * 2);
   uint16_t *d_k = gt_dev((size_t)cache * 2), *d_v = gt_dev((size_t)cache * 2);
   kiln_cuda_step st = {.seq = seq, .pos = pos0, .n = n}, *d_st = gt_dev(sizeof st);
@@ -213,11 +261,10 @@ static void test_qkv_rope(int nh, int nkv, int hd, kiln_rope_type rt, int qk_nor
   gt_up(d_b, bq, (size_t)row * 4);
   gt_up(d_qn, qn, (size_t)hd * 4);
   gt_up(d_kn, kn, (size_t)hd * 4);
-  gt_up(d_inv, inv, (size_t)hd / 2 * 4);
   gt_up(d_st, &st, sizeof st);
   kiln_cuda_attn_shape sh = {nh, nkv, hd, n_ctx};
   GT_OK(kiln_cuda_qkv_rope(d_q, d_k, d_v, (const uint16_t *)d_qkv, bias ? d_b : NULL, qk_norm ? d_qn : NULL,
-                           qk_norm ? d_kn : NULL, eps, d_inv, d_st, n, &sh, n_sm, 0, 0));
+                           qk_norm ? d_kn : NULL, eps, d_rope, d_st, n, &sh, n_sm, 0, 0));
   /* reference */
   float *r = malloc((size_t)n * row * 4);
   memcpy(r, qkv, (size_t)n * row * 4);
@@ -270,7 +317,7 @@ static void test_qkv_rope(int nh, int nkv, int hd, kiln_rope_type rt, int qk_nor
   for (int g = 1; g2 && g <= 8; g *= 2) {
     gt_poison(d_q, (size_t)n * nh * hd * 2), gt_poison(d_k, (size_t)cache * 2), gt_poison(d_v, (size_t)cache * 2);
     GT_OK(kiln_cuda_qkv_rope(d_q, d_k, d_v, (const uint16_t *)d_qkv, bias ? d_b : NULL, qk_norm ? d_qn : NULL,
-                             qk_norm ? d_kn : NULL, eps, d_inv, d_st, n, &sh, n_sm, g, 0));
+                             qk_norm ? d_kn : NULL, eps, d_rope, d_st, n, &sh, n_sm, g, 0));
     gt_down(g2, d_q, (size_t)n * nh * hd * 2);
     gt_down(g2 + n * nh * hd, d_k, (size_t)cache * 2);
     gt_down(g2 + n * nh * hd + cache, d_v, (size_t)cache * 2);
@@ -282,7 +329,7 @@ static void test_qkv_rope(int nh, int nkv, int hd, kiln_rope_type rt, int qk_nor
   free(qkv), free(qkv16), free(bq), free(qn), free(kn), free(r), free(q), free(k), free(v), free(gq), free(gq16);
   free(gk), free(gv);
   free(kk), free(vv);
-  cudaFree(d_qkv), cudaFree(d_b), cudaFree(d_qn), cudaFree(d_kn), cudaFree(d_inv), cudaFree(d_q), cudaFree(d_k);
+  cudaFree(d_qkv), cudaFree(d_b), cudaFree(d_qn), cudaFree(d_kn), cudaFree(d_rope), cudaFree(d_q), cudaFree(d_k);
   cudaFree(d_v), cudaFree(d_st);
 }
 
@@ -328,17 +375,16 @@ static void test_attn_decode(int nh, int nkv, int hd, int L, int n_ctx, int spli
   kiln_ref_rope_inv_freq(inv, &c);
   float *qkv = rand_f32(row, 0.f, 1.f), *qn = rand_f32(hd, 1.f, 0.2f), *kn = rand_f32(hd, 1.f, 0.2f);
   float *d_qkv = gt_dev((size_t)row * 4), *d_qn = gt_dev((size_t)hd * 4), *d_kn = gt_dev((size_t)hd * 4);
-  float *d_inv = gt_dev((size_t)hd / 2 * 4);
+  float *d_rope = rope_table_(inv, hd, n_ctx, "decode");
   float *d_part = gt_dev((size_t)kiln_cuda_attn_decode_scratch(&sh, splits));
   kiln_cuda_step st = {.seq = seq, .pos = pos, .n = 1}, *d_st = gt_dev(sizeof st);
   gt_up(d_qkv, qkv, (size_t)row * 4);
   gt_up(d_qn, qn, (size_t)hd * 4);
   gt_up(d_kn, kn, (size_t)hd * 4);
-  gt_up(d_inv, inv, (size_t)hd / 2 * 4);
   gt_up(d_st, &st, sizeof st);
   GT_OK(kiln_cuda_attn_decode_init(d_part, &sh, splits, 0));
   kiln_cuda_attn_decode_args a = {.out = d_o, .qkv = d_qkv, .q_norm = qk_norm ? d_qn : NULL,
-                                  .k_norm = qk_norm ? d_kn : NULL, .inv_freq = d_inv, .eps = eps, .k_cache = d_k,
+                                  .k_norm = qk_norm ? d_kn : NULL, .rope = d_rope, .eps = eps, .k_cache = d_k,
                                   .v_cache = d_v, .step = d_st, .shape = sh, .n_splits = splits, .scratch = d_part};
   /* twice, the output poisoned in between: the first call must leave the arrival counters re-armed */
   GT_OK(kiln_cuda_attn_decode(&a, 0));
@@ -393,7 +439,7 @@ static void test_attn_decode(int nh, int nkv, int hd, int L, int n_ctx, int spli
            (long long)bad_new, (long long)bad_old);
   free(k0), free(v0), free(qkv), free(qn), free(kn), free(q), free(kq), free(vq), free(kref), free(vref);
   free(ref), free(o), free(of), free(gk), free(gv);
-  cudaFree(d_k), cudaFree(d_v), cudaFree(d_o), cudaFree(d_qkv), cudaFree(d_qn), cudaFree(d_kn), cudaFree(d_inv);
+  cudaFree(d_k), cudaFree(d_v), cudaFree(d_o), cudaFree(d_qkv), cudaFree(d_qn), cudaFree(d_kn), cudaFree(d_rope);
   cudaFree(d_part), cudaFree(d_st);
 }
 
@@ -840,6 +886,9 @@ int main(void) {
     return gt_finish("test_cuda_ops");
   }
 
+  test_rope_table(KILN_ROPE_DEFAULT, 128, 40960);
+  test_rope_table(KILN_ROPE_LLAMA3, 64, 8192);
+  test_rope_table(KILN_ROPE_DEFAULT, 256, 100);
   test_qkv_rope(4, 2, 64, KILN_ROPE_DEFAULT, 1, 1);
   test_qkv_rope(4, 2, 128, KILN_ROPE_LLAMA3, 0, 0);
   test_qkv_rope(4, 2, 32, KILN_ROPE_DEFAULT, 1, 0);

@@ -71,7 +71,7 @@ static __global__ void __launch_bounds__(THREADS) attn_decode_kernel(kiln_cuda_a
   kiln_pdl_wait();
   if (prof) tl[1] = clock64();
   if (active) {
-    const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.inv_freq, a.eps, qscale, a.rope_vec};
+    const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.rope, a.eps, qscale, a.rope_vec};
     kiln_attn_unit_prologue<GMAX, THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
     if (prof) tl[2] = clock64();
     if (l2_at == 1) l2_prefetch_(a);
@@ -262,7 +262,7 @@ extern "C" int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *a, cudaSt
       a->n_splits < 1 || a->n_splits > KILN_AD_MAX_SPLITS || sh->n_ctx <= 0)
     return kiln_error(KILN_EUNSUPPORTED, "cuda attention: head_dim %d, %d heads over %d kv heads not supported", hd,
                       sh->n_heads, sh->n_kv_heads);
-  if (!a->out || !a->qkv || !a->inv_freq || !a->k_cache || !a->v_cache || !a->step || !a->scratch)
+  if (!a->out || !a->qkv || !a->rope || !a->k_cache || !a->v_cache || !a->step || !a->scratch)
     return kiln_error(KILN_EINVAL, "cuda attention: missing argument");
   for (int i = 0; i < 2; i++)
     if (a->l2_next_bytes[i] < 0 || a->l2_next_bytes[i] % 16 || ((uintptr_t)a->l2_next[i] & 15))

@@ -33,13 +33,13 @@ int kiln_cuda_attn_decode_init(float *scratch, const kiln_cuda_attn_shape *shape
 /* The attention of one new token, from its projections:
  *   qkv  f32 [n_heads + 2 n_kv_heads][head_dim]: the token's q, k and v rows (biases already added)
  *   q_norm, k_norm  f32 [head_dim], or NULL: per-head RMSNorm of q and k (eps)
- *   inv_freq  f32 [head_dim / 2]: RoPE at position step->pos (as kiln_cuda_qkv_rope)
+ *   rope  f32 [n_ctx][head_dim]: RoPE's table (kiln_cuda_rope_table); row step->pos is read
  * stores the token's normalised, rotated key and its value (bf16) at position step->pos of slot step->seq, then
  * attends with q over positions 0 .. step->pos: out bf16 [n_heads][head_dim], softmax scale 1/sqrt(head_dim).
  * head_dim must be a multiple of 8, at most 256. `scratch` holds kiln_cuda_attn_decode_scratch() bytes. */
 typedef struct kiln_cuda_attn_decode_args {
   uint16_t *out;
-  const float *qkv, *q_norm, *k_norm, *inv_freq;
+  const float *qkv, *q_norm, *k_norm, *rope;
   float eps;
   uint16_t *k_cache, *v_cache;
   const kiln_cuda_step *step;

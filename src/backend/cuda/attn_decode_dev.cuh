@@ -104,12 +104,12 @@ static __device__ __forceinline__ void kiln_attn_unit_first(kiln_attn_smem<GMAX,
 
 /* What the prologue needs besides the unit (whose new token sits at position L-1): the token's q/k/v rows (f32,
  * biases added, written by another kernel or block: read through L2), the per-head norms (NULL: none), the RoPE
- * frequencies and the softmax scale (computed once by the caller: an IEEE division inlined here costs the GMAX 8
+ * table and the softmax scale (computed once by the caller: an IEEE division inlined here costs the GMAX 8
  * kernel a register spill). */
 typedef struct kiln_attn_token {
   const float *qkv; /* [n_heads + 2 n_kv_heads][head_dim] */
   const float *q_norm, *k_norm;
-  const float *inv_freq; /* [head_dim / 2] */
+  const float *rope; /* [n_ctx][head_dim]: RoPE's table (kiln_cuda_rope_table) */
   float eps, qscale; /* qscale: log2(e) / sqrt(head_dim) */
   int vec;           /* nonzero: q and k through kiln_norm_rotate4 where the head size allows (KILN_CUDA_ROPE_VEC) */
 } kiln_attn_token;
@@ -143,10 +143,10 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
       }
       const float *q = t.qkv + (int64_t)(h0 + job) * hd;
       if (vec) {
-        const float4 o = kiln_norm_rotate4(q, NULL, hd, t.q_norm, t.eps, t.inv_freq, pos, t.qscale);
+        const float4 o = kiln_norm_rotate4(q, NULL, hd, t.q_norm, t.eps, t.rope, pos, t.qscale);
         if (lane < hd / 4) *(float4 *)(buf + 4 * lane) = o;
       } else {
-        kiln_norm_rotate(buf, q, NULL, hd, t.q_norm, t.eps, t.inv_freq, pos, t.qscale);
+        kiln_norm_rotate(buf, q, NULL, hd, t.q_norm, t.eps, t.rope, pos, t.qscale);
       }
       continue;
     }
@@ -154,7 +154,7 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
     const bool in_tile = jn < KILN_AD_TILE;
     if (job == GMAX && vec) {
       const float4 o = kiln_norm_rotate4(t.qkv + (int64_t)(sh.n_heads + u.kh) * hd, NULL, hd, t.k_norm, t.eps,
-                                         t.inv_freq, pos, 1.f);
+                                         t.rope, pos, 1.f);
       if (lane < hd / 4) {
         const uint2 b = kiln_pack_bf16x4(o);
         *(uint2 *)(k_cache + at + 4 * lane) = b;
@@ -162,7 +162,7 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
       }
     } else if (job == GMAX) {
       float *buf = s.red; /* free until the first tile's values are summed */
-      kiln_norm_rotate(buf, t.qkv + (int64_t)(sh.n_heads + u.kh) * hd, NULL, hd, t.k_norm, t.eps, t.inv_freq, pos,
+      kiln_norm_rotate(buf, t.qkv + (int64_t)(sh.n_heads + u.kh) * hd, NULL, hd, t.k_norm, t.eps, t.rope, pos,
                        1.f);
       uint16_t *row = in_tile ? (uint16_t *)(s.kt + jn * (hd / 8)) : NULL;
       for (int d = lane; d < hd; d += 32) {

@@ -90,6 +90,7 @@ static int take_all_(kiln_backend *b) {
   b->kv_bytes = A->used - k0;
   /* from here on: not weights, so kiln_cuda_create_random's fill of the weight range never reaches it */
   TAKE(b->inv_freq, hd / 2 * 4);
+  TAKE(b->rope, (int64_t)b->n_ctx * hd * 4);
   TAKE(b->d_step, (int64_t)sizeof(kiln_cuda_step));
   TAKE(b->d_tokens, P * 4);
   TAKE(b->d_next, 4);
@@ -227,6 +228,7 @@ static int open_(kiln_backend **out, const kiln_config *cfg, const kiln_engine_o
     kiln_ref_rope_inv_freq(inv_freq, &b->cfg);
     KILN_CUDA_TRY(cudaMemcpyAsync(b->inv_freq, inv_freq, sizeof(float) * (size_t)(cfg->head_dim / 2),
                                   cudaMemcpyHostToDevice, b->stream));
+    if ((rc = kiln_cuda_rope_table(b->rope, b->inv_freq, cfg->head_dim, b->n_ctx, b->stream))) goto out;
   }
 out:
   if (rc) {
@@ -362,7 +364,7 @@ static int setup_decode_kernel_(kiln_backend *b) {
       .layers = b->d_layers, .n_layers = c->n_layers, .hidden = c->hidden_size, .inter = c->intermediate_size,
       .vocab = c->vocab_size, .qkv_dim = b->qkv_dim, .eps = c->rms_norm_eps, .shape = b->shape,
       .n_splits = b->n_splits, .embed = b->embed, .lm_head = b->lm_head, .final_norm = b->final_norm,
-      .inv_freq = b->inv_freq, .step = b->d_step, .x = b->x, .qkv = b->qkv, .hbuf = b->hbuf, .logits = b->logits,
+      .rope = b->rope, .step = b->d_step, .x = b->x, .qkv = b->qkv, .hbuf = b->hbuf, .logits = b->logits,
       .part = b->attn_part, .argmax = b->d_argmax, .barrier = b->d_barrier, .prefetch = DS_PREFETCH};
   /* tuning only: the L2 prefetch distance, and block 0's barrier timeline (decode_step.h) */
   const char *pf = getenv("KILN_CUDA_DS_PREFETCH");

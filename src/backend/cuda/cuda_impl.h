@@ -54,6 +54,7 @@ struct kiln_backend {
   uint16_t *embed, *lm_head; /* [V][H]; lm_head == embed when tied */
   float *final_norm;         /* [H] */
   float *inv_freq;           /* [hd / 2] */
+  float *rope;               /* [n_ctx][hd]: RoPE's cosines and sines (kiln_cuda_rope_table) */
   kiln_cuda_layer *layers;   /* host array [n_layers] of device pointers */
   int64_t weight_bytes;      /* device bytes of the weights (what a decode step must read) */
   int64_t kv_bytes;          /* device bytes of the KV cache */

@@ -213,7 +213,7 @@ static __device__ __noinline__ void attention_phase_(ds_attn_smem *sp, const kil
     u.seq = seq;
     u.L = Lk;
     kiln_attn_unit_first<DS_GMAX, DS_THREADS>(s, u, L.k_cache, L.v_cache, sh);
-    const kiln_attn_token t = {a.qkv, L.q_norm, L.k_norm, a.inv_freq, a.eps, qscale};
+    const kiln_attn_token t = {a.qkv, L.q_norm, L.k_norm, a.rope, a.eps, qscale};
     kiln_attn_unit_prologue<DS_GMAX, DS_THREADS>(s, u, t, L.k_cache, L.v_cache, sh);
     kiln_attn_unit_run<DS_GMAX, DS_THREADS>(s, u, a.hbuf, L.k_cache, L.v_cache, sh, a.part);
   }

@@ -47,7 +47,7 @@ typedef struct kiln_cuda_decode_args {
   kiln_cuda_attn_shape shape;
   int n_splits;                  /* attention key chunks (kiln_cuda_attn_decode_splits) */
   const uint16_t *embed, *lm_head;
-  const float *final_norm, *inv_freq;
+  const float *final_norm, *rope; /* rope: RoPE's table (kiln_cuda_rope_table) */
   const kiln_cuda_step *step;    /* seq, pos, token */
   float *x;                      /* f32 [hidden]: the residual stream */
   float *qkv;                    /* f32 [qkv_dim] */

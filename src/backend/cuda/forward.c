@@ -59,7 +59,7 @@ static int decode_enqueue_(kiln_backend *b, bool sample, bool short_ctx) {
                              .eps = c->rms_norm_eps, .mode = KILN_GEMV_STORE, .y = b->qkv, .bias = L->bqkv};
     if ((rc = kiln_cuda_gemv(&a, st))) return rc;
     kiln_cuda_attn_decode_args at = {.out = b->hbuf, .qkv = b->qkv, .q_norm = L->q_norm, .k_norm = L->k_norm,
-                                     .inv_freq = b->inv_freq, .eps = c->rms_norm_eps, .k_cache = L->k_cache,
+                                     .rope = b->rope, .eps = c->rms_norm_eps, .k_cache = L->k_cache,
                                      .v_cache = L->v_cache, .step = b->d_step, .shape = b->shape,
                                      .n_splits = short_ctx ? b->short_splits : b->n_splits,
                                      .scratch = b->attn_part, .cluster = short_ctx,
@@ -203,7 +203,7 @@ int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
     if ((rc = kiln_cuda_gemm_run(&ge, PLAN(KILN_PF_QKV), KILN_GEMM_BF16, qkv16, b->hbuf, L->wqkv, n, H, b->qkv_dim)))
       return rc;
     if ((rc = kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, qkv16, L->bqkv, L->q_norm, L->k_norm, eps,
-                                 b->inv_freq, b->d_step, n, &b->shape, b->n_sm, 0, st)))
+                                 b->rope, b->d_step, n, &b->shape, b->n_sm, 0, st)))
       return rc;
     if ((rc = kiln_cuda_attn_prefill(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, n, &b->shape, b->pf_attn,
                                      b->n_sm, st)))

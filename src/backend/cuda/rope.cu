@@ -5,8 +5,9 @@
  * for head sizes 8-128 (powers of two) the warp holds 4 elements a lane in registers and takes the partner by a
  * shuffle instead (kiln_norm_rotate4): 8-byte loads and stores where the scalar form moves 2 bytes a lane. The
  * vector form runs one warp per (token, group of heads): it requests every head of its group (and their values)
- * at once, so a warp has several loads in flight where one head alone would leave it waiting, and it computes
- * RoPE's sines and cosines once for the group, since they depend only on the token's position. Heads per warp:
+ * at once, so a warp has several loads in flight where one head alone would leave it waiting, and it loads
+ * RoPE's cosines and sines (the backend's table, rope_dev.cuh) once for the group, since they depend only on the
+ * token's position. Heads per warp:
  * KILN_CUDA_ROPE_HEADS (auto, 1, 2, 4 or 8; the arithmetic per element is the same for each).
  */
 #include <stdlib.h>
@@ -36,7 +37,7 @@ extern "C" int kiln_cuda_rope_heads_env(const char *v) {
 }
 
 /* Heads a warp when the caller leaves it to us: KILN_CUDA_ROPE_HEADS, or by the chunk (auto). Grouping saves
- * instructions (the angles once a group) and puts a warp's loads in flight together, but leaves fewer warps: the
+ * instructions (the cosines and sines once a group) and puts a warp's loads in flight together, but leaves fewer warps: the
  * most heads a warp (up to 4) that still leave half of the warps the GPU holds at once (64 an SM) busy; 1 where
  * even one head a warp does not (H100, Qwen3-0.6B: at 1,024 tokens the kernel took 10.2 us with 4 heads a warp,
  * 11.5 with one; at 128 tokens 4 heads a warp made the time to first token 3% longer). */
@@ -58,7 +59,7 @@ template <int G>
 static __global__ void __launch_bounds__(ROPE_WARPS * 32)
     qkv_rope_vec_kernel(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
                         const float *bias, const float *q_norm, const float *k_norm, float eps,
-                        const float *inv_freq, const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh) {
+                        const float *rope, const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh) {
   kiln_pdl_trigger();
   kiln_pdl_wait();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -84,7 +85,7 @@ static __global__ void __launch_bounds__(ROPE_WARPS * 32)
     }
   }
   const float4 wq = kiln_norm_w4(q_norm, hd), wk = kiln_norm_w4(k_norm, hd);
-  const kiln_rope4 r = kiln_rope4_at(inv_freq, hd, pos);
+  const kiln_rope4 r = kiln_rope4_at(rope, hd, pos);
   const int64_t cache = (int64_t)step->seq * sh.n_kv_heads * sh.n_ctx * hd;
 #pragma unroll
   for (int i = 0; i < G; i++) {
@@ -106,7 +107,7 @@ static __global__ void __launch_bounds__(ROPE_WARPS * 32)
 /* The scalar form: one warp per (token, head), through shared memory (kiln_norm_rotate). */
 static __global__ void __launch_bounds__(ROPE_WARPS * 32)
     qkv_rope_kernel(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv, const float *bias,
-                    const float *q_norm, const float *k_norm, float eps, const float *inv_freq,
+                    const float *q_norm, const float *k_norm, float eps, const float *rope,
                     const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh) {
   __shared__ float bufs[ROPE_WARPS][ROPE_MAX_HD];
   kiln_pdl_trigger();
@@ -124,13 +125,13 @@ static __global__ void __launch_bounds__(ROPE_WARPS * 32)
   float *buf = bufs[warp];
   int64_t off = (int64_t)head * hd; /* q head h, or k head (head - n_heads) */
   if (head < sh.n_heads) {
-    kiln_norm_rotate(buf, row + off, bias ? bias + off : NULL, hd, q_norm, eps, inv_freq, pos, 1.f);
+    kiln_norm_rotate(buf, row + off, bias ? bias + off : NULL, hd, q_norm, eps, rope, pos, 1.f);
     uint16_t *dst = q_out + (t * sh.n_heads + head) * hd;
     for (int i = lane; i < hd; i += 32) dst[i] = kiln_f32_to_bf16_dev(buf[i]);
     return;
   }
   int kh = head - sh.n_heads;
-  kiln_norm_rotate(buf, row + off, bias ? bias + off : NULL, hd, k_norm, eps, inv_freq, pos, 1.f);
+  kiln_norm_rotate(buf, row + off, bias ? bias + off : NULL, hd, k_norm, eps, rope, pos, 1.f);
   int64_t slot = (int64_t)step->seq * sh.n_kv_heads * sh.n_ctx * hd;
   int64_t at = slot + ((int64_t)kh * sh.n_ctx + pos) * hd;
   for (int i = lane; i < hd; i += 32) k_cache[at + i] = kiln_f32_to_bf16_dev(buf[i]);
@@ -139,21 +140,47 @@ static __global__ void __launch_bounds__(ROPE_WARPS * 32)
     v_cache[at + i] = kiln_f32_to_bf16_dev(kiln_ld_act(row + voff + i) + (bias ? bias[voff + i] : 0.f));
 }
 
+/* One thread per (position, frequency): the angle as an f32 product, its cosine and sine in f64, rounded to f32,
+ * exactly as the CPU reference (kiln_ref_rope) computes them. */
+static __global__ void rope_table_kernel(float *rope, const float *inv_freq, int hd, int64_t n_pos) {
+  const int h = hd / 2;
+  const int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= n_pos * h) return;
+  const int64_t p = idx / h;
+  const int i = (int)(idx % h);
+  const float a = __fmul_rn(inv_freq[i], (float)p); /* no contraction: the reference's rounded product */
+  double sn, cs;
+  sincos((double)a, &sn, &cs);
+  rope[p * hd + i] = (float)cs;
+  rope[p * hd + h + i] = (float)sn;
+}
+
+extern "C" int kiln_cuda_rope_table(float *rope, const float *inv_freq, int head_dim, int64_t n_pos,
+                                    cudaStream_t stream) {
+  if (head_dim <= 0 || head_dim % 2 || head_dim > ROPE_MAX_HD || n_pos <= 0 || n_pos > (1 << 24))
+    return kiln_error(KILN_EINVAL, "cuda rope table: bad shape (head_dim %d, %lld positions)", head_dim,
+                      (long long)n_pos);
+  const int64_t n = n_pos * (head_dim / 2);
+  rope_table_kernel<<<(unsigned)((n + 255) / 256), 256, 0, stream>>>(rope, inv_freq, head_dim, n_pos);
+  KILN_CUDA_LAUNCHED();
+  return 0;
+}
+
 template <int G>
 static int qkv_rope_vec_launch(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
                                const float *bias, const float *q_norm, const float *k_norm, float eps,
-                               const float *inv_freq, const kiln_cuda_step *step, int64_t n,
+                               const float *rope, const kiln_cuda_step *step, int64_t n,
                                const kiln_cuda_attn_shape *sh, cudaStream_t stream) {
   const int64_t jobs = n * ((sh->n_heads + sh->n_kv_heads + G - 1) / G);
   const unsigned blocks = (unsigned)((jobs + ROPE_WARPS - 1) / ROPE_WARPS);
   KILN_CUDA_CHECK(kiln_launch(qkv_rope_vec_kernel<G>, dim3(blocks), dim3(ROPE_WARPS * 32), 0, stream, q_out, k_cache,
-                              v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n, *sh));
+                              v_cache, qkv, bias, q_norm, k_norm, eps, rope, step, n, *sh));
   return 0;
 }
 
 extern "C" int kiln_cuda_qkv_rope(uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, const uint16_t *qkv,
                                   const float *bias, const float *q_norm, const float *k_norm, float eps,
-                                  const float *inv_freq, const kiln_cuda_step *step, int64_t n,
+                                  const float *rope, const kiln_cuda_step *step, int64_t n,
                                   const kiln_cuda_attn_shape *shape, int n_sm, int heads_per_warp,
                                   cudaStream_t stream) {
   if (n < 0 || n > (1 << 24) || shape->head_dim <= 0 || shape->head_dim % 2 || shape->head_dim > ROPE_MAX_HD ||
@@ -166,19 +193,19 @@ extern "C" int kiln_cuda_qkv_rope(uint16_t *q_out, uint16_t *k_cache, uint16_t *
   if (n == 0) return 0;
   if (kiln_cuda_rope_vec() && kiln_rope_vec_ok(shape->head_dim)) {
     switch (g) {
-    case 1: return qkv_rope_vec_launch<1>(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n,
+    case 1: return qkv_rope_vec_launch<1>(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, rope, step, n,
                                           shape, stream);
-    case 2: return qkv_rope_vec_launch<2>(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n,
+    case 2: return qkv_rope_vec_launch<2>(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, rope, step, n,
                                           shape, stream);
-    case 4: return qkv_rope_vec_launch<4>(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n,
+    case 4: return qkv_rope_vec_launch<4>(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, rope, step, n,
                                           shape, stream);
-    default: return qkv_rope_vec_launch<ROPE_MAX_G>(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq,
+    default: return qkv_rope_vec_launch<ROPE_MAX_G>(q_out, k_cache, v_cache, qkv, bias, q_norm, k_norm, eps, rope,
                                                     step, n, shape, stream);
     }
   }
   const int64_t jobs = n * (shape->n_heads + shape->n_kv_heads);
   const unsigned blocks = (unsigned)((jobs + ROPE_WARPS - 1) / ROPE_WARPS);
   KILN_CUDA_CHECK(kiln_launch(qkv_rope_kernel, dim3(blocks), dim3(ROPE_WARPS * 32), 0, stream, q_out, k_cache,
-                              v_cache, qkv, bias, q_norm, k_norm, eps, inv_freq, step, n, *shape));
+                              v_cache, qkv, bias, q_norm, k_norm, eps, rope, step, n, *shape));
   return 0;
 }

@@ -3,6 +3,11 @@
  * shared memory (scalar form) or in registers (vector form, in pieces: the angles of a position, a head's load,
  * its norm and rotation), shared by the q/k/v kernel of prefill (rope.cu) and decode attention
  * (attn_decode_dev.cuh).
+ *
+ * RoPE's cosines and sines come from a table computed once per backend (kiln_cuda_rope_table, rope.h): row p holds
+ * cos(a) for the head_dim/2 frequencies, then sin(a), with a = f32(inv_freq[i] * f32(p)) and the cosine and sine
+ * taken in f64 and rounded, as the CPU reference does. A row is one or two 16-byte loads a lane, where sincosf
+ * cost ~40 dependent instructions per angle in every warp of every layer.
  */
 #ifndef KILN_CUDA_ROPE_DEV_CUH
 #define KILN_CUDA_ROPE_DEV_CUH
@@ -11,9 +16,9 @@
 
 #define KILN_ROPE_DEV_MAX_HD 256
 
-/* buf[0..hd) = RoPE(RMSNorm(src + bias)) * scale for one head (norm skipped when nw == NULL, bias when NULL),
- * run by the calling warp, which owns buf. Every input (the head, its bias, the norm weights, the frequencies)
- * is requested at once, so the head costs one memory latency, not one per dependent step. src (f32 or bf16) is
+/* buf[0..hd) = RoPE(RMSNorm(src + bias)) * scale for one head at position pos (norm skipped when nw == NULL, bias
+ * when NULL; rope: the table), run by the calling warp, which owns buf. Every input (the head, its bias, the norm
+ * weights, the cosines and sines) is requested at once, so the head costs one memory latency, not one per dependent step. src (f32 or bf16) is
  * read through L2 (another kernel or block wrote it). hd <= KILN_ROPE_DEV_MAX_HD. */
 /* One activation read through L2, from an f32 or a bf16 buffer. */
 static __device__ __forceinline__ float kiln_ld_act(const float *p) { return __ldcg(p); }
@@ -23,11 +28,12 @@ static __device__ __forceinline__ float kiln_ld_act(const uint16_t *p) {
 
 template <typename T>
 static __device__ __forceinline__ void kiln_norm_rotate(float *buf, const T *src, const float *bias, int hd,
-                                                        const float *nw, float eps, const float *inv_freq, int pos,
+                                                        const float *nw, float eps, const float *rope, int pos,
                                                         float scale) {
   constexpr int NV = KILN_ROPE_DEV_MAX_HD / 32;
   const int lane = threadIdx.x & 31, h = hd / 2;
-  float x[NV], w[NV], f[NV / 2];
+  const float *cs = rope + (int64_t)pos * hd;
+  float x[NV], w[NV], c[NV / 2], sn[NV / 2];
 #pragma unroll
   for (int k = 0; k < NV; k++) {
     const int i = lane + 32 * k;
@@ -37,7 +43,8 @@ static __device__ __forceinline__ void kiln_norm_rotate(float *buf, const T *src
 #pragma unroll
   for (int k = 0; k < NV / 2; k++) {
     const int i = lane + 32 * k;
-    f[k] = i < h ? inv_freq[i] : 0.f;
+    c[k] = i < h ? __ldg(cs + i) : 0.f;
+    sn[k] = i < h ? __ldg(cs + h + i) : 0.f;
   }
   float inv = 1.f;
   if (nw) {
@@ -53,17 +60,14 @@ static __device__ __forceinline__ void kiln_norm_rotate(float *buf, const T *src
     if (i < hd) buf[i] = nw ? w[k] * (x[k] * inv) : x[k];
   }
   __syncwarp();
-  const float fp = (float)pos;
   /* Each lane reads and writes only its own pairs (i, i + h): no lane touches another lane's pair. */
 #pragma unroll
   for (int k = 0; k < NV / 2; k++) {
     const int i = lane + 32 * k;
     if (i < h) {
-      float sn, cs;
-      sincosf(f[k] * fp, &sn, &cs);
       const float x1 = buf[i], x2 = buf[i + h];
-      buf[i] = (x1 * cs - x2 * sn) * scale;
-      buf[i + h] = (x2 * cs + x1 * sn) * scale;
+      buf[i] = (x1 * c[k] - x2 * sn[k]) * scale;
+      buf[i + h] = (x2 * c[k] + x1 * sn[k]) * scale;
     }
   }
   __syncwarp();
@@ -85,22 +89,21 @@ static __device__ __forceinline__ float4 kiln_ld_act4(const uint16_t *p) {
   return make_float4(kiln_bf16_lo(u.x), kiln_bf16_hi(u.x), kiln_bf16_lo(u.y), kiln_bf16_hi(u.y));
 }
 
-/* Lane l's share of RoPE's angles at `pos`: cos and sin of f32(inv_freq[i] * f32(pos)) for its elements i = 4l ..
- * 4l+3 (a second-half element takes its first-half partner's frequency). The same for every head of a token, so
- * a warp that rotates several heads of one token computes them once. */
+/* Lane l's share of RoPE's cosines and sines at `pos` (from the table) for its elements i = 4l .. 4l+3 (a
+ * second-half element takes its first-half partner's angle). The same for every head of a token, so a warp that
+ * rotates several heads of one token loads them once. */
 typedef struct kiln_rope4 {
   float4 c, s;
 } kiln_rope4;
 
-static __device__ __forceinline__ kiln_rope4 kiln_rope4_at(const float *inv_freq, int hd, int pos) {
+static __device__ __forceinline__ kiln_rope4 kiln_rope4_at(const float *rope, int hd, int pos) {
   const int lane = threadIdx.x & 31, half = hd / 8;
-  const float4 f = lane < hd / 4 ? *(const float4 *)(inv_freq + 4 * (lane & (half - 1))) : make_float4(0, 0, 0, 0);
-  const float fp = (float)pos;
-  kiln_rope4 r;
-  sincosf(f.x * fp, &r.s.x, &r.c.x);
-  sincosf(f.y * fp, &r.s.y, &r.c.y);
-  sincosf(f.z * fp, &r.s.z, &r.c.z);
-  sincosf(f.w * fp, &r.s.w, &r.c.w);
+  kiln_rope4 r = {make_float4(0.f, 0.f, 0.f, 0.f), make_float4(0.f, 0.f, 0.f, 0.f)};
+  if (lane < hd / 4) {
+    const float *cs = rope + (int64_t)pos * hd + 4 * (lane & (half - 1));
+    r.c = __ldg((const float4 *)cs);
+    r.s = __ldg((const float4 *)(cs + hd / 2));
+  }
   return r;
 }
 
@@ -153,9 +156,9 @@ static __device__ __forceinline__ float4 kiln_ld_head4(const T *src, const float
 /* One head, loaded, normed and rotated (the three pieces above). */
 template <typename T>
 static __device__ __forceinline__ float4 kiln_norm_rotate4(const T *src, const float *bias, int hd, const float *nw,
-                                                           float eps, const float *inv_freq, int pos, float scale) {
+                                                           float eps, const float *rope, int pos, float scale) {
   const float4 x = kiln_ld_head4(src, bias, hd), w = kiln_norm_w4(nw, hd);
-  return kiln_norm_rotate4_x(x, w, hd, nw != NULL, eps, kiln_rope4_at(inv_freq, hd, pos), scale);
+  return kiln_norm_rotate4_x(x, w, hd, nw != NULL, eps, kiln_rope4_at(rope, hd, pos), scale);
 }
 
 #endif /* KILN_CUDA_ROPE_DEV_CUH */
