@@ -70,8 +70,22 @@
 #define FA_BK 64 /* keys per tile */
 #define FA_THREADS 128
 /* Blocks an SM must hold (caps the registers at 168 a thread for head_dim 128, 128 for 64); shared memory allows
- * 3 x 64 KB and 4 x 32 KB. */
+ * 3 x 64 KB and 4 x 32 KB (wgmma at head_dim 64: 41 KB, fa_q_reload). */
 #define FA_MIN_BLOCKS(hd) ((hd) == 64 ? 4 : 3)
+
+/* Whether the wgmma form reloads Q's fragments from shared memory for every key tile instead of keeping them in
+ * registers for the whole loop. ptxas of CUDA 13.0 mistracks the live range of registers that a wgmma reads A
+ * from (a known fault with register-sourced wgmma, fixed in later assemblers): at head_dim 64 it packed the
+ * probabilities of O += P V into the registers holding Q's fragments, so every key tile after the first
+ * multiplied the previous tile's probabilities by K (the SASS: the HGMMAs of both products read R88-R103,
+ * written once by Q's LDSM before the loop and again by the P packing in it). Fragments loaded in the iteration
+ * that uses them have no live range for it to cut short. Head_dim 128 keeps Q in registers (its allocation is
+ * right, and the test_cuda_ops cases of several key tiles check it): reloading would cost a third block an SM
+ * (16 KB of shared memory more). */
+template <int HD, bool WG>
+struct fa_q_reload {
+  static constexpr bool value = WG && HD == 64;
+};
 
 /* Key splitting: a block of 64 queries x 1 head may take part of its keys only, so that a short grid (few query
  * tiles and heads) still fills the GPU and the heaviest (last) query tiles stop setting the kernel's length.
@@ -174,7 +188,7 @@ struct fa_layout {
 /* Block = (part, query tile, q head), numbered heads fastest, then heaviest (last) query tile first, then part:
  * the parts a short tile does not use are at the end of the grid, where they delay nothing. Shared memory: two
  * stages of [K tile | V tile], each tile 64 rows x HD bf16 (swizzled, fa_layout); Q is staged in stage 1's K
- * tile, and the output in the stage the last tile did not use.
+ * tile (in a fifth tile where fa_q_reload), and the output in the stage the last tile did not use.
  * WG: the block's 4 warps are one warpgroup, and S = Q K^T and O += P V run as wgmma (sm_90a) with Q and P in
  * registers (the same fragments as for mma.sync) and K and V read from shared memory by the tensor cores, where
  * mma.sync needs every warp to load them into registers with ldmatrix first. The warps then also run every
@@ -218,14 +232,16 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
   const int64_t base = ((int64_t)step->seq * sh.n_kv_heads + kh) * sh.n_ctx * HD;
   const uint16_t *Kg = k_cache + base, *Vg = v_cache + base;
 
-  /* the Q tile (rows past the chunk zero-filled) into stage 1's K tile, free until tile 1 is requested; then the
-   * first K/V tile into stage 0 */
+  /* the Q tile (rows past the chunk zero-filled) into stage 1's K tile, free until tile 1 is requested (or, where
+   * Q is reloaded every tile, into a tile of its own after the stages); then the first K/V tile into stage 0 */
+  constexpr bool QRELOAD = fa_q_reload<HD, WG>::value;
+  const uint32_t qs = sb + (QRELOAD ? 4 : 2) * TILEB;
   const int ld_c = tid % CPR, ld_r0 = tid / CPR;
   const uint32_t ld_off = lay::off(ld_r0, ld_c);
 #pragma unroll
   for (int i = 0; i < FA_BQ / RSTEP; i++) {
     const int r = ld_r0 + i * RSTEP;
-    kiln_cp16(sb + 2 * TILEB + ld_off + i * RSTEP * RS,
+    kiln_cp16(qs + ld_off + i * RSTEP * RS,
               q + ((int64_t)(t0 + (r < rows ? r : 0)) * sh.n_heads + h) * HD + ld_c * 8, r < rows ? 16 : 0);
   }
   kiln_cp_commit();
@@ -249,9 +265,11 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
   }
 
   uint32_t qa[KD][4];
+  const uint32_t qa_at = qs + warp * 16 * RS + qv_row;
+  if (!QRELOAD) {
 #pragma unroll
-  for (int kd = 0; kd < KD; kd++)
-    fa_ldsm4(qa[kd], sb + 2 * TILEB + warp * 16 * RS + qv_row + (kd >> 2) * HB + qv_col[kd & 3]);
+    for (int kd = 0; kd < KD; kd++) fa_ldsm4(qa[kd], qa_at + (kd >> 2) * HB + qv_col[kd & 3]);
+  }
 
   float o[2 * KD][4]; /* O: 8-column blocks over head_dim */
 #pragma unroll
@@ -278,6 +296,10 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
     float s[8][4];
     if (WG) {
       /* K-major B: the tile's 64 key rows, 8-row groups 1,024 bytes apart; step kd at +32 bytes a row */
+      if (QRELOAD) {
+#pragma unroll
+        for (int kd = 0; kd < KD; kd++) fa_ldsm4(qa[kd], qa_at + (kd >> 2) * HB + qv_col[kd & 3]);
+      }
       kiln_wg_fence();
 #pragma unroll
       for (int kd = 0; kd < KD; kd++)
@@ -756,8 +778,9 @@ static int fa2_launch(uint16_t *out, const uint16_t *q, const uint16_t *k_cache,
                       const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh, void *scratch, int n_sm,
                       cudaStream_t stream) {
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
-  /* 2 stages x (K tile + V tile); wgmma: and the slack to start them on 1,024 bytes */
-  const size_t bytes = (size_t)4 * FA_BK * HD * 2 + (WG ? 1024 : 0);
+  /* 2 stages x (K tile + V tile); wgmma: and the slack to start them on 1,024 bytes, and Q's own tile where it is
+   * reloaded every key tile */
+  const size_t bytes = (size_t)(4 + fa_q_reload<HD, WG>::value) * FA_BK * HD * 2 + (WG ? 1024 : 0);
   const int64_t n_qtiles = (n + FA_BQ - 1) / FA_BQ;
   fa_split sp = {NULL, NULL, scratch ? kiln_cuda_attn_prefill_parts(sh, n, n_sm) : 1};
   if (sp.parts > 1) {
@@ -802,10 +825,11 @@ extern "C" int kiln_cuda_attn_prefill(uint16_t *out, const uint16_t *q, const ui
                       sh->head_dim, sh->n_heads, sh->n_kv_heads);
   if (n == 0) return 0;
   int wg = 0, rc;
-  if (sh->head_dim == 128 && (rc = use_wgmma_(&wg))) return rc;
+  if ((sh->head_dim == 64 || sh->head_dim == 128) && (rc = use_wgmma_(&wg))) return rc;
   switch (sh->head_dim) {
-  case 64: /* the wgmma form failed the ops test at head_dim 64 (tiles after the first; docs/cuda.md): mma.sync */
-    return fa2_launch<64, false>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
+  case 64:
+    return wg ? fa2_launch<64, true>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream)
+              : fa2_launch<64, false>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
   case 128:
     return wg ? fa2_launch<128, true>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream)
               : fa2_launch<128, false>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
