@@ -182,10 +182,10 @@ static void weights_where_(const char *name, const char *what, const kiln_backen
   free(ha), free(hb);
 }
 
-/* The backend's RoPE frequencies are the reference ones, bitwise, and so is its table: nothing else (such as the
- * fill of the random weights) writes them. Two backends with the same wrong frequencies would agree with each other, so the
- * comparisons below could not see it. */
-static void inv_freq_ok_(const char *name, const char *what, const kiln_backend *b) {
+/* The backend's RoPE frequencies are the reference ones, bitwise, and its table the one they give: nothing else
+ * (such as the fill of the random weights) writes them. Two backends with the same wrong frequencies would agree
+ * with each other, so the comparisons below could not see it. */
+static void rope_ok_(const char *name, const char *what, const kiln_backend *b) {
   float want[128], got[128];
   const int n = b->cfg.head_dim / 2;
   kiln_ref_rope_inv_freq(want, &b->cfg);
@@ -228,8 +228,8 @@ static void run_case(const shape_case *s) {
     GT_OK(kiln_cuda_create_random(&gr2, &cfg, &o, 0, 11));
   }
   if (!pk || !gr || !pk2 || !gr2) goto out;
-  inv_freq_ok_(s->name, "persistent 1", pk), inv_freq_ok_(s->name, "persistent 2", pk2);
-  inv_freq_ok_(s->name, "graph 1", gr), inv_freq_ok_(s->name, "graph 2", gr2);
+  rope_ok_(s->name, "persistent 1", pk), rope_ok_(s->name, "persistent 2", pk2);
+  rope_ok_(s->name, "graph 1", gr), rope_ok_(s->name, "graph 2", gr2);
   GT_CHECK(pk->ds_blocks > 0, "%s: the persistent decode kernel was not chosen (a cooperative launch refused?)",
            s->name);
   GT_CHECK(gr->ds_blocks == 0, "%s: the default decode path is not the kernel-per-op graph", s->name);

@@ -7,8 +7,8 @@
  * vector form runs one warp per (token, group of heads): it requests every head of its group (and their values)
  * at once, so a warp has several loads in flight where one head alone would leave it waiting, and it loads
  * RoPE's cosines and sines (the backend's table, rope_dev.cuh) once for the group, since they depend only on the
- * token's position. Heads per warp:
- * KILN_CUDA_ROPE_HEADS (auto, 1, 2, 4 or 8; the arithmetic per element is the same for each).
+ * token's position. Heads per warp: KILN_CUDA_ROPE_HEADS (auto, 1, 2, 4 or 8; the arithmetic per element is the
+ * same for each).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -37,9 +37,9 @@ extern "C" int kiln_cuda_rope_heads_env(const char *v) {
 }
 
 /* Heads a warp when the caller leaves it to us: KILN_CUDA_ROPE_HEADS, or by the chunk (auto). Grouping saves
- * instructions (the cosines and sines once a group) and puts a warp's loads in flight together, but leaves fewer warps: the
- * most heads a warp (up to 4) that still leave half of the warps the GPU holds at once (64 an SM) busy; 1 where
- * even one head a warp does not (H100, Qwen3-0.6B: at 1,024 tokens the kernel took 10.2 us with 4 heads a warp,
+ * instructions (the cosines and sines loaded once a group) and puts a warp's loads in flight together, but leaves
+ * fewer warps: the most heads a warp (up to 4) that still leave half of the warps the GPU holds at once (64 an SM)
+ * busy; 1 where even one head a warp does not (H100, Qwen3-0.6B: at 1,024 tokens the kernel took 10.2 us with 4 heads a warp,
  * 11.5 with one; at 128 tokens 4 heads a warp made the time to first token 3% longer). */
 static int rope_heads_(int64_t n, int heads, int n_sm) {
   if (rope_heads_env_ < 0) {

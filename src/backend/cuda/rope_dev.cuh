@@ -16,16 +16,17 @@
 
 #define KILN_ROPE_DEV_MAX_HD 256
 
-/* buf[0..hd) = RoPE(RMSNorm(src + bias)) * scale for one head at position pos (norm skipped when nw == NULL, bias
- * when NULL; rope: the table), run by the calling warp, which owns buf. Every input (the head, its bias, the norm
- * weights, the cosines and sines) is requested at once, so the head costs one memory latency, not one per dependent step. src (f32 or bf16) is
- * read through L2 (another kernel or block wrote it). hd <= KILN_ROPE_DEV_MAX_HD. */
 /* One activation read through L2, from an f32 or a bf16 buffer. */
 static __device__ __forceinline__ float kiln_ld_act(const float *p) { return __ldcg(p); }
 static __device__ __forceinline__ float kiln_ld_act(const uint16_t *p) {
   return __uint_as_float((uint32_t)__ldcg((const unsigned short *)p) << 16);
 }
 
+/* buf[0..hd) = RoPE(RMSNorm(src + bias)) * scale for one head at position pos (norm skipped when nw == NULL, bias
+ * when NULL; rope: the table), run by the calling warp, which owns buf. Every input (the head, its bias, the norm
+ * weights, the cosines and sines) is requested at once, so the head costs one memory latency, not one per
+ * dependent step. src (f32 or bf16) is read through L2 (another kernel or block wrote it). hd <=
+ * KILN_ROPE_DEV_MAX_HD. */
 template <typename T>
 static __device__ __forceinline__ void kiln_norm_rotate(float *buf, const T *src, const float *bias, int hd,
                                                         const float *nw, float eps, const float *rope, int pos,
