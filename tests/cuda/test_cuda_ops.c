@@ -216,16 +216,21 @@ static float *rope_table_(const float *inv, int hd, int n_pos, const char *what)
   return d_rope;
 }
 
-/* The table over long contexts: angles of thousands of radians, where sincosf's range reduction matters. */
-static void test_rope_table(kiln_rope_type rt, int hd, int n_pos) {
+/* The reference frequencies of head size hd: Qwen3's (theta 1e6) or Llama 3's scaled ones (theta 5e5). */
+static void rope_freqs_(float inv[128], kiln_rope_type rt, int hd) {
   kiln_config c;
   memset(&c, 0, sizeof c);
   c.head_dim = hd;
   c.rope_theta = rt == KILN_ROPE_LLAMA3 ? 500000.0 : 1000000.0;
   c.rope_type = rt;
   c.rope_factor = 8, c.rope_low_freq_factor = 1, c.rope_high_freq_factor = 4, c.rope_original_max_position = 8192;
-  float inv[128];
   kiln_ref_rope_inv_freq(inv, &c);
+}
+
+/* The table over long contexts: angles of thousands of radians, where sincosf's range reduction matters. */
+static void test_rope_table(kiln_rope_type rt, int hd, int n_pos) {
+  float inv[128];
+  rope_freqs_(inv, rt, hd);
   cudaFree(rope_table_(inv, hd, n_pos, rt == KILN_ROPE_LLAMA3 ? "llama3" : "default"));
 }
 
@@ -236,14 +241,8 @@ static void test_rope_table(kiln_rope_type rt, int hd, int n_pos) {
 static void test_qkv_rope(int nh, int nkv, int hd, kiln_rope_type rt, int qk_norm, int bias) {
   const int n = 5, pos0 = 3, n_ctx = 16, n_seqs = 2, seq = 1;
   const float eps = 1e-6f;
-  kiln_config c;
-  memset(&c, 0, sizeof c);
-  c.head_dim = hd;
-  c.rope_theta = rt == KILN_ROPE_LLAMA3 ? 500000.0 : 1000000.0;
-  c.rope_type = rt;
-  c.rope_factor = 8, c.rope_low_freq_factor = 1, c.rope_high_freq_factor = 4, c.rope_original_max_position = 8192;
   float inv[128];
-  kiln_ref_rope_inv_freq(inv, &c);
+  rope_freqs_(inv, rt, hd);
   const int64_t row = (int64_t)(nh + 2 * nkv) * hd, cache = (int64_t)n_seqs * nkv * n_ctx * hd;
   float *qkv = rand_f32(n * row, 0.f, 1.f), *bq = rand_f32(row, 0.f, 0.3f);
   uint16_t *qkv16 = malloc((size_t)n * row * 2);
@@ -366,13 +365,8 @@ static void test_attn_decode(int nh, int nkv, int hd, int L, int n_ctx, int spli
   uint16_t *k0 = rand_bf16(cache, 0.5f), *v0 = rand_bf16(cache, 1.f);
   gt_up(d_k, k0, (size_t)cache * 2);
   gt_up(d_v, v0, (size_t)cache * 2);
-  kiln_config c;
-  memset(&c, 0, sizeof c);
-  c.head_dim = hd;
-  c.rope_theta = 1000000.0;
-  c.rope_type = KILN_ROPE_DEFAULT;
   float inv[128]; /* head_dim <= 256 */
-  kiln_ref_rope_inv_freq(inv, &c);
+  rope_freqs_(inv, KILN_ROPE_DEFAULT, hd);
   float *qkv = rand_f32(row, 0.f, 1.f), *qn = rand_f32(hd, 1.f, 0.2f), *kn = rand_f32(hd, 1.f, 0.2f);
   float *d_qkv = gt_dev((size_t)row * 4), *d_qn = gt_dev((size_t)hd * 4), *d_kn = gt_dev((size_t)hd * 4);
   float *d_rope = rope_table_(inv, hd, n_ctx, "decode");
