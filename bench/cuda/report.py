@@ -6,11 +6,22 @@ baseline; with --llama, llama.cpp's times on the same shapes (bench/peers/llama_
 import argparse
 import datetime
 import json
+import sys
 
 
 def lines(path):
+    """The JSON lines of a file; a last line cut short (a run stopped while writing it) is left out."""
     with open(path) as f:
-        return [json.loads(l) for l in f if l.strip()]
+        text = [l for l in f if l.strip()]
+    out = []
+    for i, l in enumerate(text):
+        try:
+            out.append(json.loads(l))
+        except json.JSONDecodeError:
+            if i + 1 < len(text):
+                raise
+            print("report.py: %s: its last line is cut short, left out" % path, file=sys.stderr)
+    return out
 
 
 def main():
