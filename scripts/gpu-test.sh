@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA tests on a GPU machine, from binaries built elsewhere (docs/cuda.md, "Testing on a GPU machine"):
 # runs every tests/cuda test binary directly (no CTest needed, so the build folder may come from another path),
-# then compute-sanitizer memcheck and racecheck on one short generation (test_cuda_smoke), and prints a table.
+# then (where cuobjdump is installed) checks the SASS of the register-sourced wgmma kernels, then runs
+# compute-sanitizer memcheck and racecheck on one short generation (test_cuda_smoke), and prints a table.
 #   scripts/gpu-test.sh [BIN_DIR]        (default build/bin)
 # Environment: LIBS (extra shared-library folder, e.g. unpacked .deb runtimes), SANITIZE=0 to skip the sanitizer.
 # Exit status: 0 when every test passed (or was skipped for want of a GPU), 1 otherwise.
@@ -84,6 +85,18 @@ assert d["bandwidth_of"] == "device" and d["copy_gb_s_median"] > 100 and 0 < d["
   then st=pass; else st=FAIL; fail=1; fi
   rm -f "$json"
   rows+=("kiln bench --device cuda|$st|$(( ($(date +%s%N) - s) / 1000000 ))")
+fi
+# The machine code of the kernels that run wgmma with A in registers (prefill attention), checked for the register
+# fault CUDA 13.0's ptxas showed there (scripts/sass_wgmma_check.py, docs/cuda.md), where cuobjdump is installed.
+CUOBJ=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null | head -n 1 || true)
+if [ -n "$CUOBJ" ] && [ -x "$BIN/test_cuda_ops" ] && command -v python3 >/dev/null 2>&1; then
+  s=$(date +%s%N)
+  "$CUOBJ" -sass "$BIN/test_cuda_ops" > /tmp/kiln-sass.txt 2>/dev/null &&
+    python3 scripts/sass_wgmma_check.py /tmp/kiln-sass.txt > /tmp/kiln-sass-check.log 2>&1
+  rc=$?
+  cat /tmp/kiln-sass-check.log 2>/dev/null
+  [ $rc = 0 ] && st=pass || { st="FAIL($rc)"; fail=1; }
+  rows+=("sass wgmma check|$st|$(( ($(date +%s%N) - s) / 1000000 ))")
 fi
 if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1 && [ -x "$BIN/test_cuda_smoke" ]; then
   for tool in memcheck racecheck; do
