@@ -10,7 +10,10 @@
 #     KILN_CUDA_GEMV_PF=2 "KILN_CUDA_ATTN_CLUSTER=1 KILN_CUDA_GEMV_PF=2"
 # Environment: BIN (folder of bench_cuda, default build/bin), ROUNDS (3), CTX (128,2048), PROMPTS (128), OPS=1,
 # OUT (a folder for every bench_cuda JSON line, tagged with its setting and round), RESULTS (a bench/results JSON
-# file: device, driver, date, commit (KILN_COMMIT or git), command, the medians and every run).
+# file: device, driver, date, commit (KILN_COMMIT or git), command, the medians and every run). A BIN= folder inside
+# the repository is recorded relative to it, in the settings and the command line. Stopped early (SIGTERM or
+# SIGINT, e.g. by `timeout`), it stops the bench_cuda it is running, reports the medians of the runs that finished
+# (the command line says it stopped) and exits with status 124.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-build/bin}
@@ -29,6 +32,18 @@ ROUNDS=${ROUNDS:-3}
 CTX=${CTX:-128,2048}
 lines=$(mktemp)
 trap 'rm -f "$lines"' EXIT
+# A setting as recorded: a BIN= folder inside the repository relative to it (no machine's paths in the results).
+label_() {
+  local out=() kv
+  for kv in $1; do
+    [[ $kv == BIN="$PWD"/* ]] && kv=BIN=${kv#BIN="$PWD"/}
+    out+=("$kv")
+  done
+  echo "${out[*]}"
+}
+# bench_cuda runs in the background and is waited for, so that a signal reaches the trap at once
+stopped= child=
+trap 'stopped=1; [ -z "$child" ] || kill "$child" 2>/dev/null || true' TERM INT
 for r in $(seq 1 "$ROUNDS"); do
   for i in "${!settings[@]}"; do
     ops=()
@@ -39,14 +54,27 @@ for r in $(seq 1 "$ROUNDS"); do
       json=$(mktemp)
       # shellcheck disable=SC2086  # a setting is a list of words on purpose
       env ${settings[$i]} "$bin/bench_cuda" --ctx "$CTX" --prompts "${PROMPTS:-128}" "${ops[@]}" --json "$json" \
-        "$c" >/dev/null
+        "$c" >/dev/null &
+      child=$!
+      if ! wait "$child"; then
+        rm -f "$json"
+        [ -n "$stopped" ] && break 3
+        echo "ab.sh: bench_cuda failed (${settings[$i]:-defaults}, $c)" >&2
+        exit 1
+      fi
+      child=
       python3 -c 'import json, sys; r = json.loads(open(sys.argv[1]).read().splitlines()[-1]);
-r["setting"], r["round"] = sys.argv[2], int(sys.argv[3]); print(json.dumps(r))' "$json" "${settings[$i]}" "$r" \
-        >> "$lines"
+r["setting"], r["round"] = sys.argv[2], int(sys.argv[3]); print(json.dumps(r))' "$json" \
+        "$(label_ "${settings[$i]}")" "$r" >> "$lines"
       rm -f "$json"
+      [ -z "$stopped" ] || break 3
     done
   done
 done
+trap - TERM INT
+[ -s "$lines" ] || { echo "ab.sh: no run finished" >&2; exit 124; }
+cmdline=${cmdline//"$PWD"\//}
+[ -n "$stopped" ] && cmdline="$cmdline (stopped early by a signal: only the runs that finished)"
 [ -n "${OUT:-}" ] && cp "$lines" "$OUT"
 driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1 || true)
 commit=${KILN_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
@@ -64,7 +92,7 @@ settings = list(dict.fromkeys(r["setting"] for r in rows))
 print("%-48s %-18s %6s %9s %8s" % ("setting", "config", "ctx", "ms", "vs first"))
 for (s, c, ctx), v in base.items():
     m = statistics.median(v)
-    ref = statistics.median(base[(settings[0], c, ctx)])
+    ref = statistics.median(base.get((settings[0], c, ctx), [float("nan")]))
     print("%-48s %-18s %6d %9.4f %7.3fx" % (s or "(defaults)", c.replace(".json", ""), ctx, m, m / ref))
 ttft = {}
 for r in rows:
@@ -73,7 +101,7 @@ for r in rows:
 print("%-48s %-18s %6s %9s %8s" % ("setting", "config", "prompt", "TTFT ms", "vs first"))
 for (s, c, n), v in ttft.items():
     m = statistics.median(v)
-    ref = statistics.median(ttft[(settings[0], c, n)])
+    ref = statistics.median(ttft.get((settings[0], c, n), [float("nan")]))
     print("%-48s %-18s %6d %9.4f %7.3fx" % (s or "(defaults)", c.replace(".json", ""), n, m, m / ref))
 if sys.argv[2]:
     table = [dict(setting=s or "(defaults)", config=c, ctx=ctx, ms_per_token_gpu_median=statistics.median(v),
@@ -89,3 +117,4 @@ for r in rows:
         cells = ", ".join("%s %.1f us" % (o["op"], o["us"]) for o in r[key])
         print("%s %s %s: %s" % (r["setting"] or "(defaults)", r["config"].replace(".json", ""), key, cells))
 EOF
+[ -z "$stopped" ] || exit 124
