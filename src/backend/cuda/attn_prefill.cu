@@ -82,10 +82,7 @@
  * that uses them have no live range for it to cut short. Head_dim 128 keeps Q in registers (its allocation is
  * right, and the test_cuda_ops cases of several key tiles check it): reloading would cost a third block an SM
  * (16 KB of shared memory more). */
-template <int HD, bool WG>
-struct fa_q_reload {
-  static constexpr bool value = WG && HD == 64;
-};
+static __host__ __device__ constexpr bool fa_q_reload(int hd, bool wg) { return wg && hd == 64; }
 
 /* Key splitting: a block of 64 queries x 1 head may take part of its keys only, so that a short grid (few query
  * tiles and heads) still fills the GPU and the heaviest (last) query tiles stop setting the kernel's length.
@@ -234,7 +231,7 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
 
   /* the Q tile (rows past the chunk zero-filled) into stage 1's K tile, free until tile 1 is requested (or, where
    * Q is reloaded every tile, into a tile of its own after the stages); then the first K/V tile into stage 0 */
-  constexpr bool QRELOAD = fa_q_reload<HD, WG>::value;
+  constexpr bool QRELOAD = fa_q_reload(HD, WG);
   const uint32_t qs = sb + (QRELOAD ? 4 : 2) * TILEB;
   const int ld_c = tid % CPR, ld_r0 = tid / CPR;
   const uint32_t ld_off = lay::off(ld_r0, ld_c);
@@ -780,7 +777,7 @@ static int fa2_launch(uint16_t *out, const uint16_t *q, const uint16_t *k_cache,
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
   /* 2 stages x (K tile + V tile); wgmma: and the slack to start them on 1,024 bytes, and Q's own tile where it is
    * reloaded every key tile */
-  const size_t bytes = (size_t)(4 + fa_q_reload<HD, WG>::value) * FA_BK * HD * 2 + (WG ? 1024 : 0);
+  const size_t bytes = (size_t)(4 + fa_q_reload(HD, WG)) * FA_BK * HD * 2 + (WG ? 1024 : 0);
   const int64_t n_qtiles = (n + FA_BQ - 1) / FA_BQ;
   fa_split sp = {NULL, NULL, scratch ? kiln_cuda_attn_prefill_parts(sh, n, n_sm) : 1};
   if (sp.parts > 1) {

@@ -29,9 +29,9 @@ int kiln_cuda_attn_prefill_parts(const kiln_cuda_attn_shape *shape, int64_t n, i
 /* KILN_CUDA_ATTN_PF_SPLIT's value: the cap on parts (unset or auto: 8), -1 when it is not auto or 1-8. */
 int kiln_cuda_attn_prefill_split_env(const char *v);
 
-/* Which tensor-core instructions the head_dim 64 and 128 kernel uses: Hopper's warpgroup
- * MMA (wgmma, where the build has sm_90a code and the device is compute capability 9.x; auto, the default) or
- * mma.sync (sync; every device from sm_80). KILN_CUDA_ATTN_PF_MMA=auto|wgmma|sync is read at first use;
+/* Which tensor-core instructions the head_dim 64 and 128 kernel uses: Hopper's warpgroup MMA (wgmma, where the
+ * build has sm_90a code and the device is compute capability 9.x; auto, the default) or mma.sync (sync; every
+ * device from sm_80). KILN_CUDA_ATTN_PF_MMA=auto|wgmma|sync is read at first use;
  * kiln_cuda_attn_prefill_mma overrides it (tests). wgmma asked for where it is not possible runs mma.sync. */
 enum { KILN_CUDA_PF_MMA_AUTO = 0, KILN_CUDA_PF_MMA_WGMMA = 1, KILN_CUDA_PF_MMA_SYNC = 2 };
 /* KILN_CUDA_ATTN_PF_MMA's value (unset: auto), -1 when it is none of auto, wgmma, sync. */
