@@ -67,12 +67,16 @@ static __global__ void __launch_bounds__(THREADS) attn_decode_kernel(kiln_cuda_a
     if (l2_at) kiln_pdl_wait(), l2_prefetch_(a);
     return;
   }
-  if (active) kiln_attn_unit_first<GMAX, THREADS>(s, u, a.k_cache, a.v_cache, a.shape);
+  const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.rope, a.eps, qscale, a.rope_vec};
+  kiln_attn_pre pre;
+  if (active) {
+    kiln_attn_unit_first<GMAX, THREADS>(s, u, a.k_cache, a.v_cache, a.shape);
+    pre = kiln_attn_unit_pre<GMAX>(u, t, a.shape);
+  }
   kiln_pdl_wait();
   if (prof) tl[1] = clock64();
   if (active) {
-    const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.rope, a.eps, qscale, a.rope_vec};
-    kiln_attn_unit_prologue<GMAX, THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape);
+    kiln_attn_unit_prologue<GMAX, THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape, &pre);
     if (prof) tl[2] = clock64();
     if (l2_at == 1) l2_prefetch_(a);
     if (CLUSTER)

@@ -114,15 +114,37 @@ typedef struct kiln_attn_token {
   int vec;           /* nonzero: q and k through kiln_norm_rotate4 where the head size allows (KILN_CUDA_ROPE_VEC) */
 } kiln_attn_token;
 
+/* What a warp's first prologue job reads that does not depend on the step's kernels (the vector form only): its
+ * norm weights and the lane's RoPE cosines and sines at the new position (the same for every job). A caller that
+ * waits for its inputs (a PDL wait) loads them before the wait: read once per step, they have left L2 by then, and
+ * after the wait they would add a memory latency to the prologue's own. */
+typedef struct kiln_attn_pre {
+  float4 w;
+  kiln_rope4 r;
+} kiln_attn_pre;
+
+template <int GMAX>
+static __device__ __forceinline__ kiln_attn_pre kiln_attn_unit_pre(const kiln_attn_unit &u, const kiln_attn_token &t,
+                                                                   const kiln_cuda_attn_shape &sh) {
+  const int job = threadIdx.x >> 5, hd = sh.head_dim;
+  kiln_attn_pre p = {make_float4(1.f, 1.f, 1.f, 1.f), {}};
+  if (!t.vec || !kiln_rope_vec_ok(hd)) return p;
+  p.w = kiln_norm_w4(job < GMAX ? t.q_norm : job == GMAX ? t.k_norm : NULL, hd);
+  p.r = kiln_rope4_at(t.rope, hd, u.L - 1);
+  return p;
+}
+
 /* Per-head RMSNorm and RoPE of the unit's query heads into s.qs (scaled by qscale; heads past the group are
  * zero); the unit whose keys include the new token also normalises and rotates its key and stores key and value
  * into the cache and, when they fall in the first tile, into s.kt / s.vt (a unit of another head group of the
- * same kv head stores the same bytes). One warp per job; kiln_attn_unit_run's first barrier publishes it all. */
+ * same kv head stores the same bytes). One warp per job; kiln_attn_unit_run's first barrier publishes it all. pre:
+ * kiln_attn_unit_pre's loads for this unit, or NULL (loaded here). */
 template <int GMAX, int THREADS>
 static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GMAX, THREADS> &s,
                                                                const kiln_attn_unit &u, const kiln_attn_token &t,
                                                                uint16_t *k_cache, uint16_t *v_cache,
-                                                               const kiln_cuda_attn_shape &sh) {
+                                                               const kiln_cuda_attn_shape &sh,
+                                                               const kiln_attn_pre *pre = nullptr) {
   constexpr int WARPS = THREADS / 32;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int hd = sh.head_dim, g = sh.n_heads / sh.n_kv_heads;
@@ -134,7 +156,9 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
   const int jn = pos - c0; /* the new token's row in the first tile, when < KILN_AD_TILE */
   const int jobs = GMAX + (owner ? 2 : 0);
   const bool vec = t.vec && kiln_rope_vec_ok(hd);
+  const kiln_rope4 rope = vec ? (pre ? pre->r : kiln_rope4_at(t.rope, hd, pos)) : kiln_rope4{};
   for (int job = warp; job < jobs; job += WARPS) {
+    const bool first = pre && job == warp; /* pre->w holds this job's norm weights */
     if (job < GMAX) {
       float *buf = s.qs + job * hd;
       if (job >= gn) {
@@ -143,7 +167,9 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
       }
       const float *q = t.qkv + (int64_t)(h0 + job) * hd;
       if (vec) {
-        const float4 o = kiln_norm_rotate4(q, NULL, hd, t.q_norm, t.eps, t.rope, pos, t.qscale);
+        const float4 w = first ? pre->w : kiln_norm_w4(t.q_norm, hd);
+        const float4 o = kiln_norm_rotate4_x(kiln_ld_head4(q, (const float *)NULL, hd), w, hd, t.q_norm != NULL,
+                                             t.eps, rope, t.qscale);
         if (lane < hd / 4) *(float4 *)(buf + 4 * lane) = o;
       } else {
         kiln_norm_rotate(buf, q, NULL, hd, t.q_norm, t.eps, t.rope, pos, t.qscale);
@@ -153,8 +179,10 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
     const int64_t at = (((int64_t)u.seq * sh.n_kv_heads + u.kh) * sh.n_ctx + pos) * hd;
     const bool in_tile = jn < KILN_AD_TILE;
     if (job == GMAX && vec) {
-      const float4 o = kiln_norm_rotate4(t.qkv + (int64_t)(sh.n_heads + u.kh) * hd, NULL, hd, t.k_norm, t.eps,
-                                         t.rope, pos, 1.f);
+      const float4 w = first ? pre->w : kiln_norm_w4(t.k_norm, hd);
+      const float4 o = kiln_norm_rotate4_x(kiln_ld_head4(t.qkv + (int64_t)(sh.n_heads + u.kh) * hd,
+                                                         (const float *)NULL, hd),
+                                           w, hd, t.k_norm != NULL, t.eps, rope, 1.f);
       if (lane < hd / 4) {
         const uint2 b = kiln_pack_bf16x4(o);
         *(uint2 *)(k_cache + at + 4 * lane) = b;

@@ -24,13 +24,20 @@
 #define GEMV_THREADS 256
 #define GEMV_WARPS (GEMV_THREADS / 32)
 #define GEMV_BLOCKS_PER_SM 4
-#define GEMV_XV 4 /* 16-byte pieces of the input a thread has in flight at once in the prologue */
+#define GEMV_XV 4 /* 16-byte pieces of the input a thread has in flight at once in the prologue (f32 input) */
+#define GEMV_XV_BF16 8 /* bf16 input: a block of 64 threads reads the 0.6B down GEMV's 6 KB in one round */
+
+/* The first pair's bias and old output (ADD) have been loaded into pb, py (pre: true; see the kernel). */
+typedef struct gemv_pre {
+  float b0, b1, y0, y1;
+} gemv_pre;
 
 static __device__ __forceinline__ void epilogue_(const kiln_cuda_gemv_args &a, int64_t row, float acc,
-                                                 unsigned long long *best) {
+                                                 unsigned long long *best, bool pre, float pb, float py) {
+  const float b = pre ? pb : a.bias ? a.bias[row] : 0.f;
   switch (a.mode) {
-  case KILN_GEMV_STORE: a.y[row] = acc + (a.bias ? a.bias[row] : 0.f); break;
-  case KILN_GEMV_ADD: a.y[row] += acc + (a.bias ? a.bias[row] : 0.f); break;
+  case KILN_GEMV_STORE: a.y[row] = acc + b; break;
+  case KILN_GEMV_ADD: a.y[row] = (pre ? py : a.y[row]) + (acc + b); break;
   case KILN_GEMV_ARGMAX: {
     a.y[row] = acc;
     unsigned long long p = kiln_pack_argmax(acc, row);
@@ -64,23 +71,42 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
   uint4 ca[KILN_GEMV_UNROLL], cb[KILN_GEMV_UNROLL];
   kiln_gemv_first(m, p0, lane, ca, cb, c0);
   if (pf > 0) kiln_gemv_prefetch_first(m, p0, pstride, pf, lane);
+  /* Constants the prologue and the first pair's epilogue need (the norm weights of the thread's first round, the
+   * first pair's biases) load before the wait too: read once per step, they have left L2 by then, and after the
+   * wait each would be a memory latency on the kernel's path. */
+  const float4 *x4 = (const float4 *)a.x_f32, *w4 = (const float4 *)a.norm_w;
+  const bool pre_w = !a.x_bf16 && w4;
+  float4 wpre[GEMV_XV];
+#pragma unroll
+  for (int u = 0; u < GEMV_XV; u++)
+    wpre[u] = pre_w && tid + u * nt < K4 ? w4[tid + u * nt] : make_float4(1.f, 1.f, 1.f, 1.f);
+  gemv_pre pre = {0.f, 0.f, 0.f, 0.f};
+  const bool own = lane == 0 && part == 0 && p0 < kiln_gemv_pairs(m);
+  if (own && a.bias) {
+    pre.b0 = a.bias[2 * p0];
+    if (2 * p0 + 1 < a.n_rows) pre.b1 = a.bias[2 * p0 + 1];
+  }
   kiln_pdl_wait();
+  /* ADD: the first pair's old outputs (another kernel's, complete now) requested under the prologue */
+  if (own && a.mode == KILN_GEMV_ADD) {
+    pre.y0 = __ldcg(a.y + 2 * p0);
+    if (2 * p0 + 1 < a.n_rows) pre.y1 = __ldcg(a.y + 2 * p0 + 1);
+  }
 
   /* ---- prologue: the input vector, once per block; a thread's loads go out GEMV_XV at a time, so the block
    * waits for one or two memory latencies, not one per element it reads ---- */
   if (a.x_bf16) {
     const uint4 *src = (const uint4 *)a.x_bf16;
-    for (int64_t i0 = tid; i0 < K8; i0 += GEMV_XV * nt) {
-      uint4 v[GEMV_XV];
+    for (int64_t i0 = tid; i0 < K8; i0 += GEMV_XV_BF16 * nt) {
+      uint4 v[GEMV_XV_BF16];
 #pragma unroll
-      for (int u = 0; u < GEMV_XV; u++)
+      for (int u = 0; u < GEMV_XV_BF16; u++)
         if (i0 + u * nt < K8) v[u] = src[i0 + u * nt];
 #pragma unroll
-      for (int u = 0; u < GEMV_XV; u++)
+      for (int u = 0; u < GEMV_XV_BF16; u++)
         if (i0 + u * nt < K8) xs[i0 + u * nt] = v[u];
     }
   } else {
-    const float4 *x4 = (const float4 *)a.x_f32, *w4 = (const float4 *)a.norm_w;
     float inv = 1.f;
     if (a.norm_w) {
       float ss = 0.f;
@@ -111,7 +137,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
       for (int u = 0; u < GEMV_XV; u++) {
         const bool in = i0 + u * nt < K4;
         v[u] = in ? x4[i0 + u * nt] : make_float4(0.f, 0.f, 0.f, 0.f);
-        w[u] = in && w4 ? w4[i0 + u * nt] : make_float4(1.f, 1.f, 1.f, 1.f);
+        w[u] = i0 == tid ? wpre[u] : in && w4 ? w4[i0 + u * nt] : make_float4(1.f, 1.f, 1.f, 1.f);
       }
 #pragma unroll
       for (int u = 0; u < GEMV_XV; u++)
@@ -144,8 +170,9 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
       /* silu(g) u with g = row 2p, u = row 2p + 1 (n_rows is even in this mode) */
       a.y_bf16[p] = kiln_f32_to_bf16_dev(kiln_silu_mul(y0, y1));
     } else {
-      epilogue_(a, r0, y0, &best);
-      if (r0 + 1 < a.n_rows) epilogue_(a, r0 + 1, y1, &best);
+      const bool first = p == p0;
+      epilogue_(a, r0, y0, &best, first, pre.b0, pre.y0);
+      if (r0 + 1 < a.n_rows) epilogue_(a, r0 + 1, y1, &best, first, pre.b1, pre.y1);
     }
   });
   kiln_l2_prefetch_share(a.l2_next, a.l2_next_bytes);
