@@ -165,12 +165,12 @@ static int op_gemv(kiln_backend *b, const void *arg) { return kiln_cuda_gemv(arg
 static int op_attn(kiln_backend *b, const void *arg) {
   (void)arg;
   const kiln_cuda_layer *L = &b->layers[0];
-  const bool short_ctx = b->h_step->pos < b->short_keys; /* as the step's graph runs it */
+  const int short_splits = kiln_cuda__step_short_splits(b, b->h_step->pos); /* as the step's graph runs it */
   kiln_cuda_attn_decode_args a = {.out = b->hbuf, .qkv = b->qkv, .q_norm = L->q_norm, .k_norm = L->k_norm,
                                   .rope = b->rope, .eps = 1e-6f, .k_cache = L->k_cache,
                                   .v_cache = L->v_cache, .step = b->d_step, .shape = b->shape,
-                                  .n_splits = short_ctx ? b->short_splits : b->n_splits,
-                                  .scratch = b->attn_part, .cluster = short_ctx};
+                                  .n_splits = short_splits > 0 ? short_splits : b->n_splits,
+                                  .scratch = b->attn_part, .cluster = short_splits > 0};
   return kiln_cuda_attn_decode(&a, b->stream);
 }
 

@@ -126,7 +126,8 @@ int kiln_cuda__layout(kiln_backend *b) {
 }
 
 static void destroy_graphs_(kiln_backend *b) {
-  cudaGraphExec_t *g[] = {&b->g_logits, &b->g_sample, &b->g_logits_short, &b->g_sample_short};
+  cudaGraphExec_t *g[2 + 2 * KILN_CUDA_SHORT_LEVELS] = {&b->g_logits, &b->g_sample};
+  for (int i = 0; i < KILN_CUDA_SHORT_LEVELS; i++) g[2 + 2 * i] = &b->g_logits_short[i], g[3 + 2 * i] = &b->g_sample_short[i];
   for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
     if (*g[i]) (void)cudaGraphExecDestroy(*g[i]);
     *g[i] = NULL;
@@ -135,7 +136,7 @@ static void destroy_graphs_(kiln_backend *b) {
     if (b->g_prefill[i]) (void)cudaGraphExecDestroy(b->g_prefill[i]);
     b->g_prefill[i] = NULL;
   }
-  b->short_keys = b->short_splits = 0;
+  b->short_keys = b->n_short = 0;
 }
 
 static void destroy_(kiln_backend *b) {
@@ -168,9 +169,9 @@ int kiln_cuda__capture_end(kiln_backend *b, int rc, cudaGraphExec_t *out) {
 }
 
 /* Captures the decode step into a graph (the stream must be idle). */
-static int capture_(kiln_backend *b, bool sample, bool short_ctx, cudaGraphExec_t *out) {
+static int capture_(kiln_backend *b, bool sample, int short_splits, cudaGraphExec_t *out) {
   KILN_CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
-  return kiln_cuda__capture_end(b, kiln_cuda__decode_enqueue(b, sample, short_ctx), out);
+  return kiln_cuda__capture_end(b, kiln_cuda__decode_enqueue(b, sample, short_splits), out);
 }
 
 /* Everything but the weights' values: device, stream, cuBLAS, arena, pinned memory, RoPE table. */
@@ -331,6 +332,13 @@ static int read_switches_(kiln_backend *b) {
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_CARVEOUT=%s: expected auto, max or a percent 0-100", co);
   /* 1 or unset: the cluster combine's last barrier is relaxed (attn_decode_dev.cuh; H100: 0.6B -1.3%); 0: not */
   if ((rc = env_on_("KILN_CUDA_ATTN_RELAXED", &b->attn_relaxed))) return rc;
+  /* tuning: how many short-context graph pairs (1-3, warm_and_capture_): 1 the cluster size's only, 2 and 3 add
+   * pairs with half and a quarter of its splits for the shorter contexts */
+  const char *sl = getenv("KILN_CUDA_ATTN_LEVELS");
+  long lv = 1;
+  if (sl && *sl && env_int_(sl, 1, KILN_CUDA_SHORT_LEVELS, &lv))
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_LEVELS=%s: expected 1-%d", sl, KILN_CUDA_SHORT_LEVELS);
+  b->short_levels = (int)lv;
   /* tuning only: the decode gate/up GEMV's blocks per SM (1-8; unset or 0: the usual cap), so the down GEMV's
    * blocks find room, and load their first weights, under gate/up's tail */
   const char *gb = getenv("KILN_CUDA_GEMV_GU_BLOCKS");
@@ -386,14 +394,16 @@ static int setup_decode_kernel_(kiln_backend *b) {
  * combine in mode SHORT (the default; KILN_CUDA_ATTN_CLUSTER unset or short), also the _short graphs, when the
  * device has clusters and the main graphs split the keys more finely than a cluster holds: up to short_keys keys
  * (512 with clusters of 16) the attention then runs its splits as clusters, the same partition of the keys
- * combined on chip. */
+ * combined on chip. With b->short_levels > 1, pairs with half and a quarter of the splits serve the shorter
+ * contexts (256 and 128 keys with clusters of 16): each split still holds 32 keys there, so the partition is
+ * the same, in smaller clusters (fewer idle blocks, fewer SMs of a GPC to wait for). */
 static int warm_and_capture_(kiln_backend *b) {
   int rc;
   memset(b->h_step, 0, sizeof *b->h_step);
-  if ((rc = kiln_cuda__decode_enqueue(b, true, false))) return rc;
+  if ((rc = kiln_cuda__decode_enqueue(b, true, 0))) return rc;
   KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
-  if ((rc = capture_(b, false, false, &b->g_logits))) return rc;
-  if ((rc = capture_(b, true, false, &b->g_sample))) return rc;
+  if ((rc = capture_(b, false, 0, &b->g_logits))) return rc;
+  if ((rc = capture_(b, true, 0, &b->g_sample))) return rc;
   KILN_CUDA_CHECK(cudaGraphUpload(b->g_logits, b->stream));
   KILN_CUDA_CHECK(cudaGraphUpload(b->g_sample, b->stream));
   int cmax = 0;
@@ -401,14 +411,22 @@ static int warm_and_capture_(kiln_backend *b) {
       (rc = kiln_cuda_attn_decode_cluster_max(&b->shape, &cmax)))
     return rc;
   if (cmax > 1 && b->n_splits > 1) {
-    b->short_splits = b->n_splits < cmax ? b->n_splits : cmax;
-    if ((rc = kiln_cuda__decode_enqueue(b, true, true))) return rc; /* warm-up: the cluster kernel's attributes */
-    KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
-    if ((rc = capture_(b, false, true, &b->g_logits_short))) return rc;
-    if ((rc = capture_(b, true, true, &b->g_sample_short))) return rc;
-    KILN_CUDA_CHECK(cudaGraphUpload(b->g_logits_short, b->stream));
-    KILN_CUDA_CHECK(cudaGraphUpload(b->g_sample_short, b->stream));
-    b->short_keys = kiln_cuda_attn_decode_short_keys(b->short_splits);
+    const int top = b->n_splits < cmax ? b->n_splits : cmax;
+    int n = 0; /* levels, smallest first: top >> (levels - 1) .. top, none below 2 splits */
+    for (int i = b->short_levels - 1; i >= 0; i--)
+      if ((top >> i) >= 2 || i == 0) b->short_splits[n++] = top >> i;
+    for (int i = 0; i < n; i++) {
+      const int s = b->short_splits[i];
+      if ((rc = kiln_cuda__decode_enqueue(b, true, s))) return rc; /* warm-up: the cluster kernel's attributes */
+      KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
+      if ((rc = capture_(b, false, s, &b->g_logits_short[i]))) return rc;
+      if ((rc = capture_(b, true, s, &b->g_sample_short[i]))) return rc;
+      KILN_CUDA_CHECK(cudaGraphUpload(b->g_logits_short[i], b->stream));
+      KILN_CUDA_CHECK(cudaGraphUpload(b->g_sample_short[i], b->stream));
+      b->short_keys_at[i] = kiln_cuda_attn_decode_short_keys(s);
+      b->n_short = i + 1;
+    }
+    b->short_keys = b->short_keys_at[n - 1];
   }
   KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
   return 0;

@@ -25,6 +25,7 @@
 #define KILN_CUDA_MAX_CHUNK 1024 /* the most tokens a prefill chunk has */
 /* Prefill graph buckets: chunk sizes padded to a multiple of KILN_CUDA_PREFILL_STEP up to KILN_CUDA_PREFILL_SHORT
  * tokens, of KILN_CUDA_PREFILL_LSTEP above it (a few % of padding, against 16 buckets more) */
+#define KILN_CUDA_SHORT_LEVELS 3 /* short-context decode graph pairs at most (cluster sizes cmax, cmax/2, cmax/4) */
 #define KILN_CUDA_PREFILL_STEP 16
 #define KILN_CUDA_PREFILL_SHORT 256
 #define KILN_CUDA_PREFILL_LSTEP 64
@@ -81,12 +82,13 @@ struct kiln_backend {
   int32_t *h_next;
   int32_t *h_tokens;
 
-  /* the decode step as CUDA graphs: logits only, and logits + sampling. The _short pair (NULL when not used)
-   * serves steps with at most short_keys keys: attention in short_splits splits combining inside thread-block
-   * clusters, the keys cut exactly as in the main graphs (kiln_cuda_attn_decode_short_keys). */
+  /* the decode step as CUDA graphs: logits only, and logits + sampling. The _short pairs (n_short of them, 0 when
+   * not used; smallest first) serve steps with fewer keys: pair i those below short_keys_at[i], with attention in
+   * short_splits[i] splits combining inside thread-block clusters of that size, the keys cut exactly as in the
+   * main graphs (kiln_cuda_attn_decode_short_keys). short_keys: the largest, below which a _short pair runs. */
   cudaGraphExec_t g_logits, g_sample;
-  cudaGraphExec_t g_logits_short, g_sample_short;
-  int short_splits, short_keys;
+  cudaGraphExec_t g_logits_short[KILN_CUDA_SHORT_LEVELS], g_sample_short[KILN_CUDA_SHORT_LEVELS];
+  int short_splits[KILN_CUDA_SHORT_LEVELS], short_keys_at[KILN_CUDA_SHORT_LEVELS], n_short, short_keys;
   /* What decode attention prefetches into L2 for the GEMVs after it (KILN_CUDA_ATTN_L2PF, tuning): -1 nothing (the
    * default), else the o_proj weights and this many bytes of the gate/up weights (forward.c) */
   int64_t attn_l2pf;
@@ -100,6 +102,7 @@ struct kiln_backend {
   int prefill_graph_max;
   int gu_blocks; /* KILN_CUDA_GEMV_GU_BLOCKS: the decode gate/up GEMV's blocks per SM (0: the usual cap) */
   bool attn_relaxed; /* kiln_cuda_attn_decode_args.relaxed_end (KILN_CUDA_ATTN_RELAXED=0: off) */
+  int short_levels;  /* short-context graph pairs to capture, 1 .. KILN_CUDA_SHORT_LEVELS (KILN_CUDA_ATTN_LEVELS) */
   bool attn_prof; /* KILN_CUDA_ATTN_PROFILE=1: layer 0's decode attention records its timeline into d_prof */
   cudaGraphExec_t g_prefill[KILN_CUDA_PREFILL_BUCKETS];
   bool prefill_seen[KILN_CUDA_PREFILL_BUCKETS];
@@ -122,8 +125,17 @@ struct kiln_backend {
 /* The graph that runs a decode step at position pos: with sampling or logits only, the _short one when it
  * serves that position. */
 static inline cudaGraphExec_t kiln_cuda__step_graph(const kiln_backend *b, int pos, bool sample) {
-  if (pos < b->short_keys) return sample ? b->g_sample_short : b->g_logits_short;
+  for (int i = 0; i < b->n_short; i++)
+    if (pos < b->short_keys_at[i]) return sample ? b->g_sample_short[i] : b->g_logits_short[i];
   return sample ? b->g_sample : b->g_logits;
+}
+
+/* The attention splits of the step at position pos as its graph runs them (0: the main graphs' b->n_splits, no
+ * cluster). */
+static inline int kiln_cuda__step_short_splits(const kiln_backend *b, int pos) {
+  for (int i = 0; i < b->n_short; i++)
+    if (pos < b->short_keys_at[i]) return b->short_splits[i];
+  return 0;
 }
 
 /* The handles, workspace and stream of b's GEMMs. */
@@ -145,9 +157,9 @@ int kiln_cuda__upload(kiln_backend *b, const kiln_model *m);
  * error. */
 int kiln_cuda__capture_end(kiln_backend *b, int rc, cudaGraphExec_t *out);
 /* Enqueues one decode step (d_step already holds seq, pos, token): embedding .. lm_head into b->logits, plus the
- * sampled token into b->h_next when `sample`; short_ctx: the attention of the _short graphs (short_splits, cluster
- * combine). Captured into the graphs; also run eagerly once as a warm-up. */
-int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample, bool short_ctx);
+ * sampled token into b->h_next when `sample`; short_splits > 0: the attention of a _short graph pair (that many
+ * splits, cluster combine), 0: the main graphs'. Captured into the graphs; also run eagerly once as a warm-up. */
+int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample, int short_splits);
 /* Enqueues the kernels of a prefill of n (<= chunk) tokens whose ids are in d_tokens and whose slot and first
  * position are in d_step: embedding .. final norm, and with last_logits the last token's logits into b->logits.
  * Only stream work (bench_cuda captures it into a graph to time the GPU alone). */

@@ -34,7 +34,7 @@ static void l2_next_(kiln_cuda_gemv_args *g, const uint16_t *p, int64_t bytes, i
   g->l2_next_bytes = bytes - skip < cap ? bytes - skip : cap;
 }
 
-static int decode_enqueue_(kiln_backend *b, bool sample, bool short_ctx) {
+static int decode_enqueue_(kiln_backend *b, bool sample, int short_splits) {
   const kiln_config *c = &b->cfg;
   const int64_t H = c->hidden_size, I = c->intermediate_size, nq = (int64_t)c->n_heads * c->head_dim;
   cudaStream_t st = b->stream;
@@ -61,8 +61,8 @@ static int decode_enqueue_(kiln_backend *b, bool sample, bool short_ctx) {
     kiln_cuda_attn_decode_args at = {.out = b->hbuf, .qkv = b->qkv, .q_norm = L->q_norm, .k_norm = L->k_norm,
                                      .rope = b->rope, .eps = c->rms_norm_eps, .k_cache = L->k_cache,
                                      .v_cache = L->v_cache, .step = b->d_step, .shape = b->shape,
-                                     .n_splits = short_ctx ? b->short_splits : b->n_splits,
-                                     .scratch = b->attn_part, .cluster = short_ctx,
+                                     .n_splits = short_splits > 0 ? short_splits : b->n_splits,
+                                     .scratch = b->attn_part, .cluster = short_splits > 0,
                                      .prof = b->attn_prof && l == 0 ? b->d_prof : NULL,
                                      .relaxed_end = b->attn_relaxed, .rope_vec = kiln_cuda_rope_vec(),
                                      .l2_at = b->attn_l2_at};
@@ -98,8 +98,8 @@ static int decode_enqueue_(kiln_backend *b, bool sample, bool short_ctx) {
   return 0;
 }
 
-int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample, bool short_ctx) {
-  int rc = decode_enqueue_(b, sample, short_ctx);
+int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample, int short_splits) {
+  int rc = decode_enqueue_(b, sample, short_splits);
   kiln_cuda__set_pdl(0); /* also on the error paths: later launches of this thread are plain */
   return rc;
 }
