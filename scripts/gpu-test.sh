@@ -18,7 +18,8 @@ export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-
 # KILN_CUDA_GEMV_L2NEXT=4; off by default), NAME@l2late with attention's prefetch issued after its prologue
 # (KILN_CUDA_ATTN_L2PF_AT=prologue), NAME@nopgraph without the prefill graphs (KILN_CUDA_PREFILL_GRAPH=0),
 # NAME@knobs with the other tuning knobs away from their defaults (KILN_CUDA_CARVEOUT=max, KILN_CUDA_ATTN_RELAXED=0,
-# KILN_CUDA_GEMV_GU_BLOCKS=3), NAME@levels with short-context graphs in three cluster sizes (KILN_CUDA_ATTN_LEVELS=3),
+# KILN_CUDA_GEMV_GU_BLOCKS=3), NAME@levels1 with the short-context graphs in one cluster size only
+# (KILN_CUDA_ATTN_LEVELS=1; the default has three),
 # NAME@t128 and NAME@t256 with decode attention in blocks of 128 or 256 threads at every shape
 # (KILN_CUDA_ATTN_THREADS; the default picks by shape), NAME@norope with q/k norm + RoPE in their scalar form
 # (KILN_CUDA_ROPE_VEC=0), NAME@split, NAME@split4 and NAME@splitall with the GEMV's split k (KILN_CUDA_GEMV_SPLIT=2,
@@ -28,10 +29,10 @@ export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-
 # every decode and prefill path meets the tests.
 tests=(test_cuda_wgmma test_cuda_ops test_cuda_ops@norope test_cuda_ops@split test_cuda_ops@split4 test_cuda_ops@splitall
        test_cuda_decode test_cuda_decode@global test_cuda_decode@knobs test_cuda_decode@t128 test_cuda_decode@t256
-       test_cuda_decode@levels test_cuda_decode@norope test_cuda_decode@split test_cuda_decode@splitall
+       test_cuda_decode@levels1 test_cuda_decode@norope test_cuda_decode@split test_cuda_decode@splitall
        test_cuda_model test_cuda_model@persistent test_cuda_model@cluster test_cuda_model@global
        test_cuda_model@l2pf test_cuda_model@l2late test_cuda_model@nopgraph test_cuda_model@knobs
-       test_cuda_model@t128 test_cuda_model@t256 test_cuda_model@levels test_cuda_model@norope
+       test_cuda_model@t128 test_cuda_model@t256 test_cuda_model@levels1 test_cuda_model@norope
        test_cuda_model@split test_cuda_model@splitall test_cuda_model@pfwhole test_cuda_model@gemmplan
        test_cuda_model@pfsync
        test_cuda_alloc test_cuda_alloc@persistent test_cuda_alloc@global
@@ -56,7 +57,7 @@ for spec in "${tests[@]}"; do
     l2late) KILN_CUDA_ATTN_L2PF=8 KILN_CUDA_ATTN_L2PF_AT=prologue "$BIN/$t" ;;
     nopgraph) KILN_CUDA_PREFILL_GRAPH=0 "$BIN/$t" ;;
     knobs) KILN_CUDA_CARVEOUT=max KILN_CUDA_ATTN_RELAXED=0 KILN_CUDA_GEMV_GU_BLOCKS=3 "$BIN/$t" ;;
-    levels) KILN_CUDA_ATTN_LEVELS=3 "$BIN/$t" ;;
+    levels1) KILN_CUDA_ATTN_LEVELS=1 "$BIN/$t" ;;
     t128) KILN_CUDA_ATTN_THREADS=128 "$BIN/$t" ;;
     t256) KILN_CUDA_ATTN_THREADS=256 "$BIN/$t" ;;
     norope) KILN_CUDA_ROPE_VEC=0 "$BIN/$t" ;;

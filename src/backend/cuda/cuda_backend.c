@@ -332,10 +332,11 @@ static int read_switches_(kiln_backend *b) {
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_CARVEOUT=%s: expected auto, max or a percent 0-100", co);
   /* 1 or unset: the cluster combine's last barrier is relaxed (attn_decode_dev.cuh; H100: 0.6B -1.3%); 0: not */
   if ((rc = env_on_("KILN_CUDA_ATTN_RELAXED", &b->attn_relaxed))) return rc;
-  /* tuning: how many short-context graph pairs (1-3, warm_and_capture_): 1 the cluster size's only, 2 and 3 add
-   * pairs with half and a quarter of its splits for the shorter contexts */
+  /* how many short-context graph pairs (1-3, warm_and_capture_): 3 (unset; the default) adds pairs with half and
+   * a quarter of the cluster's splits for the shorter contexts (H200, 80ef22e: decode at ctx 128 -1.2% at 0.6B,
+   * -1.6% at 4B, ctx 2,048 unchanged); 1 (tuning) the cluster size's only, 2 the half too */
   const char *sl = getenv("KILN_CUDA_ATTN_LEVELS");
-  long lv = 1;
+  long lv = KILN_CUDA_SHORT_LEVELS;
   if (sl && *sl && env_int_(sl, 1, KILN_CUDA_SHORT_LEVELS, &lv))
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_LEVELS=%s: expected 1-%d", sl, KILN_CUDA_SHORT_LEVELS);
   b->short_levels = (int)lv;

@@ -102,7 +102,8 @@ struct kiln_backend {
   int prefill_graph_max;
   int gu_blocks; /* KILN_CUDA_GEMV_GU_BLOCKS: the decode gate/up GEMV's blocks per SM (0: the usual cap) */
   bool attn_relaxed; /* kiln_cuda_attn_decode_args.relaxed_end (KILN_CUDA_ATTN_RELAXED=0: off) */
-  int short_levels;  /* short-context graph pairs to capture, 1 .. KILN_CUDA_SHORT_LEVELS (KILN_CUDA_ATTN_LEVELS) */
+  int short_levels;  /* short-context graph pairs to capture, 1 .. KILN_CUDA_SHORT_LEVELS (KILN_CUDA_ATTN_LEVELS; the most
+                      * by default) */
   bool attn_prof; /* KILN_CUDA_ATTN_PROFILE=1: layer 0's decode attention records its timeline into d_prof */
   cudaGraphExec_t g_prefill[KILN_CUDA_PREFILL_BUCKETS];
   bool prefill_seen[KILN_CUDA_PREFILL_BUCKETS];
