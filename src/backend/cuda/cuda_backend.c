@@ -127,7 +127,8 @@ int kiln_cuda__layout(kiln_backend *b) {
 
 static void destroy_graphs_(kiln_backend *b) {
   cudaGraphExec_t *g[2 + 2 * KILN_CUDA_SHORT_LEVELS] = {&b->g_logits, &b->g_sample};
-  for (int i = 0; i < KILN_CUDA_SHORT_LEVELS; i++) g[2 + 2 * i] = &b->g_logits_short[i], g[3 + 2 * i] = &b->g_sample_short[i];
+  for (int i = 0; i < KILN_CUDA_SHORT_LEVELS; i++)
+    g[2 + 2 * i] = &b->g_logits_short[i], g[3 + 2 * i] = &b->g_sample_short[i];
   for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
     if (*g[i]) (void)cudaGraphExecDestroy(*g[i]);
     *g[i] = NULL;

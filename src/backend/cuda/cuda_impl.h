@@ -21,11 +21,10 @@
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/rope.h"
 
-
 #define KILN_CUDA_MAX_CHUNK 1024 /* the most tokens a prefill chunk has */
+#define KILN_CUDA_SHORT_LEVELS 3 /* short-context decode graph pairs at most (cluster sizes cmax, cmax/2, cmax/4) */
 /* Prefill graph buckets: chunk sizes padded to a multiple of KILN_CUDA_PREFILL_STEP up to KILN_CUDA_PREFILL_SHORT
  * tokens, of KILN_CUDA_PREFILL_LSTEP above it (a few % of padding, against 16 buckets more) */
-#define KILN_CUDA_SHORT_LEVELS 3 /* short-context decode graph pairs at most (cluster sizes cmax, cmax/2, cmax/4) */
 #define KILN_CUDA_PREFILL_STEP 16
 #define KILN_CUDA_PREFILL_SHORT 256
 #define KILN_CUDA_PREFILL_LSTEP 64
@@ -102,8 +101,8 @@ struct kiln_backend {
   int prefill_graph_max;
   int gu_blocks; /* KILN_CUDA_GEMV_GU_BLOCKS: the decode gate/up GEMV's blocks per SM (0: the usual cap) */
   bool attn_relaxed; /* kiln_cuda_attn_decode_args.relaxed_end (KILN_CUDA_ATTN_RELAXED=0: off) */
-  int short_levels;  /* short-context graph pairs to capture, 1 .. KILN_CUDA_SHORT_LEVELS (KILN_CUDA_ATTN_LEVELS; the most
-                      * by default) */
+  int short_levels;  /* short-context graph pairs to capture: 1 .. KILN_CUDA_SHORT_LEVELS, the most unless
+                      * KILN_CUDA_ATTN_LEVELS says fewer */
   bool attn_prof; /* KILN_CUDA_ATTN_PROFILE=1: layer 0's decode attention records its timeline into d_prof */
   cudaGraphExec_t g_prefill[KILN_CUDA_PREFILL_BUCKETS];
   bool prefill_seen[KILN_CUDA_PREFILL_BUCKETS];
