@@ -27,11 +27,13 @@
 #define GEMV_XV 4 /* 16-byte pieces of the input a thread has in flight at once in the prologue (f32 input) */
 #define GEMV_XV_BF16 8 /* bf16 input: a block of 64 threads reads the 0.6B down GEMV's 6 KB in one round */
 
-/* The first pair's bias and old output (ADD) have been loaded into pb, py (pre: true; see the kernel). */
+/* The warp's first row pair's biases (loaded before the PDL wait) and, in ADD mode, old outputs (right after it),
+ * held by the lane that runs the pair's epilogue. */
 typedef struct gemv_pre {
   float b0, b1, y0, y1;
 } gemv_pre;
 
+/* One row's output; pre: the row belongs to the warp's first pair, whose bias and old output are pb and py. */
 static __device__ __forceinline__ void epilogue_(const kiln_cuda_gemv_args &a, int64_t row, float acc,
                                                  unsigned long long *best, bool pre, float pb, float py) {
   const float b = pre ? pb : a.bias ? a.bias[row] : 0.f;
