@@ -320,7 +320,7 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
   /* which decode step the graphs hold: the persistent kernel, or the kernel-per-op fallback */
   json_object_set_new(res, "decode_path", json_string(b->ds_blocks > 0 ? "persistent" : "graph"));
   /* positions below this run the short-context graphs (attention combining inside thread-block clusters) */
-  json_object_set_new(res, "short_keys", json_integer(b->short_keys));
+  json_object_set_new(res, "short_keys", json_integer(kiln_cuda__short_keys(b)));
   json_t *dec = json_array(), *pre = json_array();
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));

@@ -242,8 +242,8 @@ static void run_case(const shape_case *s) {
   const int want_short = cmax > 1 && gr->n_splits > 1 ? kiln_cuda_attn_decode_short_keys(
                                                              gr->n_splits < cmax ? gr->n_splits : cmax)
                                                        : 0;
-  GT_CHECK(gr->short_keys == want_short, "%s: short-context graphs up to %d keys, expected %d", s->name,
-           gr->short_keys, want_short);
+  GT_CHECK(kiln_cuda__short_keys(gr) == want_short, "%s: short-context graphs up to %d keys, expected %d", s->name,
+           kiln_cuda__short_keys(gr), want_short);
 
   const int V = s->vocab, seq = 1;
   int32_t *prompt = malloc(sizeof(int32_t) * (size_t)s->prompt);
@@ -335,7 +335,8 @@ static void run_case(const shape_case *s) {
   printf("%s: prompt %d, %d steps to position %d (short graphs below %d): worst logits NMSE %.2e, greedy "
          "differences %d/%d; decoded KV rows: %ld elements differ (NMSE %.2e); run-to-run differences: persistent "
          "%d, graph %d\n",
-         s->name, s->prompt, s->steps, pos, gr->short_keys, worst, flips, ties, kv_dec, kv_nmse, runs_pk, runs_gr);
+         s->name, s->prompt, s->steps, pos, kiln_cuda__short_keys(gr), worst, flips, ties, kv_dec, kv_nmse, runs_pk,
+         runs_gr);
   /* a token outside the vocabulary: NaN logits on both paths, no fault */
   int32_t bad = V + 5;
   GT_OK(kiln_backend_cuda.forward(pk, 0, 0, &bad, 1, la, false));

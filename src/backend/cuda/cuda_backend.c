@@ -137,7 +137,7 @@ static void destroy_graphs_(kiln_backend *b) {
     if (b->g_prefill[i]) (void)cudaGraphExecDestroy(b->g_prefill[i]);
     b->g_prefill[i] = NULL;
   }
-  b->short_keys = b->n_short = 0;
+  b->n_short = 0;
 }
 
 static void destroy_(kiln_backend *b) {
@@ -394,8 +394,8 @@ static int setup_decode_kernel_(kiln_backend *b) {
 
 /* Warm-up step and graph capture of the current decode path; with the kernel-per-op graph and the cluster
  * combine in mode SHORT (the default; KILN_CUDA_ATTN_CLUSTER unset or short), also the _short graphs, when the
- * device has clusters and the main graphs split the keys more finely than a cluster holds: up to short_keys keys
- * (512 with clusters of 16) the attention then runs its splits as clusters, the same partition of the keys
+ * device has clusters and the main graphs split the keys more finely than a cluster holds: below
+ * kiln_cuda__short_keys (512 with clusters of 16) the attention then runs its splits as clusters, the same partition of the keys
  * combined on chip. With b->short_levels > 1, pairs with half and a quarter of the splits serve the shorter
  * contexts (256 and 128 keys with clusters of 16): each split still holds 32 keys there, so the partition is
  * the same, in smaller clusters (fewer idle blocks, fewer SMs of a GPC to wait for). */
@@ -428,7 +428,6 @@ static int warm_and_capture_(kiln_backend *b) {
       b->short_keys_at[i] = kiln_cuda_attn_decode_short_keys(s);
       b->n_short = i + 1;
     }
-    b->short_keys = b->short_keys_at[n - 1];
   }
   KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
   return 0;

@@ -84,10 +84,10 @@ struct kiln_backend {
   /* the decode step as CUDA graphs: logits only, and logits + sampling. The _short pairs (n_short of them, 0 when
    * not used; smallest first) serve steps with fewer keys: pair i those below short_keys_at[i], with attention in
    * short_splits[i] splits combining inside thread-block clusters of that size, the keys cut exactly as in the
-   * main graphs (kiln_cuda_attn_decode_short_keys). short_keys: the largest, below which a _short pair runs. */
+   * main graphs (kiln_cuda_attn_decode_short_keys). */
   cudaGraphExec_t g_logits, g_sample;
   cudaGraphExec_t g_logits_short[KILN_CUDA_SHORT_LEVELS], g_sample_short[KILN_CUDA_SHORT_LEVELS];
-  int short_splits[KILN_CUDA_SHORT_LEVELS], short_keys_at[KILN_CUDA_SHORT_LEVELS], n_short, short_keys;
+  int short_splits[KILN_CUDA_SHORT_LEVELS], short_keys_at[KILN_CUDA_SHORT_LEVELS], n_short;
   /* What decode attention prefetches into L2 for the GEMVs after it (KILN_CUDA_ATTN_L2PF, tuning): -1 nothing (the
    * default), else the o_proj weights and this many bytes of the gate/up weights (forward.c) */
   int64_t attn_l2pf;
@@ -122,20 +122,31 @@ struct kiln_backend {
   int ds_blocks;
 };
 
+/* The _short pair that serves a decode step at position pos (-1: the main graphs). */
+static inline int kiln_cuda__short_level(const kiln_backend *b, int pos) {
+  for (int i = 0; i < b->n_short; i++)
+    if (pos < b->short_keys_at[i]) return i;
+  return -1;
+}
+
 /* The graph that runs a decode step at position pos: with sampling or logits only, the _short one when it
  * serves that position. */
 static inline cudaGraphExec_t kiln_cuda__step_graph(const kiln_backend *b, int pos, bool sample) {
-  for (int i = 0; i < b->n_short; i++)
-    if (pos < b->short_keys_at[i]) return sample ? b->g_sample_short[i] : b->g_logits_short[i];
+  const int i = kiln_cuda__short_level(b, pos);
+  if (i >= 0) return sample ? b->g_sample_short[i] : b->g_logits_short[i];
   return sample ? b->g_sample : b->g_logits;
 }
 
 /* The attention splits of the step at position pos as its graph runs them (0: the main graphs' b->n_splits, no
  * cluster). */
 static inline int kiln_cuda__step_short_splits(const kiln_backend *b, int pos) {
-  for (int i = 0; i < b->n_short; i++)
-    if (pos < b->short_keys_at[i]) return b->short_splits[i];
-  return 0;
+  const int i = kiln_cuda__short_level(b, pos);
+  return i >= 0 ? b->short_splits[i] : 0;
+}
+
+/* Steps below this many keys run a _short graph pair (0: none). */
+static inline int kiln_cuda__short_keys(const kiln_backend *b) {
+  return b->n_short > 0 ? b->short_keys_at[b->n_short - 1] : 0;
 }
 
 /* The handles, workspace and stream of b's GEMMs. */
