@@ -437,6 +437,39 @@ static void test_attn_decode(int nh, int nkv, int hd, int L, int n_ctx, int spli
   cudaFree(d_part), cudaFree(d_st);
 }
 
+/* Decode attention under both combines: through global memory, then inside thread-block clusters (where the device
+ * has them). */
+static void test_attn_decodes(void) {
+  const kiln_cuda_attn_shape sh32 = {32, 4, 128, 1024}, sh16 = {16, 8, 128, 1024};
+  int c8 = 0, c2 = 0;
+  GT_OK(kiln_cuda_attn_decode_cluster_max(&sh32, &c8));
+  GT_OK(kiln_cuda_attn_decode_cluster_max(&sh16, &c2));
+  printf("decode attention: clusters of up to %d units (8 q heads a kv head), %d (2)\n", c8, c2);
+  for (int cl = 0; cl < 2; cl++) {
+    kiln_cuda_attn_decode_cluster(attn_cluster = cl);
+    test_attn_decode(16, 8, 128, 1, 64, 0, 1);
+    test_attn_decode(16, 8, 128, 100, 256, 0, 1);
+    test_attn_decode(16, 8, 128, 129, 4096, 0, 1);   /* the new key in the first tile of the last of 5 splits */
+    test_attn_decode(32, 8, 128, 2048, 4096, 0, 1);
+    test_attn_decode(32, 8, 128, 300, 512, 1, 0);    /* one split: five tiles in a row */
+    test_attn_decode(8, 8, 64, 77, 128, 1, 1);
+    test_attn_decode(32, 2, 64, 300, 512, 7, 0);
+    test_attn_decode(4, 1, 256, 50, 64, 3, 1);
+    test_attn_decode(4, 1, 256, 200, 256, 1, 0);     /* head_dim 256: tiles longer than one round of loads */
+    test_attn_decode(32, 2, 128, 150, 256, 2, 1);    /* 16 heads per kv head: two head groups store the key */
+    test_attn_decode(4, 2, 16, 40, 64, 0, 1);
+    test_attn_decode(4, 2, 24, 45, 64, 0, 0);
+    test_attn_decode(6, 3, 40, 200, 256, 0, 1);
+    test_attn_decode(2, 1, 8, 9, 16, 2, 1);
+    /* with clusters: up to 16 splits a group is one cluster (combine in shared memory); more use global memory */
+    test_attn_decode(32, 4, 128, 700, 1024, 16, 1);  /* clusters of 16, 8 heads a unit */
+    test_attn_decode(16, 8, 128, 129, 4096, 9, 1);   /* 5 of 9 splits hold keys; the others only help combine */
+    test_attn_decode(16, 8, 128, 1000, 2048, 17, 0); /* one past the largest cluster */
+    test_attn_decode(32, 8, 128, 2048, 4096, 33, 1);
+  }
+  kiln_cuda_attn_decode_cluster(0);
+}
+
 /* ---- causal prefill attention ---- */
 /* The slot's cache rows past pos0 + n hold NaN, as must never reach the output (a masked probability times a
  * stale value); the output has one more token row, which must stay poisoned. Run without key splitting, then
@@ -873,6 +906,11 @@ int main(void) {
    * head sizes), for compute-sanitizer */
   /* KILN_TEST_OPS=gemm: the GEMMs and their plans only, for compute-sanitizer */
   if (only && !strcmp(only, "gemm")) return test_gemms() ? 1 : gt_finish("test_cuda_ops");
+  /* KILN_TEST_OPS=attn_decode: the decode attention cases only (gpu-test runs them under each head group cap) */
+  if (only && !strcmp(only, "attn_decode")) {
+    test_attn_decodes();
+    return gt_finish("test_cuda_ops");
+  }
   if (only && !strcmp(only, "attn_prefill")) {
     test_attn_prefill(8, 4, 128, 512, 129, 1024);
     test_attn_prefill(2, 2, 64, 700, 100, 1024);
@@ -893,37 +931,7 @@ int main(void) {
   test_qkv_rope(5, 1, 128, KILN_ROPE_LLAMA3, 1, 1);   /* 6 heads: groups of 4 hold q and k heads, and 2 past the end */
   test_qkv_rope(3, 3, 16, KILN_ROPE_DEFAULT, 1, 1);
 
-  /* both combines: through global memory, then inside thread-block clusters (where the device has them) */
-  {
-    const kiln_cuda_attn_shape sh32 = {32, 4, 128, 1024}, sh16 = {16, 8, 128, 1024};
-    int c8 = 0, c2 = 0;
-    GT_OK(kiln_cuda_attn_decode_cluster_max(&sh32, &c8));
-    GT_OK(kiln_cuda_attn_decode_cluster_max(&sh16, &c2));
-    printf("decode attention: clusters of up to %d units (8 heads a unit), %d (2 heads a unit)\n", c8, c2);
-  }
-  for (int cl = 0; cl < 2; cl++) {
-    kiln_cuda_attn_decode_cluster(attn_cluster = cl);
-    test_attn_decode(16, 8, 128, 1, 64, 0, 1);
-    test_attn_decode(16, 8, 128, 100, 256, 0, 1);
-    test_attn_decode(16, 8, 128, 129, 4096, 0, 1);   /* the new key in the first tile of the last of 5 splits */
-    test_attn_decode(32, 8, 128, 2048, 4096, 0, 1);
-    test_attn_decode(32, 8, 128, 300, 512, 1, 0);    /* one split: five tiles in a row */
-    test_attn_decode(8, 8, 64, 77, 128, 1, 1);
-    test_attn_decode(32, 2, 64, 300, 512, 7, 0);
-    test_attn_decode(4, 1, 256, 50, 64, 3, 1);
-    test_attn_decode(4, 1, 256, 200, 256, 1, 0);     /* head_dim 256: tiles longer than one round of loads */
-    test_attn_decode(32, 2, 128, 150, 256, 2, 1);    /* 16 heads per kv head: two head groups store the key */
-    test_attn_decode(4, 2, 16, 40, 64, 0, 1);
-    test_attn_decode(4, 2, 24, 45, 64, 0, 0);
-    test_attn_decode(6, 3, 40, 200, 256, 0, 1);
-    test_attn_decode(2, 1, 8, 9, 16, 2, 1);
-    /* with clusters: up to 16 splits a group is one cluster (combine in shared memory); more use global memory */
-    test_attn_decode(32, 4, 128, 700, 1024, 16, 1);  /* clusters of 16, 8 heads a unit */
-    test_attn_decode(16, 8, 128, 129, 4096, 9, 1);   /* 5 of 9 splits hold keys; the others only help combine */
-    test_attn_decode(16, 8, 128, 1000, 2048, 17, 0); /* one past the largest cluster */
-    test_attn_decode(32, 8, 128, 2048, 4096, 33, 1);
-  }
-  kiln_cuda_attn_decode_cluster(0);
+  test_attn_decodes();
 
   test_attn_prefill(8, 2, 128, 30, 100, 256);
   test_attn_prefill(4, 4, 64, 0, 64, 64);

@@ -176,9 +176,30 @@ static int attn_decode_launch(const kiln_cuda_attn_decode_args *a, float qscale,
 
 extern "C" int kiln_cuda_attn_decode_short_keys(int n_splits) { return KILN_AD_MIN_CHUNK * n_splits; }
 
+/* The query heads a unit computes (GMAX): the power of two covering a kv head's q heads, at most 8, or fewer when
+ * KILN_CUDA_ATTN_GROUP caps it (unset or auto: no cap; 1, 2, 4 or 8; other values are refused at backend creation,
+ * kiln_cuda_attn_decode_group_env). A smaller group gives a kv head more units, each with fewer heads: shorter score
+ * and value loops a warp, and the same keys read by every group. Read at first use, like the cluster mode. */
+static int group_ = -1;
+extern "C" int kiln_cuda_attn_decode_group_env(const char *e) {
+  if (!e || !*e || !strcmp(e, "auto")) return 0;
+  for (int v = 1; v <= 8; v *= 2)
+    if (e[0] == '0' + v && !e[1]) return v;
+  return -1;
+}
+static int gmax_(int g) {
+  if (group_ < 0) {
+    const int v = kiln_cuda_attn_decode_group_env(getenv("KILN_CUDA_ATTN_GROUP"));
+    group_ = v < 0 ? 0 : v;
+  }
+  int p = 1;
+  while (p < g && p < 8) p *= 2;
+  return group_ && group_ < p ? group_ : p;
+}
+
 /* The block size (KILN_CUDA_ATTN_THREADS: unset or auto, 128 or 256; other values are refused at backend
  * creation, kiln_cuda_attn_decode_threads_env), read at first use like the cluster mode. Auto: 256 threads where a
- * kv head has at most 2 q heads, 128 otherwise. Measured on an H100 (docs/cuda.md): 256 is 2-9% faster at 0.6B and
+ * unit has at most 2 q heads, 128 otherwise. Measured on an H100 (docs/cuda.md): 256 is 2-9% faster at 0.6B and
  * 1.7B (2 q heads a kv head), up to 8% slower at 4B and 8B (4) at context 128. */
 static int threads_ = -1;
 extern "C" int kiln_cuda_attn_decode_threads_env(const char *e) {
@@ -187,25 +208,32 @@ extern "C" int kiln_cuda_attn_decode_threads_env(const char *e) {
   if (!strcmp(e, "256")) return 256;
   return -1;
 }
-static int threads_mode_(int g) {
+static int threads_mode_(int gm) {
   if (threads_ < 0) {
     const int t = kiln_cuda_attn_decode_threads_env(getenv("KILN_CUDA_ATTN_THREADS"));
     threads_ = t < 0 ? 0 : t;
   }
-  return threads_ ? threads_ : g <= 2 ? 256 : 128;
+  return threads_ ? threads_ : gm <= 2 ? 256 : 128;
 }
 
 template <int T>
-static int cluster_max_t_(int g, int *cmax) {
-  if (g <= 1) return cluster_max_<1, T>(cmax);
-  if (g <= 2) return cluster_max_<2, T>(cmax);
-  if (g <= 4) return cluster_max_<4, T>(cmax);
+static int cluster_max_t_(int gm, int *cmax) {
+  if (gm <= 1) return cluster_max_<1, T>(cmax);
+  if (gm <= 2) return cluster_max_<2, T>(cmax);
+  if (gm <= 4) return cluster_max_<4, T>(cmax);
   return cluster_max_<8, T>(cmax);
 }
 
 extern "C" int kiln_cuda_attn_decode_cluster_max(const kiln_cuda_attn_shape *sh, int *cmax) {
-  const int g = sh->n_heads / sh->n_kv_heads;
-  return threads_mode_(g) == 256 ? cluster_max_t_<256>(g, cmax) : cluster_max_t_<128>(g, cmax);
+  const int gm = gmax_(sh->n_heads / sh->n_kv_heads);
+  return threads_mode_(gm) == 256 ? cluster_max_t_<256>(gm, cmax) : cluster_max_t_<128>(gm, cmax);
+}
+
+/* Head groups the splits are shared out over: kv heads x groups of min(GMAX, KILN_AD_GMIN) heads (the persistent
+ * kernel's units have KILN_AD_GMIN), which is also at least the arrival counters either kernel indexes. */
+static int64_t groups_(const kiln_cuda_attn_shape *sh) {
+  const int g = sh->n_heads / sh->n_kv_heads, gm = gmax_(g), per = gm < KILN_AD_GMIN ? gm : KILN_AD_GMIN;
+  return (int64_t)sh->n_kv_heads * ((g + per - 1) / per);
 }
 
 extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int n_sm, int *n_splits) {
@@ -216,8 +244,7 @@ extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int 
                       sh->n_kv_heads);
   const char *e = getenv("KILN_CUDA_ATTN_UNITS");
   const int per_sm = e && atoi(e) > 0 ? atoi(e) : 2;
-  int g = sh->n_heads / sh->n_kv_heads;
-  int groups = sh->n_kv_heads * ((g + KILN_AD_GMIN - 1) / KILN_AD_GMIN);
+  const int groups = (int)groups_(sh);
   int want = (per_sm * n_sm + groups - 1) / groups;
   int most = (sh->n_ctx + KILN_AD_MIN_CHUNK - 1) / KILN_AD_MIN_CHUNK;
   int n = want < most ? want : most;
@@ -234,11 +261,6 @@ extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int 
   return 0;
 }
 
-static int64_t groups_(const kiln_cuda_attn_shape *sh) {
-  int g = sh->n_heads / sh->n_kv_heads;
-  return (int64_t)sh->n_kv_heads * ((g + KILN_AD_GMIN - 1) / KILN_AD_GMIN);
-}
-
 extern "C" int64_t kiln_cuda_attn_decode_scratch(const kiln_cuda_attn_shape *sh, int n_splits) {
   return (int64_t)sh->n_heads * n_splits * (sh->head_dim + 2) * (int64_t)sizeof(float) +
          groups_(sh) * (int64_t)sizeof(unsigned);
@@ -252,10 +274,10 @@ extern "C" int kiln_cuda_attn_decode_init(float *scratch, const kiln_cuda_attn_s
 }
 
 template <int T>
-static int launch_t_(const kiln_cuda_attn_decode_args *a, int g, float qscale, cudaStream_t stream) {
-  if (g <= 1) return attn_decode_launch<1, T>(a, qscale, stream);
-  if (g <= 2) return attn_decode_launch<2, T>(a, qscale, stream);
-  if (g <= 4) return attn_decode_launch<4, T>(a, qscale, stream);
+static int launch_t_(const kiln_cuda_attn_decode_args *a, int gm, float qscale, cudaStream_t stream) {
+  if (gm <= 1) return attn_decode_launch<1, T>(a, qscale, stream);
+  if (gm <= 2) return attn_decode_launch<2, T>(a, qscale, stream);
+  if (gm <= 4) return attn_decode_launch<4, T>(a, qscale, stream);
   return attn_decode_launch<8, T>(a, qscale, stream);
 }
 
@@ -273,7 +295,7 @@ extern "C" int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *a, cudaSt
       return kiln_error(KILN_EINVAL, "cuda attention: L2 prefetch range not 16-byte aligned");
   if (a->l2_at < 0 || a->l2_at > 2)
     return kiln_error(KILN_EINVAL, "cuda attention: bad L2 prefetch point %d", a->l2_at);
-  const int g = sh->n_heads / sh->n_kv_heads;
+  const int gm = gmax_(sh->n_heads / sh->n_kv_heads);
   const float qscale = 1.4426950408889634f / sqrtf((float)hd); /* log2(e) / sqrt(head_dim) */
-  return threads_mode_(g) == 256 ? launch_t_<256>(a, g, qscale, stream) : launch_t_<128>(a, g, qscale, stream);
+  return threads_mode_(gm) == 256 ? launch_t_<256>(a, gm, qscale, stream) : launch_t_<128>(a, gm, qscale, stream);
 }

@@ -83,6 +83,9 @@ int kiln_cuda_attn_decode_cluster_env(const char *value);
 /* The block size KILN_CUDA_ATTN_THREADS asks for (unset or auto: 0, the choice by the shape's q heads per kv head;
  * 128; 256), -1 for any other value. Read at the first launch; tuning only. */
 int kiln_cuda_attn_decode_threads_env(const char *value);
+/* The cap on the query heads a unit computes KILN_CUDA_ATTN_GROUP asks for (unset or auto: 0, none; 1, 2, 4 or 8),
+ * -1 for any other value. Read at the first use; tuning only. */
+int kiln_cuda_attn_decode_group_env(const char *value);
 /* Keys (the new token's included) up to which n_splits splits cut the keys exactly as any larger split count
  * does (every chunk at its minimum size): a graph with fewer splits may serve those positions unchanged. */
 int kiln_cuda_attn_decode_short_keys(int n_splits);
