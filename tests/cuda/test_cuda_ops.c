@@ -906,7 +906,7 @@ int main(void) {
    * head sizes), for compute-sanitizer */
   /* KILN_TEST_OPS=gemm: the GEMMs and their plans only, for compute-sanitizer */
   if (only && !strcmp(only, "gemm")) return test_gemms() ? 1 : gt_finish("test_cuda_ops");
-  /* KILN_TEST_OPS=attn_decode: the decode attention cases only (gpu-test runs them under each head group cap) */
+  /* KILN_TEST_OPS=attn_decode: the decode attention cases only (a quick check of a setting such as KILN_CUDA_ATTN_GROUP) */
   if (only && !strcmp(only, "attn_decode")) {
     test_attn_decodes();
     return gt_finish("test_cuda_ops");
