@@ -151,6 +151,11 @@ static int cluster_max_(int *cmax) {
   return 0;
 }
 
+/* Whether a launch combines inside clusters (where its splits fit one): asked for, or every launch in mode ALL. */
+static bool clustered_(const kiln_cuda_attn_decode_args *a) {
+  return kiln_cuda_attn_decode_cluster_mode() != KILN_CUDA_ATTN_CLUSTER_OFF && (cluster_allowed_() || a->cluster);
+}
+
 template <int GMAX, int THREADS>
 static int attn_decode_launch(const kiln_cuda_attn_decode_args *a, float qscale, cudaStream_t stream) {
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
@@ -159,8 +164,7 @@ static int attn_decode_launch(const kiln_cuda_attn_decode_args *a, float qscale,
   const int g = sh->n_heads / sh->n_kv_heads;
   dim3 grid((unsigned)a->n_splits, (unsigned)sh->n_kv_heads, (unsigned)((g + GMAX - 1) / GMAX));
   int cmax = 0, rc;
-  const bool cluster = kiln_cuda_attn_decode_cluster_mode() != KILN_CUDA_ATTN_CLUSTER_OFF &&
-                       (cluster_allowed_() || a->cluster);
+  const bool cluster = clustered_(a);
   if (cluster && (rc = cluster_max_<GMAX, THREADS>(&cmax))) return rc;
   if (cluster && a->n_splits <= cmax) {
     KILN_CUDA_CHECK(kiln_launch_cluster(attn_decode_kernel<GMAX, true, THREADS>, grid, dim3(THREADS), smem,
@@ -176,10 +180,14 @@ static int attn_decode_launch(const kiln_cuda_attn_decode_args *a, float qscale,
 
 extern "C" int kiln_cuda_attn_decode_short_keys(int n_splits) { return KILN_AD_MIN_CHUNK * n_splits; }
 
-/* The query heads a unit computes (GMAX): the power of two covering a kv head's q heads, at most 8, or fewer when
- * KILN_CUDA_ATTN_GROUP caps it (unset or auto: no cap; 1, 2, 4 or 8; other values are refused at backend creation,
- * kiln_cuda_attn_decode_group_env). A smaller group gives a kv head more units, each with fewer heads: shorter score
- * and value loops a warp, and the same keys read by every group. Read at first use, like the cluster mode. */
+/* The query heads a unit computes (GMAX): the power of two covering a kv head's q heads, at most 8 where the
+ * splits combine through global memory (the main graphs), at most 2 where they combine inside a thread-block
+ * cluster (the short-context graphs); KILN_CUDA_ATTN_GROUP=N (1, 2, 4 or 8; unset or auto: those defaults; other
+ * values are refused at backend creation, kiln_cuda_attn_decode_group_env) caps both at N. A smaller group gives a kv
+ * head more units, each with fewer heads: shorter score and value loops a warp, and the same keys read by every
+ * group. Measured on an H100 at 4B and 8B (4 q heads a kv head; docs/cuda.md): 2 heads a unit in blocks of 256
+ * threads were 1.4% and 1.2% faster at context 128, but at 2,048 in the main graphs, with half the splits a group,
+ * 6.2% and 3.8% slower. Read at first use, like the cluster mode. */
 static int group_ = -1;
 extern "C" int kiln_cuda_attn_decode_group_env(const char *e) {
   if (!e || !*e || !strcmp(e, "auto")) return 0;
@@ -187,14 +195,15 @@ extern "C" int kiln_cuda_attn_decode_group_env(const char *e) {
     if (e[0] == '0' + v && !e[1]) return v;
   return -1;
 }
-static int gmax_(int g) {
+static int gmax_(int g, bool clustered) {
   if (group_ < 0) {
     const int v = kiln_cuda_attn_decode_group_env(getenv("KILN_CUDA_ATTN_GROUP"));
     group_ = v < 0 ? 0 : v;
   }
   int p = 1;
   while (p < g && p < 8) p *= 2;
-  return group_ && group_ < p ? group_ : p;
+  const int cap = group_ ? group_ : clustered ? 2 : 8;
+  return p < cap ? p : cap;
 }
 
 /* The block size (KILN_CUDA_ATTN_THREADS: unset or auto, 128 or 256; other values are refused at backend
@@ -225,14 +234,14 @@ static int cluster_max_t_(int gm, int *cmax) {
 }
 
 extern "C" int kiln_cuda_attn_decode_cluster_max(const kiln_cuda_attn_shape *sh, int *cmax) {
-  const int gm = gmax_(sh->n_heads / sh->n_kv_heads);
+  const int gm = gmax_(sh->n_heads / sh->n_kv_heads, true);
   return threads_mode_(gm) == 256 ? cluster_max_t_<256>(gm, cmax) : cluster_max_t_<128>(gm, cmax);
 }
 
 /* Head groups the splits are shared out over: kv heads x groups of min(GMAX, KILN_AD_GMIN) heads (the persistent
- * kernel's units have KILN_AD_GMIN), which is also at least the arrival counters either kernel indexes. */
+ * kernel's units have KILN_AD_GMIN), GMAX as the main graphs launch it. */
 static int64_t groups_(const kiln_cuda_attn_shape *sh) {
-  const int g = sh->n_heads / sh->n_kv_heads, gm = gmax_(g), per = gm < KILN_AD_GMIN ? gm : KILN_AD_GMIN;
+  const int g = sh->n_heads / sh->n_kv_heads, gm = gmax_(g, false), per = gm < KILN_AD_GMIN ? gm : KILN_AD_GMIN;
   return (int64_t)sh->n_kv_heads * ((g + per - 1) / per);
 }
 
@@ -263,13 +272,13 @@ extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int 
 
 extern "C" int64_t kiln_cuda_attn_decode_scratch(const kiln_cuda_attn_shape *sh, int n_splits) {
   return (int64_t)sh->n_heads * n_splits * (sh->head_dim + 2) * (int64_t)sizeof(float) +
-         groups_(sh) * (int64_t)sizeof(unsigned);
+         (int64_t)sh->n_heads * (int64_t)sizeof(unsigned); /* a counter a head: as many as groups of any size */
 }
 
 extern "C" int kiln_cuda_attn_decode_init(float *scratch, const kiln_cuda_attn_shape *sh, int n_splits,
                                           cudaStream_t stream) {
   char *counters = (char *)scratch + (int64_t)sh->n_heads * n_splits * (sh->head_dim + 2) * (int64_t)sizeof(float);
-  KILN_CUDA_CHECK(cudaMemsetAsync(counters, 0, (size_t)groups_(sh) * sizeof(unsigned), stream));
+  KILN_CUDA_CHECK(cudaMemsetAsync(counters, 0, (size_t)sh->n_heads * sizeof(unsigned), stream));
   return 0;
 }
 
@@ -295,7 +304,7 @@ extern "C" int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *a, cudaSt
       return kiln_error(KILN_EINVAL, "cuda attention: L2 prefetch range not 16-byte aligned");
   if (a->l2_at < 0 || a->l2_at > 2)
     return kiln_error(KILN_EINVAL, "cuda attention: bad L2 prefetch point %d", a->l2_at);
-  const int gm = gmax_(sh->n_heads / sh->n_kv_heads);
+  const int gm = gmax_(sh->n_heads / sh->n_kv_heads, clustered_(a));
   const float qscale = 1.4426950408889634f / sqrtf((float)hd); /* log2(e) / sqrt(head_dim) */
   return threads_mode_(gm) == 256 ? launch_t_<256>(a, gm, qscale, stream) : launch_t_<128>(a, gm, qscale, stream);
 }

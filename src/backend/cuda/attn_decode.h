@@ -25,8 +25,9 @@ extern "C" {
  * size of a thread-block cluster the device runs, so the combine stays on chip. Returns 0 or an error. */
 int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *shape, int n_sm, int *n_splits);
 
-/* Bytes of scratch: the f32 partials [n_heads][n_splits][head_dim + 2], then one arrival counter per group of
- * blocks. The counters must be zeroed once (kiln_cuda_attn_decode_init); every call leaves them zero again. */
+/* Bytes of scratch: the f32 partials [n_heads][n_splits][head_dim + 2], then the arrival counters, one a head (as
+ * many as head groups of any size). The counters must be zeroed once (kiln_cuda_attn_decode_init); every call
+ * leaves them zero again. */
 int64_t kiln_cuda_attn_decode_scratch(const kiln_cuda_attn_shape *shape, int n_splits);
 int kiln_cuda_attn_decode_init(float *scratch, const kiln_cuda_attn_shape *shape, int n_splits, cudaStream_t stream);
 
@@ -83,8 +84,9 @@ int kiln_cuda_attn_decode_cluster_env(const char *value);
 /* The block size KILN_CUDA_ATTN_THREADS asks for (unset or auto: 0, the choice by the shape's q heads per kv head;
  * 128; 256), -1 for any other value. Read at the first launch; tuning only. */
 int kiln_cuda_attn_decode_threads_env(const char *value);
-/* The cap on the query heads a unit computes KILN_CUDA_ATTN_GROUP asks for (unset or auto: 0, none; 1, 2, 4 or 8),
- * -1 for any other value. Read at the first use; tuning only. */
+/* The cap on the query heads a unit computes KILN_CUDA_ATTN_GROUP asks for (unset or auto: 0, the defaults: up to 8
+ * heads in the global combine, up to 2 in the cluster combine; 1, 2, 4 or 8 caps both), -1 for any other value.
+ * Read at the first launch; tuning only. */
 int kiln_cuda_attn_decode_group_env(const char *value);
 /* Keys (the new token's included) up to which n_splits splits cut the keys exactly as any larger split count
  * does (every chunk at its minimum size): a graph with fewer splits may serve those positions unchanged. */
