@@ -93,6 +93,7 @@ int main(void) {
   bad_env("KILN_CUDA_CARVEOUT", "50%");
   bad_env("KILN_CUDA_ATTN_RELAXED", "yes");
   bad_env("KILN_CUDA_ATTN_THREADS", "192");
+  bad_env("KILN_CUDA_ATTN_GROUP", "3");
   bad_env("KILN_CUDA_ROPE_VEC", "2");
   bad_env("KILN_CUDA_ROPE_HEADS", "3");
   bad_env("KILN_CUDA_ATTN_PF_SPLIT", "9");
