@@ -246,7 +246,8 @@ static int64_t groups_(const kiln_cuda_attn_shape *sh) {
 }
 
 extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int n_sm, int *n_splits) {
-  /* about two units per SM at the longest context, never chunks shorter than KILN_AD_MIN_CHUNK keys
+  /* at most two units per SM at the longest context (rounded down: a unit past them would run in a second wave,
+   * as 16 head groups x 17 splits did on 132 SMs), never chunks shorter than KILN_AD_MIN_CHUNK keys
    * (KILN_CUDA_ATTN_UNITS=N: N units per SM instead; tuning only) */
   if (sh->n_kv_heads <= 0 || sh->n_heads < sh->n_kv_heads || sh->n_ctx <= 0)
     return kiln_error(KILN_EINVAL, "cuda attention: bad shape (%d heads over %d kv heads)", sh->n_heads,
@@ -254,7 +255,7 @@ extern "C" int kiln_cuda_attn_decode_splits(const kiln_cuda_attn_shape *sh, int 
   const char *e = getenv("KILN_CUDA_ATTN_UNITS");
   const int per_sm = e && atoi(e) > 0 ? atoi(e) : 2;
   const int groups = (int)groups_(sh);
-  int want = (per_sm * n_sm + groups - 1) / groups;
+  int want = per_sm * n_sm / groups;
   int most = (sh->n_ctx + KILN_AD_MIN_CHUNK - 1) / KILN_AD_MIN_CHUNK;
   int n = want < most ? want : most;
   if (n > KILN_AD_MAX_SPLITS) n = KILN_AD_MAX_SPLITS;
