@@ -462,7 +462,7 @@ static void test_attn_decodes(void) {
     test_attn_decode(6, 3, 40, 200, 256, 0, 1);
     test_attn_decode(2, 1, 8, 9, 16, 2, 1);
     /* with clusters: up to 16 splits a group is one cluster (combine in shared memory); more use global memory */
-    test_attn_decode(32, 4, 128, 700, 1024, 16, 1);  /* clusters of 16, 8 heads a unit */
+    test_attn_decode(32, 4, 128, 700, 1024, 16, 1);  /* clusters of 16, 8 q heads a kv head */
     test_attn_decode(16, 8, 128, 129, 4096, 9, 1);   /* 5 of 9 splits hold keys; the others only help combine */
     test_attn_decode(16, 8, 128, 1000, 2048, 17, 0); /* one past the largest cluster */
     test_attn_decode(32, 8, 128, 2048, 4096, 33, 1);
@@ -906,7 +906,8 @@ int main(void) {
    * head sizes), for compute-sanitizer */
   /* KILN_TEST_OPS=gemm: the GEMMs and their plans only, for compute-sanitizer */
   if (only && !strcmp(only, "gemm")) return test_gemms() ? 1 : gt_finish("test_cuda_ops");
-  /* KILN_TEST_OPS=attn_decode: the decode attention cases only (a quick check of a setting such as KILN_CUDA_ATTN_GROUP) */
+  /* KILN_TEST_OPS=attn_decode: the decode attention cases only (a quick check of a setting such as
+   * KILN_CUDA_ATTN_GROUP) */
   if (only && !strcmp(only, "attn_decode")) {
     test_attn_decodes();
     return gt_finish("test_cuda_ops");

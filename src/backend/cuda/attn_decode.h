@@ -81,7 +81,7 @@ void kiln_cuda_attn_decode_cluster(int mode);
 int kiln_cuda_attn_decode_cluster_mode(void);
 /* The mode a KILN_CUDA_ATTN_CLUSTER value names (NULL or empty: SHORT), or -1 for a value it does not know. */
 int kiln_cuda_attn_decode_cluster_env(const char *value);
-/* The block size KILN_CUDA_ATTN_THREADS asks for (unset or auto: 0, the choice by the shape's q heads per kv head;
+/* The block size KILN_CUDA_ATTN_THREADS asks for (unset or auto: 0, the choice by the q heads a unit computes;
  * 128; 256), -1 for any other value. Read at the first launch; tuning only. */
 int kiln_cuda_attn_decode_threads_env(const char *value);
 /* The cap on the query heads a unit computes KILN_CUDA_ATTN_GROUP asks for (unset or auto: 0, the defaults: up to 8

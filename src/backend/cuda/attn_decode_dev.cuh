@@ -37,7 +37,7 @@
 #define KILN_AD_MAX_SPLITS 512 /* the combine keeps GMAX x KILN_AD_MAX_SPLITS (max, sum) pairs in `red` */
 #define KILN_AD_MAX_CLUSTER 16    /* the most blocks a cluster may have on sm_90 (non-portable past 8) */
 #define KILN_AD_CLUSTER_CTX 16384 /* contexts up to this many keys cap the splits at the cluster size */
-#define KILN_AD_GMIN 4 /* the persistent kernel's heads a unit; the scratch counts groups of min(GMAX, this) heads */
+#define KILN_AD_GMIN 4 /* the persistent kernel's heads a unit; splits are shared over groups of min(GMAX, this) */
 
 /* A unit's shared memory. `red` sums the row groups' accumulators, then holds the combine's weights; before the
  * first tile it holds the new key while it is normalised and rotated. */
