@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A/B of tuning settings on one GPU: bench_cuda for every (setting, config), the settings interleaved round by
 # round so that a drifting GPU clock or a neighbour's load hits all of them alike; prints the median decode
-# ms/token of each (setting, config, context) and the median time to first token of each prompt length (PROMPTS,
-# default 128) over the rounds, and with OPS=1 the per-kernel times of one layer.
+# ms/token of each (setting, config, context) with its median fraction of the memory floor (from the copy bandwidth
+# each run measured), the median time to first token of each prompt length (PROMPTS, default 128) over the rounds,
+# and with OPS=1 the per-kernel times of one layer.
 #   bench/cuda/ab.sh CONFIG.json... -- SETTING...
 # A SETTING is a quoted list of environment assignments ("" for the defaults); BIN=DIR in a setting runs that
 # folder's bench_cuda instead (two builds side by side), e.g.
@@ -84,16 +85,20 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 dev = rows[0].get("device", "?")
 print("device %s; median over %d rounds; decode ms/token (GPU time of the step's graph)" %
       (dev, max(r["round"] for r in rows)))
-base = {}
+base, floor = {}, {}
 for r in rows:
     for d in r["decode"]:
         base.setdefault((r["setting"], r["config"], d["ctx"]), []).append(d["ms_per_token_gpu"])
+        floor.setdefault((r["setting"], r["config"], d["ctx"]), []).append(d.get("fraction_of_floor", float("nan")))
 settings = list(dict.fromkeys(r["setting"] for r in rows))
-print("%-48s %-18s %6s %9s %8s" % ("setting", "config", "ctx", "ms", "vs first"))
+# floor: the fraction of the memory floor (weight and KV bytes over the copy bandwidth each run measured)
+print("%-48s %-18s %6s %9s %8s %6s" % ("setting", "config", "ctx", "ms", "vs first", "floor"))
 for (s, c, ctx), v in base.items():
     m = statistics.median(v)
     ref = statistics.median(base.get((settings[0], c, ctx), [float("nan")]))
-    print("%-48s %-18s %6d %9.4f %7.3fx" % (s or "(defaults)", c.replace(".json", ""), ctx, m, m / ref))
+    f = statistics.median(floor[(s, c, ctx)])
+    print("%-48s %-18s %6d %9.4f %7.3fx %5.1f%%" % (s or "(defaults)", c.replace(".json", ""), ctx, m, m / ref,
+                                                    100 * f))
 ttft = {}
 for r in rows:
     for p in r.get("prefill", []):
@@ -105,7 +110,8 @@ for (s, c, n), v in ttft.items():
     print("%-48s %-18s %6d %9.4f %7.3fx" % (s or "(defaults)", c.replace(".json", ""), n, m, m / ref))
 if sys.argv[2]:
     table = [dict(setting=s or "(defaults)", config=c, ctx=ctx, ms_per_token_gpu_median=statistics.median(v),
-                  rounds=len(v)) for (s, c, ctx), v in base.items()]
+                  fraction_of_floor_median=statistics.median(floor[(s, c, ctx)]), rounds=len(v))
+             for (s, c, ctx), v in base.items()]
     table += [dict(setting=s or "(defaults)", config=c, prompt=n, ttft_ms_median=statistics.median(v), rounds=len(v))
               for (s, c, n), v in ttft.items()]
     doc = dict(device=dev, driver=sys.argv[3], date=datetime.datetime.now(datetime.timezone.utc).isoformat(),
