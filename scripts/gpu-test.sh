@@ -26,22 +26,21 @@ export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-
 # 4, all), NAME@pfwhole with prefill attention never splitting a tile's keys (KILN_CUDA_ATTN_PF_SPLIT=1),
 # NAME@gemmplan with the prefill graphs' GEMMs on algorithms planned by timing (KILN_CUDA_GEMM_PLAN=time),
 # NAME@pfsync with prefill attention on mma.sync where it would use wgmma (KILN_CUDA_ATTN_PF_MMA=sync), NAME@group1,
-# NAME@group2 and NAME@group4 with decode attention units of at most 1, 2 or 4 query heads (KILN_CUDA_ATTN_GROUP),
-# NAME@flag with the decode kernels handing over through counters in global memory (KILN_CUDA_HANDOFF=flag), so
+# NAME@group2 and NAME@group4 with decode attention units of at most 1, 2 or 4 query heads (KILN_CUDA_ATTN_GROUP), so
 # every decode and prefill path meets the tests.
 tests=(test_cuda_wgmma test_cuda_ops test_cuda_ops@group1 test_cuda_ops@norope test_cuda_ops@split test_cuda_ops@split4
        test_cuda_ops@splitall
        test_cuda_decode test_cuda_decode@global test_cuda_decode@knobs test_cuda_decode@t128 test_cuda_decode@t256
        test_cuda_decode@levels1 test_cuda_decode@group2 test_cuda_decode@group4 test_cuda_decode@norope
-       test_cuda_decode@split test_cuda_decode@splitall test_cuda_decode@flag
+       test_cuda_decode@split test_cuda_decode@splitall
        test_cuda_model test_cuda_model@persistent test_cuda_model@cluster test_cuda_model@global
        test_cuda_model@l2pf test_cuda_model@l2late test_cuda_model@nopgraph test_cuda_model@knobs
        test_cuda_model@t128 test_cuda_model@t256 test_cuda_model@levels1 test_cuda_model@group2 test_cuda_model@group4
        test_cuda_model@norope
        test_cuda_model@split test_cuda_model@splitall test_cuda_model@pfwhole test_cuda_model@gemmplan
-       test_cuda_model@pfsync test_cuda_model@flag
-       test_cuda_alloc test_cuda_alloc@persistent test_cuda_alloc@global test_cuda_alloc@flag
-       test_cuda_smoke test_cuda_smoke@persistent test_cuda_smoke@cluster test_cuda_smoke@global test_cuda_smoke@flag)
+       test_cuda_model@pfsync
+       test_cuda_alloc test_cuda_alloc@persistent test_cuda_alloc@global
+       test_cuda_smoke test_cuda_smoke@persistent test_cuda_smoke@cluster test_cuda_smoke@global)
 declare -a rows
 fail=0
 for spec in "${tests[@]}"; do
@@ -73,7 +72,6 @@ for spec in "${tests[@]}"; do
     gemmplan) KILN_CUDA_GEMM_PLAN=time "$BIN/$t" ;;
     pfsync) KILN_CUDA_ATTN_PF_MMA=sync "$BIN/$t" ;;
     group1 | group2 | group4) KILN_CUDA_ATTN_GROUP=${mode#group} "$BIN/$t" ;;
-    flag) KILN_CUDA_HANDOFF=flag "$BIN/$t" ;;
     *) KILN_CUDA_DECODE=$mode "$BIN/$t" ;;
   esac
   rc=$?

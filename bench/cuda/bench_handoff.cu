@@ -18,12 +18,15 @@
  * being released. Every run's result is checked: stage k's value in block b is the sum of its slices so far.
  *
  *   bench_handoff [--stages N] [--reps R] [--mb 0,4,32] [--blocks 1,2] [--json FILE]
+ * The JSON file is one document: device, CUDA driver version, date, commit (KILN_COMMIT, else "unknown"), command
+ * and a row per (handoff, MB, blocks an SM).
  */
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <algorithm>
 #include <vector>
@@ -215,6 +218,25 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_handoff: cannot write %s\n", json);
     return 1;
   }
+  if (jf) {
+    int drv = 0;
+    CHECK(cudaDriverGetVersion(&drv));
+    char date[32];
+    const time_t now = time(NULL);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    const char *commit = getenv("KILN_COMMIT");
+    fprintf(jf, "{\"device\": \"%s\", \"cuda_driver\": %d, \"date\": \"%s\", \"commit\": \"%s\", \"command\": \"",
+            prop.name, drv, date, commit && *commit ? commit : "unknown");
+    for (int i = 0; i < argc; i++) {
+      if (i) fputc(' ', jf);
+      for (const char *c = argv[i]; *c; c++) {
+        if (*c == '"' || *c == '\\') fputc('\\', jf);
+        if ((unsigned char)*c >= 0x20) fputc(*c, jf);
+      }
+    }
+    fprintf(jf, "\", \"stages\": %d, \"reps\": %d, \"copy_gb_s\": %.1f, \"rows\": [", stages, reps, copy_gbs);
+  }
+  int rows = 0;
   printf("%s, %d SMs, copy %.0f GB/s, %d stages a graph, %d replays\n", prop.name, n_sm, copy_gbs, stages, reps);
   printf("%-7s %7s %6s %10s %10s %12s %12s\n", "handoff", "MB", "B/SM", "us/stage", "over_bytes", "release_1st",
          "release_last");
@@ -300,15 +322,16 @@ int main(int argc, char **argv) {
                median(first), median(last));
         if (jf)
           fprintf(jf,
-                  "{\"device\": \"%s\", \"handoff\": \"%s\", \"mb\": %.1f, \"blocks_per_sm\": %d, \"stages\": %d, "
-                  "\"reps\": %d, \"copy_gb_s\": %.1f, \"us_per_stage\": %.4f, \"us_over_bytes\": %.4f, "
-                  "\"release_first_us\": %.4f, \"release_last_us\": %.4f}\n",
-                  prop.name, mode_name[mode], mb, per_sm, stages, reps, copy_gbs, us, us - bytes_us,
-                  median(first), median(last));
+                  "%s\n  {\"handoff\": \"%s\", \"mb\": %.1f, \"blocks_per_sm\": %d, \"us_per_stage\": %.4f, "
+                  "\"us_over_bytes\": %.4f, \"release_first_us\": %.4f, \"release_last_us\": %.4f}",
+                  rows++ ? "," : "", mode_name[mode], mb, per_sm, us, us - bytes_us, median(first), median(last));
         CHECK(cudaGraphExecDestroy(ge));
         CHECK(cudaGraphDestroy(g));
       }
-  if (jf) fclose(jf);
+  if (jf) {
+    fprintf(jf, "\n]}\n");
+    fclose(jf);
+  }
   if (bad) fprintf(stderr, "bench_handoff: %d wrong values\n", bad);
   return bad ? 1 : 0;
 }

@@ -102,6 +102,5 @@ int main(void) {
   bad_env("KILN_CUDA_GEMV_SPLIT", "3");
   bad_env("KILN_CUDA_ATTN_L2PF_AT", "end");
   bad_env("KILN_CUDA_GEMM_PLAN", "fast");
-  bad_env("KILN_CUDA_HANDOFF", "grid");
   return gt_finish("test_cuda_smoke");
 }

@@ -63,9 +63,8 @@ static __global__ void __launch_bounds__(THREADS) attn_decode_kernel(kiln_cuda_a
    * block's own loads are out (1: after the prologue, 2: after the tiles; idle blocks after the wait). */
   const int l2_at = a.l2_at;
   if (l2_at == 0) l2_prefetch_(a);
-  if (!CLUSTER && !active) { /* no keys: no partial, no arrival at the combine's counter */
-    if (l2_at) kiln_handoff_wait(a.ho), l2_prefetch_(a);
-    kiln_handoff_arrive(a.ho);
+  if (!CLUSTER && !active) { /* no keys: no partial, no arrival */
+    if (l2_at) kiln_pdl_wait(), l2_prefetch_(a);
     return;
   }
   const kiln_attn_token t = {a.qkv, a.q_norm, a.k_norm, a.rope, a.eps, qscale, a.rope_vec};
@@ -74,7 +73,7 @@ static __global__ void __launch_bounds__(THREADS) attn_decode_kernel(kiln_cuda_a
     kiln_attn_unit_first<GMAX, THREADS>(s, u, a.k_cache, a.v_cache, a.shape);
     pre = kiln_attn_unit_pre<GMAX>(u, t, a.shape);
   }
-  kiln_handoff_wait(a.ho);
+  kiln_pdl_wait();
   if (prof) tl[1] = clock64();
   if (active) {
     kiln_attn_unit_prologue<GMAX, THREADS>(s, u, t, a.k_cache, a.v_cache, a.shape, &pre);
@@ -92,7 +91,6 @@ static __global__ void __launch_bounds__(THREADS) attn_decode_kernel(kiln_cuda_a
   if (prof) tl[3] = clock64();
   if (CLUSTER) kiln_attn_cluster_combine<GMAX, THREADS>(s, u, a.out, a.shape, a.relaxed_end);
   if (prof) attn_prof_store_(a.prof, tl, g0);
-  kiln_handoff_arrive(a.ho);
 }
 
 /* Where the cluster combine is used (kiln_cuda_attn_decode_cluster): -1 until first asked, then
@@ -309,7 +307,5 @@ extern "C" int kiln_cuda_attn_decode(const kiln_cuda_attn_decode_args *a, cudaSt
     return kiln_error(KILN_EINVAL, "cuda attention: bad L2 prefetch point %d", a->l2_at);
   const int gm = gmax_(sh->n_heads / sh->n_kv_heads, clustered_(a));
   const float qscale = 1.4426950408889634f / sqrtf((float)hd); /* log2(e) / sqrt(head_dim) */
-  kiln_cuda_attn_decode_args ka = *a;
-  ka.ho = kiln_cuda__handoff_next(1);
-  return threads_mode_(gm) == 256 ? launch_t_<256>(&ka, gm, qscale, stream) : launch_t_<128>(&ka, gm, qscale, stream);
+  return threads_mode_(gm) == 256 ? launch_t_<256>(a, gm, qscale, stream) : launch_t_<128>(a, gm, qscale, stream);
 }

@@ -63,7 +63,6 @@ typedef struct kiln_cuda_attn_decode_args {
   int relaxed_end; /* the cluster combine's last barrier without release semantics (KILN_CUDA_ATTN_RELAXED) */
   int rope_vec;    /* the prologue's q/k norm + RoPE in vector form (kiln_cuda_rope_vec) */
   int l2_at;       /* when blocks prefetch l2_next: 0 at entry, 1 after the prologue, 2 after the tiles */
-  kiln_cuda_handoff ho; /* set by kiln_cuda_attn_decode from the thread's handoff context; callers leave it zero */
 } kiln_cuda_attn_decode_args;
 #define KILN_AD_PROF_WORDS 2048
 

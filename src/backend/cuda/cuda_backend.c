@@ -107,8 +107,6 @@ static int take_all_(kiln_backend *b) {
   TAKE(b->d_layers, (int64_t)c->n_layers * (int64_t)sizeof(kiln_cuda_layer));
   TAKE(b->d_barrier, 256);
   TAKE(b->d_prof, KILN_CUDA_DS_PROF_WORDS * 8);
-  b->ho_slots = 6 * c->n_layers + 8; /* 5 kernels a layer, the head and the sampler */
-  TAKE(b->ho_mem, 8 + (int64_t)b->ho_slots * 12);
   TAKE(b->cublas_ws, CUBLAS_WS_BYTES);
   b->cublas_ws_bytes = CUBLAS_WS_BYTES;
 #undef TAKE
@@ -351,13 +349,6 @@ static int read_switches_(kiln_backend *b) {
   if (gb && *gb && env_int_(gb, 0, 8, &gu))
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMV_GU_BLOCKS=%s: expected 0-8", gb);
   b->gu_blocks = (int)gu;
-  /* pdl or unset: a decode kernel waits for the one before it with griddepcontrol.wait (the whole grid completed
-   * and flushed); flag (tuning, to be measured: bench_handoff, docs/cuda.md): through counters in global memory */
-  const char *ho = getenv("KILN_CUDA_HANDOFF");
-  if (ho && *ho && strcmp(ho, "pdl") && strcmp(ho, "flag"))
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_HANDOFF=%s: expected pdl or flag", ho);
-  b->handoff = ho && !strcmp(ho, "flag");
-  KILN_CUDA_CHECK(cudaMemsetAsync(b->ho_mem, 0, 8 + (size_t)b->ho_slots * 12, b->stream));
   /* tuning only: layer 0's decode attention timeline (attn_decode.h) in d_prof, read by bench_cuda */
   const char *ap = getenv("KILN_CUDA_ATTN_PROFILE");
   b->attn_prof = ap && atoi(ap) > 0 && KILN_AD_PROF_WORDS <= KILN_CUDA_DS_PROF_WORDS;

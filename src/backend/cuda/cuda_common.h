@@ -73,25 +73,6 @@ typedef struct kiln_cuda_step {
 void kiln_cuda__set_pdl(int on);
 int kiln_cuda__pdl(void);
 
-/* The decode graph's kernel-to-kernel handoff through counters in global memory instead of griddepcontrol.wait
- * (KILN_CUDA_HANDOFF=flag; docs/cuda.md): every block of a kernel adds one to cnt[arrive_slot] after its stores
- * (release), the last one publishes the step's generation in flag[arrive_slot], and the next kernel's blocks poll
- * flag[wait_slot] (acquire) where they would wait for the whole grid to complete and flush. The generation is
- * bumped by the step's first kernel (the embedding), which the first handoff kernel follows in plain stream order,
- * so every kernel of the step reads the new value before it waits. cnt NULL: the PDL wait. */
-typedef struct kiln_cuda_handoff {
-  unsigned *cnt;                 /* [slots] arrivals of the current round (the last arrival zeroes it) */
-  unsigned long long *flag;      /* [slots] the generation of the last completed round */
-  const unsigned long long *gen; /* the step's generation */
-  int wait_slot, arrive_slot;    /* -1: none */
-} kiln_cuda_handoff;
-/* The calling thread's handoff context: between begin and end each launch of a decode kernel takes the next slot
- * (kiln_cuda__handoff_next: it waits for the previous kernel's slot and arrives at its own; arrive 0 for the last
- * kernel, which nothing waits for); outside, or with more launches than slots, the kernels use the PDL wait. */
-void kiln_cuda__handoff_begin(unsigned *cnt, unsigned long long *flag, const unsigned long long *gen, int slots);
-void kiln_cuda__handoff_end(void);
-kiln_cuda_handoff kiln_cuda__handoff_next(int arrive);
-
 /* Allows `kern` `bytes` of dynamic shared memory on the current device (needed past 48 KB with its static shared
  * memory); `set` is the kernel's own record of what each device already allows, so the attribute is set once per
  * device and size. max_carveout: also prefer the largest shared-memory carveout (more blocks per SM, less L1).
@@ -148,47 +129,6 @@ static __device__ __forceinline__ void kiln_pdl_trigger(void) {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }
 static __device__ __forceinline__ void kiln_pdl_wait(void) { asm volatile("griddepcontrol.wait;" ::: "memory"); }
-
-/* The handoff (kiln_cuda_handoff) inside a kernel: wait where kiln_pdl_wait would be (every thread of the block, in
- * uniform control flow), arrive once after the block's last store (every thread: a block that leaves early arrives
- * first). The generation is read where it is needed, not held in a register through the kernel. A poll that sees
- * no arrival for 2 s traps: an error, not a hang. */
-static __device__ __noinline__ void kiln_handoff_poll_(const unsigned long long *f, const unsigned long long *g) {
-  const unsigned long long gen = __ldcg(g);
-  unsigned long long t0, t, v;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-  for (;;) {
-    asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(f) : "memory");
-    if (v == gen) return;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    if (t - t0 > 2000000000ull) __trap();
-  }
-}
-static __device__ __noinline__ void kiln_handoff_count_(unsigned *cnt, unsigned long long *f,
-                                                        const unsigned long long *g) {
-  const unsigned nb = gridDim.x * gridDim.y * gridDim.z;
-  __threadfence();
-  if (atomicAdd(cnt, 1u) == nb - 1) { /* the last block: every block's stores are before this */
-    cnt[0] = 0u; /* the next round is the next step's, after this graph has completed */
-    __threadfence();
-    asm volatile("st.release.gpu.global.u64 [%0], %1;" ::"l"(f), "l"(__ldcg(g)) : "memory");
-  }
-}
-static __device__ __forceinline__ void kiln_handoff_wait(const kiln_cuda_handoff &h) {
-  if (!h.cnt) {
-    kiln_pdl_wait();
-    return;
-  }
-  if (h.wait_slot < 0) return;
-  if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) kiln_handoff_poll_(h.flag + h.wait_slot, h.gen);
-  __syncthreads();
-}
-static __device__ __forceinline__ void kiln_handoff_arrive(const kiln_cuda_handoff &h) {
-  if (!h.cnt || h.arrive_slot < 0) return;
-  __syncthreads();
-  if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0)
-    kiln_handoff_count_(h.cnt + h.arrive_slot, h.flag + h.arrive_slot, h.gen);
-}
 
 /* This block's share of [p, p + bytes) prefetched into L2 (bytes a multiple of 16, p 16-byte aligned): the grid's
  * blocks cut the range into equal runs of 16-byte units, and a block's threads issue one bulk prefetch of up to

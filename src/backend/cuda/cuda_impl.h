@@ -104,12 +104,6 @@ struct kiln_backend {
   int short_levels;  /* short-context graph pairs to capture: 1 .. KILN_CUDA_SHORT_LEVELS, the most unless
                       * KILN_CUDA_ATTN_LEVELS says fewer */
   bool attn_prof; /* KILN_CUDA_ATTN_PROFILE=1: layer 0's decode attention records its timeline into d_prof */
-  /* KILN_CUDA_HANDOFF=flag: the decode graph's kernels hand over through counters in global memory instead of the
-   * PDL wait (cuda_common.h); ho_mem holds the generation, then ho_slots flags and ho_slots counters, zeroed at
-   * create and left consistent by every complete step */
-  bool handoff;
-  void *ho_mem;
-  int ho_slots;
   cudaGraphExec_t g_prefill[KILN_CUDA_PREFILL_BUCKETS];
   bool prefill_seen[KILN_CUDA_PREFILL_BUCKETS];
   /* The prefill GEMMs' algorithms at each bucket's size (KILN_CUDA_GEMM_PLAN=time, tuning): planned before the

@@ -14,10 +14,9 @@ extern "C" {
 
 /* x[t][:] = f32(table[ids[t]][:]) for t < n, table bf16 [vocab][hidden]. ids is device memory (the decode graph
  * reads the step's token there). Ids outside [0, vocab) give a row of NaN, never an out-of-bounds read. When
- * `reset` is not NULL, *reset = 0 (the decode step's argmax cell; done here to spare a graph node); when `gen` is
- * not NULL, *gen += 1 (the decode step's handoff generation, cuda_common.h). */
+ * `reset` is not NULL, *reset = 0 (the decode step's argmax cell; done here to spare a graph node). */
 int kiln_cuda_embed(float *x, const uint16_t *table, int64_t vocab, int64_t hidden, const int32_t *ids, int64_t n,
-                    unsigned long long *reset, unsigned long long *gen, cudaStream_t stream);
+                    unsigned long long *reset, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

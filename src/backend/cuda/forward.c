@@ -48,16 +48,9 @@ static int decode_enqueue_(kiln_backend *b, bool sample, int short_splits) {
     }
     return 0;
   }
-  /* with the flag handoff the embedding bumps the step's generation, and the first GEMV follows it in plain stream
-   * order, so every later kernel of the step starts after the new generation is in memory (cuda_common.h) */
-  unsigned long long *gen = b->handoff ? (unsigned long long *)b->ho_mem : NULL;
-  if ((rc = kiln_cuda_embed(b->x, b->embed, c->vocab_size, H, &b->d_step->token, 1, b->d_argmax, gen, st)))
-    return rc;
-  if (gen)
-    kiln_cuda__handoff_begin((unsigned *)(gen + 1 + b->ho_slots), gen + 1, gen, b->ho_slots);
+  if ((rc = kiln_cuda_embed(b->x, b->embed, c->vocab_size, H, &b->d_step->token, 1, b->d_argmax, st))) return rc;
   /* from here to the sampler, kernel follows kernel: programmatic dependent launch (cuda_common.h) */
-  else
-    kiln_cuda__set_pdl(1);
+  kiln_cuda__set_pdl(1);
   /* bytes of the bf16 weights, for the L2 prefetch ranges */
   const int64_t gu_bytes = 2 * I * H * 2, d_bytes = I * H * 2, qkv_bytes = b->qkv_dim * H * 2;
   for (int l = 0; l < c->n_layers; l++) {
@@ -65,7 +58,6 @@ static int decode_enqueue_(kiln_backend *b, bool sample, int short_splits) {
     kiln_cuda_gemv_args a = {.w = L->wqkv, .n_rows = b->qkv_dim, .k = H, .x_f32 = b->x, .norm_w = L->attn_norm,
                              .eps = c->rms_norm_eps, .mode = KILN_GEMV_STORE, .y = b->qkv, .bias = L->bqkv};
     if ((rc = kiln_cuda_gemv(&a, st))) return rc;
-    kiln_cuda__set_pdl(1); /* (already on without the flag handoff) */
     kiln_cuda_attn_decode_args at = {.out = b->hbuf, .qkv = b->qkv, .q_norm = L->q_norm, .k_norm = L->k_norm,
                                      .rope = b->rope, .eps = c->rms_norm_eps, .k_cache = L->k_cache,
                                      .v_cache = L->v_cache, .step = b->d_step, .shape = b->shape,
@@ -109,7 +101,6 @@ static int decode_enqueue_(kiln_backend *b, bool sample, int short_splits) {
 int kiln_cuda__decode_enqueue(kiln_backend *b, bool sample, int short_splits) {
   int rc = decode_enqueue_(b, sample, short_splits);
   kiln_cuda__set_pdl(0); /* also on the error paths: later launches of this thread are plain */
-  kiln_cuda__handoff_end();
   return rc;
 }
 
@@ -203,7 +194,7 @@ int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
   const kiln_cuda_gemm_algo *plan = planned_(b, n);
 #define PLAN(k) (plan ? &plan[k] : NULL)
   int rc;
-  if ((rc = kiln_cuda_embed(b->x, b->embed, V, H, b->d_tokens, n, NULL, NULL, st))) return rc;
+  if ((rc = kiln_cuda_embed(b->x, b->embed, V, H, b->d_tokens, n, NULL, st))) return rc;
   for (int l = 0; l < c->n_layers; l++) {
     const kiln_cuda_layer *L = &b->layers[l];
     /* the o and down projections accumulate into the residual x (their GEMMs add to it): the norms only read it,

@@ -88,7 +88,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
     pre.b0 = a.bias[2 * p0];
     if (2 * p0 + 1 < a.n_rows) pre.b1 = a.bias[2 * p0 + 1];
   }
-  kiln_handoff_wait(a.ho);
+  kiln_pdl_wait();
   /* ADD: the first pair's old outputs (another kernel's, complete now) requested under the prologue */
   if (own && a.mode == KILN_GEMV_ADD) {
     pre.y0 = __ldcg(a.y + 2 * p0);
@@ -188,7 +188,6 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
       if (b) atomicMax(a.argmax, b);
     }
   }
-  kiln_handoff_arrive(a.ho);
 }
 
 static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
@@ -238,10 +237,8 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
   int64_t need = (pairs + slots - 1) / slots;
   int64_t fit = (int64_t)n_sm * occ;
   unsigned blocks = (unsigned)(need < fit ? need : fit);
-  kiln_cuda_gemv_args ka = *a;
-  ka.ho = kiln_cuda__handoff_next(1);
   KILN_CUDA_CHECK(
-      kiln_launch(gemv_kernel, dim3(blocks), dim3(threads), smem, stream, ka, split > 1 ? 0 : pf, split));
+      kiln_launch(gemv_kernel, dim3(blocks), dim3(threads), smem, stream, *a, split > 1 ? 0 : pf, split));
   return 0;
 }
 

@@ -45,8 +45,6 @@ typedef struct kiln_cuda_gemv_args {
   /* 0: the usual cap of blocks per SM; N > 0: at most N (below the cap), leaving the rest of each SM to the next
    * kernel of a PDL chain, whose blocks then start, and load their first weights, under this one's tail */
   int max_blocks_per_sm;
-  /* set by kiln_cuda_gemv from the thread's handoff context (cuda_common.h); callers leave it zero */
-  kiln_cuda_handoff ho;
 } kiln_cuda_gemv_args;
 
 int kiln_cuda_gemv(const kiln_cuda_gemv_args *a, cudaStream_t stream);

@@ -76,14 +76,13 @@ static __device__ int find_bin(const u64 *h, u64 need, u64 *wsum, int *found_s, 
 }
 
 static __global__ void __launch_bounds__(SM_THREADS)
-    sample_kernel(int32_t *next, const float *logits, int64_t V, const u64 *argmax, const kiln_cuda_step *st,
-                  kiln_cuda_handoff ho) {
+    sample_kernel(int32_t *next, const float *logits, int64_t V, const u64 *argmax, const kiln_cuda_step *st) {
   __shared__ u64 hist[SM_BINS];
   __shared__ u64 wsum[32];
   __shared__ int found_s;
   __shared__ u64 above_s;
   __shared__ int chosen;
-  kiln_handoff_wait(ho); /* the last kernel of the step: it waits, nothing waits for it */
+  kiln_pdl_wait();
   const int t = threadIdx.x;
   const u64 cell = *argmax;
   const int32_t am = cell ? (int32_t)(0xffffffffu - (uint32_t)(cell & 0xffffffffu)) : 0;
@@ -202,7 +201,7 @@ static int sample_launch(int32_t *next, const float *logits, int64_t vocab, cons
   int rc = kiln_cuda__allow_smem((const void *)sample_kernel, 0, smem_set, 0);
   if (rc) return rc;
   KILN_CUDA_CHECK(kiln_launch(sample_kernel, dim3(1), dim3(SM_THREADS), 0, stream, next, logits, vocab,
-                              (const u64 *)argmax, step, kiln_cuda__handoff_next(0)));
+                              (const u64 *)argmax, step));
   return 0;
 }
 
