@@ -227,9 +227,10 @@ int main(int argc, char **argv) {
     const char *commit = getenv("KILN_COMMIT");
     fprintf(jf, "{\"device\": \"%s\", \"cuda_driver\": %d, \"date\": \"%s\", \"commit\": \"%s\", \"command\": \"",
             prop.name, drv, date, commit && *commit ? commit : "unknown");
-    for (int i = 0; i < argc; i++) {
+    for (int i = 0; i < argc; i++) { /* the program by its name only: no path of the machine it ran on */
       if (i) fputc(' ', jf);
-      for (const char *c = argv[i]; *c; c++) {
+      const char *arg = i ? argv[i] : strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+      for (const char *c = arg; *c; c++) {
         if (*c == '"' || *c == '\\') fputc('\\', jf);
         if ((unsigned char)*c >= 0x20) fputc(*c, jf);
       }

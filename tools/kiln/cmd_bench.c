@@ -50,7 +50,7 @@ static const cli_opt opts_[] = {
     {OPT_CTX, "ctx", "C", "contexts the decode is timed at, e.g. 128,2048 (default: the first prompt length)"},
     {OPT_GEN, "gen-tokens", "G", "decode steps timed at each context (default 64)"},
     {OPT_REPEATS, "repeats", "R", "repeats; medians are reported (default 3)"},
-    {OPT_JSON, "json", "FILE", "write the results as JSON to FILE"},
+    {OPT_JSON, "json", "FILE", "write the results as JSON to FILE (its commit: $KILN_COMMIT, else git HEAD)"},
     {'q', "quiet", NULL, "print only the summary line"},
     {0},
 };
@@ -216,8 +216,15 @@ static double loadavg_(void) {
   return l;
 }
 
+/* The commit recorded with the results: $KILN_COMMIT when set (as bench/cuda/run.sh records it: a build carried to
+ * another machine runs beside a checkout whose HEAD need not be the build's), else the checkout's HEAD. */
 static void git_commit_(char *out, size_t cap) {
   snprintf(out, cap, "unknown");
+  const char *env = getenv("KILN_COMMIT");
+  if (env && *env) {
+    snprintf(out, cap, "%s", env);
+    return;
+  }
   FILE *p = popen("git rev-parse --short=12 HEAD 2>/dev/null", "r");
   if (!p) return;
   char buf[64];
