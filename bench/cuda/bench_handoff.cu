@@ -67,7 +67,7 @@ static __device__ __forceinline__ unsigned long long gtime(void) {
 static __global__ void epoch_kernel(unsigned long long *epoch) { *epoch += 1; }
 
 static __global__ void __launch_bounds__(THREADS) stage_kernel(stage_args a) {
-  extern __shared__ float pad[]; /* occupancy only */
+  /* the launch's dynamic shared memory is never touched: it only holds the grid to B blocks an SM */
   __shared__ float red[THREADS / 32];
   const int tid = threadIdx.x, b = blockIdx.x, nb = gridDim.x;
   const unsigned long long t0 = gtime();
@@ -84,10 +84,12 @@ static __global__ void __launch_bounds__(THREADS) stage_kernel(stage_args a) {
   if (a.mode == MODE_FLAG) {
     if (tid == 0) {
       ep = *(volatile const unsigned long long *)a.epoch;
-      if (a.slot > 0) {
+      if (a.slot > 0) { /* a poll that sees nothing for 2 s traps: an error, not a hang */
         unsigned long long f;
-        do asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(f) : "l"(a.flag + a.slot - 1) : "memory");
-        while (f != ep);
+        do {
+          asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(f) : "l"(a.flag + a.slot - 1) : "memory");
+          if (gtime() - t0 > 2000000000ull) __trap();
+        } while (f != ep);
       }
     }
     __syncthreads();
@@ -127,7 +129,6 @@ static __global__ void __launch_bounds__(THREADS) stage_kernel(stage_args a) {
       }
     }
   }
-  if (pad[0] == 1.2345f && tid == 9999) a.out[0] = 0.f; /* keeps the shared allocation */
 }
 
 static std::vector<double> parse_list(const char *s) {
