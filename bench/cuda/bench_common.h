@@ -1,6 +1,7 @@
 /*
  * bench/cuda/bench_common.h: what the CUDA benchmark programs share. Define BENCH_NAME (the program's name, for its
- * messages) before including it. These are programs, not library code: a failed CUDA call ends them.
+ * messages) before including it (C or CUDA C++). These are programs, not library code: a failed CUDA call ends
+ * them.
  */
 #ifndef KILN_BENCH_COMMON_H
 #define KILN_BENCH_COMMON_H
@@ -25,7 +26,7 @@ static inline char *slurp(const char *path, size_t *len) {
   if (!f) return NULL;
   char *s = NULL;
   long n = fseek(f, 0, SEEK_END) ? -1 : ftell(f);
-  if (n >= 0 && !fseek(f, 0, SEEK_SET) && (s = malloc((size_t)n + 1)) && fread(s, 1, (size_t)n, f) != (size_t)n) {
+  if (n >= 0 && !fseek(f, 0, SEEK_SET) && (s = (char *)malloc((size_t)n + 1)) && fread(s, 1, (size_t)n, f) != (size_t)n) {
     free(s);
     s = NULL;
   }

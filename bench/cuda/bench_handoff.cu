@@ -38,6 +38,9 @@
 #include <algorithm>
 #include <vector>
 
+#define BENCH_NAME "bench_handoff"
+#include "bench_common.h"
+
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/gemv.h"
 #include "kiln/status.h"
@@ -45,14 +48,6 @@
 #define THREADS 256
 #define U 4 /* 16-byte loads a thread has in flight */
 
-#define CHECK(x)                                                                                                   \
-  do {                                                                                                             \
-    cudaError_t e_ = (x);                                                                                          \
-    if (e_ != cudaSuccess) {                                                                                       \
-      fprintf(stderr, "bench_handoff: %s: %s (%s:%d)\n", #x, cudaGetErrorString(e_), __FILE__, __LINE__);         \
-      return 1;                                                                                                    \
-    }                                                                                                              \
-  } while (0)
 
 enum { MODE_STREAM, MODE_PDL, MODE_FLAG };
 static const char *mode_name[] = {"stream", "pdl", "flag"};
@@ -178,29 +173,28 @@ struct chain_result {
 };
 
 /* Times graph replays of ge: microseconds a stage. */
-static int time_graph(const bench &B, cudaGraphExec_t ge, double *us) {
+static double time_graph(const bench &B, cudaGraphExec_t ge) {
   float ms = 0.f;
-  for (int i = 0; i < 3; i++) CHECK(cudaGraphLaunch(ge, B.st));
-  CHECK(cudaEventRecord(B.e0, B.st));
-  for (int i = 0; i < B.reps; i++) CHECK(cudaGraphLaunch(ge, B.st));
-  CHECK(cudaEventRecord(B.e1, B.st));
-  CHECK(cudaEventSynchronize(B.e1));
-  CHECK(cudaEventElapsedTime(&ms, B.e0, B.e1));
-  *us = ms * 1e3 / B.reps / B.stages;
-  return 0;
+  for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ge, B.st));
+  CK(cudaEventRecord(B.e0, B.st));
+  for (int i = 0; i < B.reps; i++) CK(cudaGraphLaunch(ge, B.st));
+  CK(cudaEventRecord(B.e1, B.st));
+  CK(cudaEventSynchronize(B.e1));
+  CK(cudaEventElapsedTime(&ms, B.e0, B.e1));
+  return ms * 1e3 / B.reps / B.stages;
 }
 
 /* The chain of stage kernels with one handoff: its time a stage, the release medians, and the check of its values. */
-static int stage_chain(const bench &B, int mode, double mb, int per_sm, chain_result *r) {
+static void stage_chain(const bench &B, int mode, double mb, int per_sm, chain_result *r) {
   const int max_grid = 4 * B.n_sm, grid = per_sm * B.n_sm;
   const size_t smem = (size_t)(B.smem_sm / per_sm) - 2048; /* no more than per_sm blocks an SM */
   const int64_t n16 = (int64_t)(mb * 1048576.0) / 16;
   const int64_t slices = n16 ? (int64_t)(B.buf_bytes / 16) / n16 : 1;
   cudaGraph_t g;
   cudaGraphExec_t ge;
-  CHECK(cudaStreamBeginCapture(B.st, cudaStreamCaptureModeThreadLocal));
+  CK(cudaStreamBeginCapture(B.st, cudaStreamCaptureModeThreadLocal));
   epoch_kernel<<<1, 1, 0, B.st>>>(B.epoch);
-  CHECK(cudaGetLastError());
+  CK(cudaGetLastError());
   for (int k = 0; k < B.stages; k++) {
     stage_args a;
     a.buf = B.buf + (k % slices) * n16;
@@ -223,14 +217,14 @@ static int stage_chain(const bench &B, int mode, double mb, int per_sm, chain_re
     cfg.stream = B.st;
     cfg.attrs = at;
     cfg.numAttrs = mode != MODE_STREAM && k > 0 ? 1 : 0; /* the first stage waits for the epoch normally */
-    CHECK(cudaLaunchKernelEx(&cfg, stage_kernel, a));
+    CK(cudaLaunchKernelEx(&cfg, stage_kernel, a));
   }
-  CHECK(cudaStreamEndCapture(B.st, &g));
-  CHECK(cudaGraphInstantiate(&ge, g, 0));
-  if (time_graph(B, ge, &r->us)) return 1;
+  CK(cudaStreamEndCapture(B.st, &g));
+  CK(cudaGraphInstantiate(&ge, g, 0));
+  r->us = time_graph(B, ge);
   /* the last replay's values and stamps */
   std::vector<float> out(grid);
-  CHECK(cudaMemcpy(out.data(), B.vals + ((B.stages - 1) % 2) * max_grid, sizeof(float) * grid,
+  CK(cudaMemcpy(out.data(), B.vals + ((B.stages - 1) % 2) * max_grid, sizeof(float) * grid,
                    cudaMemcpyDeviceToHost));
   const int64_t per = (n16 + grid - 1) / grid;
   r->bad = 0;
@@ -244,7 +238,7 @@ static int stage_chain(const bench &B, int mode, double mb, int per_sm, chain_re
               (double)out[b], want);
   }
   std::vector<unsigned long long> t(3 * (size_t)B.stages * grid);
-  CHECK(cudaMemcpy(t.data(), B.ts, sizeof(unsigned long long) * t.size(), cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(t.data(), B.ts, sizeof(unsigned long long) * t.size(), cudaMemcpyDeviceToHost));
   std::vector<double> first, last;
   for (int k = 1; k < B.stages; k++) {
     unsigned long long done = 0, r0 = ~0ull, r1 = 0;
@@ -258,9 +252,8 @@ static int stage_chain(const bench &B, int mode, double mb, int per_sm, chain_re
   }
   r->release_first = median(first);
   r->release_last = median(last);
-  CHECK(cudaGraphExecDestroy(ge));
-  CHECK(cudaGraphDestroy(g));
-  return 0;
+  CK(cudaGraphExecDestroy(ge));
+  CK(cudaGraphDestroy(g));
 }
 
 /* A GEMV shape of --gemv: ROWSxK[:norm][:add|:swiglu]. */
@@ -325,7 +318,7 @@ static int gemv_chain(const bench &B, const gemv_spec &gs, float *x, float *norm
   }
   cudaGraph_t g;
   cudaGraphExec_t ge;
-  CHECK(cudaStreamBeginCapture(B.st, cudaStreamCaptureModeThreadLocal));
+  CK(cudaStreamBeginCapture(B.st, cudaStreamCaptureModeThreadLocal));
   for (int k = 0; k < B.stages && !rc; k++) {
     kiln_cuda__set_pdl(k > 0);
     a.w = (const uint16_t *)((const char *)B.buf + (k % slices) * bytes);
@@ -337,11 +330,11 @@ static int gemv_chain(const bench &B, const gemv_spec &gs, float *x, float *norm
     fprintf(stderr, "bench_handoff: gemv %s: %s\n", gs.name, kiln_last_error());
     return 1;
   }
-  CHECK(e);
-  CHECK(cudaGraphInstantiate(&ge, g, 0));
-  if (time_graph(B, ge, us)) return 1;
-  CHECK(cudaGraphExecDestroy(ge));
-  CHECK(cudaGraphDestroy(g));
+  CK(e);
+  CK(cudaGraphInstantiate(&ge, g, 0));
+  *us = time_graph(B, ge);
+  CK(cudaGraphExecDestroy(ge));
+  CK(cudaGraphDestroy(g));
   return 0;
 }
 
@@ -396,45 +389,45 @@ int main(int argc, char **argv) {
   B.reps = reps;
   int dev = 0;
   cudaDeviceProp prop;
-  CHECK(cudaGetDevice(&dev));
-  CHECK(cudaGetDeviceProperties(&prop, dev));
-  CHECK(cudaDeviceGetAttribute(&B.n_sm, cudaDevAttrMultiProcessorCount, dev));
-  CHECK(cudaDeviceGetAttribute(&B.smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
-  CHECK(cudaFuncSetAttribute(stage_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, B.smem_sm - 2048));
+  CK(cudaGetDevice(&dev));
+  CK(cudaGetDeviceProperties(&prop, dev));
+  CK(cudaDeviceGetAttribute(&B.n_sm, cudaDevAttrMultiProcessorCount, dev));
+  CK(cudaDeviceGetAttribute(&B.smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+  CK(cudaFuncSetAttribute(stage_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, B.smem_sm - 2048));
 
   /* the stream buffer: 1 GiB of 1.0f, read in turn by the stages so nothing is in L2 from an earlier one */
   B.buf_bytes = (size_t)1 << 30;
-  CHECK(cudaMalloc(&B.buf, B.buf_bytes));
+  CK(cudaMalloc(&B.buf, B.buf_bytes));
   {
     std::vector<float> ones(B.buf_bytes / 4 / 64, 1.0f);
     for (size_t off = 0; off < B.buf_bytes; off += ones.size() * 4)
-      CHECK(cudaMemcpy((char *)B.buf + off, ones.data(), ones.size() * 4, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy((char *)B.buf + off, ones.data(), ones.size() * 4, cudaMemcpyHostToDevice));
   }
   /* copy bandwidth (read + write), as kiln's floor takes it */
-  CHECK(cudaStreamCreateWithFlags(&B.st, cudaStreamNonBlocking));
-  CHECK(cudaEventCreate(&B.e0));
-  CHECK(cudaEventCreate(&B.e1));
+  CK(cudaStreamCreateWithFlags(&B.st, cudaStreamNonBlocking));
+  CK(cudaEventCreate(&B.e0));
+  CK(cudaEventCreate(&B.e1));
   float ms = 0.f;
   const size_t half = B.buf_bytes / 2;
-  CHECK(cudaMemcpyAsync((char *)B.buf + half, B.buf, half, cudaMemcpyDeviceToDevice, B.st));
-  CHECK(cudaEventRecord(B.e0, B.st));
+  CK(cudaMemcpyAsync((char *)B.buf + half, B.buf, half, cudaMemcpyDeviceToDevice, B.st));
+  CK(cudaEventRecord(B.e0, B.st));
   for (int i = 0; i < 10; i++)
-    CHECK(cudaMemcpyAsync((char *)B.buf + half, B.buf, half, cudaMemcpyDeviceToDevice, B.st));
-  CHECK(cudaEventRecord(B.e1, B.st));
-  CHECK(cudaEventSynchronize(B.e1));
-  CHECK(cudaEventElapsedTime(&ms, B.e0, B.e1));
+    CK(cudaMemcpyAsync((char *)B.buf + half, B.buf, half, cudaMemcpyDeviceToDevice, B.st));
+  CK(cudaEventRecord(B.e1, B.st));
+  CK(cudaEventSynchronize(B.e1));
+  CK(cudaEventElapsedTime(&ms, B.e0, B.e1));
   B.copy_gbs = 2.0 * half * 10 / (ms * 1e-3) / 1e9;
-  CHECK(cudaMemcpy((char *)B.buf + half, B.buf, half, cudaMemcpyDeviceToDevice)); /* back to all ones */
+  CK(cudaMemcpy((char *)B.buf + half, B.buf, half, cudaMemcpyDeviceToDevice)); /* back to all ones */
 
   const int max_grid = 4 * B.n_sm;
-  CHECK(cudaMalloc(&B.vals, sizeof(float) * 2 * max_grid));
-  CHECK(cudaMalloc(&B.cnt, sizeof(unsigned) * stages));
-  CHECK(cudaMalloc(&B.flag, sizeof(unsigned long long) * stages));
-  CHECK(cudaMalloc(&B.epoch, sizeof(unsigned long long)));
-  CHECK(cudaMalloc(&B.ts, sizeof(unsigned long long) * 3 * (size_t)stages * max_grid));
-  CHECK(cudaMemset(B.cnt, 0, sizeof(unsigned) * stages));
-  CHECK(cudaMemset(B.flag, 0, sizeof(unsigned long long) * stages));
-  CHECK(cudaMemset(B.epoch, 0, sizeof(unsigned long long)));
+  CK(cudaMalloc(&B.vals, sizeof(float) * 2 * max_grid));
+  CK(cudaMalloc(&B.cnt, sizeof(unsigned) * stages));
+  CK(cudaMalloc(&B.flag, sizeof(unsigned long long) * stages));
+  CK(cudaMalloc(&B.epoch, sizeof(unsigned long long)));
+  CK(cudaMalloc(&B.ts, sizeof(unsigned long long) * 3 * (size_t)stages * max_grid));
+  CK(cudaMemset(B.cnt, 0, sizeof(unsigned) * stages));
+  CK(cudaMemset(B.flag, 0, sizeof(unsigned long long) * stages));
+  CK(cudaMemset(B.epoch, 0, sizeof(unsigned long long)));
   FILE *jf = json ? fopen(json, "w") : NULL;
   if (json && !jf) {
     fprintf(stderr, "bench_handoff: cannot write %s\n", json);
@@ -442,7 +435,7 @@ int main(int argc, char **argv) {
   }
   if (jf) {
     int drv = 0;
-    CHECK(cudaDriverGetVersion(&drv));
+    CK(cudaDriverGetVersion(&drv));
     char date[32];
     const time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
@@ -467,7 +460,7 @@ int main(int argc, char **argv) {
     for (double mb : mbs)
       for (int mode = MODE_STREAM; mode <= MODE_FLAG; mode++) {
         chain_result r;
-        if (stage_chain(B, mode, mb, (int)bp, &r)) return 1;
+        stage_chain(B, mode, mb, (int)bp, &r);
         bad += r.bad;
         const double bytes_us = mb * 1048576.0 / (B.copy_gbs * 1e3);
         printf("%-7s %7.1f %6d %10.3f %10.3f %12.3f %12.3f\n", mode_name[mode], mb, (int)bp, r.us, r.us - bytes_us,
@@ -484,15 +477,15 @@ int main(int argc, char **argv) {
     uint16_t *y16;
     int64_t most = 0;
     for (const gemv_spec &g : gemvs) most = std::max(most, std::max(g.rows, g.k));
-    CHECK(cudaMalloc(&x, sizeof(float) * most));
-    CHECK(cudaMalloc(&norm_w, sizeof(float) * most));
-    CHECK(cudaMalloc(&y, sizeof(float) * most));
-    CHECK(cudaMalloc(&y16, sizeof(uint16_t) * most));
+    CK(cudaMalloc(&x, sizeof(float) * most));
+    CK(cudaMalloc(&norm_w, sizeof(float) * most));
+    CK(cudaMalloc(&y, sizeof(float) * most));
+    CK(cudaMalloc(&y16, sizeof(uint16_t) * most));
     {
       std::vector<float> ones(most, 1.0f);
-      CHECK(cudaMemcpy(x, ones.data(), sizeof(float) * most, cudaMemcpyHostToDevice));
-      CHECK(cudaMemcpy(norm_w, ones.data(), sizeof(float) * most, cudaMemcpyHostToDevice));
-      CHECK(cudaMemset(y, 0, sizeof(float) * most));
+      CK(cudaMemcpy(x, ones.data(), sizeof(float) * most, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(norm_w, ones.data(), sizeof(float) * most, cudaMemcpyHostToDevice));
+      CK(cudaMemset(y, 0, sizeof(float) * most));
     }
     printf("%-28s %9s %10s %10s %10s %10s\n", "gemv (PDL chain)", "MB", "us/gemv", "ideal_us", "bytes_us",
            "over_ideal");
@@ -500,7 +493,8 @@ int main(int argc, char **argv) {
       const double mb = g.rows * g.k * 2 / 1048576.0, bytes_us = mb * 1048576.0 / (B.copy_gbs * 1e3);
       double us = 0.0;
       chain_result ideal;
-      if (gemv_chain(B, g, x, norm_w, y, y16, &us) || stage_chain(B, MODE_PDL, mb, 2, &ideal)) return 1;
+      if (gemv_chain(B, g, x, norm_w, y, y16, &us)) return 1;
+      stage_chain(B, MODE_PDL, mb, 2, &ideal);
       bad += ideal.bad;
       printf("%-28s %9.2f %10.3f %10.3f %10.3f %10.3f\n", g.name, mb, us, ideal.us, bytes_us, us - ideal.us);
       if (jf)
