@@ -25,7 +25,7 @@
  *
  *   bench_handoff [--stages N] [--reps R] [--mb 0,4,32] [--blocks 1,2] [--gemv SPECS] [--json FILE]
  * The JSON file is one document: device, CUDA driver version, date, commit (KILN_COMMIT, else "unknown"), command,
- * a row per (handoff, MB, blocks an SM) and one per GEMV shape.
+ * settings (the KILN_CUDA_* environment it ran under), a row per (handoff, MB, blocks an SM) and one per GEMV shape.
  */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h> /* environ */
 
 #include <algorithm>
 #include <vector>
@@ -445,10 +446,19 @@ int main(int argc, char **argv) {
     fprintf(jf, "\", \"cuda_driver\": %d, \"date\": \"%s\", \"commit\": \"", drv, date);
     json_text(jf, commit && *commit ? commit : "unknown");
     fprintf(jf, "\", \"command\": \"");
-    for (int i = 0; i < argc; i++) { /* the program by its name only: no path of the machine it ran on */
+    for (int i = 0; i < argc; i++) { /* the program and the JSON file by their names only: no machine's paths */
       if (i) fputc(' ', jf);
-      json_text(jf, i ? argv[i] : strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0]);
+      const bool path = i == 0 || (i > 1 && !strcmp(argv[i - 1], "--json"));
+      json_text(jf, path && strrchr(argv[i], '/') ? strrchr(argv[i], '/') + 1 : argv[i]);
     }
+    /* the tuning switches the GEMV rows ran under (gemv.cu reads them), so the file says what it measured */
+    fprintf(jf, "\", \"settings\": \"");
+    int n_set = 0;
+    for (char **e = environ; *e; e++)
+      if (!strncmp(*e, "KILN_CUDA_", 10)) {
+        if (n_set++) fputc(' ', jf);
+        json_text(jf, *e);
+      }
     fprintf(jf, "\", \"stages\": %d, \"reps\": %d, \"copy_gb_s\": %.1f, \"rows\": [", stages, reps, B.copy_gbs);
   }
   int rows = 0, bad = 0;
