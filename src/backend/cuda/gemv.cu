@@ -57,7 +57,8 @@ static __device__ __forceinline__ void bar_sync_(int id, int threads) {
 /* split: warps per row pair (1, 2 or 4; divides the block's warps); pf: L2 prefetch distance (0 when split > 1).
  * EARLY (KILN_CUDA_GEMV_EARLY, tuning): what the warp requests right after the PDL wait, before the prologue, so
  * the weights keep streaming through it: 0 nothing; 1 its second item, into registers (held to 128 registers a
- * thread for 2 blocks an SM, at the price of a few spilled bytes); 2 its second and third items, into L2. */
+ * thread for 2 blocks an SM, at the price of a few spilled bytes); 2 its second and third items, into L2; 3 its
+ * second item into registers as 1, but before the wait, beside the first. */
 template <int EARLY>
 static __global__ void __launch_bounds__(GEMV_THREADS, 2)
     gemv_kernel(kiln_cuda_gemv_args a, int pf, int split) {
@@ -93,10 +94,11 @@ static __global__ void __launch_bounds__(GEMV_THREADS, 2)
     pre.b0 = a.bias[2 * p0];
     if (2 * p0 + 1 < a.n_rows) pre.b1 = a.bias[2 * p0 + 1];
   }
+  uint4 na[KILN_GEMV_UNROLL], nb[KILN_GEMV_UNROLL];
+  if (EARLY == 3) kiln_gemv_second(m, p0, pstride, c0, c1, lane, na, nb);
   kiln_pdl_wait();
   /* The prologue below is a memory latency or two with nothing else in flight but the first item, loaded by now:
    * the second item's loads go out first, so the weights keep streaming through it. */
-  uint4 na[KILN_GEMV_UNROLL], nb[KILN_GEMV_UNROLL];
   if (EARLY == 1) kiln_gemv_second(m, p0, pstride, c0, c1, lane, na, nb);
   if (EARLY == 2) kiln_gemv_prefetch_range(m, p0, pstride, c0, c1, 2, lane);
   /* ADD: the first pair's old outputs (another kernel's, complete now) requested under the prologue */
@@ -161,7 +163,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS, 2)
   }
   __syncthreads();
 
-  if (EARLY != 1) kiln_gemv_second(m, p0, pstride, c0, c1, lane, na, nb);
+  if (EARLY == 0 || EARLY == 2) kiln_gemv_second(m, p0, pstride, c0, c1, lane, na, nb);
   unsigned long long best = 0ull;
   int parity = 0;
   kiln_gemv_walk_range(m, xs, p0, pstride, c0, c1, lane, ca, cb, na, nb, pf, [&](int64_t p, float y0, float y1) {
@@ -203,15 +205,16 @@ static __global__ void __launch_bounds__(GEMV_THREADS, 2)
 }
 
 static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
-  static size_t smem_set[3][KILN_CUDA_MAX_DEVICES];
+  static size_t smem_set[4][KILN_CUDA_MAX_DEVICES];
   static int cap = 0, pf = -1, early = -1;
-  /* KILN_CUDA_GEMV_EARLY=0|1|2 (tuning): gemv_kernel's EARLY */
+  /* KILN_CUDA_GEMV_EARLY=0|1|2|3 (tuning): gemv_kernel's EARLY */
   if (early < 0) {
     const char *e = getenv("KILN_CUDA_GEMV_EARLY");
-    early = e && (!strcmp(e, "1") || !strcmp(e, "2")) ? atoi(e) : 0;
+    early = e && e[0] >= '1' && e[0] <= '3' && !e[1] ? e[0] - '0' : 0;
   }
-  const void *kernel = early == 1 ? (const void *)gemv_kernel<1> : early == 2 ? (const void *)gemv_kernel<2>
-                                                                               : (const void *)gemv_kernel<0>;
+  static void (*const kernels[4])(kiln_cuda_gemv_args, int, int) = {gemv_kernel<0>, gemv_kernel<1>, gemv_kernel<2>,
+                                                                     gemv_kernel<3>};
+  const void *kernel = (const void *)kernels[early];
   int dev = 0, n_sm = 0, occ = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&dev));
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
@@ -257,9 +260,7 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
   int64_t fit = (int64_t)n_sm * occ;
   unsigned blocks = (unsigned)(need < fit ? need : fit);
   const int kpf = split > 1 ? 0 : pf;
-  if (early == 1) KILN_CUDA_CHECK(kiln_launch(gemv_kernel<1>, dim3(blocks), dim3(threads), smem, stream, *a, kpf, split));
-  else if (early == 2) KILN_CUDA_CHECK(kiln_launch(gemv_kernel<2>, dim3(blocks), dim3(threads), smem, stream, *a, kpf, split));
-  else KILN_CUDA_CHECK(kiln_launch(gemv_kernel<0>, dim3(blocks), dim3(threads), smem, stream, *a, kpf, split));
+  KILN_CUDA_CHECK(kiln_launch(kernels[early], dim3(blocks), dim3(threads), smem, stream, *a, kpf, split));
   return 0;
 }
 
