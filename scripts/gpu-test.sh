@@ -23,23 +23,22 @@ export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-
 # NAME@t128 and NAME@t256 with decode attention in blocks of 128 or 256 threads at every shape
 # (KILN_CUDA_ATTN_THREADS; the default picks by shape), NAME@norope with q/k norm + RoPE in their scalar form
 # (KILN_CUDA_ROPE_VEC=0), NAME@split, NAME@split4 and NAME@splitall with the GEMV's split k (KILN_CUDA_GEMV_SPLIT=2,
-# 4, all), NAME@xtma1 and NAME@xtma2 with the GEMV's input copied by the copy engine (KILN_CUDA_GEMV_XTMA=1, 2),
-# NAME@pfwhole with prefill attention never splitting a tile's keys (KILN_CUDA_ATTN_PF_SPLIT=1),
+# 4, all), NAME@pfwhole with prefill attention never splitting a tile's keys (KILN_CUDA_ATTN_PF_SPLIT=1),
 # NAME@gemmplan with the prefill graphs' GEMMs on algorithms planned by timing (KILN_CUDA_GEMM_PLAN=time),
 # NAME@pfsync with prefill attention on mma.sync where it would use wgmma (KILN_CUDA_ATTN_PF_MMA=sync), NAME@group1,
 # NAME@group2 and NAME@group4 with decode attention units of at most 1, 2 or 4 query heads (KILN_CUDA_ATTN_GROUP), so
 # every decode and prefill path meets the tests.
 tests=(test_cuda_wgmma test_cuda_ops test_cuda_ops@group1 test_cuda_ops@norope test_cuda_ops@split test_cuda_ops@split4
-       test_cuda_ops@splitall test_cuda_ops@xtma1 test_cuda_ops@xtma2
+       test_cuda_ops@splitall
        test_cuda_decode test_cuda_decode@global test_cuda_decode@knobs test_cuda_decode@t128 test_cuda_decode@t256
        test_cuda_decode@levels1 test_cuda_decode@group2 test_cuda_decode@group4 test_cuda_decode@norope
-       test_cuda_decode@split test_cuda_decode@splitall test_cuda_decode@xtma1 test_cuda_decode@xtma2
+       test_cuda_decode@split test_cuda_decode@splitall
        test_cuda_model test_cuda_model@persistent test_cuda_model@cluster test_cuda_model@global
        test_cuda_model@l2pf test_cuda_model@l2late test_cuda_model@nopgraph test_cuda_model@knobs
        test_cuda_model@t128 test_cuda_model@t256 test_cuda_model@levels1 test_cuda_model@group2 test_cuda_model@group4
        test_cuda_model@norope
        test_cuda_model@split test_cuda_model@splitall test_cuda_model@pfwhole test_cuda_model@gemmplan
-       test_cuda_model@pfsync test_cuda_model@xtma1 test_cuda_model@xtma2
+       test_cuda_model@pfsync
        test_cuda_alloc test_cuda_alloc@persistent test_cuda_alloc@global
        test_cuda_smoke test_cuda_smoke@persistent test_cuda_smoke@cluster test_cuda_smoke@global)
 declare -a rows
@@ -69,7 +68,6 @@ for spec in "${tests[@]}"; do
     split) KILN_CUDA_GEMV_SPLIT=2 "$BIN/$t" ;;
     split4) KILN_CUDA_GEMV_SPLIT=4 "$BIN/$t" ;;
     splitall) KILN_CUDA_GEMV_SPLIT=all "$BIN/$t" ;;
-    xtma1 | xtma2) KILN_CUDA_GEMV_XTMA=${mode#xtma} "$BIN/$t" ;;
     pfwhole) KILN_CUDA_ATTN_PF_SPLIT=1 "$BIN/$t" ;;
     gemmplan) KILN_CUDA_GEMM_PLAN=time "$BIN/$t" ;;
     pfsync) KILN_CUDA_ATTN_PF_MMA=sync "$BIN/$t" ;;

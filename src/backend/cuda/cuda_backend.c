@@ -279,7 +279,6 @@ static int check_op_switches_(void) {
       {"KILN_CUDA_ATTN_THREADS", "auto, 128 or 256", kiln_cuda_attn_decode_threads_env},
       {"KILN_CUDA_ATTN_GROUP", "auto, 1, 2, 4 or 8", kiln_cuda_attn_decode_group_env},
       {"KILN_CUDA_GEMV_SPLIT", "auto, all, 1, 2 or 4", kiln_cuda_gemv_split_env},
-      {"KILN_CUDA_GEMV_XTMA", "0, 1 or 2", kiln_cuda_gemv_xtma_env},
       {"KILN_CUDA_ATTN_PF_SPLIT", "auto or 1-8", kiln_cuda_attn_prefill_split_env},
       {"KILN_CUDA_ATTN_PF_MMA", "auto, wgmma or sync", kiln_cuda_attn_prefill_mma_env},
   };

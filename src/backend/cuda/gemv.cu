@@ -20,13 +20,11 @@
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/gemv_dev.cuh"
-#include "backend/cuda/tma_dev.cuh"
 
 #define GEMV_THREADS 256
 #define GEMV_WARPS (GEMV_THREADS / 32)
 #define GEMV_BLOCKS_PER_SM 4
 #define GEMV_XV 4 /* 16-byte pieces of the input a thread has in flight at once in the prologue (f32 input) */
-#define GEMV_XTMA_SMEM (64 << 10) /* KILN_CUDA_GEMV_XTMA: the most shared memory a block takes for it */
 #define GEMV_XV_BF16 8 /* bf16 input: a block of 64 threads reads the 0.6B down GEMV's 6 KB in one round */
 
 /* The warp's first row pair's biases (loaded before the PDL wait) and, in ADD mode, old outputs (right after it),
@@ -56,21 +54,12 @@ static __device__ __forceinline__ void bar_sync_(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
 
-/* split: warps per row pair (1, 2 or 4; divides the block's warps); pf: L2 prefetch distance (0 when split > 1).
- * XT (KILN_CUDA_GEMV_XTMA, tuning): how the input reaches shared memory after the PDL wait. 0: the threads load
- * it, behind the weights their warps requested before the wait (a load path returns in order, as the early-request
- * measurements in docs/cuda.md suggest). 1: one bulk copy by the copy engine (tma_dev.cuh), outside that path; a
- * normalised f32 input lands in a staging area after the bf16 vector and is normalised from there. 2: as 1, and
- * each warp requests its second item right after the copy, so the weights stream through the prologue. */
-template <int XT>
-static __global__ void __launch_bounds__(GEMV_THREADS, 2)
-    gemv_kernel(kiln_cuda_gemv_args a, int pf, int split) {
-  extern __shared__ uint4 xs[]; /* [k / 8]: the input as bf16; XT > 0 with an f32 input: then the input and the norm
-                                 * weights, [k / 4] float4 each */
+/* split: warps per row pair (1, 2 or 4; divides the block's warps); pf: L2 prefetch distance (0 when split > 1) */
+static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gemv_args a, int pf, int split) {
+  extern __shared__ uint4 xs[]; /* [k / 8]: the input as bf16 */
   __shared__ float red[GEMV_WARPS];
   __shared__ unsigned long long best_w[GEMV_WARPS];
   __shared__ float2 part_sum[2][GEMV_WARPS]; /* split k: each warp's sums, double-buffered by pair parity */
-  __shared__ uint64_t xbar, wbar;             /* XT > 0: the input's copy, the norm weights' */
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int nw = blockDim.x >> 5, nt = blockDim.x; /* warps and threads of this launch (<= GEMV_THREADS) */
   const int64_t K8 = a.k / 8, K4 = a.k / 4;
@@ -87,9 +76,8 @@ static __global__ void __launch_bounds__(GEMV_THREADS, 2)
   /* Constants the prologue and the first pair's epilogue need (the norm weights of the thread's first round, the
    * first pair's biases) load before the wait too: read once per step, they have left L2 by then, and after the
    * wait each would be a memory latency on the kernel's path. */
-  const float4 *x4 = XT ? (const float4 *)(xs + K8) : (const float4 *)a.x_f32;
-  const float4 *w4 = XT && a.norm_w ? (const float4 *)(xs + 3 * K8) : (const float4 *)a.norm_w;
-  const bool pre_w = !XT && !a.x_bf16 && w4; /* XT: the weights come by a copy of their own, before the wait */
+  const float4 *x4 = (const float4 *)a.x_f32, *w4 = (const float4 *)a.norm_w;
+  const bool pre_w = !a.x_bf16 && w4;
   float4 wpre[GEMV_XV];
 #pragma unroll
   for (int u = 0; u < GEMV_XV; u++)
@@ -100,39 +88,16 @@ static __global__ void __launch_bounds__(GEMV_THREADS, 2)
     pre.b0 = a.bias[2 * p0];
     if (2 * p0 + 1 < a.n_rows) pre.b1 = a.bias[2 * p0 + 1];
   }
-  if (XT) {
-    if (tid == 0) {
-      kiln_mbar_init(&xbar, 1);
-      kiln_mbar_init(&wbar, 1);
-      kiln_mbar_init_fence();
-      if (!a.x_bf16 && a.norm_w) kiln_bulk_g2s(xs + 3 * K8, a.norm_w, (uint32_t)(a.k * 4), &wbar);
-    }
-    __syncthreads();
-  }
   kiln_pdl_wait();
-  uint4 na[KILN_GEMV_UNROLL], nb[KILN_GEMV_UNROLL];
-  if (XT) {
-    if (tid == 0) {
-      if (a.x_bf16) kiln_bulk_g2s(xs, a.x_bf16, (uint32_t)(a.k * 2), &xbar);
-      else kiln_bulk_g2s(xs + K8, a.x_f32, (uint32_t)(a.k * 4), &xbar);
-    }
-    if (XT == 2) kiln_gemv_second(m, p0, pstride, c0, c1, lane, na, nb);
-  }
   /* ADD: the first pair's old outputs (another kernel's, complete now) requested under the prologue */
   if (own && a.mode == KILN_GEMV_ADD) {
     pre.y0 = __ldcg(a.y + 2 * p0);
     if (2 * p0 + 1 < a.n_rows) pre.y1 = __ldcg(a.y + 2 * p0 + 1);
   }
-  if (XT) {
-    kiln_mbar_wait(&xbar, 0);
-    if (!a.x_bf16 && a.norm_w) kiln_mbar_wait(&wbar, 0);
-  }
 
   /* ---- prologue: the input vector, once per block; a thread's loads go out GEMV_XV at a time, so the block
    * waits for one or two memory latencies, not one per element it reads ---- */
-  if (XT && a.x_bf16) {
-    /* copied into xs already */
-  } else if (a.x_bf16) {
+  if (a.x_bf16) {
     const uint4 *src = (const uint4 *)a.x_bf16;
     for (int64_t i0 = tid; i0 < K8; i0 += GEMV_XV_BF16 * nt) {
       uint4 v[GEMV_XV_BF16];
@@ -169,27 +134,25 @@ static __global__ void __launch_bounds__(GEMV_THREADS, 2)
     }
     uint2 *xh = (uint2 *)xs; /* 4 bf16 per float4 */
     for (int64_t i0 = tid; i0 < K4; i0 += GEMV_XV * nt) {
-      float4 v[GEMV_XV];
+      float4 v[GEMV_XV], w[GEMV_XV];
+#pragma unroll
+      for (int u = 0; u < GEMV_XV; u++) {
+        const bool in = i0 + u * nt < K4;
+        v[u] = in ? x4[i0 + u * nt] : make_float4(0.f, 0.f, 0.f, 0.f);
+        w[u] = i0 == tid ? wpre[u] : in && w4 ? w4[i0 + u * nt] : make_float4(1.f, 1.f, 1.f, 1.f);
+      }
 #pragma unroll
       for (int u = 0; u < GEMV_XV; u++)
-        v[u] = i0 + u * nt < K4 ? x4[i0 + u * nt] : make_float4(0.f, 0.f, 0.f, 0.f);
-      /* the first round's weights are wpre; later rounds (k past GEMV_XV x 4 x threads) load theirs one at a time,
-       * which keeps the registers free for the weights the walk has in flight */
-#pragma unroll
-      for (int u = 0; u < GEMV_XV; u++)
-        if (i0 + u * nt < K4) { /* w (x inv), the order of the reference */
-          const float4 w = !XT && i0 == tid ? wpre[u] : w4 ? w4[i0 + u * nt] : make_float4(1.f, 1.f, 1.f, 1.f);
-          xh[i0 + u * nt] = make_uint2(kiln_pack_bf16x2(w.x * (v[u].x * inv), w.y * (v[u].y * inv)),
-                                       kiln_pack_bf16x2(w.z * (v[u].z * inv), w.w * (v[u].w * inv)));
-        }
+        if (i0 + u * nt < K4) /* w (x inv), the order of the reference */
+          xh[i0 + u * nt] = make_uint2(kiln_pack_bf16x2(w[u].x * (v[u].x * inv), w[u].y * (v[u].y * inv)),
+                                       kiln_pack_bf16x2(w[u].z * (v[u].z * inv), w[u].w * (v[u].w * inv)));
     }
   }
   __syncthreads();
 
-  if (XT != 2) kiln_gemv_second(m, p0, pstride, c0, c1, lane, na, nb);
   unsigned long long best = 0ull;
   int parity = 0;
-  kiln_gemv_walk_range(m, xs, p0, pstride, c0, c1, lane, ca, cb, na, nb, pf, [&](int64_t p, float y0, float y1) {
+  kiln_gemv_walk_range(m, xs, p0, pstride, c0, c1, lane, ca, cb, pf, [&](int64_t p, float y0, float y1) {
     if (split > 1) { /* the pair's warps meet (they walk the same pairs); its first adds the parts in order */
       if (lane == 0) part_sum[parity][warp] = make_float2(y0, y1);
       bar_sync_(1 + slot, 32 * split);
@@ -228,23 +191,12 @@ static __global__ void __launch_bounds__(GEMV_THREADS, 2)
 }
 
 static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
-  static size_t smem_set[3][KILN_CUDA_MAX_DEVICES];
-  static int cap = 0, pf = -1;
-  static void (*const kernels[3])(kiln_cuda_gemv_args, int, int) = {gemv_kernel<0>, gemv_kernel<1>, gemv_kernel<2>};
+  static size_t smem_set[KILN_CUDA_MAX_DEVICES];
   int dev = 0, n_sm = 0, occ = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&dev));
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
   size_t smem = (size_t)a->k * sizeof(uint16_t);
-  /* the copied input: an f32 input and its norm weights take staging areas of twice the bf16 vector each, where
-   * they fit */
-  int xt = kiln_cuda_gemv_xtma();
-  if (xt && !a->x_bf16) {
-    const size_t staged = smem * (a->norm_w ? 5 : 3);
-    if (staged <= GEMV_XTMA_SMEM) smem = staged;
-    else xt = 0;
-  }
-  const void *kernel = (const void *)kernels[xt];
-  int rc = kiln_cuda__allow_smem(kernel, smem, smem_set[xt], 0);
+  int rc = kiln_cuda__allow_smem((const void *)gemv_kernel, smem, smem_set, 0);
   if (rc) return rc;
   /* Split k only where the rows are long (at least two chunks a warp) and there are few pairs (about one a warp
    * of a full grid): many short pairs already keep every warp's chain short. */
@@ -260,13 +212,14 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
    * warps; a block keeps at least split warps. */
   int threads = GEMV_THREADS;
   while (threads > 64 && threads / 64 >= split && pairs * split / (threads / 32) < 2 * (int64_t)n_sm) threads /= 2;
-  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, threads, smem));
+  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel, threads, smem));
   /* At most GEMV_BLOCKS_PER_SM blocks an SM (4 measured a little faster than 2 on the 8B shapes). The registers
    * bind first: at 128 a thread the walk fits 16 warps an SM (2 blocks of 256 threads), 8 KiB of loads in flight
    * each, well over the bandwidth-latency product, and those fill the register file, so the next kernel of a PDL
    * chain starts on an SM only as this one's blocks leave it. Leaving room for it measured slower, as did loading
    * short pairs whole before the wait (docs/cuda.md). The environment variable KILN_CUDA_GEMV_BLOCKS overrides the
    * cap (tuning only). */
+  static int cap = 0, pf = -1;
   if (cap == 0) {
     const char *e = getenv("KILN_CUDA_GEMV_BLOCKS");
     cap = e && atoi(e) > 0 ? atoi(e) : GEMV_BLOCKS_PER_SM;
@@ -284,8 +237,8 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
   int64_t need = (pairs + slots - 1) / slots;
   int64_t fit = (int64_t)n_sm * occ;
   unsigned blocks = (unsigned)(need < fit ? need : fit);
-  const int kpf = split > 1 ? 0 : pf;
-  KILN_CUDA_CHECK(kiln_launch(kernels[xt], dim3(blocks), dim3(threads), smem, stream, *a, kpf, split));
+  KILN_CUDA_CHECK(
+      kiln_launch(gemv_kernel, dim3(blocks), dim3(threads), smem, stream, *a, split > 1 ? 0 : pf, split));
   return 0;
 }
 
@@ -296,22 +249,6 @@ extern "C" int kiln_cuda_gemv_split_env(const char *v) {
   if (!strcmp(v, "2")) return 2;
   if (!strcmp(v, "4")) return 4;
   return -1;
-}
-
-extern "C" int kiln_cuda_gemv_xtma_env(const char *v) {
-  if (!v || !*v || !strcmp(v, "0")) return 0;
-  if (!strcmp(v, "1")) return 1;
-  if (!strcmp(v, "2")) return 2;
-  return -1;
-}
-
-static int xtma_ = -1;
-extern "C" int kiln_cuda_gemv_xtma(void) {
-  if (xtma_ < 0) {
-    const int x = kiln_cuda_gemv_xtma_env(getenv("KILN_CUDA_GEMV_XTMA"));
-    xtma_ = x < 0 ? 0 : x; /* refused at backend creation; ops called directly: the default */
-  }
-  return xtma_;
 }
 
 static int split_ = -1;

@@ -57,12 +57,6 @@ enum { KILN_GEMV_SPLIT_AUTO = 0, KILN_GEMV_SPLIT_ALL = 3 };
 int kiln_cuda_gemv_split(void);
 int kiln_cuda_gemv_split_env(const char *value);
 
-/* How the GEMV's input reaches shared memory (KILN_CUDA_GEMV_XTMA, read once per process; tuning only): 0 (unset)
- * loaded by the threads, 1 one bulk copy by the copy engine, 2 as 1 with each warp's second weight item requested
- * before the prologue. kiln_cuda_gemv_xtma_env: the mode a value names, -1 for any other. */
-int kiln_cuda_gemv_xtma(void);
-int kiln_cuda_gemv_xtma_env(const char *value);
-
 /* The index an ARGMAX cell holds (-1 when nothing was folded in). */
 static inline int64_t kiln_cuda_argmax_index(unsigned long long cell) {
   return cell == 0 ? -1 : (int64_t)(0xffffffffu - (uint32_t)(cell & 0xffffffffu));
