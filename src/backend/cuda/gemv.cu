@@ -54,15 +54,8 @@ static __device__ __forceinline__ void bar_sync_(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
 
-/* split: warps per row pair (1, 2 or 4; divides the block's warps); pf: L2 prefetch distance (0 when split > 1).
- * FIRST (KILN_CUDA_GEMV_FIRST, tuning): how the warp's first items stream before the PDL wait. 0: the first item
- * into registers. 1: the first two into L2 only (bulk prefetches, off the threads' load path), loaded into
- * registers after the prologue: the prologue's input loads then have no weight loads ahead of them to return
- * behind (docs/cuda.md: the early-request measurements). 2: nothing before the wait; the first item is loaded after
- * the prologue (the cost of the pre-wait stream, for comparison). */
-template <int FIRST>
-static __global__ void __launch_bounds__(GEMV_THREADS, 2)
-    gemv_kernel(kiln_cuda_gemv_args a, int pf, int split) {
+/* split: warps per row pair (1, 2 or 4; divides the block's warps); pf: L2 prefetch distance (0 when split > 1) */
+static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gemv_args a, int pf, int split) {
   extern __shared__ uint4 xs[]; /* [k / 8]: the input as bf16 */
   __shared__ float red[GEMV_WARPS];
   __shared__ unsigned long long best_w[GEMV_WARPS];
@@ -78,11 +71,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS, 2)
   const int64_t nc = kiln_gemv_chunks(m), c0 = part * nc / split, c1 = (part + 1) * nc / split;
   const int64_t p0 = (int64_t)blockIdx.x * slots + slot, pstride = (int64_t)gridDim.x * slots;
   uint4 ca[KILN_GEMV_UNROLL], cb[KILN_GEMV_UNROLL];
-  if (FIRST == 0) kiln_gemv_first(m, p0, lane, ca, cb, c0);
-  if (FIRST == 1 && p0 < kiln_gemv_pairs(m)) {
-    kiln_gemv_prefetch(m, p0, c0, lane);
-    kiln_gemv_prefetch_range(m, p0, pstride, c0, c1, 1, lane);
-  }
+  kiln_gemv_first(m, p0, lane, ca, cb, c0);
   if (pf > 0) kiln_gemv_prefetch_first(m, p0, pstride, pf, lane);
   /* Constants the prologue and the first pair's epilogue need (the norm weights of the thread's first round, the
    * first pair's biases) load before the wait too: read once per step, they have left L2 by then, and after the
@@ -100,7 +89,6 @@ static __global__ void __launch_bounds__(GEMV_THREADS, 2)
     if (2 * p0 + 1 < a.n_rows) pre.b1 = a.bias[2 * p0 + 1];
   }
   kiln_pdl_wait();
-  uint4 na[KILN_GEMV_UNROLL], nb[KILN_GEMV_UNROLL];
   /* ADD: the first pair's old outputs (another kernel's, complete now) requested under the prologue */
   if (own && a.mode == KILN_GEMV_ADD) {
     pre.y0 = __ldcg(a.y + 2 * p0);
@@ -146,28 +134,25 @@ static __global__ void __launch_bounds__(GEMV_THREADS, 2)
     }
     uint2 *xh = (uint2 *)xs; /* 4 bf16 per float4 */
     for (int64_t i0 = tid; i0 < K4; i0 += GEMV_XV * nt) {
-      float4 v[GEMV_XV];
+      float4 v[GEMV_XV], w[GEMV_XV];
+#pragma unroll
+      for (int u = 0; u < GEMV_XV; u++) {
+        const bool in = i0 + u * nt < K4;
+        v[u] = in ? x4[i0 + u * nt] : make_float4(0.f, 0.f, 0.f, 0.f);
+        w[u] = i0 == tid ? wpre[u] : in && w4 ? w4[i0 + u * nt] : make_float4(1.f, 1.f, 1.f, 1.f);
+      }
 #pragma unroll
       for (int u = 0; u < GEMV_XV; u++)
-        v[u] = i0 + u * nt < K4 ? x4[i0 + u * nt] : make_float4(0.f, 0.f, 0.f, 0.f);
-      /* the first round's weights are wpre; later rounds (k past GEMV_XV x 4 x threads) load theirs one at a time,
-       * which keeps the registers free for the weights the walk has in flight */
-#pragma unroll
-      for (int u = 0; u < GEMV_XV; u++)
-        if (i0 + u * nt < K4) { /* w (x inv), the order of the reference */
-          const float4 w = i0 == tid ? wpre[u] : w4 ? w4[i0 + u * nt] : make_float4(1.f, 1.f, 1.f, 1.f);
-          xh[i0 + u * nt] = make_uint2(kiln_pack_bf16x2(w.x * (v[u].x * inv), w.y * (v[u].y * inv)),
-                                       kiln_pack_bf16x2(w.z * (v[u].z * inv), w.w * (v[u].w * inv)));
-        }
+        if (i0 + u * nt < K4) /* w (x inv), the order of the reference */
+          xh[i0 + u * nt] = make_uint2(kiln_pack_bf16x2(w[u].x * (v[u].x * inv), w[u].y * (v[u].y * inv)),
+                                       kiln_pack_bf16x2(w[u].z * (v[u].z * inv), w[u].w * (v[u].w * inv)));
     }
   }
   __syncthreads();
 
-  if (FIRST != 0) kiln_gemv_first(m, p0, lane, ca, cb, c0);
-  kiln_gemv_second(m, p0, pstride, c0, c1, lane, na, nb);
   unsigned long long best = 0ull;
   int parity = 0;
-  kiln_gemv_walk_range(m, xs, p0, pstride, c0, c1, lane, ca, cb, na, nb, pf, [&](int64_t p, float y0, float y1) {
+  kiln_gemv_walk_range(m, xs, p0, pstride, c0, c1, lane, ca, cb, pf, [&](int64_t p, float y0, float y1) {
     if (split > 1) { /* the pair's warps meet (they walk the same pairs); its first adds the parts in order */
       if (lane == 0) part_sum[parity][warp] = make_float2(y0, y1);
       bar_sync_(1 + slot, 32 * split);
@@ -206,20 +191,12 @@ static __global__ void __launch_bounds__(GEMV_THREADS, 2)
 }
 
 static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
-  static size_t smem_set[3][KILN_CUDA_MAX_DEVICES];
-  static int cap = 0, pf = -1, first = -1;
-  /* KILN_CUDA_GEMV_FIRST=0|1|2 (tuning): gemv_kernel's FIRST */
-  if (first < 0) {
-    const char *e = getenv("KILN_CUDA_GEMV_FIRST");
-    first = e && (!strcmp(e, "1") || !strcmp(e, "2")) ? e[0] - '0' : 0;
-  }
-  static void (*const kernels[3])(kiln_cuda_gemv_args, int, int) = {gemv_kernel<0>, gemv_kernel<1>, gemv_kernel<2>};
-  const void *kernel = (const void *)kernels[first];
+  static size_t smem_set[KILN_CUDA_MAX_DEVICES];
   int dev = 0, n_sm = 0, occ = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&dev));
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
   size_t smem = (size_t)a->k * sizeof(uint16_t);
-  int rc = kiln_cuda__allow_smem(kernel, smem, smem_set[first], 0);
+  int rc = kiln_cuda__allow_smem((const void *)gemv_kernel, smem, smem_set, 0);
   if (rc) return rc;
   /* Split k only where the rows are long (at least two chunks a warp) and there are few pairs (about one a warp
    * of a full grid): many short pairs already keep every warp's chain short. */
@@ -235,13 +212,14 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
    * warps; a block keeps at least split warps. */
   int threads = GEMV_THREADS;
   while (threads > 64 && threads / 64 >= split && pairs * split / (threads / 32) < 2 * (int64_t)n_sm) threads /= 2;
-  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, threads, smem));
+  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel, threads, smem));
   /* At most GEMV_BLOCKS_PER_SM blocks an SM (4 measured a little faster than 2 on the 8B shapes). The registers
    * bind first: at 128 a thread the walk fits 16 warps an SM (2 blocks of 256 threads), 8 KiB of loads in flight
    * each, well over the bandwidth-latency product, and those fill the register file, so the next kernel of a PDL
    * chain starts on an SM only as this one's blocks leave it. Leaving room for it measured slower, as did loading
    * short pairs whole before the wait (docs/cuda.md). The environment variable KILN_CUDA_GEMV_BLOCKS overrides the
    * cap (tuning only). */
+  static int cap = 0, pf = -1;
   if (cap == 0) {
     const char *e = getenv("KILN_CUDA_GEMV_BLOCKS");
     cap = e && atoi(e) > 0 ? atoi(e) : GEMV_BLOCKS_PER_SM;
@@ -259,8 +237,8 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
   int64_t need = (pairs + slots - 1) / slots;
   int64_t fit = (int64_t)n_sm * occ;
   unsigned blocks = (unsigned)(need < fit ? need : fit);
-  const int kpf = split > 1 ? 0 : pf;
-  KILN_CUDA_CHECK(kiln_launch(kernels[first], dim3(blocks), dim3(threads), smem, stream, *a, kpf, split));
+  KILN_CUDA_CHECK(
+      kiln_launch(gemv_kernel, dim3(blocks), dim3(threads), smem, stream, *a, split > 1 ? 0 : pf, split));
   return 0;
 }
 

@@ -91,58 +91,32 @@ static __device__ __forceinline__ void kiln_gemv_prefetch_first(const kiln_gemv_
   }
 }
 
-/* The warp's item after chunk c of pair p within its range [c0, c1): the next chunk, or chunk c0 of its next pair. */
-static __device__ __forceinline__ void kiln_gemv_step(int64_t pstride, int64_t c0, int64_t c1, int64_t *p,
-                                                      int64_t *c) {
-  if (++*c == c1) *c = c0, *p += pstride;
-}
-
-/* Issues the loads of the warp's second item (the one after chunk c0 of pair p in its range [c0, c1)) into
- * na/nb, for kiln_gemv_walk_range. Callers with a latency to sit out after their wait (the GEMV's prologue) may
- * issue it first, so the weights keep streaming through it. */
-static __device__ __forceinline__ void kiln_gemv_second(const kiln_gemv_mat &m, int64_t p, int64_t pstride,
-                                                        int64_t c0, int64_t c1, int lane, uint4 *na, uint4 *nb) {
-  int64_t np = p, nc = c0;
-  kiln_gemv_step(pstride, c0, c1, &np, &nc);
-  if (p < kiln_gemv_pairs(m) && c0 < c1 && np < kiln_gemv_pairs(m)) kiln_gemv_load(m, np, nc, lane, na, nb);
-}
-
-/* L2 prefetch of the n items after chunk c0 of pair p within the warp's range [c0, c1) (kiln_gemv_prefetch). */
-static __device__ __forceinline__ void kiln_gemv_prefetch_range(const kiln_gemv_mat &m, int64_t p, int64_t pstride,
-                                                                int64_t c0, int64_t c1, int n, int lane) {
-  if (c0 >= c1) return;
-  int64_t c = c0;
-  for (int i = 0; i < n; i++) {
-    kiln_gemv_step(pstride, c0, c1, &p, &c);
-    kiln_gemv_prefetch(m, p, c, lane);
-  }
-}
-
 /* Walks pairs p, p + pstride, ... over their chunks c0 .. c1 - 1 (a split of k among warps; the whole row is
- * 0 .. kiln_gemv_chunks) with the loads of the warp's first item (chunk c0 of p) issued into ca/cb
- * (kiln_gemv_first) and of its second into na/nb (kiln_gemv_second); xs is the input vector as bf16 (shared
- * memory). Each item's loads are issued once the item two before it is used, so two are in flight. For each
- * finished pair, done(p, y0, y1) runs on every lane with the two rows' dot products over the range summed over the
- * warp (y1 is meaningless when row 2p + 1 does not exist). pf > 0 (whole rows only): item i + pf is prefetched
- * into L2 when item i is loaded (items 1 .. pf by kiln_gemv_prefetch_first). */
+ * 0 .. kiln_gemv_chunks) with chunk c0 of p already in ca/cb (kiln_gemv_first); xs is the input vector as bf16
+ * (shared memory). For each finished pair, done(p, y0, y1) runs on every lane with the two rows' dot products over
+ * the range summed over the warp (y1 is meaningless when row 2p + 1 does not exist). pf > 0 (whole rows only):
+ * item i + 1 + pf is prefetched into L2 when item i + 1 is loaded (items 1 .. pf by kiln_gemv_prefetch_first). */
 template <class Done>
 static __device__ __forceinline__ void kiln_gemv_walk_range(const kiln_gemv_mat &m, const uint4 *xs, int64_t p,
                                                             int64_t pstride, int64_t c0, int64_t c1, int lane,
-                                                            uint4 *ca, uint4 *cb, uint4 *na, uint4 *nb, int pf,
-                                                            Done done) {
+                                                            uint4 *ca, uint4 *cb, int pf, Done done) {
   const int64_t n_pairs = kiln_gemv_pairs(m), n_chunks = kiln_gemv_chunks(m);
   int64_t c = c0;
-  if (!(p < n_pairs && c0 < c1)) return;
-  int64_t np = p, nc = c; /* the item in na/nb */
-  kiln_gemv_step(pstride, c0, c1, &np, &nc);
+  bool have = p < n_pairs && c0 < c1;
   float a0 = 0.f, a1 = 0.f;
-  int64_t fp = p, fc = 0; /* the prefetch cursor: pf items ahead of the item loaded last */
-  if (pf > 0) {
+  int64_t fp = p, fc = 0; /* the prefetch cursor: pf + 1 items ahead of (p, c) */
+  if (pf > 0)
     for (int i = 0; i <= pf; i++) kiln_gemv_next(n_chunks, pstride, &fp, &fc);
-    if (fp < n_pairs) kiln_gemv_prefetch(m, fp, fc, lane); /* item 1 + pf, for item 1 (kiln_gemv_second) */
-    kiln_gemv_next(n_chunks, pstride, &fp, &fc);
-  }
-  for (;;) {
+  while (have) {
+    int64_t np = p, nc = c + 1;
+    if (nc == c1) nc = c0, np = p + pstride;
+    const bool have_next = np < n_pairs;
+    uint4 na[KILN_GEMV_UNROLL], nb[KILN_GEMV_UNROLL];
+    if (have_next) kiln_gemv_load(m, np, nc, lane, na, nb);
+    if (pf > 0 && fp < n_pairs) {
+      kiln_gemv_prefetch(m, fp, fc, lane);
+      kiln_gemv_next(n_chunks, pstride, &fp, &fc);
+    }
 #pragma unroll
     for (int u = 0; u < KILN_GEMV_UNROLL; u++) {
       int64_t k = c * 32 * KILN_GEMV_UNROLL + 32 * u + lane;
@@ -158,16 +132,9 @@ static __device__ __forceinline__ void kiln_gemv_walk_range(const kiln_gemv_mat 
       done(p, a0, a1);
       a0 = a1 = 0.f;
     }
-    if (np >= n_pairs) break;
-    p = np, c = nc;
+    p = np, c = nc, have = have_next;
 #pragma unroll
     for (int u = 0; u < KILN_GEMV_UNROLL; u++) ca[u] = na[u], cb[u] = nb[u];
-    kiln_gemv_step(pstride, c0, c1, &np, &nc);
-    if (np < n_pairs) kiln_gemv_load(m, np, nc, lane, na, nb);
-    if (pf > 0 && fp < n_pairs) {
-      kiln_gemv_prefetch(m, fp, fc, lane);
-      kiln_gemv_next(n_chunks, pstride, &fp, &fc);
-    }
   }
 }
 
@@ -176,9 +143,7 @@ template <class Done>
 static __device__ __forceinline__ void kiln_gemv_walk(const kiln_gemv_mat &m, const uint4 *xs, int64_t p,
                                                       int64_t pstride, int lane, uint4 *ca, uint4 *cb, int pf,
                                                       Done done) {
-  uint4 na[KILN_GEMV_UNROLL], nb[KILN_GEMV_UNROLL];
-  kiln_gemv_second(m, p, pstride, 0, kiln_gemv_chunks(m), lane, na, nb);
-  kiln_gemv_walk_range(m, xs, p, pstride, 0, kiln_gemv_chunks(m), lane, ca, cb, na, nb, pf, done);
+  kiln_gemv_walk_range(m, xs, p, pstride, 0, kiln_gemv_chunks(m), lane, ca, cb, pf, done);
 }
 
 static __device__ __forceinline__ float kiln_silu_mul(float g, float u) { return g / (1.f + expf(-g)) * u; }
