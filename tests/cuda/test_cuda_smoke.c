@@ -89,6 +89,7 @@ int main(void) {
   bad_env("KILN_CUDA_ATTN_L2PF", "o2");
   bad_env("KILN_CUDA_GEMV_L2NEXT", "-1");
   bad_env("KILN_CUDA_PREFILL_GRAPH", "2");
+  bad_env("KILN_CUDA_PREFILL_PDL", "yes");
   bad_env("KILN_CUDA_CARVEOUT", "101");
   bad_env("KILN_CUDA_CARVEOUT", "50%");
   bad_env("KILN_CUDA_ATTN_RELAXED", "yes");

@@ -268,6 +268,8 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
                fa_split sp) {
   static_assert(HD == 64 || HD == 128, "fa2_kernel: head_dim 64 or 128");
   static_assert(PIPE == 0 || WG, "fa2_kernel: the pipelined key loop is wgmma's");
+  kiln_pdl_trigger();
+  kiln_pdl_wait();
   typedef fa_layout<HD, WG> lay;
   constexpr int RS = lay::RS, HB = lay::HB;
   constexpr int ROWB = HD * 2;             /* bytes per row */
@@ -643,6 +645,8 @@ static __global__ void __launch_bounds__(AP_THREADS)
     ap_wmma_kernel(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                    const kiln_cuda_step *step, int64_t n, kiln_cuda_attn_shape sh, float scale_log2) {
   extern __shared__ __align__(128) unsigned char smem[];
+  kiln_pdl_trigger();
+  kiln_pdl_wait();
   typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_t;
   typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a_t;
   const int hd = sh.head_dim;
@@ -950,9 +954,8 @@ static int fa2_launch(uint16_t *out, const uint16_t *q, const uint16_t *k_cache,
   int rc = kiln_cuda__allow_smem((const void *)fa2_kernel<HD, WG, PIPE>, bytes, smem_set, 1);
   if (rc) return rc;
   const float scale_log2 = 1.4426950408889634f / sqrtf((float)HD);
-  fa2_kernel<HD, WG, PIPE><<<(unsigned)blocks, FA_THREADS, bytes, stream>>>(out, q, k_cache, v_cache, step, (int)n,
-                                                                            *sh, (int)n_qtiles, scale_log2, sp);
-  KILN_CUDA_LAUNCHED();
+  KILN_CUDA_CHECK(kiln_launch(fa2_kernel<HD, WG, PIPE>, dim3((unsigned)blocks), dim3(FA_THREADS), bytes, stream, out,
+                              q, k_cache, v_cache, step, (int)n, *sh, (int)n_qtiles, scale_log2, sp));
   return 0;
 }
 
@@ -966,8 +969,8 @@ static int ap_wmma_launch_nf(uint16_t *out, const uint16_t *q, const uint16_t *k
   if (rc) return rc;
   dim3 grid((unsigned)((n + AP_BQ - 1) / AP_BQ), (unsigned)sh->n_heads);
   float scale_log2 = 1.4426950408889634f / sqrtf((float)sh->head_dim);
-  ap_wmma_kernel<NF><<<grid, AP_THREADS, L.bytes, stream>>>(out, q, k_cache, v_cache, step, n, *sh, scale_log2);
-  KILN_CUDA_LAUNCHED();
+  KILN_CUDA_CHECK(kiln_launch(ap_wmma_kernel<NF>, grid, dim3(AP_THREADS), L.bytes, stream, out, q, k_cache, v_cache,
+                              step, n, *sh, scale_log2));
   return 0;
 }
 

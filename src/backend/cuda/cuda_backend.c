@@ -319,6 +319,10 @@ static int read_switches_(kiln_backend *b) {
   else if (!strcmp(pg, "short")) b->prefill_graph_max = KILN_CUDA_PREFILL_SHORT;
   else if (!strcmp(pg, "0")) b->prefill_graph_max = 0;
   else return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_PREFILL_GRAPH=%s: expected 0, 1 or short", pg);
+  const char *pp = getenv("KILN_CUDA_PREFILL_PDL");
+  if (!pp || !*pp || !strcmp(pp, "0")) b->prefill_pdl = false;
+  else if (!strcmp(pp, "1")) b->prefill_pdl = true;
+  else return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_PREFILL_PDL=%s: expected 0 or 1", pp);
   /* default or unset: cublasGemmEx's default algorithm everywhere; time (tuning): each prefill graph's GEMMs run
    * the fastest algorithm, timed alone, that gives cublasGemmEx's bits (planned at the graph's capture). Measured on
    * an H100 the planned products were 2-25% faster alone but the prefills no faster (docs/cuda.md): off */

@@ -99,6 +99,7 @@ struct kiln_backend {
    * (captured at the size's second use) instead of launching ~8 kernels a layer from the host. The most tokens a
    * graphed chunk has: KILN_CUDA_MAX_CHUNK (1 or unset), KILN_CUDA_PREFILL_SHORT (short), 0 (0: none) */
   int prefill_graph_max;
+  bool prefill_pdl; /* KILN_CUDA_PREFILL_PDL=1: the prefill's own kernels launched as programmatic dependents */
   int gu_blocks; /* KILN_CUDA_GEMV_GU_BLOCKS: the decode gate/up GEMV's blocks per SM (0: the usual cap) */
   bool attn_relaxed; /* kiln_cuda_attn_decode_args.relaxed_end (KILN_CUDA_ATTN_RELAXED=0: off) */
   int short_levels;  /* short-context graph pairs to capture: 1 .. KILN_CUDA_SHORT_LEVELS, the most unless

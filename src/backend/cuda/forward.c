@@ -183,7 +183,7 @@ int kiln_cuda__gemm_plans(kiln_backend *b, int n, const kiln_cuda_gemm_algo **ou
   return 0;
 }
 
-int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
+static int prefill_enqueue_(kiln_backend *b, int n, bool last_logits) {
   const kiln_config *c = &b->cfg;
   const int64_t H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
   const float eps = c->rms_norm_eps;
@@ -195,6 +195,9 @@ int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
 #define PLAN(k) (plan ? &plan[k] : NULL)
   int rc;
   if ((rc = kiln_cuda_embed(b->x, b->embed, V, H, b->d_tokens, n, NULL, st))) return rc;
+  /* KILN_CUDA_PREFILL_PDL: our kernels launched as programmatic dependents of the kernel before them (the GEMMs are
+   * cuBLAS's own launches, plain) */
+  kiln_cuda__set_pdl(b->prefill_pdl);
   for (int l = 0; l < c->n_layers; l++) {
     const kiln_cuda_layer *L = &b->layers[l];
     /* the o and down projections accumulate into the residual x (their GEMMs add to it): the norms only read it,
@@ -221,6 +224,12 @@ int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
 #undef PLAN
   if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, b->final_norm, n, H, eps, st))) return rc;
   return last_logits ? last_logits_(b, n) : 0;
+}
+
+int kiln_cuda__prefill_enqueue(kiln_backend *b, int n, bool last_logits) {
+  int rc = prefill_enqueue_(b, n, last_logits);
+  kiln_cuda__set_pdl(0); /* also on the error paths: later launches of this thread are plain */
+  return rc;
 }
 
 /* The prefill graph of bucket i (n_pad tokens) into *out, captured at the bucket's second use; NULL at its first,

@@ -13,6 +13,8 @@ static __global__ void __launch_bounds__(RMS_THREADS)
     add_rmsnorm_kernel(uint16_t *y, float *x, const float *r, const float *rb, const float *w, int64_t dim,
                        float eps) {
   __shared__ float red[RMS_THREADS / 32];
+  kiln_pdl_trigger();
+  kiln_pdl_wait();
   int64_t row = blockIdx.x;
   float *xr = x + row * dim;
   const float *rr = r ? r + row * dim : NULL;
@@ -48,6 +50,8 @@ static __global__ void __launch_bounds__(RMS_THREADS)
     add_rmsnorm_vec_kernel(uint16_t *y, float *x, const float *r, const float *rb, const float *w, int dim,
                            float eps) {
   __shared__ float red[RMS_THREADS / 32];
+  kiln_pdl_trigger();
+  kiln_pdl_wait();
   const int64_t row = blockIdx.x;
   const int n4 = dim / 4;
   float4 *xr = (float4 *)(x + row * dim);
@@ -94,17 +98,17 @@ static int add_rmsnorm_launch(uint16_t *y, float *x, const float *r, const float
   const uintptr_t a16 = (uintptr_t)x | (uintptr_t)w | (uintptr_t)(r ? r : x) | (uintptr_t)(rb ? rb : w);
   const bool vec = dim % 4 == 0 && a16 % 16 == 0 && (uintptr_t)y % 8 == 0;
   const int64_t nv = (dim / 4 + RMS_THREADS - 1) / RMS_THREADS;
+  const dim3 grid((unsigned)n), block(RMS_THREADS);
   if (vec && nv <= 1)
-    add_rmsnorm_vec_kernel<1><<<(unsigned)n, RMS_THREADS, 0, stream>>>(y, x, r, rb, w, (int)dim, eps);
+    KILN_CUDA_CHECK(kiln_launch(add_rmsnorm_vec_kernel<1>, grid, block, 0, stream, y, x, r, rb, w, (int)dim, eps));
   else if (vec && nv <= 2)
-    add_rmsnorm_vec_kernel<2><<<(unsigned)n, RMS_THREADS, 0, stream>>>(y, x, r, rb, w, (int)dim, eps);
+    KILN_CUDA_CHECK(kiln_launch(add_rmsnorm_vec_kernel<2>, grid, block, 0, stream, y, x, r, rb, w, (int)dim, eps));
   else if (vec && nv <= 4)
-    add_rmsnorm_vec_kernel<4><<<(unsigned)n, RMS_THREADS, 0, stream>>>(y, x, r, rb, w, (int)dim, eps);
+    KILN_CUDA_CHECK(kiln_launch(add_rmsnorm_vec_kernel<4>, grid, block, 0, stream, y, x, r, rb, w, (int)dim, eps));
   else if (vec && nv <= 8)
-    add_rmsnorm_vec_kernel<8><<<(unsigned)n, RMS_THREADS, 0, stream>>>(y, x, r, rb, w, (int)dim, eps);
+    KILN_CUDA_CHECK(kiln_launch(add_rmsnorm_vec_kernel<8>, grid, block, 0, stream, y, x, r, rb, w, (int)dim, eps));
   else
-    add_rmsnorm_kernel<<<(unsigned)n, RMS_THREADS, 0, stream>>>(y, x, r, rb, w, dim, eps);
-  KILN_CUDA_LAUNCHED();
+    KILN_CUDA_CHECK(kiln_launch(add_rmsnorm_kernel, grid, block, 0, stream, y, x, r, rb, w, dim, eps));
   return 0;
 }
 

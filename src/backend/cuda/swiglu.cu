@@ -8,6 +8,8 @@
 static __device__ __forceinline__ float silu_mul_(float g, float u) { return g / (1.f + expf(-g)) * u; }
 
 static __global__ void swiglu_kernel(uint16_t *act, const uint2 *gu, int64_t total) {
+  kiln_pdl_trigger();
+  kiln_pdl_wait();
   const int64_t half = total / 2;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < half; i += (int64_t)gridDim.x * blockDim.x) {
     uint2 p = gu[i];
@@ -27,7 +29,7 @@ extern "C" int kiln_cuda_swiglu(uint16_t *act, const uint16_t *gu, int64_t n, in
   if (n == 0) return 0;
   const int64_t work = (n * inter + 1) / 2;
   const int64_t blocks = (work + 255) / 256;
-  swiglu_kernel<<<(unsigned)(blocks > 65535 ? 65535 : blocks), 256, 0, stream>>>(act, (const uint2 *)gu, n * inter);
-  KILN_CUDA_LAUNCHED();
+  KILN_CUDA_CHECK(kiln_launch(swiglu_kernel, dim3((unsigned)(blocks > 65535 ? 65535 : blocks)), dim3(256), 0, stream,
+                              act, (const uint2 *)gu, n * inter));
   return 0;
 }
