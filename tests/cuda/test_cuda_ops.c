@@ -517,29 +517,22 @@ static void test_attn_prefill(int nh, int nkv, int hd, int pos0, int n, int n_ct
   gt_up(d_st, &st, sizeof st);
   float *ref = malloc((size_t)nq * 4);
   kiln_ref_attention(ref, q, kref, vref, n, pos0, nh, nkv, hd);
-  /* head_dim 64 and 128: both tensor-core forms, where the wgmma one can run, and its three key loops */
-  static const struct {
-    int mma, pipe;
-    const char *name;
-  } modes[] = {{KILN_CUDA_PF_MMA_SYNC, KILN_CUDA_PF_PIPE_AUTO, "sync"},
-               {KILN_CUDA_PF_MMA_WGMMA, KILN_CUDA_PF_PIPE_OFF, "wgmma"},
-               {KILN_CUDA_PF_MMA_WGMMA, KILN_CUDA_PF_PIPE_REG, "wgmma pipe reg"},
-               {KILN_CUDA_PF_MMA_WGMMA, KILN_CUDA_PF_PIPE_SMEM, "wgmma pipe smem"}};
-  for (int mi = 0; mi < (int)(sizeof modes / sizeof modes[0]); mi++) {
-    kiln_cuda_attn_prefill_mma(modes[mi].mma);
-    kiln_cuda_attn_prefill_pipe(modes[mi].pipe);
+  /* head_dim 64 and 128: both tensor-core forms, where the wgmma one can run */
+  const int modes[2] = {KILN_CUDA_PF_MMA_SYNC, KILN_CUDA_PF_MMA_WGMMA};
+  for (int mi = 0; mi < 2; mi++) {
+    kiln_cuda_attn_prefill_mma(modes[mi]);
     int wg = 0;
     GT_OK(kiln_cuda_attn_prefill_uses_wgmma(&wg));
-    if (mi > 0 && (!wg || (hd != 64 && hd != 128))) break; /* the same kernel as the first pass */
+    if (mi == 1 && (!wg || (hd != 64 && hd != 128))) break; /* the same kernel as the first pass */
     char what[48];
-    snprintf(what, sizeof what, "%s whole", modes[mi].name);
+    snprintf(what, sizeof what, "%s whole", wg ? "wgmma" : "sync");
     gt_poison(d_o, (size_t)(nq + row) * 2);
     GT_OK(kiln_cuda_attn_prefill(d_o, d_q, d_k, d_v, d_st, n, &sh, NULL, n_sm, 0));
     check_attn_prefill_(d_o, ref, nq, row, what, nh, nkv, hd, pos0, n, NULL);
     const int64_t sbytes = kiln_cuda_attn_prefill_scratch(&sh, n_sm);
     if (!sbytes) continue;
     const int parts = kiln_cuda_attn_prefill_parts(&sh, n, n_sm);
-    snprintf(what, sizeof what, "%s split(%d)", modes[mi].name, parts);
+    snprintf(what, sizeof what, "%s split(%d)", wg ? "wgmma" : "sync", parts);
     void *d_s = gt_dev((size_t)sbytes);
     GT_CUDA(cudaMemset(d_s, 0, (size_t)sbytes));
     uint16_t *first = malloc((size_t)nq * 2);
@@ -554,7 +547,6 @@ static void test_attn_prefill(int nh, int nkv, int hd, int pos0, int n, int n_ct
     cudaFree(d_s);
   }
   kiln_cuda_attn_prefill_mma(KILN_CUDA_PF_MMA_AUTO);
-  kiln_cuda_attn_prefill_pipe(KILN_CUDA_PF_PIPE_AUTO);
   free(kref), free(vref), free(q16), free(q), free(ref);
   cudaFree(d_k), cudaFree(d_v), cudaFree(d_o), cudaFree(d_q), cudaFree(d_st);
 }

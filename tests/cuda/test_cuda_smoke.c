@@ -99,7 +99,6 @@ int main(void) {
   bad_env("KILN_CUDA_ROPE_HEADS", "3");
   bad_env("KILN_CUDA_ATTN_PF_SPLIT", "9");
   bad_env("KILN_CUDA_ATTN_PF_MMA", "tf32");
-  bad_env("KILN_CUDA_ATTN_PF_PIPE", "3");
   bad_env("KILN_CUDA_GEMV_GU_BLOCKS", "9");
   bad_env("KILN_CUDA_GEMV_SPLIT", "3");
   bad_env("KILN_CUDA_ATTN_L2PF_AT", "end");

@@ -15,8 +15,9 @@
  *     whose m16n8 layout is the m16k16 A layout cut in two; O += P V with V fragments from ldmatrix.trans.
  *   - Causal: key tiles past the block's last query are never loaded, only tiles that cross a warp's diagonal
  *     are masked, and a warp skips a tile that lies wholly after its rows (chunked prefill, pos0 % 64 != 0).
- *     Block ids run heaviest query tile first, with the heads of one tile side by side (the q heads of a kv
- *     head read the same K/V, which then stays in L2), so the short tiles fill the tail of the grid.
+ *     Block ids run heaviest query tile first (all its key parts, then the next tile's), with the heads of one
+ *     tile side by side (the q heads of a kv head read the same K/V, which then stays in L2), so the short tiles
+ *     fill the tail of the grid.
  *   - Shared rows are head_dim bf16 with their 16-byte chunks XOR-swizzled by (row & 7): the 8 row addresses of
  *     every ldmatrix phase, and the loader's and epilogue's 16-byte accesses, hit 8 different bank groups.
  *   - The output is normalised, staged through shared memory and written as whole 16-byte chunks of a row.
@@ -84,11 +85,6 @@
  * (16 KB of shared memory more). */
 static __host__ __device__ constexpr bool fa_q_reload(int hd, bool wg) { return wg && hd == 64; }
 
-/* The wgmma form's key loop when KILN_CUDA_ATTN_PF_PIPE is auto: 0, one tile at a time (S, softmax, P V, each
- * waiting for the one before); 1 or 2, pipelined (the softmax of a tile runs while the tensor cores multiply the
- * previous tile's probabilities by its values), P in registers or in shared memory (see fa2_kernel). */
-#define FA_PIPE_AUTO 0
-
 /* Key splitting: a block of 64 queries x 1 head may take part of its keys only, so that a short grid (few query
  * tiles and heads) still fills the GPU and the heaviest (last) query tiles stop setting the kernel's length.
  * A launch has `parts` blocks per (query tile, head) at most; a tile with t key tiles uses fa_parts(t) of them,
@@ -141,11 +137,8 @@ static __device__ __forceinline__ float fa_exp2(float x) {
   return y;
 }
 
-/* Waits for every cp.async group of the thread but the latest N. */
-template <int N>
-static __device__ __forceinline__ void fa_cp_wait(void) {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
+/* Waits for every cp.async group of the thread but the latest. */
+static __device__ __forceinline__ void fa_cp_wait_one(void) { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 
 /* Two f32 as bf16x2, round to nearest even, lo in the low half (the lower column of a fragment). */
 static __device__ __forceinline__ uint32_t fa_bf16x2(float lo, float hi) {
@@ -162,12 +155,10 @@ static __device__ __forceinline__ void fa_pack_p(uint32_t pa[4], const float (&s
   pa[3] = fa_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 }
 
-/* Requests one 64-key tile of K and V (keys k0 .. k0+63) into a stage: K at dst, V at dst + the tile size (WHICH:
- * FA_K, FA_V or both). The thread copies 16-byte chunk c of the rows r0 + i * RSTEP; dst already holds its
- * swizzled offset, which is the same for all its rows because RSTEP is a multiple of 8. Keys at or past kend are
- * zero-filled. */
-enum { FA_K = 1, FA_V = 2, FA_KV = 3 };
-template <int HD, int RS, int WHICH = FA_KV>
+/* Requests one 64-key tile of K and V (keys k0 .. k0+63) into a stage: K at dst, V at dst + the tile size. The
+ * thread copies 16-byte chunk c of the rows r0 + i * RSTEP; dst already holds its swizzled offset, which is the
+ * same for all its rows because RSTEP is a multiple of 8. Keys at or past kend are zero-filled. */
+template <int HD, int RS>
 static __device__ __forceinline__ void fa_load_tile(uint32_t dst, const uint16_t *Kg, const uint16_t *Vg, int k0,
                                                     int kend, int r0, int c) {
   constexpr int RSTEP = FA_THREADS / (HD / 8), TILEB = FA_BK * HD * 2;
@@ -176,69 +167,8 @@ static __device__ __forceinline__ void fa_load_tile(uint32_t dst, const uint16_t
     const int key = k0 + r0 + i * RSTEP;
     const int ok = key < kend;
     const int64_t src = (int64_t)(ok ? key : 0) * HD + c * 8;
-    if (WHICH & FA_K) kiln_cp16(dst + i * RSTEP * RS, Kg + src, ok ? 16 : 0);
-    if (WHICH & FA_V) kiln_cp16(dst + TILEB + i * RSTEP * RS, Vg + src, ok ? 16 : 0);
-  }
-}
-
-/* One key tile's online softmax for a thread's rows g and g+8 (positions qp0 and qp1; qw is the warp's first):
- * masks the keys after each row, moves the running maxima m (scaled scores, log2 domain) and the thread's parts of
- * the row sums l, and leaves the unnormalised probabilities in s and in al0, al1 the factors that the output
- * accumulated so far must be multiplied by. The 4 lanes of a quad hold the same two rows. Every row of a tile sees
- * the first key of its part (fa_parts), so from the part's first tile on m0 and m1 are finite and no -inf - -inf
- * arises (a later tile wholly masked for a row leaves its max, rescales by 1 and adds zeros). */
-static __device__ __forceinline__ void fa_softmax(float (&s)[8][4], int k0, int qw, int qp0, int qp1, int tq,
-                                                  float scale_log2, float &m0, float &m1, float &l0, float &l1,
-                                                  float &al0, float &al1) {
-  if (k0 + FA_BK - 1 > qw) { /* the tile crosses the diagonal of the warp's rows (or the last visible key) */
-#pragma unroll
-    for (int b = 0; b < 8; b++) {
-#pragma unroll
-      for (int e = 0; e < 2; e++) {
-        const int key = k0 + 8 * b + 2 * tq + e;
-        if (key > qp0) s[b][e] = -INFINITY;
-        if (key > qp1) s[b][2 + e] = -INFINITY;
-      }
-    }
-  }
-  float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-  for (int b = 0; b < 8; b++) {
-    mx0 = fmaxf(mx0, fmaxf(s[b][0], s[b][1]));
-    mx1 = fmaxf(mx1, fmaxf(s[b][2], s[b][3]));
-  }
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-  const float mn0 = fmaxf(m0, mx0 * scale_log2), mn1 = fmaxf(m1, mx1 * scale_log2);
-  al0 = fa_exp2(m0 - mn0);
-  al1 = fa_exp2(m1 - mn1);
-  m0 = mn0;
-  m1 = mn1;
-  float ls0 = 0.f, ls1 = 0.f;
-#pragma unroll
-  for (int b = 0; b < 8; b++) {
-    s[b][0] = fa_exp2(fmaf(s[b][0], scale_log2, -mn0));
-    s[b][1] = fa_exp2(fmaf(s[b][1], scale_log2, -mn0));
-    s[b][2] = fa_exp2(fmaf(s[b][2], scale_log2, -mn1));
-    s[b][3] = fa_exp2(fmaf(s[b][3], scale_log2, -mn1));
-    ls0 += s[b][0] + s[b][1];
-    ls1 += s[b][2] + s[b][3];
-  }
-  l0 = l0 * al0 + ls0;
-  l1 = l1 * al1 + ls1;
-}
-
-/* o (rows g and g+8 of N 8-column blocks) *= al0 (row g), al1 (row g+8) */
-template <int N>
-static __device__ __forceinline__ void fa_rescale(float (&o)[N][4], float al0, float al1) {
-#pragma unroll
-  for (int d = 0; d < N; d++) {
-    o[d][0] *= al0;
-    o[d][1] *= al0;
-    o[d][2] *= al1;
-    o[d][3] *= al1;
+    kiln_cp16(dst + i * RSTEP * RS, Kg + src, ok ? 16 : 0);
+    kiln_cp16(dst + TILEB + i * RSTEP * RS, Vg + src, ok ? 16 : 0);
   }
 }
 
@@ -257,20 +187,19 @@ struct fa_layout {
  * blocks go out in about the order of their work, longest first, as the hardware hands them to SMs as slots free
  * up, so that the short ones fill the end (with the part slowest, the long parts > 0 of the heavy tiles went out
  * last, and the SMs' active time ranged from 43% to 89% of the kernel's). A part a short tile does not use exits
- * at once. Shared memory: two
- * stages of [K tile | V tile], each tile 64 rows x HD bf16 (swizzled, fa_layout); Q is staged in stage 1's K
- * tile (in a fifth tile where fa_q_reload), and the output in the stage the last tile did not use.
+ * at once. Shared memory: two stages of [K tile | V tile], each tile 64 rows x HD bf16 (swizzled, fa_layout); Q
+ * is staged in stage 1's K tile (in a fifth tile where fa_q_reload), and the output in the stage the last tile did
+ * not use.
  * WG: the block's 4 warps are one warpgroup, and S = Q K^T and O += P V run as wgmma (sm_90a) with Q and P in
  * registers (the same fragments as for mma.sync) and K and V read from shared memory by the tensor cores, where
  * mma.sync needs every warp to load them into registers with ldmatrix first. The warps then also run every
  * tile together: a warp whose rows all come before a tile's keys computes them masked (zero probabilities). */
-template <int HD, bool WG, int PIPE>
+template <int HD, bool WG>
 static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
     fa2_kernel(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                const kiln_cuda_step *step, int n, kiln_cuda_attn_shape sh, int n_qtiles, float scale_log2,
                fa_split sp) {
   static_assert(HD == 64 || HD == 128, "fa2_kernel: head_dim 64 or 128");
-  static_assert(PIPE == 0 || WG, "fa2_kernel: the pipelined key loop is wgmma's");
   kiln_pdl_trigger();
   kiln_pdl_wait();
   typedef fa_layout<HD, WG> lay;
@@ -319,17 +248,9 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
               q + ((int64_t)(t0 + (r < rows ? r : 0)) * sh.n_heads + h) * HD + ld_c * 8, r < rows ? 16 : 0);
   }
   kiln_cp_commit();
-  if (PIPE) { /* K and V in groups of their own: the key loop waits for K_j and V_j-1 */
-    fa_load_tile<HD, RS, FA_K>(sb + ld_off, Kg, Vg, j0 * FA_BK, kend, ld_r0, ld_c);
-    kiln_cp_commit();
-    fa_load_tile<HD, RS, FA_V>(sb + ld_off, Kg, Vg, j0 * FA_BK, kend, ld_r0, ld_c);
-    kiln_cp_commit();
-    fa_cp_wait<2>(); /* Q is in (the tile may still be in flight) */
-  } else {
-    fa_load_tile<HD, RS>(sb + ld_off, Kg, Vg, j0 * FA_BK, kend, ld_r0, ld_c);
-    kiln_cp_commit();
-    fa_cp_wait<1>(); /* Q is in (the tile may still be in flight) */
-  }
+  fa_load_tile<HD, RS>(sb + ld_off, Kg, Vg, j0 * FA_BK, kend, ld_r0, ld_c);
+  kiln_cp_commit();
+  fa_cp_wait_one(); /* Q is in (the tile may still be in flight) */
   __syncthreads();
 
   /* Lane parts of the ldmatrix addresses (layouts above). Q and V: lanes 8-15 and 24-31 give rows 8-15, lanes
@@ -362,99 +283,6 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
   const int qw = pos0 + t0 + warp * 16; /* position of the warp's first query */
   const int qp0 = qw + g, qp1 = qw + g + 8;
 
-  if constexpr (PIPE) {
-    /* wgmma, pipelined: S_j = Q K_j is issued, then O += P_j-1 V_j-1, and the warps wait for S_j only, so the
-     * softmax of tile j runs while the tensor cores multiply tile j-1's probabilities by its values. K_j+1 is
-     * requested at the top of step j (into tile j-1's K, which S_j-1 is done with), V_j+1 once PV_j-1 is done
-     * with tile j-1's V; a tile's K and V are cp.async groups of their own, so the top of step j waits for all but
-     * the latest group (V_j). The first tile (no PV yet) and the last PV are peeled off the loop, so that every
-     * wait in it covers the same groups on every path (ptxas serialises the wgmmas where it cannot tell). */
-    constexpr uint32_t P_OFF = (uint32_t)(4 + QRELOAD) * TILEB; /* PIPE 2: P, 64 x 64 bf16 (128-byte swizzle) */
-    uint32_t pa[4][4];                                          /* PIPE 1: P_j-1 as A fragments */
-    float s[8][4];
-    const int r0 = warp * 16 + g;
-    /* the top of step j: K_j and V_j-1 in, from every thread; K_j+1 requested; Q's fragments where reloaded */
-    auto top = [&](int j) {
-      if (j < j1)
-        fa_cp_wait<1>();
-      else
-        kiln_cp_wait_all();
-      kiln_wg_fence_smem(); /* the tiles' bytes (cp.async) and P's (stores) to the tensor cores' reads */
-      __syncthreads();      /* every warp is done with S_j-1 and with Q's staging */
-      if (j + 1 < j1)
-        fa_load_tile<HD, RS, FA_K>(sb + ((j + 1 - j0) & 1) * 2 * TILEB + ld_off, Kg, Vg, (j + 1) * FA_BK, kend,
-                                   ld_r0, ld_c);
-      kiln_cp_commit();
-      if (QRELOAD && j < j1) {
-#pragma unroll
-        for (int kd = 0; kd < KD; kd++) fa_ldsm4(qa[kd], qa_at + (kd >> 2) * HB + qv_col[kd & 3]);
-      }
-      kiln_wg_fence(); /* Q's and P's fragments, s and o were written by ordinary instructions */
-    };
-    auto issue_s = [&](int j) {
-      const uint32_t ks = sb + ((j - j0) & 1) * 2 * TILEB;
-#pragma unroll
-      for (int kd = 0; kd < KD; kd++) kiln_wg_mma_rs<64, 0>(s, qa[kd], kiln_wg_desc_k(ks, FA_BK, kd), kd > 0);
-      kiln_wg_commit();
-    };
-    auto issue_pv = [&](int j) { /* O += P_j V_j */
-      const uint32_t vs = sb + ((j - j0) & 1) * 2 * TILEB + TILEB;
-#pragma unroll
-      for (int kk = 0; kk < 4; kk++) {
-        if constexpr (PIPE == 1)
-          kiln_wg_mma_rs<HD, 1>(o, pa[kk], kiln_wg_desc_mn(vs, FA_BK, kk), 1);
-        else
-          kiln_wg_mma_ss<HD, 1>(o, kiln_wg_desc_k(sb + P_OFF, FA_BQ, kk), kiln_wg_desc_mn(vs, FA_BK, kk), 1);
-      }
-      kiln_wg_commit();
-    };
-    /* after tile j's softmax and PV_j-1: o rescaled; V_j+1 requested into tile j-1's V; P_j handed over */
-    auto finish = [&](int j, float al0, float al1) {
-      fa_rescale(o, al0, al1);
-      __syncthreads(); /* every warp is done with PV_j-1: tile j-1's V and P's tile may be rewritten */
-      if (j + 1 < j1)
-        fa_load_tile<HD, RS, FA_V>(sb + ((j + 1 - j0) & 1) * 2 * TILEB + ld_off, Kg, Vg, (j + 1) * FA_BK, kend,
-                                   ld_r0, ld_c);
-      kiln_cp_commit();
-#pragma unroll
-      for (int kk = 0; kk < 4; kk++) {
-        if constexpr (PIPE == 1) {
-          fa_pack_p(pa[kk], s, kk);
-        } else {
-          /* the accumulator blocks 2kk and 2kk+1 are P's 16-byte chunks 2kk and 2kk+1 of rows r0 and r0+8 */
-#pragma unroll
-          for (int h2 = 0; h2 < 2; h2++) {
-            const int b = 2 * kk + h2;
-            *(uint32_t *)(smem + P_OFF + kiln_wg_sw128_off(r0, b, FA_BQ) + tq * 4) = fa_bf16x2(s[b][0], s[b][1]);
-            *(uint32_t *)(smem + P_OFF + kiln_wg_sw128_off(r0 + 8, b, FA_BQ) + tq * 4) =
-                fa_bf16x2(s[b][2], s[b][3]);
-          }
-        }
-      }
-    };
-    float al0, al1;
-    top(j0);
-    issue_s(j0);
-    kiln_wg_wait0();
-    kiln_wg_fence_regs(s);
-    fa_softmax(s, j0 * FA_BK, qw, qp0, qp1, tq, scale_log2, m0, m1, l0, l1, al0, al1);
-    finish(j0, al0, al1);
-    for (int j = j0 + 1; j < j1; j++) {
-      top(j);
-      issue_s(j);
-      issue_pv(j - 1);
-      kiln_wg_wait1(); /* S_j is in; PV_j-1 runs on */
-      kiln_wg_fence_regs(s);
-      fa_softmax(s, j * FA_BK, qw, qp0, qp1, tq, scale_log2, m0, m1, l0, l1, al0, al1);
-      kiln_wg_wait0(); /* PV_j-1 is done */
-      kiln_wg_fence_regs(o);
-      finish(j, al0, al1);
-    }
-    top(j1);
-    issue_pv(j1 - 1);
-    kiln_wg_wait0();
-    kiln_wg_fence_regs(o);
-  } else {
   for (int j = j0; j < j1; j++) {
     const int stage = (j - j0) & 1;
     kiln_cp_wait_all();
@@ -496,9 +324,54 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
       }
     }
 
-    float al0, al1;
-    fa_softmax(s, k0, qw, qp0, qp1, tq, scale_log2, m0, m1, l0, l1, al0, al1);
-    fa_rescale(o, al0, al1);
+    if (k0 + FA_BK - 1 > qw) { /* the tile crosses the diagonal of the warp's rows (or the last visible key) */
+#pragma unroll
+      for (int b = 0; b < 8; b++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const int key = k0 + 8 * b + 2 * tq + e;
+          if (key > qp0) s[b][e] = -INFINITY;
+          if (key > qp1) s[b][2 + e] = -INFINITY;
+        }
+      }
+    }
+
+    /* online softmax; the 4 lanes of a quad hold the same two rows. Every row of the tile sees the first key of
+     * its part (fa_parts), so from the part's first tile on m0 and m1 are finite and no -inf - -inf arises (a
+     * later tile wholly masked for a row leaves its max, rescales by 1 and adds zeros). */
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int b = 0; b < 8; b++) {
+      mx0 = fmaxf(mx0, fmaxf(s[b][0], s[b][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[b][2], s[b][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float mn0 = fmaxf(m0, mx0 * scale_log2), mn1 = fmaxf(m1, mx1 * scale_log2);
+    const float al0 = fa_exp2(m0 - mn0), al1 = fa_exp2(m1 - mn1);
+    m0 = mn0;
+    m1 = mn1;
+    float ls0 = 0.f, ls1 = 0.f;
+#pragma unroll
+    for (int b = 0; b < 8; b++) {
+      s[b][0] = fa_exp2(fmaf(s[b][0], scale_log2, -mn0));
+      s[b][1] = fa_exp2(fmaf(s[b][1], scale_log2, -mn0));
+      s[b][2] = fa_exp2(fmaf(s[b][2], scale_log2, -mn1));
+      s[b][3] = fa_exp2(fmaf(s[b][3], scale_log2, -mn1));
+      ls0 += s[b][0] + s[b][1];
+      ls1 += s[b][2] + s[b][3];
+    }
+    l0 = l0 * al0 + ls0;
+    l1 = l1 * al1 + ls1;
+#pragma unroll
+    for (int d = 0; d < 2 * KD; d++) {
+      o[d][0] *= al0;
+      o[d][1] *= al0;
+      o[d][2] *= al1;
+      o[d][3] *= al1;
+    }
 
     /* O += P V, 16 keys at a time; P's A fragment is two key blocks of s */
     if (WG) {
@@ -526,7 +399,6 @@ static __global__ void __launch_bounds__(FA_THREADS, FA_MIN_BLOCKS(HD))
         }
       }
     }
-  }
   }
 
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
@@ -906,44 +778,14 @@ static int use_wgmma_(int *wg) {
 
 extern "C" int kiln_cuda_attn_prefill_uses_wgmma(int *wg) { return use_wgmma_(wg); }
 
-extern "C" int kiln_cuda_attn_prefill_pipe_env(const char *v) {
-  if (!v || !*v || !strcmp(v, "auto")) return KILN_CUDA_PF_PIPE_AUTO;
-  if (!strcmp(v, "0")) return KILN_CUDA_PF_PIPE_OFF;
-  if (!strcmp(v, "1") || !strcmp(v, "reg")) return KILN_CUDA_PF_PIPE_REG;
-  if (!strcmp(v, "2") || !strcmp(v, "smem")) return KILN_CUDA_PF_PIPE_SMEM;
-  return -1;
-}
-
-static int pf_pipe_ = -1;
-extern "C" void kiln_cuda_attn_prefill_pipe(int mode) {
-  pf_pipe_ = mode == KILN_CUDA_PF_PIPE_OFF || mode == KILN_CUDA_PF_PIPE_REG || mode == KILN_CUDA_PF_PIPE_SMEM
-                 ? mode
-                 : KILN_CUDA_PF_PIPE_AUTO;
-}
-
-/* The wgmma form's key loop: 0 (one tile at a time), 1 or 2 (pipelined, P in registers or in shared memory). */
-static int pipe_(void) {
-  if (pf_pipe_ < 0) {
-    const int m = kiln_cuda_attn_prefill_pipe_env(getenv("KILN_CUDA_ATTN_PF_PIPE"));
-    pf_pipe_ = m < 0 ? KILN_CUDA_PF_PIPE_AUTO : m; /* refused at backend creation; ops called directly: auto */
-  }
-  switch (pf_pipe_) {
-  case KILN_CUDA_PF_PIPE_REG: return 1;
-  case KILN_CUDA_PF_PIPE_SMEM: return 2;
-  case KILN_CUDA_PF_PIPE_OFF: return 0;
-  default: return FA_PIPE_AUTO;
-  }
-}
-
-template <int HD, bool WG, int PIPE>
+template <int HD, bool WG>
 static int fa2_launch(uint16_t *out, const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                       const kiln_cuda_step *step, int64_t n, const kiln_cuda_attn_shape *sh, void *scratch, int n_sm,
                       cudaStream_t stream) {
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
-  /* 2 stages x (K tile + V tile); wgmma: and the slack to start them on 1,024 bytes, Q's own tile where it is
-   * reloaded every key tile, and P's where it goes through shared memory */
-  const size_t bytes = (size_t)(4 + fa_q_reload(HD, WG)) * FA_BK * HD * 2 + (WG ? 1024 : 0) +
-                       (PIPE == 2 ? FA_BQ * FA_BK * 2 : 0);
+  /* 2 stages x (K tile + V tile); wgmma: and the slack to start them on 1,024 bytes, and Q's own tile where it is
+   * reloaded every key tile */
+  const size_t bytes = (size_t)(4 + fa_q_reload(HD, WG)) * FA_BK * HD * 2 + (WG ? 1024 : 0);
   const int64_t n_qtiles = (n + FA_BQ - 1) / FA_BQ;
   fa_split sp = {NULL, NULL, scratch ? kiln_cuda_attn_prefill_parts(sh, n, n_sm) : 1};
   if (sp.parts > 1) {
@@ -954,11 +796,11 @@ static int fa2_launch(uint16_t *out, const uint16_t *q, const uint16_t *k_cache,
   if (blocks > INT_MAX)
     return kiln_error(KILN_EUNSUPPORTED, "cuda prefill attention: %lld tokens x %d heads", (long long)n,
                       sh->n_heads);
-  int rc = kiln_cuda__allow_smem((const void *)fa2_kernel<HD, WG, PIPE>, bytes, smem_set, 1);
+  int rc = kiln_cuda__allow_smem((const void *)fa2_kernel<HD, WG>, bytes, smem_set, 1);
   if (rc) return rc;
   const float scale_log2 = 1.4426950408889634f / sqrtf((float)HD);
-  KILN_CUDA_CHECK(kiln_launch(fa2_kernel<HD, WG, PIPE>, dim3((unsigned)blocks), dim3(FA_THREADS), bytes, stream, out,
-                              q, k_cache, v_cache, step, (int)n, *sh, (int)n_qtiles, scale_log2, sp));
+  KILN_CUDA_CHECK(kiln_launch(fa2_kernel<HD, WG>, dim3((unsigned)blocks), dim3(FA_THREADS), bytes, stream, out, q,
+                              k_cache, v_cache, step, (int)n, *sh, (int)n_qtiles, scale_log2, sp));
   return 0;
 }
 
@@ -988,16 +830,13 @@ extern "C" int kiln_cuda_attn_prefill(uint16_t *out, const uint16_t *q, const ui
   if (n == 0) return 0;
   int wg = 0, rc;
   if ((sh->head_dim == 64 || sh->head_dim == 128) && (rc = use_wgmma_(&wg))) return rc;
-  const int pipe = wg ? pipe_() : 0;
-#define FA_LAUNCH(hd, wgf, p) fa2_launch<hd, wgf, p>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream)
   switch (sh->head_dim) {
   case 64:
-    return !wg ? FA_LAUNCH(64, false, 0) : pipe == 1 ? FA_LAUNCH(64, true, 1) : pipe == 2 ? FA_LAUNCH(64, true, 2)
-                                                                                          : FA_LAUNCH(64, true, 0);
+    return wg ? fa2_launch<64, true>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream)
+              : fa2_launch<64, false>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
   case 128:
-    return !wg ? FA_LAUNCH(128, false, 0) : pipe == 1 ? FA_LAUNCH(128, true, 1) : pipe == 2 ? FA_LAUNCH(128, true, 2)
-                                                                                            : FA_LAUNCH(128, true, 0);
-#undef FA_LAUNCH
+    return wg ? fa2_launch<128, true>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream)
+              : fa2_launch<128, false>(out, q, k_cache, v_cache, step, n, sh, scratch, n_sm, stream);
   default:
     if (sh->head_dim <= 128) return ap_wmma_launch_nf<8>(out, q, k_cache, v_cache, step, n, sh, stream);
     return ap_wmma_launch_nf<16>(out, q, k_cache, v_cache, step, n, sh, stream);

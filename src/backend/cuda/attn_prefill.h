@@ -42,14 +42,6 @@ int kiln_cuda_attn_prefill_uses_wgmma(int *wg);
 /* 1 when the library carries sm_90a code (CMAKE_CUDA_ARCHITECTURES has 90a), so that wgmma kernels can run. */
 int kiln_cuda_wgmma_built(void);
 
-/* The wgmma form's key loop: one tile at a time (off), or pipelined, so that a tile's softmax overlaps the
- * previous tile's P V on the tensor cores, with the probabilities handed to the tensor cores in registers (reg)
- * or through shared memory (smem). KILN_CUDA_ATTN_PF_PIPE=auto|0|1|2 (1 = reg, 2 = smem) is read at first use;
- * kiln_cuda_attn_prefill_pipe overrides it (tests). */
-enum { KILN_CUDA_PF_PIPE_AUTO = 0, KILN_CUDA_PF_PIPE_OFF = 1, KILN_CUDA_PF_PIPE_REG = 2, KILN_CUDA_PF_PIPE_SMEM = 3 };
-/* KILN_CUDA_ATTN_PF_PIPE's value (unset: auto), -1 when it is none of auto, 0, 1, 2, reg, smem. */
-int kiln_cuda_attn_prefill_pipe_env(const char *v);
-void kiln_cuda_attn_prefill_pipe(int mode);
 /* q bf16 [n][n_heads][head_dim] (rotated): token t at position step->pos + t attends to positions
  * 0 .. step->pos + t of slot step->seq (this chunk's keys and values already stored). out bf16
  * [n][n_heads][head_dim]. q, the probabilities and the values enter the tensor cores as bf16; scores, softmax

@@ -281,7 +281,6 @@ static int check_op_switches_(void) {
       {"KILN_CUDA_GEMV_SPLIT", "auto, all, 1, 2 or 4", kiln_cuda_gemv_split_env},
       {"KILN_CUDA_ATTN_PF_SPLIT", "auto or 1-8", kiln_cuda_attn_prefill_split_env},
       {"KILN_CUDA_ATTN_PF_MMA", "auto, wgmma or sync", kiln_cuda_attn_prefill_mma_env},
-      {"KILN_CUDA_ATTN_PF_PIPE", "auto, 0, 1, 2, reg or smem", kiln_cuda_attn_prefill_pipe_env},
   };
   for (size_t i = 0; i < sizeof sw / sizeof sw[0]; i++) {
     const char *v = getenv(sw[i].name);

@@ -1,7 +1,7 @@
 /*
  * backend/cuda/wgmma_dev.cuh (internal, device code): the Hopper warpgroup MMA (wgmma.mma_async, sm_90a) as the
- * prefill attention kernel uses it: A (16 bf16 of k for each of a warp's 16 rows) in registers or, K-major, in
- * shared memory, B in shared memory through a matrix descriptor, f32 accumulators.
+ * prefill attention kernel uses it: A (16 bf16 of k for each of a warp's 16 rows) in registers, B in shared memory
+ * through a matrix descriptor, f32 accumulators.
  *
  * Register layouts (PTX ISA, "register fragments" of wgmma.m64nNk16): warp w of the warpgroup owns rows 16w ..
  * 16w+15 of the 64, and within its rows both A and the accumulator D have mma.sync.m16n8k16's layouts: A's four
@@ -19,9 +19,7 @@
  * Ordering: wgmma reads shared memory through the async proxy, so data written there by ordinary stores or
  * cp.async is fenced (kiln_wg_fence_smem) by its writers before the barrier that publishes it; registers written
  * by ordinary instructions (accumulators, A) are fenced by kiln_wg_fence before the wgmmas that read them; results
- * are read only after kiln_wg_commit + a wait that covers their group (kiln_wg_wait0, or kiln_wg_wait1 while a
- * later group runs on), and kiln_wg_fence_regs keeps the compiler's own reads and writes of them on their side of
- * the wait.
+ * are read only after kiln_wg_commit + kiln_wg_wait0.
  *
  * Everything here compiles to nothing but a trap outside sm_90a (KILN_WG_OK is 0): the host launches the kernels
  * that use it only where kiln_cuda_wgmma_built() and the device is compute capability 9.x.
@@ -126,52 +124,6 @@ static __device__ __forceinline__ void kiln_wg_mma_rs(float (&d)[N / 8][4], cons
   (void)d, (void)a, (void)b, (void)accumulate;
   __trap();
 #endif
-}
-
-/* The same with A (64 x 16 bf16) in shared memory too, K-major (descriptor `a`, kiln_wg_desc_k). */
-template <int N, int TRANS_B>
-static __device__ __forceinline__ void kiln_wg_mma_ss(float (&d)[N / 8][4], uint64_t a, uint64_t b, int accumulate) {
-  static_assert(N == 64 || N == 128, "kiln_wg_mma_ss: N is 64 or 128");
-#if KILN_WG_OK
-  if constexpr (N == 64) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %35, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-                 "%32, %33, p, 1, 1, 0, %34;\n}\n"
-                 : KILN_WG_D64
-                 : "l"(a), "l"(b), "n"(TRANS_B), "r"(accumulate));
-  } else {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %67, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-                 "%64, %65, p, 1, 1, 0, %66;\n}\n"
-                 : KILN_WG_D64, KILN_WG_D128_HI
-                 : "l"(a), "l"(b), "n"(TRANS_B), "r"(accumulate));
-  }
-#else
-  (void)d, (void)a, (void)b, (void)accumulate;
-  __trap();
-#endif
-}
-
-/* Waits until at most one committed group of this warp's wgmmas is still running (the latest). */
-static __device__ __forceinline__ void kiln_wg_wait1(void) {
-#if KILN_WG_OK
-  asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
-#endif
-}
-
-/* Ties the accumulator registers d to the point where this is placed: the compiler may not move their reads or
- * writes across it (wgmma writes them asynchronously, which the compiler does not know; a wait has no operands). */
-template <int N>
-static __device__ __forceinline__ void kiln_wg_fence_regs(float (&d)[N][4]) {
-#pragma unroll
-  for (int i = 0; i < N; i++)
-    asm volatile("" : "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])::"memory");
 }
 
 #undef KILN_WG_D8
