@@ -141,6 +141,15 @@ static __device__ __forceinline__ float4 kiln_norm_rotate4_x(float4 x, float4 w,
   return o;
 }
 
+/* 4 bf16 as loaded (u), as f32, plus 4 biases (b; none when NULL); zeros for a lane that holds none (on false). */
+static __device__ __forceinline__ float4 kiln_bf16x4_bias(uint2 u, const float *b, bool on) {
+  float4 x = make_float4(kiln_bf16_lo(u.x), kiln_bf16_hi(u.x), kiln_bf16_lo(u.y), kiln_bf16_hi(u.y));
+  if (on && b) {
+    const float4 c = *(const float4 *)b;
+    x = make_float4(x.x + c.x, x.y + c.y, x.z + c.z, x.w + c.w);
+  }
+  return x;
+}
 /* Lane l's 4 elements of a head (src + 4l) plus its bias (bias + 4l, or none); zeros for lanes past hd / 4. */
 template <typename T>
 static __device__ __forceinline__ float4 kiln_ld_head4(const T *src, const float *bias, int hd) {
