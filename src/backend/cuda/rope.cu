@@ -42,10 +42,9 @@ extern "C" int kiln_cuda_rope_heads_env(const char *v) {
 
 /* Heads a warp when the caller leaves it to us: KILN_CUDA_ROPE_HEADS, or by the chunk (auto). Grouping saves
  * instructions (the cosines and sines loaded once a group) and puts a warp's loads in flight together, but leaves
- * fewer warps: the most heads a warp (up to 8) that still leave half of the warps the GPU holds at once (64 an SM)
- * busy; 1 where even one head a warp does not. H100, 1,024-token chunks: Qwen3-0.6B's 24 heads get 4 (7.9 us a
- * layer, 9.2 with 8, 11.5 with 1), Qwen3-4B's 40 get 8 (time to first token 3% shorter than with 4); at 128 tokens
- * 1 (4 heads a warp made it 3% longer, 8 up to 6%). */
+ * fewer warps: the most heads a warp (up to 4) that still leave half of the warps the GPU holds at once (64 an SM)
+ * busy; 1 where even one head a warp does not (H100, Qwen3-0.6B: at 1,024 tokens the kernel took 10.2 us with 4 heads a warp,
+ * 11.5 with one; at 128 tokens 4 heads a warp made the time to first token 3% longer). */
 static int rope_heads_(int64_t n, int heads, int n_sm) {
   if (rope_heads_env_ < 0) {
     const int g = kiln_cuda_rope_heads_env(getenv("KILN_CUDA_ROPE_HEADS"));
@@ -53,7 +52,7 @@ static int rope_heads_(int64_t n, int heads, int n_sm) {
   }
   if (rope_heads_env_) return rope_heads_env_;
   const int64_t half = (int64_t)32 * n_sm;
-  int g = ROPE_MAX_G;
+  int g = 4;
   while (g > 1 && n * ((heads + g - 1) / g) < half) g /= 2;
   return g;
 }
