@@ -43,8 +43,9 @@ extern "C" int kiln_cuda_rope_heads_env(const char *v) {
 /* Heads a warp when the caller leaves it to us: KILN_CUDA_ROPE_HEADS, or by the chunk (auto). Grouping saves
  * instructions (the cosines and sines loaded once a group) and puts a warp's loads in flight together, but leaves
  * fewer warps: the most heads a warp (up to 4) that still leave half of the warps the GPU holds at once (64 an SM)
- * busy; 1 where even one head a warp does not (H100, Qwen3-0.6B: at 1,024 tokens the kernel took 10.2 us with 4 heads a warp,
- * 11.5 with one; at 128 tokens 4 heads a warp made the time to first token 3% longer). */
+ * busy; 1 where even one head a warp does not (H100, Qwen3-0.6B: at 1,024 tokens the kernel took 10.2 us with 4
+ * heads a warp, 11.5 with one, 7.9 with 4 at 64 registers; at 128 tokens 4 heads a warp made the time to first token
+ * 3% longer; 8 heads a warp: docs/cuda.md, log). */
 static int rope_heads_(int64_t n, int heads, int n_sm) {
   if (rope_heads_env_ < 0) {
     const int g = kiln_cuda_rope_heads_env(getenv("KILN_CUDA_ROPE_HEADS"));
