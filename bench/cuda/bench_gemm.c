@@ -7,6 +7,8 @@
  * reduction scheme, stages, swizzle, cluster shape), whether that one is bitwise repeatable, and its largest
  * difference from the GemmEx result.
  *   bench_gemm [--tokens N[,N...]] [--reps R] CONFIG.json...
+ * Then kiln's own GEMM (gemm_tc.h, where the device runs it) with every tile, and for gate/up with SwiGLU fused
+ * (own_swiglu_us: the product and the activation in one kernel, against gemmex_us + swiglu_us of the two).
  * Output: one JSON object per (config, tokens, product) on stdout. Random bf16 operands; y += x W^T products (o,
  * down) start from the same random y every repetition.
  */
@@ -20,6 +22,8 @@
 #include <cuda_runtime_api.h>
 #include <jansson.h>
 
+#include "backend/cuda/gemm_tc.h"
+#include "backend/cuda/swiglu.h"
 #include "kiln/kiln.h"
 
 #define BENCH_NAME "bench_gemm"
@@ -73,6 +77,10 @@ typedef struct run_ctx {
   void *ws;
   cudaEvent_t e0, e1;
   int reps;
+  int n_sm;
+  int own;               /* >= 0: launch runs kiln's own GEMM with this tile (kiln_tc_tile), not cuBLAS */
+  kiln_gemm_out own_kind; /* and this output */
+  void *act;             /* -1 own: cuBLAS's bf16 product, then kiln's SwiGLU kernel into act */
 } run_ctx;
 
 /* y (out x n column-major = row-major [n][out]) from y0, then the product; algo NULL: cublasGemmEx */
@@ -81,10 +89,21 @@ static void launch(run_ctx *r, const product *p, int64_t n, void *y, const void 
                    cublasLtMatrixLayout_t lc, const cublasLtMatmulAlgo_t *algo) {
   const float one = 1.f, beta = p->acc ? 1.f : 0.f;
   if (p->acc) CK(cudaMemcpyAsync(y, y0, (size_t)n * p->out * 4, cudaMemcpyDeviceToDevice, r->st));
+  if (r->own >= 0) {
+    if (kiln_cuda_gemm_tc(r->own_kind, y, x, w, n, p->in, p->out, (kiln_tc_tile)r->own, r->n_sm, r->st)) {
+      fprintf(stderr, "bench_gemm: %s\n", kiln_last_error());
+      exit(1);
+    }
+    return;
+  }
   if (!algo) {
     CB(cublasGemmEx(r->h, CUBLAS_OP_T, CUBLAS_OP_N, (int)p->out, (int)n, (int)p->in, &one, w, CUDA_R_16BF,
                     (int)p->in, x, CUDA_R_16BF, (int)p->in, &beta, y, p->acc ? CUDA_R_32F : CUDA_R_16BF, (int)p->out,
                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (r->act && kiln_cuda_swiglu(r->act, y, n, p->out / 2, r->st)) {
+      fprintf(stderr, "bench_gemm: %s\n", kiln_last_error());
+      exit(1);
+    }
   } else {
     CB(cublasLtMatmul(r->lt, op, &one, w, la, x, lb, &beta, y, lc, y, lc, algo, r->ws, WS_BYTES, r->st));
   }
@@ -228,6 +247,37 @@ static void bench_product(run_ctx *r, const char *config, const product *p, int6
     json_object_set_new(o, "max_abs_gemmex", json_real(maxr));
   }
   json_object_set_new(o, "all", all);
+  if (kiln_cuda_gemm_tc_available()) { /* kiln's own, every tile; its largest difference from cuBLAS's result */
+    json_t *own = json_array();
+    double own_best = 1e30;
+    for (int t = KILN_TC_AUTO; t < KILN_TC_TILES; t++) {
+      r->own = t, r->own_kind = acc ? KILN_GEMM_ACC : KILN_GEMM_BF16;
+      const double us = time_us(r, p, n, y, y0, x, w, op, la, lb, lc, NULL);
+      launch(r, p, n, y, y0, x, w, op, la, lb, lc, NULL);
+      CK(cudaMemcpy(got, y, ybytes, cudaMemcpyDeviceToHost));
+      double maxd = 0;
+      for (size_t i = 0; i < (size_t)(n * p->out); i++) {
+        const double d = fabs(as_f32(ref, acc, i) - as_f32(got, acc, i));
+        if (d > maxd) maxd = d;
+      }
+      const int tt = t ? t : (int)kiln_cuda_gemm_tc_auto(n, p->in, p->out, r->n_sm);
+      json_array_append_new(own, json_pack("{s:i, s:i, s:f, s:f, s:f}", "tile", t, "tile_used", tt, "us", us,
+                                           "tflops", flop / us * 1e-6, "max_abs_diff_vs_gemmex", maxd));
+      if (t && us < own_best) own_best = us;
+    }
+    json_object_set_new(o, "own", own);
+    json_object_set_new(o, "own_best_us", json_real(own_best));
+    if (!strcmp(p->name, "gate_up")) { /* SwiGLU fused, auto tile, against cuBLAS's product + the SwiGLU kernel */
+      r->own = KILN_TC_AUTO, r->own_kind = KILN_GEMM_SWIGLU;
+      json_object_set_new(o, "own_swiglu_us", json_real(time_us(r, p, n, y, y0, x, w, op, la, lb, lc, NULL)));
+      r->own = -1;
+      CK(cudaMalloc(&r->act, (size_t)(n * p->out)));
+      json_object_set_new(o, "gemmex_swiglu_us", json_real(time_us(r, p, n, y, y0, x, w, op, la, lb, lc, NULL)));
+      CK(cudaFree(r->act));
+      r->act = NULL;
+    }
+    r->own = -1;
+  }
   char *s = json_dumps(o, JSON_COMPACT);
   printf("%s\n", s);
   fflush(stdout);
@@ -242,7 +292,7 @@ static void bench_product(run_ctx *r, const char *config, const product *p, int6
 
 int main(int argc, char **argv) {
   int tokens[8] = {1024}, n_tokens = 1;
-  run_ctx r = {.reps = 20};
+  run_ctx r = {.reps = 20, .own = -1};
   int i = 1;
   for (; i < argc && !strncmp(argv[i], "--", 2); i += 2) {
     if (i + 1 >= argc) {
@@ -277,6 +327,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   CK(cudaStreamCreate(&r.st));
+  CK(cudaDeviceGetAttribute(&r.n_sm, cudaDevAttrMultiProcessorCount, 0));
   CB(cublasCreate(&r.h));
   CB(cublasSetStream(r.h, r.st));
   CB(cublasLtCreate(&r.lt));

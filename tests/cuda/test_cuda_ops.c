@@ -7,6 +7,8 @@
  * to bf16 (prefill attention: q and the probabilities enter the tensor cores as bf16): 1e-3. Exact where the op
  * is a copy (embedding).
  */
+#include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +20,7 @@
 #include "backend/cuda/compare.h"
 #include "backend/cuda/embed.h"
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/gemm_tc.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/rmsnorm.h"
 #include "backend/cuda/rope.h"
@@ -613,6 +616,80 @@ static void test_gemm(cublasHandle_t h, int64_t n, int64_t in, int64_t out) {
   cudaFree(d_x), cudaFree(d_W), cudaFree(d_y), cudaFree(d_y16);
 }
 
+/* ---- kiln's own GEMM (gemm_tc.h): every output kind and tile against the CPU product ---- */
+static const char *const tc_kinds[] = {"f32", "acc", "bf16", "swiglu"};
+static void test_gemm_tc(int64_t n, int64_t in, int64_t out) {
+  uint16_t *x = rand_bf16(n * in, 1.f), *W = rand_bf16(out * in, 0.05f);
+  float *xf = bf16_to_f32_arr(x, n * in), *ref = malloc((size_t)n * out * 4), *want = malloc((size_t)n * out * 4);
+  float *got = malloc((size_t)n * out * 4), *y0 = rand_f32(n * out, 0.f, 1.f);
+  unsigned char *raw = malloc((size_t)n * out * 4 + 16);
+  if (!ref || !want || !got || !raw) abort();
+  kiln_ref_matmul(ref, xf, W, KILN_BF16, n, in, out);
+  uint16_t *d_x = gt_dev((size_t)n * in * 2), *d_W = gt_dev((size_t)out * in * 2);
+  unsigned char *d_y = gt_dev((size_t)n * out * 4 + 16);
+  gt_up(d_x, x, (size_t)n * in * 2);
+  gt_up(d_W, W, (size_t)out * in * 2);
+  for (int kind = KILN_GEMM_F32; kind <= KILN_GEMM_SWIGLU; kind++) {
+    /* what y holds afterwards, and how many elements of which width */
+    const int64_t cnt = kind == KILN_GEMM_SWIGLU ? n * out / 2 : n * out;
+    const size_t width = kind == KILN_GEMM_BF16 || kind == KILN_GEMM_SWIGLU ? 2 : 4;
+    for (int64_t i = 0; i < cnt; i++)
+      want[i] = kind == KILN_GEMM_SWIGLU ? ref[2 * i] / (1.f + expf(-ref[2 * i])) * ref[2 * i + 1]
+                : kind == KILN_GEMM_ACC  ? y0[i] + ref[i]
+                                         : ref[i];
+    for (int t = KILN_TC_AUTO; t < KILN_TC_TILES; t++) {
+      /* poisoned (NaN) past what is written, y0 where it is added to */
+      GT_CUDA(cudaMemset(d_y, 0xff, (size_t)n * out * 4 + 16));
+      if (kind == KILN_GEMM_ACC) gt_up(d_y, y0, (size_t)n * out * 4);
+      GT_OK(kiln_cuda_gemm_tc((kiln_gemm_out)kind, d_y, d_x, d_W, n, in, out, (kiln_tc_tile)t, n_sm, 0));
+      GT_CUDA(cudaDeviceSynchronize());
+      gt_down(raw, d_y, (size_t)n * out * 4 + 16);
+      for (int64_t i = 0; i < cnt; i++) {
+        if (width == 4) memcpy(&got[i], raw + 4 * i, 4);
+        else got[i] = kiln_bf16_to_f32((uint16_t)(raw[2 * i] | raw[2 * i + 1] << 8));
+      }
+      const double e = gt_nmse(got, want, cnt);
+      GT_CHECK(e <= (width == 2 ? TOL_BF16_OUT : TOL_F32), "gemm_tc %s tile %d %lldx%lldx%lld: NMSE %.3g",
+               tc_kinds[kind], t, (long long)n, (long long)in, (long long)out, e);
+      bool past = true;
+      for (size_t i = (size_t)cnt * width; i < (size_t)n * out * 4 + 16; i++) past = past && raw[i] == 0xff;
+      GT_CHECK(past, "gemm_tc %s tile %d %lldx%lldx%lld: wrote past the output", tc_kinds[kind], t, (long long)n,
+               (long long)in, (long long)out);
+    }
+  }
+  free(x), free(W), free(xf), free(ref), free(want), free(got), free(y0), free(raw);
+  cudaFree(d_x), cudaFree(d_W), cudaFree(d_y);
+}
+
+static void test_gemm_tcs(void) {
+  if (!kiln_cuda_gemm_tc_available()) {
+    printf("gemm_tc: not available here (no sm_90a code or not a 9.x device): skipped\n");
+    return;
+  }
+  GT_CHECK(kiln_cuda_gemm_tc_tile_env("64x128") == KILN_TC_64x128 && kiln_cuda_gemm_tc_tile_env("") == KILN_TC_AUTO &&
+               kiln_cuda_gemm_tc_tile_env("128x100") < 0,
+           "gemm_tc: tile names");
+  /* refused: in not a multiple of 8, odd out, SwiGLU's out not a multiple of 4, misaligned x */
+  uint16_t *d = gt_dev(1 << 20);
+  GT_CHECK(kiln_cuda_gemm_tc(KILN_GEMM_BF16, d, d, d, 4, 60, 8, KILN_TC_AUTO, n_sm, 0) != 0, "gemm_tc: in 60");
+  GT_CHECK(kiln_cuda_gemm_tc(KILN_GEMM_BF16, d, d, d, 4, 64, 9, KILN_TC_AUTO, n_sm, 0) != 0, "gemm_tc: out 9");
+  GT_CHECK(kiln_cuda_gemm_tc(KILN_GEMM_SWIGLU, d, d, d, 4, 64, 6, KILN_TC_AUTO, n_sm, 0) != 0, "gemm_tc: swiglu 6");
+  GT_CHECK(kiln_cuda_gemm_tc(KILN_GEMM_BF16, d, d + 1, d, 4, 64, 8, KILN_TC_AUTO, n_sm, 0) != 0, "gemm_tc: align");
+  cudaFree(d);
+  /* edges everywhere (rows, k not a multiple of 64, columns of no tile's width), one row, a tiny product, and the
+   * shapes of Qwen3-0.6B's 1,024-token products */
+  test_gemm_tc(37, 520, 776);
+  test_gemm_tc(1, 64, 8);
+  test_gemm_tc(130, 1032, 3000);
+  test_gemm_tc(300, 2048, 1024);
+  test_gemm_tc(1024, 1024, 4096);
+  test_gemm_tc(1024, 3072, 1024);
+  /* the auto rule: 0.6B's o at 1,024 tokens takes a half-width tile, its q/k/v a full one */
+  printf("gemm_tc auto tiles (n_sm %d): o %d, down %d, qkv %d, gate/up %d\n", n_sm,
+         (int)kiln_cuda_gemm_tc_auto(1024, 2048, 1024, n_sm), (int)kiln_cuda_gemm_tc_auto(1024, 3072, 1024, n_sm),
+         (int)kiln_cuda_gemm_tc_auto(1024, 1024, 4096, n_sm), (int)kiln_cuda_gemm_tc_auto(1024, 1024, 6144, n_sm));
+}
+
 /* ---- the bitwise comparison the GEMM planner trusts ---- */
 static void test_bits_differ(void) {
   enum { N = 4099 }; /* 256 16-byte words and a 3-byte tail */
@@ -826,6 +903,7 @@ static int test_gemms(void) {
   test_gemm(h, 37, 512, 768);
   test_gemm(h, 1, 64, 8);
   test_gemm(h, 130, 1024, 3000);
+  test_gemm_tcs();
   test_bits_differ();
   {
     /* the shapes of Qwen3-0.6B's prefill products where the planning was seen to matter (docs/cuda.md), and odd

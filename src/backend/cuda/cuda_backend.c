@@ -8,6 +8,7 @@
  * pinned memory, launch one graph, read 4 bytes (or the logits). Every entry point selects its device first, so
  * engines on different GPUs may share a thread.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "backend/cuda/attn_prefill.h"
 #include "backend/cuda/bandwidth.h"
 #include "backend/cuda/cuda_impl.h"
+#include "backend/cuda/gemm_tc.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/random_fill.h"
 #include "kiln/status.h"
@@ -329,6 +331,22 @@ static int read_switches_(kiln_backend *b) {
   if (!gp || !*gp || !strcmp(gp, "default")) b->gemm_planning = false;
   else if (!strcmp(gp, "time")) b->gemm_planning = true;
   else return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMM_PLAN=%s: expected default or time", gp);
+  /* cublas or unset: cuBLAS for every prefill product; own: kiln's own GEMMs (gemm_tc.h) for chunks of at least
+   * KILN_CUDA_GEMM_OWN_MIN tokens (default 1), where the device can run them (sm_90a); KILN_CUDA_GEMM_TILE: their
+   * tiles (auto or ROWSxCOLS) */
+  const char *og = getenv("KILN_CUDA_PREFILL_GEMM");
+  bool own = false;
+  if (!og || !*og || !strcmp(og, "cublas")) own = false;
+  else if (!strcmp(og, "own")) own = true;
+  else return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_PREFILL_GEMM=%s: expected cublas or own", og);
+  long own_min = 1;
+  const char *om = getenv("KILN_CUDA_GEMM_OWN_MIN");
+  if (om && *om && env_int_(om, 1, KILN_CUDA_MAX_CHUNK, &own_min))
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMM_OWN_MIN=%s: expected 1-%d tokens", om, KILN_CUDA_MAX_CHUNK);
+  b->gemm_own_min = own && kiln_cuda_gemm_tc_available() ? (int)own_min : INT_MAX;
+  if ((b->gemm_tile = kiln_cuda_gemm_tc_tile_env(getenv("KILN_CUDA_GEMM_TILE"))) < 0)
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMM_TILE=%s: expected auto, 128x128, 64x128, 128x64, 128x192 or "
+                      "128x256", getenv("KILN_CUDA_GEMM_TILE"));
   /* the shared-memory carveout of the decode kernels: auto or unset (the driver's choice per kernel), max, or a
    * percent; one value for all keeps the SMs from reconfiguring between kernels of different needs */
   const char *co = getenv("KILN_CUDA_CARVEOUT");

@@ -111,6 +111,10 @@ struct kiln_backend {
    * bucket's graph is captured, by timing cublasGemmEx's default against the cublasLt offers that give its bits
    * (gemm.h); gemm_planning false (the default): cublasGemmEx's default everywhere */
   bool gemm_planning;
+  /* KILN_CUDA_PREFILL_GEMM: chunks of at least gemm_own_min tokens run kiln's own GEMMs (gemm_tc.h; SwiGLU fused
+   * into gate/up) instead of cuBLAS (INT_MAX: never), with tiles gemm_tile (KILN_CUDA_GEMM_TILE; auto) */
+  int gemm_own_min;
+  int gemm_tile;
   bool gemm_planned[KILN_CUDA_PREFILL_BUCKETS];
   kiln_cuda_gemm_algo gemm_plan[KILN_CUDA_PREFILL_BUCKETS][KILN_PF_GEMMS];
 

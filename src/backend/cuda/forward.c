@@ -8,9 +8,10 @@
  * captured once into a CUDA graph and replayed for every token. With KILN_CUDA_DECODE=persistent the graph holds
  * the persistent decode kernel instead (decode_step.h): the same step in one launch.
  *
- * Prefill (a chunk of tokens): cuBLAS GEMMs on the tensor cores (q/k/v and gate/up written as bf16, which is how
- * the elementwise kernels after them read them; o and down added straight into the f32 residual), the o_proj bias
- * added by the RMSNorm that follows it, and flash-style attention.
+ * Prefill (a chunk of tokens): GEMMs on the tensor cores, cuBLAS's or kiln's own (KILN_CUDA_PREFILL_GEMM; q/k/v
+ * and gate/up written as bf16, which is how the elementwise kernels after them read them, or with the own GEMM
+ * SwiGLU applied in the gate/up product; o and down added straight into the f32 residual), the o_proj bias added
+ * by the RMSNorm that follows it, and flash-style attention.
  */
 #include <stddef.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "backend/cuda/decode_step.h"
 #include "backend/cuda/embed.h"
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/gemm_tc.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/rmsnorm.h"
 #include "backend/cuda/rope.h"
@@ -139,7 +141,7 @@ static const kiln_cuda_gemm_algo *planned_(const kiln_backend *b, int n) {
 int kiln_cuda__gemm_plans(kiln_backend *b, int n, const kiln_cuda_gemm_algo **out) {
   *out = NULL;
   const int i = bucket_of_size_(n);
-  if (!b->gemm_planning || i < 0 || n > b->chunk) return 0;
+  if (!b->gemm_planning || i < 0 || n > b->chunk || n >= b->gemm_own_min) return 0;
   if (b->gemm_planned[i]) {
     *out = b->gemm_plan[i];
     return 0;
@@ -192,7 +194,11 @@ static int prefill_enqueue_(kiln_backend *b, int n, bool last_logits) {
   uint16_t *qkv16 = (uint16_t *)b->qkv, *gu16 = (uint16_t *)b->gu;
   const kiln_cuda_gemm_env ge = kiln_cuda__gemm_env(b);
   const kiln_cuda_gemm_algo *plan = planned_(b, n);
-#define PLAN(k) (plan ? &plan[k] : NULL)
+  /* kiln's own GEMMs (gemm_tc.h) for long enough chunks, else cuBLAS with its plan */
+  const bool own = n >= b->gemm_own_min;
+#define GEMM(k, kind, y, x, w, in, out)                                                                             \
+  (own ? kiln_cuda_gemm_tc(kind, y, x, w, n, in, out, (kiln_tc_tile)b->gemm_tile, b->n_sm, st)                     \
+       : kiln_cuda_gemm_run(&ge, plan ? &plan[k] : NULL, kind, y, x, w, n, in, out))
   int rc;
   if ((rc = kiln_cuda_embed(b->x, b->embed, V, H, b->d_tokens, n, NULL, st))) return rc;
   /* KILN_CUDA_PREFILL_PDL: our kernels launched as programmatic dependents of the kernel before them (the GEMMs are
@@ -203,25 +209,25 @@ static int prefill_enqueue_(kiln_backend *b, int n, bool last_logits) {
     /* the o and down projections accumulate into the residual x (their GEMMs add to it): the norms only read it,
      * apart from the o_proj bias */
     if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, L->attn_norm, n, H, eps, st))) return rc;
-    if ((rc = kiln_cuda_gemm_run(&ge, PLAN(KILN_PF_QKV), KILN_GEMM_BF16, qkv16, b->hbuf, L->wqkv, n, H, b->qkv_dim)))
-      return rc;
+    if ((rc = GEMM(KILN_PF_QKV, KILN_GEMM_BF16, qkv16, b->hbuf, L->wqkv, H, b->qkv_dim))) return rc;
     if ((rc = kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, qkv16, L->bqkv, L->q_norm, L->k_norm, eps,
                                  b->rope, b->d_step, n, &b->shape, b->n_sm, 0, st)))
       return rc;
     if ((rc = kiln_cuda_attn_prefill(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, n, &b->shape, b->pf_attn,
                                      b->n_sm, st)))
       return rc;
-    if ((rc = kiln_cuda_gemm_run(&ge, PLAN(KILN_PF_O), KILN_GEMM_ACC, b->x, b->hbuf, L->wo, n,
-                                 (int64_t)c->n_heads * c->head_dim, H)))
-      return rc;
+    if ((rc = GEMM(KILN_PF_O, KILN_GEMM_ACC, b->x, b->hbuf, L->wo, (int64_t)c->n_heads * c->head_dim, H))) return rc;
     if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, L->bo, L->ffn_norm, n, H, eps, st))) return rc;
-    if ((rc = kiln_cuda_gemm_run(&ge, PLAN(KILN_PF_GATE_UP), KILN_GEMM_BF16, gu16, b->hbuf, L->wgu, n, H, 2 * I)))
-      return rc;
+    if (own) { /* SwiGLU in the gate/up product's epilogue, its output in gu (hbuf is that product's input) */
+      if ((rc = GEMM(KILN_PF_GATE_UP, KILN_GEMM_SWIGLU, gu16, b->hbuf, L->wgu, H, 2 * I))) return rc;
+      if ((rc = GEMM(KILN_PF_DOWN, KILN_GEMM_ACC, b->x, gu16, L->wdown, I, H))) return rc;
+      continue;
+    }
+    if ((rc = GEMM(KILN_PF_GATE_UP, KILN_GEMM_BF16, gu16, b->hbuf, L->wgu, H, 2 * I))) return rc;
     if ((rc = kiln_cuda_swiglu(b->hbuf, gu16, n, I, st))) return rc;
-    if ((rc = kiln_cuda_gemm_run(&ge, PLAN(KILN_PF_DOWN), KILN_GEMM_ACC, b->x, b->hbuf, L->wdown, n, I, H)))
-      return rc;
+    if ((rc = GEMM(KILN_PF_DOWN, KILN_GEMM_ACC, b->x, b->hbuf, L->wdown, I, H))) return rc;
   }
-#undef PLAN
+#undef GEMM
   if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, b->final_norm, n, H, eps, st))) return rc;
   return last_logits ? last_logits_(b, n) : 0;
 }

@@ -1,7 +1,7 @@
 /*
  * backend/cuda/wgmma_dev.cuh (internal, device code): the Hopper warpgroup MMA (wgmma.mma_async, sm_90a) as the
- * prefill attention kernel uses it: A (16 bf16 of k for each of a warp's 16 rows) in registers, B in shared memory
- * through a matrix descriptor, f32 accumulators.
+ * prefill attention kernel uses it (A, 16 bf16 of k for each of a warp's 16 rows, in registers; B in shared memory
+ * through a matrix descriptor) and as the prefill GEMM uses it (both operands in shared memory); f32 accumulators.
  *
  * Register layouts (PTX ISA, "register fragments" of wgmma.m64nNk16): warp w of the warpgroup owns rows 16w ..
  * 16w+15 of the 64, and within its rows both A and the accumulator D have mma.sync.m16n8k16's layouts: A's four
@@ -80,6 +80,12 @@ static __device__ __forceinline__ void kiln_wg_wait0(void) {
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 #endif
 }
+/* Waits until at most one of this thread's committed groups is still running (the one committed last). */
+static __device__ __forceinline__ void kiln_wg_wait1(void) {
+#if KILN_WG_OK
+  asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+#endif
+}
 /* Makes this thread's earlier writes to shared memory (stores, completed cp.async) visible to wgmma. */
 static __device__ __forceinline__ void kiln_wg_fence_smem(void) {
 #if KILN_WG_OK
@@ -119,6 +125,74 @@ static __device__ __forceinline__ void kiln_wg_mma_rs(float (&d)[N / 8][4], cons
                  "{%64, %65, %66, %67}, %68, p, 1, 1, %69;\n}\n"
                  : KILN_WG_D64, KILN_WG_D128_HI
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TRANS_B), "r"(accumulate));
+  }
+#else
+  (void)d, (void)a, (void)b, (void)accumulate;
+  __trap();
+#endif
+}
+
+/* d (64 x N f32, this thread's fragment) = (accumulate ? d : 0) + A (64 x 16 bf16, descriptor `a`, K-major) B (16 x N
+ * bf16, descriptor `b`, K-major): both operands from shared memory (the GEMM's form). N is 64, 128, 192 or 256. */
+template <int N>
+static __device__ __forceinline__ void kiln_wg_mma_ss(float (&d)[N / 8][4], uint64_t a, uint64_t b, int accumulate) {
+  static_assert(N == 64 || N == 128 || N == 192 || N == 256, "kiln_wg_mma_ss: N is 64, 128, 192 or 256");
+#if KILN_WG_OK
+  if constexpr (N == 64) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+                 "%32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : KILN_WG_D8(0), KILN_WG_D8(1), KILN_WG_D8(2), KILN_WG_D8(3), KILN_WG_D8(4), KILN_WG_D8(5),
+                   KILN_WG_D8(6), KILN_WG_D8(7)
+                 : "l"(a), "l"(b), "r"(accumulate));
+  } else if constexpr (N == 128) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+                 "%64, %65, p, 1, 1, 0, 0;\n}\n"
+                 : KILN_WG_D8(0), KILN_WG_D8(1), KILN_WG_D8(2), KILN_WG_D8(3), KILN_WG_D8(4), KILN_WG_D8(5),
+                   KILN_WG_D8(6), KILN_WG_D8(7), KILN_WG_D8(8), KILN_WG_D8(9), KILN_WG_D8(10), KILN_WG_D8(11),
+                   KILN_WG_D8(12), KILN_WG_D8(13), KILN_WG_D8(14), KILN_WG_D8(15)
+                 : "l"(a), "l"(b), "r"(accumulate));
+  } else if constexpr (N == 192) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+                 "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+                 "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}, "
+                 "%96, %97, p, 1, 1, 0, 0;\n}\n"
+                 : KILN_WG_D8(0), KILN_WG_D8(1), KILN_WG_D8(2), KILN_WG_D8(3), KILN_WG_D8(4), KILN_WG_D8(5),
+                   KILN_WG_D8(6), KILN_WG_D8(7), KILN_WG_D8(8), KILN_WG_D8(9), KILN_WG_D8(10), KILN_WG_D8(11),
+                   KILN_WG_D8(12), KILN_WG_D8(13), KILN_WG_D8(14), KILN_WG_D8(15), KILN_WG_D8(16), KILN_WG_D8(17),
+                   KILN_WG_D8(18), KILN_WG_D8(19), KILN_WG_D8(20), KILN_WG_D8(21), KILN_WG_D8(22), KILN_WG_D8(23)
+                 : "l"(a), "l"(b), "r"(accumulate));
+  } else if constexpr (N == 256) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+                 "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+                 "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+                 "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+                 "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+                 "%128, %129, p, 1, 1, 0, 0;\n}\n"
+                 : KILN_WG_D8(0), KILN_WG_D8(1), KILN_WG_D8(2), KILN_WG_D8(3), KILN_WG_D8(4), KILN_WG_D8(5),
+                   KILN_WG_D8(6), KILN_WG_D8(7), KILN_WG_D8(8), KILN_WG_D8(9), KILN_WG_D8(10), KILN_WG_D8(11),
+                   KILN_WG_D8(12), KILN_WG_D8(13), KILN_WG_D8(14), KILN_WG_D8(15), KILN_WG_D8(16), KILN_WG_D8(17),
+                   KILN_WG_D8(18), KILN_WG_D8(19), KILN_WG_D8(20), KILN_WG_D8(21), KILN_WG_D8(22), KILN_WG_D8(23),
+                   KILN_WG_D8(24), KILN_WG_D8(25), KILN_WG_D8(26), KILN_WG_D8(27), KILN_WG_D8(28), KILN_WG_D8(29),
+                   KILN_WG_D8(30), KILN_WG_D8(31)
+                 : "l"(a), "l"(b), "r"(accumulate));
   }
 #else
   (void)d, (void)a, (void)b, (void)accumulate;

@@ -1,0 +1,257 @@
+/*
+ * backend/cuda/gemm_tc.cu: kiln's own prefill GEMM on Hopper (gemm_tc.h).
+ *
+ * A block computes a BM x BN tile of y = x W^T: BM token rows (one consumer warpgroup of 128 threads per 64 rows)
+ * by BN output columns. One more warp produces: its first lane walks k in steps of 64 and, for each step, waits
+ * until the consumers have released the oldest of the STAGES shared-memory stages, then has the TMA copy x's
+ * BM x 64 box and W's BN x 64 box into it (128-byte swizzle, the layout wgmma reads; wgmma_dev.cuh), announcing
+ * their bytes to the stage's "full" barrier. A consumer warpgroup waits on that barrier, issues four k16 wgmmas
+ * (A: its 64 rows of x, B: the W box, both from shared memory), and once the previous step's wgmmas have retired
+ * (wait_group 1) releases that step's stage through its "empty" barrier, so one step's products overlap the
+ * next step's wait. Edge tiles need no code: the TMA fills rows and columns outside x and W with zeros, and the
+ * epilogue writes only rows < n and columns < out.
+ *
+ * The epilogue works on the accumulator fragment in registers (a thread holds column pairs 8i + 2t, 8i + 2t + 1
+ * of rows g and g + 8 of its warp's 16): a bf16 pair, an f32 pair, an f32 pair added to y, or, for SwiGLU, the
+ * pair is (gate, up) of one intermediate column (the gate/up weights interleave their rows; weights.c), and
+ * neighbouring lanes swap halves so that each writes two adjacent bf16.
+ *
+ * Occupancy: tiles of up to 128 x 128 run two blocks an SM (so one block's epilogue overlaps the other's loads
+ * and products); wider tiles one block with more stages.
+ */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include "backend/cuda/attn_prefill.h"
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/gemm_tc.h"
+#include "backend/cuda/tma_dev.cuh"
+#include "backend/cuda/wgmma_dev.cuh"
+
+enum { TC_BK = 64 }; /* k a stage: 64 bf16 = 128 bytes a row, the swizzle's width */
+
+template <int BM, int BN>
+struct tc_cfg {
+  static constexpr int NC = BM / 64;              /* consumer warpgroups */
+  static constexpr int THREADS = NC * 128 + 32;   /* and the producer warp */
+  static constexpr int BLOCKS = BN <= 128 ? 2 : 1; /* blocks an SM */
+  static constexpr int A_BYTES = BM * TC_BK * 2, B_BYTES = BN * TC_BK * 2, STAGE = A_BYTES + B_BYTES;
+  /* as many stages as fit the SM's 228 KB less 1 KB a block, with 1 KB to align the tiles and the barriers */
+  static constexpr int STAGES_FIT = ((228 / BLOCKS - 1) * 1024 - 1024 - 256) / STAGE;
+  static constexpr int STAGES = STAGES_FIT > 6 ? 6 : STAGES_FIT;
+  static constexpr size_t SMEM = 1024 + (size_t)STAGES * STAGE + 2 * STAGES * 8;
+  static_assert(STAGES >= 2, "tc_cfg: too few stages");
+};
+
+static __device__ __forceinline__ float tc_silu_mul(float g, float u) { return g / (1.f + expf(-g)) * u; }
+
+template <int BM, int BN, int KIND>
+static __global__ void __launch_bounds__(tc_cfg<BM, BN>::THREADS, tc_cfg<BM, BN>::BLOCKS)
+    gemm_tc_kernel(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw, void *y, int n,
+                   int out, int k_steps) {
+#if KILN_WG_OK
+  using C = tc_cfg<BM, BN>;
+  constexpr int S = C::STAGES;
+  extern __shared__ uint8_t tc_smem[];
+  const uint32_t tiles = (kiln_smem_addr(tc_smem) + 1023u) & ~1023u;
+  const uint32_t bars = tiles + S * C::STAGE; /* full[s] at bars + 8 s, empty[s] at bars + 8 (S + s) */
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < S; s++) {
+      kiln_mbar_init(bars + 8 * s, 1);
+      kiln_mbar_init(bars + 8 * (S + s), C::NC * 4); /* lane 0 of every consumer warp */
+    }
+    kiln_mbar_init_fence();
+  }
+  __syncthreads();
+  kiln_pdl_trigger();
+  kiln_pdl_wait();
+
+  if (warp == C::NC * 4) { /* the producer */
+    if (lane == 0)
+      for (int it = 0; it < k_steps; it++) {
+        const int s = it % S;
+        const uint32_t a = tiles + s * C::STAGE;
+        if (it >= S) kiln_mbar_wait(bars + 8 * (S + s), (unsigned)(it / S - 1) & 1u);
+        kiln_mbar_expect_tx(bars + 8 * s, C::STAGE);
+        kiln_tma_load_2d(a, &tx, bars + 8 * s, it * TC_BK, m0);
+        kiln_tma_load_2d(a + C::A_BYTES, &tw, bars + 8 * s, it * TC_BK, n0);
+      }
+    return; /* no block-wide barrier after this point */
+  }
+
+  const int wg = warp >> 2;
+  float d[BN / 8][4];
+#pragma unroll
+  for (int i = 0; i < BN / 8; i++) d[i][0] = d[i][1] = d[i][2] = d[i][3] = 0.f;
+  for (int it = 0; it < k_steps; it++) {
+    const int s = it % S;
+    const uint32_t a = tiles + s * C::STAGE + wg * 64 * 128, b = tiles + s * C::STAGE + C::A_BYTES;
+    kiln_mbar_wait(bars + 8 * s, (unsigned)(it / S) & 1u);
+    kiln_wg_fence();
+#pragma unroll
+    for (int kd = 0; kd < TC_BK / 16; kd++) kiln_wg_mma_ss<BN>(d, kiln_wg_desc_k(a, 64, kd), kiln_wg_desc_k(b, BN, kd), 1);
+    kiln_wg_commit();
+    kiln_wg_wait1(); /* step it - 1's products have read their stage */
+    if (it > 0 && lane == 0) kiln_mbar_arrive(bars + 8 * (S + (it - 1) % S));
+  }
+  kiln_wg_wait0();
+
+  const int r0 = m0 + wg * 64 + (warp & 3) * 16 + (lane >> 2), cq = 2 * (lane & 3);
+#pragma unroll
+  for (int i = 0; i < BN / 8; i++) {
+    const int c = n0 + 8 * i + cq;
+    if constexpr (KIND == KILN_GEMM_SWIGLU) {
+      /* lane pairs (2u, 2u + 1) hold intermediate columns c/2 and c/2 + 1 of rows r0 and r0 + 8: the even lane
+       * writes both of row r0, the odd lane both of row r0 + 8 */
+      const float a0 = tc_silu_mul(d[i][0], d[i][1]), a1 = tc_silu_mul(d[i][2], d[i][3]);
+      const bool odd = lane & 1;
+      const float got = __shfl_xor_sync(0xffffffffu, odd ? a0 : a1, 1);
+      const int r = odd ? r0 + 8 : r0, col = odd ? c / 2 - 1 : c / 2;
+      if (r < n && c < out)
+        ((uint32_t *)y)[((int64_t)r * (out / 2) + col) / 2] = odd ? kiln_pack_bf16x2(got, a1) : kiln_pack_bf16x2(a0, got);
+    } else {
+      if (c >= out) continue;
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int r = r0 + 8 * h;
+        if (r >= n) continue;
+        const int64_t at = (int64_t)r * out + c;
+        if constexpr (KIND == KILN_GEMM_BF16) {
+          ((uint32_t *)y)[at / 2] = kiln_pack_bf16x2(d[i][2 * h], d[i][2 * h + 1]);
+        } else if constexpr (KIND == KILN_GEMM_F32) {
+          ((float2 *)y)[at / 2] = make_float2(d[i][2 * h], d[i][2 * h + 1]);
+        } else {
+          float2 v = ((float2 *)y)[at / 2];
+          v.x += d[i][2 * h], v.y += d[i][2 * h + 1];
+          ((float2 *)y)[at / 2] = v;
+        }
+      }
+    }
+  }
+#else
+  (void)tx, (void)tw, (void)y, (void)n, (void)out, (void)k_steps;
+  __trap();
+#endif
+}
+
+/* ---- host side ---- */
+
+static const struct {
+  int bm, bn;
+  const char *name;
+} tiles_[KILN_TC_TILES] = {
+    {0, 0, "auto"}, {128, 128, "128x128"}, {64, 128, "64x128"}, {128, 64, "128x64"}, {128, 192, "128x192"},
+    {128, 256, "128x256"},
+};
+
+extern "C" int kiln_cuda_gemm_tc_tile_env(const char *v) {
+  if (!v || !*v) return KILN_TC_AUTO;
+  for (int t = 0; t < KILN_TC_TILES; t++)
+    if (!strcmp(v, tiles_[t].name)) return t;
+  return -1;
+}
+
+/* The tile whose busiest SM has the least to do: tiles are spread evenly over the SMs, so that SM computes
+ * ceil(tiles / n_sm) of them; a tile of 64 rows or columns costs 15% more a product than the wider ones (its
+ * wgmmas read more shared memory per product, bench_gemm). Ties go to the earlier, wider tile. */
+extern "C" kiln_tc_tile kiln_cuda_gemm_tc_auto(int64_t n, int64_t in, int64_t out, int n_sm) {
+  (void)in;
+  if (n_sm < 1) n_sm = 1;
+  kiln_tc_tile best = KILN_TC_128x128;
+  double best_cost = 0;
+  for (int t = KILN_TC_128x128; t < KILN_TC_TILES; t++) {
+    const int64_t count = (n + tiles_[t].bm - 1) / tiles_[t].bm * ((out + tiles_[t].bn - 1) / tiles_[t].bn);
+    const double per = (double)tiles_[t].bm * tiles_[t].bn * (tiles_[t].bm < 128 || tiles_[t].bn < 128 ? 1.15 : 1.0);
+    const double cost = (double)((count + n_sm - 1) / n_sm) * per;
+    if (t == KILN_TC_128x128 || cost < best_cost * 0.999) best = (kiln_tc_tile)t, best_cost = cost;
+  }
+  return best;
+}
+
+static PFN_cuTensorMapEncodeTiled_v12000 encoder_(void) {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void *p = NULL;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      p = NULL;
+    return (PFN_cuTensorMapEncodeTiled_v12000)p;
+  }();
+  return fn;
+}
+
+extern "C" int kiln_cuda_gemm_tc_available(void) {
+  if (!kiln_cuda_wgmma_built()) return 0;
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev))
+    return 0;
+  return major == 9 && encoder_() != NULL;
+}
+
+/* The map of a row-major bf16 matrix of `rows` x `cols` (cols a multiple of 8), read in boxes of box_rows x 64. */
+static int tensor_map_(CUtensorMap *m, const uint16_t *p, int64_t rows, int64_t cols, int box_rows) {
+  const PFN_cuTensorMapEncodeTiled_v12000 enc = encoder_();
+  if (!enc) return kiln_error(KILN_EUNSUPPORTED, "cuda gemm: the driver has no cuTensorMapEncodeTiled");
+  const cuuint64_t dim[2] = {(cuuint64_t)cols, (cuuint64_t)rows}, stride[1] = {(cuuint64_t)cols * 2};
+  const cuuint32_t box[2] = {TC_BK, (cuuint32_t)box_rows}, step[2] = {1, 1};
+  const CUresult r = enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)p, dim, stride, box, step,
+                         CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    return kiln_error(KILN_EDEVICE, "cuda gemm: cuTensorMapEncodeTiled (%lld x %lld, box %d): error %d", (long long)rows,
+                      (long long)cols, box_rows, (int)r);
+  return 0;
+}
+
+template <int BM, int BN, int KIND>
+static int launch_(void *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in, int64_t out,
+                   cudaStream_t stream) {
+  using C = tc_cfg<BM, BN>;
+  static size_t smem_set[KILN_CUDA_MAX_DEVICES];
+  int rc = kiln_cuda__allow_smem((const void *)gemm_tc_kernel<BM, BN, KIND>, C::SMEM, smem_set, 1);
+  if (rc) return rc;
+  CUtensorMap tx, tw;
+  if ((rc = tensor_map_(&tx, x, n, in, BM)) || (rc = tensor_map_(&tw, w, out, in, BN))) return rc;
+  const dim3 grid((unsigned)((n + BM - 1) / BM), (unsigned)((out + BN - 1) / BN));
+  KILN_CUDA_CHECK(kiln_launch(gemm_tc_kernel<BM, BN, KIND>, grid, dim3(C::THREADS), C::SMEM, stream, tx, tw, y,
+                              (int)n, (int)out, (int)((in + TC_BK - 1) / TC_BK)));
+  return 0;
+}
+
+template <int BM, int BN>
+static int launch_kind_(kiln_gemm_out kind, void *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in,
+                        int64_t out, cudaStream_t stream) {
+  switch (kind) {
+  case KILN_GEMM_BF16: return launch_<BM, BN, KILN_GEMM_BF16>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_F32: return launch_<BM, BN, KILN_GEMM_F32>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_ACC: return launch_<BM, BN, KILN_GEMM_ACC>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_SWIGLU: return launch_<BM, BN, KILN_GEMM_SWIGLU>(y, x, w, n, in, out, stream);
+  }
+  return kiln_error(KILN_EINVAL, "cuda gemm: unknown output kind %d", (int)kind);
+}
+
+extern "C" int kiln_cuda_gemm_tc(kiln_gemm_out kind, void *y, const uint16_t *x, const uint16_t *w, int64_t n,
+                                 int64_t in, int64_t out, kiln_tc_tile tile, int n_sm, cudaStream_t stream) {
+  if (n <= 0 || in <= 0 || out <= 0 || n > INT_MAX / 2 || in > INT_MAX / 2 || out > INT_MAX / 2 || in % 8 ||
+      out % (kind == KILN_GEMM_SWIGLU ? 4 : 2))
+    return kiln_error(KILN_EINVAL, "cuda gemm: unsupported shape %lld x %lld x %lld", (long long)n, (long long)in,
+                      (long long)out);
+  if (((uintptr_t)x | (uintptr_t)w) & 15 || (uintptr_t)y & 7)
+    return kiln_error(KILN_EINVAL, "cuda gemm: misaligned operands");
+  if ((int)tile <= KILN_TC_AUTO || (int)tile >= KILN_TC_TILES) tile = kiln_cuda_gemm_tc_auto(n, in, out, n_sm);
+  if ((out + tiles_[tile].bn - 1) / tiles_[tile].bn > 65535)
+    return kiln_error(KILN_EINVAL, "cuda gemm: %lld output columns", (long long)out);
+  switch (tile) {
+  case KILN_TC_64x128: return launch_kind_<64, 128>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_128x64: return launch_kind_<128, 64>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_128x192: return launch_kind_<128, 192>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_128x256: return launch_kind_<128, 256>(kind, y, x, w, n, in, out, stream);
+  default: return launch_kind_<128, 128>(kind, y, x, w, n, in, out, stream);
+  }
+}

@@ -1,0 +1,52 @@
+/*
+ * backend/cuda/gemm_tc.h (internal): kiln's own prefill matrix product on Hopper (sm_90a): TMA loads into a
+ * pipeline of shared-memory stages, warpgroup MMAs (wgmma) from shared memory, f32 accumulation, and an epilogue
+ * that writes what the next kernel wants: bf16, f32, f32 added to the residual, or SwiGLU applied to interleaved
+ * (gate, up) column pairs. It exists for what cuBLAS cannot do: choose tiles for a prefill's few, wide products
+ * (wave quantisation) and fuse SwiGLU into the gate/up product.
+ */
+#ifndef KILN_CUDA_GEMM_TC_H
+#define KILN_CUDA_GEMM_TC_H
+
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#include "backend/cuda/gemm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Output tiles (token rows x output columns). AUTO picks by the product's shape and the SM count. */
+typedef enum kiln_tc_tile {
+  KILN_TC_AUTO = 0,
+  KILN_TC_128x128,
+  KILN_TC_64x128,
+  KILN_TC_128x64,
+  KILN_TC_128x192,
+  KILN_TC_128x256,
+  KILN_TC_TILES
+} kiln_tc_tile;
+
+/* KILN_CUDA_GEMM_TILE's value: auto (or unset), or ROWSxCOLS of one of the tiles; -1 for anything else. */
+int kiln_cuda_gemm_tc_tile_env(const char *v);
+/* The tile AUTO picks for n x in x out on n_sm SMs. */
+kiln_tc_tile kiln_cuda_gemm_tc_auto(int64_t n, int64_t in, int64_t out, int n_sm);
+
+/* 1 when this product can run here: the library carries sm_90a code, the current device is compute capability
+ * 9.x, and the driver hands out its tensor-map encoder. */
+int kiln_cuda_gemm_tc_available(void);
+
+/* y = x W^T on the tensor cores: x bf16 [n][in], W bf16 [out][in] (nn.Linear layout), f32 accumulation, and y by
+ * kind: KILN_GEMM_BF16 bf16 [n][out]; KILN_GEMM_F32 f32 [n][out]; KILN_GEMM_ACC f32 [n][out] added to;
+ * KILN_GEMM_SWIGLU bf16 [n][out / 2], column j = silu(product column 2j) * product column 2j + 1. Needs in a
+ * multiple of 8, out even (a multiple of 4 for SwiGLU), x and W 16-byte aligned, y 8-byte aligned; tile 0 is
+ * AUTO. Asynchronous on `stream` (capturable; a programmatic dependent when the thread asks for it). */
+int kiln_cuda_gemm_tc(kiln_gemm_out kind, void *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in,
+                      int64_t out, kiln_tc_tile tile, int n_sm, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

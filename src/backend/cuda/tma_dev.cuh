@@ -1,0 +1,66 @@
+/*
+ * backend/cuda/tma_dev.cuh (internal, device code): Hopper's tensor memory accelerator (TMA) and the shared-memory
+ * transaction barriers (mbarrier) that count its bytes in, as the prefill GEMM uses them (sm_90a).
+ *
+ * A TMA copy moves a 2-D box of a tensor described by a CUtensorMap (made on the host: gemm_tc.cu) into shared
+ * memory, swizzled as the map says, and reports its bytes to a barrier ("complete_tx"). A stage's barrier
+ * completes a phase when its expected arrivals have arrived and all the bytes announced with expect_tx have
+ * landed; a waiter names the phase by its parity (0 for a barrier's first phase, then 1, 0, ...). Parts of a box
+ * outside the tensor are filled with zeros and still counted, so edge tiles need no special case.
+ *
+ * Like wgmma_dev.cuh, everything compiles to nothing outside sm_90a (KILN_WG_OK 0).
+ */
+#ifndef KILN_CUDA_TMA_DEV_CUH
+#define KILN_CUDA_TMA_DEV_CUH
+
+#include <stdint.h>
+
+#include "backend/cuda/wgmma_dev.cuh"
+
+static __device__ __forceinline__ void kiln_mbar_init(uint32_t bar, unsigned arrivals) {
+#if KILN_WG_OK
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(arrivals) : "memory");
+#endif
+}
+/* Makes the initialisations visible to the async proxy (TMA) before any copy signals the barriers. */
+static __device__ __forceinline__ void kiln_mbar_init_fence(void) {
+#if KILN_WG_OK
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+/* One arrival that also announces `bytes` more to come from copies. */
+static __device__ __forceinline__ void kiln_mbar_expect_tx(uint32_t bar, unsigned bytes) {
+#if KILN_WG_OK
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+#endif
+}
+static __device__ __forceinline__ void kiln_mbar_arrive(uint32_t bar) {
+#if KILN_WG_OK
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+#endif
+}
+/* Waits until the barrier's phase of parity `parity` has completed. */
+static __device__ __forceinline__ void kiln_mbar_wait(uint32_t bar, unsigned parity) {
+#if KILN_WG_OK
+  asm volatile("{\n.reg .pred p;\nKILN_MBAR_WAIT:\n"
+               "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+               "@!p bra KILN_MBAR_WAIT;\n}\n" ::"r"(bar),
+               "r"(parity)
+               : "memory");
+#endif
+}
+
+/* The box at (c0 along the contiguous dimension, c1 along the rows) of the tensor `map` (the address of a
+ * __grid_constant__ kernel parameter) into shared memory at dst, its bytes reported to barrier bar. */
+static __device__ __forceinline__ void kiln_tma_load_2d(uint32_t dst, const void *map, uint32_t bar, int c0, int c1) {
+#if KILN_WG_OK
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
+               "[%4];\n" ::"r"(dst),
+               "l"(map), "r"(c0), "r"(c1), "r"(bar)
+               : "memory");
+#else
+  (void)dst, (void)map, (void)bar, (void)c0, (void)c1;
+#endif
+}
+
+#endif
