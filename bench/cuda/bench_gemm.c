@@ -6,7 +6,7 @@
  * product: the GemmEx time, cublasLt's first offer, the fastest candidate with its configuration (tile, split-k,
  * reduction scheme, stages, swizzle, cluster shape), whether that one is bitwise repeatable, and its largest
  * difference from the GemmEx result.
- *   bench_gemm [--tokens N[,N...]] [--reps R] CONFIG.json...
+ *   bench_gemm [--tokens N[,N...]] [--reps R] [--own-only 1] CONFIG.json...
  * Then kiln's own GEMM (gemm_tc.h, where the device runs it) with every tile, and for gate/up with SwiGLU fused
  * (own_swiglu_us: the product and the activation in one kernel, against gemmex_us + swiglu_us of the two).
  * Output: one JSON object per (config, tokens, product) on stdout. Random bf16 operands; y += x W^T products (o,
@@ -81,6 +81,7 @@ typedef struct run_ctx {
   int own;               /* >= 0: launch runs kiln's own GEMM with this tile (kiln_tc_tile), not cuBLAS */
   kiln_gemm_out own_kind; /* and this output */
   void *act;             /* -1 own: cuBLAS's bf16 product, then kiln's SwiGLU kernel into act */
+  int own_only;          /* --own-only 1: cublasGemmEx and kiln's own, no cublasLt offers (for a profiler) */
 } run_ctx;
 
 /* y (out x n column-major = row-major [n][out]) from y0, then the product; algo NULL: cublasGemmEx */
@@ -209,7 +210,7 @@ static void bench_product(run_ctx *r, const char *config, const product *p, int6
   double first = -1, best = 1e30, best_offer = 1e30;
   int bi = -1;
   json_t *all = json_array();
-  for (int i = 0; i < nc; i++) {
+  for (int i = 0; i < (r->own_only ? 0 : nc); i++) {
     const double t = time_us(r, p, n, y, y0, x, w, op, la, lb, lc, &cand[i]);
     if (i == 0) first = t;
     if (i < n_offers && t < best_offer) best_offer = t;
@@ -317,13 +318,15 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_gemm: --reps %s: expected 1-10000\n", argv[i + 1]);
         return 2;
       }
+    } else if (!strcmp(argv[i], "--own-only")) {
+      r.own_only = atoi(argv[i + 1]) != 0;
     } else {
       fprintf(stderr, "bench_gemm: unknown option %s\n", argv[i]);
       return 2;
     }
   }
   if (i >= argc) {
-    fprintf(stderr, "usage: bench_gemm [--tokens N[,N...]] [--reps R] CONFIG.json...\n");
+    fprintf(stderr, "usage: bench_gemm [--tokens N[,N...]] [--reps R] [--own-only 1] CONFIG.json...\n");
     return 2;
   }
   CK(cudaStreamCreate(&r.st));

@@ -345,8 +345,8 @@ static int read_switches_(kiln_backend *b) {
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMM_OWN_MIN=%s: expected 1-%d tokens", om, KILN_CUDA_MAX_CHUNK);
   b->gemm_own_min = own && kiln_cuda_gemm_tc_available() ? (int)own_min : INT_MAX;
   if ((b->gemm_tile = kiln_cuda_gemm_tc_tile_env(getenv("KILN_CUDA_GEMM_TILE"))) < 0)
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMM_TILE=%s: expected auto, 128x128, 64x128, 128x64, 128x192 or "
-                      "128x256", getenv("KILN_CUDA_GEMM_TILE"));
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMM_TILE=%s: expected auto or a tile of gemm_tc.cu such as "
+                      "128x128 or 64x128/2", getenv("KILN_CUDA_GEMM_TILE"));
   /* the shared-memory carveout of the decode kernels: auto or unset (the driver's choice per kernel), max, or a
    * percent; one value for all keeps the SMs from reconfiguring between kernels of different needs */
   const char *co = getenv("KILN_CUDA_CARVEOUT");

@@ -16,8 +16,9 @@
  * pair is (gate, up) of one intermediate column (the gate/up weights interleave their rows; weights.c), and
  * neighbouring lanes swap halves so that each writes two adjacent bf16.
  *
- * Occupancy: tiles of up to 128 x 128 run two blocks an SM (so one block's epilogue overlaps the other's loads
- * and products); wider tiles one block with more stages.
+ * Occupancy: one block an SM with as many stages as fit (up to 9), since a block's loads in flight are what
+ * limits it; the "/2" tiles run two blocks an SM with fewer stages each (one block's epilogue then overlaps the
+ * other's loads and products).
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -34,27 +35,28 @@
 
 enum { TC_BK = 64 }; /* k a stage: 64 bf16 = 128 bytes a row, the swizzle's width */
 
-template <int BM, int BN>
+template <int BM, int BN, int BLOCKS>
 struct tc_cfg {
-  static constexpr int NC = BM / 64;              /* consumer warpgroups */
-  static constexpr int THREADS = NC * 128 + 32;   /* and the producer warp */
-  static constexpr int BLOCKS = BN <= 128 ? 2 : 1; /* blocks an SM */
+  static constexpr int NC = BM / 64;            /* consumer warpgroups */
+  static constexpr int THREADS = NC * 128 + 32; /* and the producer warp */
   static constexpr int A_BYTES = BM * TC_BK * 2, B_BYTES = BN * TC_BK * 2, STAGE = A_BYTES + B_BYTES;
-  /* as many stages as fit the SM's 228 KB less 1 KB a block, with 1 KB to align the tiles and the barriers */
+  /* as many stages as fit the SM's 228 KB less 1 KB a block, with 1 KB to align the tiles and the barriers: a
+   * consumer holds two stages (the one its products read, and the one before until they retire), so S - 2 are
+   * loading while it waits, and a load takes about 1 us (H100) */
   static constexpr int STAGES_FIT = ((228 / BLOCKS - 1) * 1024 - 1024 - 256) / STAGE;
-  static constexpr int STAGES = STAGES_FIT > 6 ? 6 : STAGES_FIT;
+  static constexpr int STAGES = STAGES_FIT > 9 ? 9 : STAGES_FIT;
   static constexpr size_t SMEM = 1024 + (size_t)STAGES * STAGE + 2 * STAGES * 8;
   static_assert(STAGES >= 2, "tc_cfg: too few stages");
 };
 
 static __device__ __forceinline__ float tc_silu_mul(float g, float u) { return g / (1.f + expf(-g)) * u; }
 
-template <int BM, int BN, int KIND>
-static __global__ void __launch_bounds__(tc_cfg<BM, BN>::THREADS, tc_cfg<BM, BN>::BLOCKS)
+template <int BM, int BN, int BLOCKS, int KIND>
+static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS)
     gemm_tc_kernel(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw, void *y, int n,
                    int out, int k_steps) {
 #if KILN_WG_OK
-  using C = tc_cfg<BM, BN>;
+  using C = tc_cfg<BM, BN, BLOCKS>;
   constexpr int S = C::STAGES;
   extern __shared__ uint8_t tc_smem[];
   const uint32_t tiles = (kiln_smem_addr(tc_smem) + 1023u) & ~1023u;
@@ -143,11 +145,12 @@ static __global__ void __launch_bounds__(tc_cfg<BM, BN>::THREADS, tc_cfg<BM, BN>
 /* ---- host side ---- */
 
 static const struct {
-  int bm, bn;
+  int bm, bn, blocks;
   const char *name;
 } tiles_[KILN_TC_TILES] = {
-    {0, 0, "auto"}, {128, 128, "128x128"}, {64, 128, "64x128"}, {128, 64, "128x64"}, {128, 192, "128x192"},
-    {128, 256, "128x256"},
+    {0, 0, 0, "auto"},          {128, 128, 1, "128x128"},   {64, 128, 1, "64x128"},   {128, 64, 1, "128x64"},
+    {128, 192, 1, "128x192"},   {128, 256, 1, "128x256"},   {64, 256, 1, "64x256"},   {128, 128, 2, "128x128/2"},
+    {64, 128, 2, "64x128/2"},
 };
 
 extern "C" int kiln_cuda_gemm_tc_tile_env(const char *v) {
@@ -165,7 +168,7 @@ extern "C" kiln_tc_tile kiln_cuda_gemm_tc_auto(int64_t n, int64_t in, int64_t ou
   if (n_sm < 1) n_sm = 1;
   kiln_tc_tile best = KILN_TC_128x128;
   double best_cost = 0;
-  for (int t = KILN_TC_128x128; t < KILN_TC_TILES; t++) {
+  for (int t = KILN_TC_128x128; t <= KILN_TC_64x256; t++) { /* the one-block tiles */
     const int64_t count = (n + tiles_[t].bm - 1) / tiles_[t].bm * ((out + tiles_[t].bn - 1) / tiles_[t].bn);
     const double per = (double)tiles_[t].bm * tiles_[t].bn * (tiles_[t].bm < 128 || tiles_[t].bn < 128 ? 1.15 : 1.0);
     const double cost = (double)((count + n_sm - 1) / n_sm) * per;
@@ -209,29 +212,29 @@ static int tensor_map_(CUtensorMap *m, const uint16_t *p, int64_t rows, int64_t 
   return 0;
 }
 
-template <int BM, int BN, int KIND>
+template <int BM, int BN, int BLOCKS, int KIND>
 static int launch_(void *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in, int64_t out,
                    cudaStream_t stream) {
-  using C = tc_cfg<BM, BN>;
+  using C = tc_cfg<BM, BN, BLOCKS>;
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
-  int rc = kiln_cuda__allow_smem((const void *)gemm_tc_kernel<BM, BN, KIND>, C::SMEM, smem_set, 1);
+  int rc = kiln_cuda__allow_smem((const void *)gemm_tc_kernel<BM, BN, BLOCKS, KIND>, C::SMEM, smem_set, 1);
   if (rc) return rc;
   CUtensorMap tx, tw;
   if ((rc = tensor_map_(&tx, x, n, in, BM)) || (rc = tensor_map_(&tw, w, out, in, BN))) return rc;
   const dim3 grid((unsigned)((n + BM - 1) / BM), (unsigned)((out + BN - 1) / BN));
-  KILN_CUDA_CHECK(kiln_launch(gemm_tc_kernel<BM, BN, KIND>, grid, dim3(C::THREADS), C::SMEM, stream, tx, tw, y,
+  KILN_CUDA_CHECK(kiln_launch(gemm_tc_kernel<BM, BN, BLOCKS, KIND>, grid, dim3(C::THREADS), C::SMEM, stream, tx, tw, y,
                               (int)n, (int)out, (int)((in + TC_BK - 1) / TC_BK)));
   return 0;
 }
 
-template <int BM, int BN>
+template <int BM, int BN, int BLOCKS>
 static int launch_kind_(kiln_gemm_out kind, void *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in,
                         int64_t out, cudaStream_t stream) {
   switch (kind) {
-  case KILN_GEMM_BF16: return launch_<BM, BN, KILN_GEMM_BF16>(y, x, w, n, in, out, stream);
-  case KILN_GEMM_F32: return launch_<BM, BN, KILN_GEMM_F32>(y, x, w, n, in, out, stream);
-  case KILN_GEMM_ACC: return launch_<BM, BN, KILN_GEMM_ACC>(y, x, w, n, in, out, stream);
-  case KILN_GEMM_SWIGLU: return launch_<BM, BN, KILN_GEMM_SWIGLU>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_BF16: return launch_<BM, BN, BLOCKS, KILN_GEMM_BF16>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_F32: return launch_<BM, BN, BLOCKS, KILN_GEMM_F32>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_ACC: return launch_<BM, BN, BLOCKS, KILN_GEMM_ACC>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_SWIGLU: return launch_<BM, BN, BLOCKS, KILN_GEMM_SWIGLU>(y, x, w, n, in, out, stream);
   }
   return kiln_error(KILN_EINVAL, "cuda gemm: unknown output kind %d", (int)kind);
 }
@@ -248,10 +251,13 @@ extern "C" int kiln_cuda_gemm_tc(kiln_gemm_out kind, void *y, const uint16_t *x,
   if ((out + tiles_[tile].bn - 1) / tiles_[tile].bn > 65535)
     return kiln_error(KILN_EINVAL, "cuda gemm: %lld output columns", (long long)out);
   switch (tile) {
-  case KILN_TC_64x128: return launch_kind_<64, 128>(kind, y, x, w, n, in, out, stream);
-  case KILN_TC_128x64: return launch_kind_<128, 64>(kind, y, x, w, n, in, out, stream);
-  case KILN_TC_128x192: return launch_kind_<128, 192>(kind, y, x, w, n, in, out, stream);
-  case KILN_TC_128x256: return launch_kind_<128, 256>(kind, y, x, w, n, in, out, stream);
-  default: return launch_kind_<128, 128>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_64x128: return launch_kind_<64, 128, 1>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_128x64: return launch_kind_<128, 64, 1>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_128x192: return launch_kind_<128, 192, 1>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_128x256: return launch_kind_<128, 256, 1>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_64x256: return launch_kind_<64, 256, 1>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_128x128_2: return launch_kind_<128, 128, 2>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_64x128_2: return launch_kind_<64, 128, 2>(kind, y, x, w, n, in, out, stream);
+  default: return launch_kind_<128, 128, 1>(kind, y, x, w, n, in, out, stream);
   }
 }

@@ -18,7 +18,8 @@
 extern "C" {
 #endif
 
-/* Output tiles (token rows x output columns). AUTO picks by the product's shape and the SM count. */
+/* Output tiles (token rows x output columns), one block an SM, or two ("/2"). AUTO picks by the product's shape
+ * and the SM count. */
 typedef enum kiln_tc_tile {
   KILN_TC_AUTO = 0,
   KILN_TC_128x128,
@@ -26,10 +27,14 @@ typedef enum kiln_tc_tile {
   KILN_TC_128x64,
   KILN_TC_128x192,
   KILN_TC_128x256,
+  KILN_TC_64x256,
+  KILN_TC_128x128_2,
+  KILN_TC_64x128_2,
   KILN_TC_TILES
 } kiln_tc_tile;
 
-/* KILN_CUDA_GEMM_TILE's value: auto (or unset), or ROWSxCOLS of one of the tiles; -1 for anything else. */
+/* KILN_CUDA_GEMM_TILE's value: auto (or unset), or the name of one of the tiles (ROWSxCOLS, ROWSxCOLS/2); -1 for
+ * anything else. */
 int kiln_cuda_gemm_tc_tile_env(const char *v);
 /* The tile AUTO picks for n x in x out on n_sm SMs. */
 kiln_tc_tile kiln_cuda_gemm_tc_auto(int64_t n, int64_t in, int64_t out, int n_sm);
