@@ -92,8 +92,9 @@ def prefills(kernels, n_layers):
     is_rope = lambda n: "rope" in n
     is_attn = lambda n: "fa2" in n or "ap_wmma" in n
     is_swiglu = lambda n: "swiglu" in n
-    # kiln's own GEMM with the SwiGLU output (kind 3 of kiln_gemm_out), mangled or demangled
-    is_tc_swiglu = lambda n: re.search(r"gemm_tc_kernelILi\d+ELi\d+ELi3E|gemm_tc_kernel<\d+, ?\d+, ?3>", n) is not None
+    # kiln's own GEMM with an epilogue of kind k of kiln_gemm_out (its last template argument), mangled or not
+    def is_tc(n, k):
+        return re.search(rf"gemm_tc_kernelI(?:Li\d+E){{3}}Li{k}E|gemm_tc_kernel<\d+, ?\d+, ?\d+, ?{k}>", n) is not None
     out, i = [], 0
     while i + 1 < len(kernels):
         if not ("embed" in kernels[i][2] and is_norm(kernels[i + 1][2])):
@@ -116,13 +117,14 @@ def prefills(kernels, n_layers):
             for role, test, nxt in [("norm1", is_norm, None), ("qkv", None, is_rope), ("rope", is_rope, None),
                                     ("attention", is_attn, None), ("o", None, is_norm), ("norm2", is_norm, None),
                                     ("gate_up", None, is_swiglu), ("swiglu", is_swiglu, None), ("down", None, is_norm)]:
-                if role == "gate_up" and j < len(kernels) and is_tc_swiglu(kernels[j][2]):
-                    # kiln's own GEMM with SwiGLU fused (KILN_CUDA_PREFILL_GEMM=own): no SwiGLU kernel of its own
-                    parts["gate_up"] = (kernels[j][0], kernels[j][0] + kernels[j][1])
-                    parts["swiglu"] = (parts["gate_up"][1], parts["gate_up"][1])
+                fused = {"qkv": ("rope", 4), "gate_up": ("swiglu", 3)}  # KILN_CUDA_PREFILL_GEMM=own
+                if role in fused and j < len(kernels) and is_tc(kernels[j][2], fused[role][1]):
+                    # kiln's own GEMM with the next part in its epilogue: that part takes no time of its own
+                    parts[role] = (kernels[j][0], kernels[j][0] + kernels[j][1])
+                    parts[fused[role][0]] = (parts[role][1], parts[role][1])
                     j += 1
                     continue
-                if role == "swiglu" and role in parts:
+                if role in ("rope", "swiglu") and role in parts:
                     continue
                 if test:  # one kernel of a known name
                     if j >= len(kernels) or not test(kernels[j][2]):

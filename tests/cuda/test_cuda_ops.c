@@ -661,6 +661,73 @@ static void test_gemm_tc(int64_t n, int64_t in, int64_t out) {
   cudaFree(d_x), cudaFree(d_W), cudaFree(d_y);
 }
 
+/* The q/k/v product with RoPE in its epilogue against the product written as bf16 and then kiln_cuda_qkv_rope
+ * (itself tested against the CPU above), both on the GPU: the same bits but for the order of the q/k norms' sums
+ * of squares; values bit for bit; nothing of the cache written outside the chunk's rows. */
+static void test_gemm_tc_qkv(int64_t n, int64_t in, int nh, int nkv, int norm, int bias, kiln_tc_tile tile) {
+  const int hd = 128, pos0 = 7, n_ctx = (int)n + 20, n_seqs = 2, seq = 1;
+  const int64_t out = (int64_t)(nh + 2 * nkv) * hd, cache = (int64_t)n_seqs * nkv * n_ctx * hd, nq = n * nh * hd;
+  float inv[128];
+  rope_freqs_(inv, KILN_ROPE_DEFAULT, hd);
+  uint16_t *x = rand_bf16(n * in, 1.f), *W = rand_bf16(out * in, 0.05f);
+  float *bq = rand_f32(out, 0.f, 0.3f), *qn = rand_f32(hd, 1.f, 0.2f), *kn = rand_f32(hd, 1.f, 0.2f);
+  uint16_t *d_x = gt_dev((size_t)n * in * 2), *d_W = gt_dev((size_t)out * in * 2), *d_qkv = gt_dev((size_t)n * out * 2);
+  float *d_b = gt_dev((size_t)out * 4), *d_qn = gt_dev((size_t)hd * 4), *d_kn = gt_dev((size_t)hd * 4);
+  float *d_rope = rope_table_(inv, hd, n_ctx, "default");
+  uint16_t *d_q[2], *d_k[2], *d_v[2], *h[2];
+  kiln_cuda_step st = {.seq = seq, .pos = pos0, .n = (int32_t)n}, *d_st = gt_dev(sizeof st);
+  gt_up(d_x, x, (size_t)n * in * 2);
+  gt_up(d_W, W, (size_t)out * in * 2);
+  gt_up(d_b, bq, (size_t)out * 4);
+  gt_up(d_qn, qn, (size_t)hd * 4);
+  gt_up(d_kn, kn, (size_t)hd * 4);
+  gt_up(d_st, &st, sizeof st);
+  const int64_t total = nq + 2 * cache;
+  for (int k = 0; k < 2; k++) {
+    d_q[k] = gt_dev((size_t)nq * 2), d_k[k] = gt_dev((size_t)cache * 2), d_v[k] = gt_dev((size_t)cache * 2);
+    h[k] = malloc((size_t)total * 2);
+    if (!h[k]) abort();
+  }
+  /* 0: unfused; 1: fused */
+  const kiln_cuda_attn_shape sh = {nh, nkv, hd, n_ctx};
+  GT_OK(kiln_cuda_gemm_tc(KILN_GEMM_BF16, d_qkv, d_x, d_W, n, in, out, tile, n_sm, 0));
+  GT_OK(kiln_cuda_qkv_rope(d_q[0], d_k[0], d_v[0], d_qkv, bias ? d_b : NULL, norm ? d_qn : NULL, norm ? d_kn : NULL,
+                           1e-6f, d_rope, d_st, n, &sh, n_sm, 0, 0));
+  const kiln_tc_qkv e = {.q_out = d_q[1], .k_cache = d_k[1], .v_cache = d_v[1], .bias = bias ? d_b : NULL,
+                         .q_norm = norm ? d_qn : NULL, .k_norm = norm ? d_kn : NULL, .rope = d_rope, .step = d_st,
+                         .eps = 1e-6f, .n_heads = nh, .n_kv_heads = nkv, .n_ctx = n_ctx};
+  GT_OK(kiln_cuda_gemm_tc_qkv(&e, d_x, d_W, n, in, tile, n_sm, 0));
+  for (int k = 0; k < 2; k++) {
+    gt_down(h[k], d_q[k], (size_t)nq * 2);
+    gt_down(h[k] + nq, d_k[k], (size_t)cache * 2);
+    gt_down(h[k] + nq + cache, d_v[k], (size_t)cache * 2);
+  }
+  /* q and k: within rounding (the sums of squares add in another order); v: the same bits; poison (untouched)
+   * exactly where the unfused path left it */
+  float *a = malloc((size_t)total * 4), *b = malloc((size_t)total * 4);
+  if (!a || !b) abort();
+  int64_t m = 0, poison_bad = 0, v_bad = 0;
+  for (int64_t i = 0; i < total; i++) {
+    const bool pa = h[0][i] == 0xffff, pb = h[1][i] == 0xffff;
+    if (pa || pb) {
+      poison_bad += pa != pb;
+      continue;
+    }
+    if (i >= nq + cache) v_bad += h[0][i] != h[1][i];
+    a[m] = kiln_bf16_to_f32(h[1][i]), b[m++] = kiln_bf16_to_f32(h[0][i]);
+  }
+  const double e2 = gt_nmse(a, b, m);
+  GT_CHECK(m >= nq + 2 * n * nkv * hd && e2 <= 1e-6 && poison_bad == 0 && v_bad == 0,
+           "gemm_tc q/k/v n=%lld in=%lld heads %d+%d norm=%d bias=%d tile %d: %lld compared, NMSE %.3g, %lld "
+           "written where the unfused path did not (or not where it did), %lld values differ",
+           (long long)n, (long long)in, nh, nkv, norm, bias, (int)tile, (long long)m, e2, (long long)poison_bad,
+           (long long)v_bad);
+  free(x), free(W), free(bq), free(qn), free(kn), free(a), free(b);
+  for (int k = 0; k < 2; k++) free(h[k]), cudaFree(d_q[k]), cudaFree(d_k[k]), cudaFree(d_v[k]);
+  cudaFree(d_x), cudaFree(d_W), cudaFree(d_qkv), cudaFree(d_b), cudaFree(d_qn), cudaFree(d_kn), cudaFree(d_rope);
+  cudaFree(d_st);
+}
+
 static void test_gemm_tcs(void) {
   if (!kiln_cuda_gemm_tc_available()) {
     printf("gemm_tc: not available here (no sm_90a code or not a 9.x device): skipped\n");
@@ -684,6 +751,11 @@ static void test_gemm_tcs(void) {
   test_gemm_tc(300, 2048, 1024);
   test_gemm_tc(1024, 1024, 4096);
   test_gemm_tc(1024, 3072, 1024);
+  test_gemm_tc_qkv(200, 520, 4, 2, 1, 1, KILN_TC_AUTO);
+  test_gemm_tc_qkv(200, 520, 4, 2, 0, 0, KILN_TC_64x128);
+  test_gemm_tc_qkv(130, 1024, 16, 8, 1, 0, KILN_TC_128x128);
+  test_gemm_tc_qkv(37, 256, 2, 1, 1, 1, KILN_TC_128x128_2);
+  test_gemm_tc_qkv(37, 256, 2, 1, 1, 0, KILN_TC_64x128_2);
   /* the auto rule: 0.6B's o at 1,024 tokens takes a half-width tile, its q/k/v a full one */
   printf("gemm_tc auto tiles (n_sm %d): o %d, down %d, qkv %d, gate/up %d\n", n_sm,
          (int)kiln_cuda_gemm_tc_auto(1024, 2048, 1024, n_sm), (int)kiln_cuda_gemm_tc_auto(1024, 3072, 1024, n_sm),

@@ -332,8 +332,9 @@ static int read_switches_(kiln_backend *b) {
   else if (!strcmp(gp, "time")) b->gemm_planning = true;
   else return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMM_PLAN=%s: expected default or time", gp);
   /* cublas or unset: cuBLAS for every prefill product; own: kiln's own GEMMs (gemm_tc.h) for chunks of at least
-   * KILN_CUDA_GEMM_OWN_MIN tokens (default 1), where the device can run them (sm_90a); KILN_CUDA_GEMM_TILE: their
-   * tiles (auto or ROWSxCOLS) */
+   * KILN_CUDA_GEMM_OWN_MIN tokens (default 1), where the device can run them (sm_90a), SwiGLU fused into gate/up
+   * and (head_dim 128, unless KILN_CUDA_GEMM_ROPE=0) q/k norm, RoPE and the KV store into q/k/v;
+   * KILN_CUDA_GEMM_TILE: their tiles (auto or a name) */
   const char *og = getenv("KILN_CUDA_PREFILL_GEMM");
   bool own = false;
   if (!og || !*og || !strcmp(og, "cublas")) own = false;
@@ -344,6 +345,8 @@ static int read_switches_(kiln_backend *b) {
   if (om && *om && env_int_(om, 1, KILN_CUDA_MAX_CHUNK, &own_min))
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMM_OWN_MIN=%s: expected 1-%d tokens", om, KILN_CUDA_MAX_CHUNK);
   b->gemm_own_min = own && kiln_cuda_gemm_tc_available() ? (int)own_min : INT_MAX;
+  if ((rc = env_on_("KILN_CUDA_GEMM_ROPE", &b->gemm_rope))) return rc;
+  b->gemm_rope = b->gemm_rope && b->cfg.head_dim == 128;
   if ((b->gemm_tile = kiln_cuda_gemm_tc_tile_env(getenv("KILN_CUDA_GEMM_TILE"))) < 0)
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMM_TILE=%s: expected auto or a tile of gemm_tc.cu such as "
                       "128x128 or 64x128/2", getenv("KILN_CUDA_GEMM_TILE"));

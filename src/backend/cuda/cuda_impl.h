@@ -115,6 +115,7 @@ struct kiln_backend {
    * into gate/up) instead of cuBLAS (INT_MAX: never), with tiles gemm_tile (KILN_CUDA_GEMM_TILE; auto) */
   int gemm_own_min;
   int gemm_tile;
+  bool gemm_rope; /* and the q/k/v product with q/k norm, RoPE and the KV store (KILN_CUDA_GEMM_ROPE=0: not) */
   bool gemm_planned[KILN_CUDA_PREFILL_BUCKETS];
   kiln_cuda_gemm_algo gemm_plan[KILN_CUDA_PREFILL_BUCKETS][KILN_PF_GEMMS];
 

@@ -209,10 +209,17 @@ static int prefill_enqueue_(kiln_backend *b, int n, bool last_logits) {
     /* the o and down projections accumulate into the residual x (their GEMMs add to it): the norms only read it,
      * apart from the o_proj bias */
     if ((rc = kiln_cuda_add_rmsnorm(b->hbuf, b->x, NULL, NULL, L->attn_norm, n, H, eps, st))) return rc;
-    if ((rc = GEMM(KILN_PF_QKV, KILN_GEMM_BF16, qkv16, b->hbuf, L->wqkv, H, b->qkv_dim))) return rc;
-    if ((rc = kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, qkv16, L->bqkv, L->q_norm, L->k_norm, eps,
-                                 b->rope, b->d_step, n, &b->shape, b->n_sm, 0, st)))
+    if (own && b->gemm_rope) { /* q/k norm, RoPE and the KV store in the product's epilogue */
+      const kiln_tc_qkv e = {.q_out = b->q, .k_cache = L->k_cache, .v_cache = L->v_cache, .bias = L->bqkv,
+                             .q_norm = L->q_norm, .k_norm = L->k_norm, .rope = b->rope, .step = b->d_step,
+                             .eps = eps, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads, .n_ctx = b->n_ctx};
+      if ((rc = kiln_cuda_gemm_tc_qkv(&e, b->hbuf, L->wqkv, n, H, (kiln_tc_tile)b->gemm_tile, b->n_sm, st)))
+        return rc;
+    } else if ((rc = GEMM(KILN_PF_QKV, KILN_GEMM_BF16, qkv16, b->hbuf, L->wqkv, H, b->qkv_dim)) ||
+               (rc = kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, qkv16, L->bqkv, L->q_norm, L->k_norm, eps,
+                                        b->rope, b->d_step, n, &b->shape, b->n_sm, 0, st))) {
       return rc;
+    }
     if ((rc = kiln_cuda_attn_prefill(b->hbuf, b->q, L->k_cache, L->v_cache, b->d_step, n, &b->shape, b->pf_attn,
                                      b->n_sm, st)))
       return rc;

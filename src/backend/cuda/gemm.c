@@ -69,7 +69,7 @@ int kiln_cuda_gemm_run(const kiln_cuda_gemm_env *e, const kiln_cuda_gemm_algo *a
                        const uint16_t *x, const uint16_t *w, int64_t n, int64_t in, int64_t out) {
   int rc = shape_ok_(n, in, out);
   if (rc || n == 0) return rc;
-  if (kind == KILN_GEMM_SWIGLU) return kiln_error(KILN_EINVAL, "cuda gemm: cuBLAS has no SwiGLU output");
+  if (kind >= KILN_GEMM_SWIGLU) return kiln_error(KILN_EINVAL, "cuda gemm: cuBLAS has no fused output");
   if (!a || !a->lt) return gemmex_(e->h, kind, y, x, w, n, in, out);
   kiln_cuda_gemm_lt d;
   if ((rc = kiln_cuda__gemm_lt_desc(&d, kind, n, in, out))) return rc;

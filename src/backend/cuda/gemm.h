@@ -28,9 +28,15 @@ int kiln_cuda_gemm_acc(cublasHandle_t h, float *y, const uint16_t *x, const uint
 int kiln_cuda_gemm_bf16(cublasHandle_t h, uint16_t *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in,
                         int64_t out);
 
-/* What y is: f32 written, f32 added to (beta = 1), or bf16 written; SwiGLU of (gate, up) column pairs, bf16
- * (kiln's own product only: gemm_tc.h). */
-typedef enum kiln_gemm_out { KILN_GEMM_F32, KILN_GEMM_ACC, KILN_GEMM_BF16, KILN_GEMM_SWIGLU } kiln_gemm_out;
+/* What y is: f32 written, f32 added to (beta = 1), or bf16 written; kiln's own product only (gemm_tc.h): SwiGLU
+ * of (gate, up) column pairs, bf16, or q/k/v heads normed, rotated and stored where attention reads them. */
+typedef enum kiln_gemm_out {
+  KILN_GEMM_F32,
+  KILN_GEMM_ACC,
+  KILN_GEMM_BF16,
+  KILN_GEMM_SWIGLU,
+  KILN_GEMM_QKV
+} kiln_gemm_out;
 
 /* Where a planned product runs: both cuBLAS handles on one stream, and the workspace cublasLt may use (the one set
  * on h, so that at most one product uses it at a time). */

@@ -50,11 +50,68 @@ struct tc_cfg {
 };
 
 static __device__ __forceinline__ float tc_silu_mul(float g, float u) { return g / (1.f + expf(-g)) * u; }
+static __device__ __forceinline__ float tc_bf16_round(float v) {
+  return __uint_as_float((uint32_t)kiln_f32_to_bf16_dev(v) << 16);
+}
+
+/* The q/k/v epilogue (gemm_tc.h, kiln_tc_qkv) of one head: this thread's two rows (r0, r0 + 8) of columns
+ * 8i + cq, 8i + cq + 1 (i < 16) of the head's 128. RoPE pairs column c < 64 with c + 64, held in d[i] and d[i + 8];
+ * the row's sum of squares adds the 4 lanes of a quad (lanes 4g .. 4g + 3 hold row g), so every lane runs this. */
+static __device__ __forceinline__ void tc_qkv_epilogue(float (&d)[16][4], const kiln_tc_qkv &e, int head, int r0,
+                                                       int n, int cq) {
+  const int nh = e.n_heads, nkv = e.n_kv_heads;
+  const bool isq = head < nh, isv = head >= nh + nkv;
+  const float *nw = isq ? e.q_norm : isv ? NULL : e.k_norm;
+  const float *bias = e.bias ? e.bias + (int64_t)head * 128 : NULL;
+  const int pos0 = e.step->pos;
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const int r = r0 + 8 * h;
+    const int pos = pos0 + (r < n ? r : n - 1); /* rows past n: a real row of the table, never stored */
+    float x[16][2];
+#pragma unroll
+    for (int i = 0; i < 16; i++)
+#pragma unroll
+      for (int j = 0; j < 2; j++) x[i][j] = tc_bf16_round(d[i][2 * h + j]) + (bias ? bias[8 * i + cq + j] : 0.f);
+    if (nw) {
+      float ss = 0.f;
+#pragma unroll
+      for (int i = 0; i < 16; i++) ss = fmaf(x[i][0], x[i][0], fmaf(x[i][1], x[i][1], ss));
+      ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+      ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+      const float inv = rsqrtf(ss / 128.f + e.eps);
+#pragma unroll
+      for (int i = 0; i < 16; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) x[i][j] = nw[8 * i + cq + j] * (x[i][j] * inv);
+    }
+    if (!isv) { /* RoPE, as kiln_norm_rotate4_x writes it */
+      const float *cs = e.rope + (int64_t)pos * 128;
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        const float2 c = __ldg((const float2 *)(cs + 8 * i + cq)), sn = __ldg((const float2 *)(cs + 64 + 8 * i + cq));
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+          const float x1 = x[i][j], x2 = x[i + 8][j], cj = j ? c.y : c.x, sj = j ? sn.y : sn.x;
+          x[i][j] = x1 * cj + -1.f * (x2 * sj);
+          x[i + 8][j] = x2 * cj + 1.f * (x1 * sj);
+        }
+      }
+    }
+    if (r >= n) continue;
+    uint16_t *dst = isq ? e.q_out + ((int64_t)r * nh + head) * 128
+                        : (isv ? e.v_cache : e.k_cache) +
+                              (((int64_t)e.step->seq * nkv + (head - nh - (isv ? nkv : 0))) * e.n_ctx + pos0 + r) * 128;
+#pragma unroll
+    for (int i = 0; i < 16; i++) *(uint32_t *)(dst + 8 * i + cq) = kiln_pack_bf16x2(x[i][0], x[i][1]);
+  }
+}
 
 template <int BM, int BN, int BLOCKS, int KIND>
 static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS)
     gemm_tc_kernel(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw, void *y, int n,
-                   int out, int k_steps) {
+                   int out, int k_steps, const kiln_tc_qkv qe) {
+  static_assert(KIND != KILN_GEMM_QKV || BN == 128, "gemm_tc: the q/k/v epilogue takes a head (128) a block");
 #if KILN_WG_OK
   using C = tc_cfg<BM, BN, BLOCKS>;
   constexpr int S = C::STAGES;
@@ -105,39 +162,44 @@ static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS
   kiln_wg_wait0();
 
   const int r0 = m0 + wg * 64 + (warp & 3) * 16 + (lane >> 2), cq = 2 * (lane & 3);
+  if constexpr (KIND == KILN_GEMM_QKV) {
+    tc_qkv_epilogue(d, qe, n0 / 128, r0, n, cq);
+  } else {
 #pragma unroll
-  for (int i = 0; i < BN / 8; i++) {
-    const int c = n0 + 8 * i + cq;
-    if constexpr (KIND == KILN_GEMM_SWIGLU) {
-      /* lane pairs (2u, 2u + 1) hold intermediate columns c/2 and c/2 + 1 of rows r0 and r0 + 8: the even lane
-       * writes both of row r0, the odd lane both of row r0 + 8 */
-      const float a0 = tc_silu_mul(d[i][0], d[i][1]), a1 = tc_silu_mul(d[i][2], d[i][3]);
-      const bool odd = lane & 1;
-      const float got = __shfl_xor_sync(0xffffffffu, odd ? a0 : a1, 1);
-      const int r = odd ? r0 + 8 : r0, col = odd ? c / 2 - 1 : c / 2;
-      if (r < n && c < out)
-        ((uint32_t *)y)[((int64_t)r * (out / 2) + col) / 2] = odd ? kiln_pack_bf16x2(got, a1) : kiln_pack_bf16x2(a0, got);
-    } else {
-      if (c >= out) continue;
+    for (int i = 0; i < BN / 8; i++) {
+      const int c = n0 + 8 * i + cq;
+      if constexpr (KIND == KILN_GEMM_SWIGLU) {
+        /* lane pairs (2u, 2u + 1) hold intermediate columns c/2 and c/2 + 1 of rows r0 and r0 + 8: the even lane
+         * writes both of row r0, the odd lane both of row r0 + 8 */
+        const float a0 = tc_silu_mul(d[i][0], d[i][1]), a1 = tc_silu_mul(d[i][2], d[i][3]);
+        const bool odd = lane & 1;
+        const float got = __shfl_xor_sync(0xffffffffu, odd ? a0 : a1, 1);
+        const int r = odd ? r0 + 8 : r0, col = odd ? c / 2 - 1 : c / 2;
+        if (r < n && c < out)
+          ((uint32_t *)y)[((int64_t)r * (out / 2) + col) / 2] =
+              odd ? kiln_pack_bf16x2(got, a1) : kiln_pack_bf16x2(a0, got);
+      } else {
+        if (c >= out) continue;
 #pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const int r = r0 + 8 * h;
-        if (r >= n) continue;
-        const int64_t at = (int64_t)r * out + c;
-        if constexpr (KIND == KILN_GEMM_BF16) {
-          ((uint32_t *)y)[at / 2] = kiln_pack_bf16x2(d[i][2 * h], d[i][2 * h + 1]);
-        } else if constexpr (KIND == KILN_GEMM_F32) {
-          ((float2 *)y)[at / 2] = make_float2(d[i][2 * h], d[i][2 * h + 1]);
-        } else {
-          float2 v = ((float2 *)y)[at / 2];
-          v.x += d[i][2 * h], v.y += d[i][2 * h + 1];
-          ((float2 *)y)[at / 2] = v;
+        for (int h = 0; h < 2; h++) {
+          const int r = r0 + 8 * h;
+          if (r >= n) continue;
+          const int64_t at = (int64_t)r * out + c;
+          if constexpr (KIND == KILN_GEMM_BF16) {
+            ((uint32_t *)y)[at / 2] = kiln_pack_bf16x2(d[i][2 * h], d[i][2 * h + 1]);
+          } else if constexpr (KIND == KILN_GEMM_F32) {
+            ((float2 *)y)[at / 2] = make_float2(d[i][2 * h], d[i][2 * h + 1]);
+          } else {
+            float2 v = ((float2 *)y)[at / 2];
+            v.x += d[i][2 * h], v.y += d[i][2 * h + 1];
+            ((float2 *)y)[at / 2] = v;
+          }
         }
       }
     }
   }
 #else
-  (void)tx, (void)tw, (void)y, (void)n, (void)out, (void)k_steps;
+  (void)tx, (void)tw, (void)y, (void)n, (void)out, (void)k_steps, (void)qe;
   __trap();
 #endif
 }
@@ -214,7 +276,7 @@ static int tensor_map_(CUtensorMap *m, const uint16_t *p, int64_t rows, int64_t 
 
 template <int BM, int BN, int BLOCKS, int KIND>
 static int launch_(void *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in, int64_t out,
-                   cudaStream_t stream) {
+                   cudaStream_t stream, const kiln_tc_qkv &qe = kiln_tc_qkv{}) {
   using C = tc_cfg<BM, BN, BLOCKS>;
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
   int rc = kiln_cuda__allow_smem((const void *)gemm_tc_kernel<BM, BN, BLOCKS, KIND>, C::SMEM, smem_set, 1);
@@ -223,7 +285,7 @@ static int launch_(void *y, const uint16_t *x, const uint16_t *w, int64_t n, int
   if ((rc = tensor_map_(&tx, x, n, in, BM)) || (rc = tensor_map_(&tw, w, out, in, BN))) return rc;
   const dim3 grid((unsigned)((n + BM - 1) / BM), (unsigned)((out + BN - 1) / BN));
   KILN_CUDA_CHECK(kiln_launch(gemm_tc_kernel<BM, BN, BLOCKS, KIND>, grid, dim3(C::THREADS), C::SMEM, stream, tx, tw, y,
-                              (int)n, (int)out, (int)((in + TC_BK - 1) / TC_BK)));
+                              (int)n, (int)out, (int)((in + TC_BK - 1) / TC_BK), qe));
   return 0;
 }
 
@@ -235,6 +297,7 @@ static int launch_kind_(kiln_gemm_out kind, void *y, const uint16_t *x, const ui
   case KILN_GEMM_F32: return launch_<BM, BN, BLOCKS, KILN_GEMM_F32>(y, x, w, n, in, out, stream);
   case KILN_GEMM_ACC: return launch_<BM, BN, BLOCKS, KILN_GEMM_ACC>(y, x, w, n, in, out, stream);
   case KILN_GEMM_SWIGLU: return launch_<BM, BN, BLOCKS, KILN_GEMM_SWIGLU>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_QKV: break; /* kiln_cuda_gemm_tc_qkv */
   }
   return kiln_error(KILN_EINVAL, "cuda gemm: unknown output kind %d", (int)kind);
 }
@@ -259,5 +322,24 @@ extern "C" int kiln_cuda_gemm_tc(kiln_gemm_out kind, void *y, const uint16_t *x,
   case KILN_TC_128x128_2: return launch_kind_<128, 128, 2>(kind, y, x, w, n, in, out, stream);
   case KILN_TC_64x128_2: return launch_kind_<64, 128, 2>(kind, y, x, w, n, in, out, stream);
   default: return launch_kind_<128, 128, 1>(kind, y, x, w, n, in, out, stream);
+  }
+}
+
+extern "C" int kiln_cuda_gemm_tc_qkv(const kiln_tc_qkv *e, const uint16_t *x, const uint16_t *w, int64_t n,
+                                     int64_t in, kiln_tc_tile tile, int n_sm, cudaStream_t stream) {
+  const int64_t heads = (int64_t)e->n_heads + 2 * (int64_t)e->n_kv_heads;
+  if (n <= 0 || in <= 0 || n > INT_MAX / 2 || in > INT_MAX / 2 || in % 8 || e->n_heads <= 0 || e->n_kv_heads <= 0 ||
+      heads > 65535 || e->n_ctx <= 0 || !e->q_out || !e->k_cache || !e->v_cache || !e->rope || !e->step)
+    return kiln_error(KILN_EINVAL, "cuda gemm q/k/v: unsupported shape %lld x %lld, %d + 2 x %d heads",
+                      (long long)n, (long long)in, e->n_heads, e->n_kv_heads);
+  if (((uintptr_t)x | (uintptr_t)w) & 15) return kiln_error(KILN_EINVAL, "cuda gemm q/k/v: misaligned operands");
+  if (tile != KILN_TC_128x128 && tile != KILN_TC_64x128 && tile != KILN_TC_128x128_2 && tile != KILN_TC_64x128_2)
+    tile = (n + 127) / 128 * heads >= n_sm ? KILN_TC_128x128 : KILN_TC_64x128; /* a wave of 128-row tiles */
+  const int64_t out = heads * 128;
+  switch (tile) {
+  case KILN_TC_64x128: return launch_<64, 128, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_128x128_2: return launch_<128, 128, 2, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_64x128_2: return launch_<64, 128, 2, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  default: return launch_<128, 128, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
   }
 }

@@ -12,6 +12,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "backend/cuda/cuda_common.h"
 #include "backend/cuda/gemm.h"
 
 #ifdef __cplusplus
@@ -50,6 +51,24 @@ int kiln_cuda_gemm_tc_available(void);
  * AUTO. Asynchronous on `stream` (capturable; a programmatic dependent when the thread asks for it). */
 int kiln_cuda_gemm_tc(kiln_gemm_out kind, void *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in,
                       int64_t out, kiln_tc_tile tile, int n_sm, cudaStream_t stream);
+
+/* The q/k/v product with what kiln_cuda_qkv_rope (rope.h) does after it folded into its epilogue: a block's 128
+ * columns are one head (head_dim 128), so each product row of a head is rounded to bf16 as the unfused product
+ * writes it, gets its bias, its q or k RMSNorm (the sum of squares over the 4 lanes that hold the row) and RoPE
+ * (element i and i + 64 sit in the same thread), and goes to q_out or the KV cache. The same arithmetic as
+ * kiln_cuda_qkv_rope but for the order of the sum of squares. */
+typedef struct kiln_tc_qkv {
+  uint16_t *q_out, *k_cache, *v_cache;        /* as kiln_cuda_qkv_rope writes them */
+  const float *bias, *q_norm, *k_norm, *rope; /* bias and norms may be NULL */
+  const kiln_cuda_step *step;                 /* the chunk's slot and first position, read on the device */
+  float eps;
+  int n_heads, n_kv_heads, n_ctx;
+} kiln_tc_qkv;
+
+/* x bf16 [n][in] times W bf16 [(n_heads + 2 n_kv_heads) 128][in], fused as above; tile AUTO or one of 128 columns
+ * (others take AUTO's choice among those). */
+int kiln_cuda_gemm_tc_qkv(const kiln_tc_qkv *e, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in,
+                          kiln_tc_tile tile, int n_sm, cudaStream_t stream);
 
 #ifdef __cplusplus
 }
