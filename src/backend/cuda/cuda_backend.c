@@ -333,13 +333,16 @@ static int read_switches_(kiln_backend *b) {
   else return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMM_PLAN=%s: expected default or time", gp);
   /* cublas or unset: cuBLAS for every prefill product; own: kiln's own GEMMs (gemm_tc.h) for chunks of at least
    * KILN_CUDA_GEMM_OWN_MIN tokens (default 1), where the device can run them (sm_90a), SwiGLU fused into gate/up
-   * and (head_dim 128, unless KILN_CUDA_GEMM_ROPE=0) q/k norm, RoPE and the KV store into q/k/v;
+   * and (head_dim 128, unless KILN_CUDA_GEMM_ROPE=0) q/k norm, RoPE and the KV store into q/k/v; fused: only those
+   * two products kiln's own, o and down cuBLAS's;
    * KILN_CUDA_GEMM_TILE: their tiles (auto or a name) */
   const char *og = getenv("KILN_CUDA_PREFILL_GEMM");
   bool own = false;
+  b->gemm_own_all = false;
   if (!og || !*og || !strcmp(og, "cublas")) own = false;
-  else if (!strcmp(og, "own")) own = true;
-  else return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_PREFILL_GEMM=%s: expected cublas or own", og);
+  else if (!strcmp(og, "own")) own = b->gemm_own_all = true;
+  else if (!strcmp(og, "fused")) own = true;
+  else return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_PREFILL_GEMM=%s: expected cublas, fused or own", og);
   long own_min = 1;
   const char *om = getenv("KILN_CUDA_GEMM_OWN_MIN");
   if (om && *om && env_int_(om, 1, KILN_CUDA_MAX_CHUNK, &own_min))

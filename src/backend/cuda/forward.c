@@ -195,9 +195,10 @@ static int prefill_enqueue_(kiln_backend *b, int n, bool last_logits) {
   const kiln_cuda_gemm_env ge = kiln_cuda__gemm_env(b);
   const kiln_cuda_gemm_algo *plan = planned_(b, n);
   /* kiln's own GEMMs (gemm_tc.h) for long enough chunks, else cuBLAS with its plan */
-  const bool own = n >= b->gemm_own_min;
+  const bool own = n >= b->gemm_own_min, own_all = own && b->gemm_own_all;
 #define GEMM(k, kind, y, x, w, in, out)                                                                             \
-  (own ? kiln_cuda_gemm_tc(kind, y, x, w, n, in, out, (kiln_tc_tile)b->gemm_tile, b->n_sm, st)                     \
+  ((own_all || (own && (k == KILN_PF_QKV || k == KILN_PF_GATE_UP)))                                               \
+       ? kiln_cuda_gemm_tc(kind, y, x, w, n, in, out, (kiln_tc_tile)b->gemm_tile, b->n_sm, st)                    \
        : kiln_cuda_gemm_run(&ge, plan ? &plan[k] : NULL, kind, y, x, w, n, in, out))
   int rc;
   if ((rc = kiln_cuda_embed(b->x, b->embed, V, H, b->d_tokens, n, NULL, st))) return rc;

@@ -120,6 +120,10 @@ static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS
   const uint32_t bars = tiles + S * C::STAGE; /* full[s] at bars + 8 s, empty[s] at bars + 8 (S + s) */
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+  if (threadIdx.x == C::NC * 128) {
+    kiln_tma_prefetch_map(&tx);
+    kiln_tma_prefetch_map(&tw);
+  }
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; s++) {
       kiln_mbar_init(bars + 8 * s, 1);

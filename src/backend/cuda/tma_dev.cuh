@@ -50,6 +50,13 @@ static __device__ __forceinline__ void kiln_mbar_wait(uint32_t bar, unsigned par
 #endif
 }
 
+/* Fetches a tensor map (a __grid_constant__ parameter) into the TMA unit's cache ahead of its first use. */
+static __device__ __forceinline__ void kiln_tma_prefetch_map(const void *map) {
+#if KILN_WG_OK
+  asm volatile("prefetch.tensormap [%0];\n" ::"l"(map) : "memory");
+#endif
+}
+
 /* The box at (c0 along the contiguous dimension, c1 along the rows) of the tensor `map` (the address of a
  * __grid_constant__ kernel parameter) into shared memory at dst, its bytes reported to barrier bar. */
 static __device__ __forceinline__ void kiln_tma_load_2d(uint32_t dst, const void *map, uint32_t bar, int c0, int c1) {
