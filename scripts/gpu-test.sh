@@ -26,7 +26,8 @@ export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-
 # 4, all), NAME@pfwhole with prefill attention never splitting a tile's keys (KILN_CUDA_ATTN_PF_SPLIT=1),
 # NAME@gemmplan with the prefill graphs' GEMMs on algorithms planned by timing (KILN_CUDA_GEMM_PLAN=time),
 # NAME@pfsync with prefill attention on mma.sync where it would use wgmma (KILN_CUDA_ATTN_PF_MMA=sync), NAME@pdl with
-# the prefill's own kernels launched as programmatic dependents (KILN_CUDA_PREFILL_PDL=1), NAME@group1,
+# the prefill's own kernels launched as programmatic dependents (KILN_CUDA_PREFILL_PDL=1), NAME@owngemm and
+# NAME@fused with kiln's own prefill GEMMs (KILN_CUDA_PREFILL_GEMM=own, fused), NAME@group1,
 # NAME@group2 and NAME@group4 with decode attention units of at most 1, 2 or 4 query heads (KILN_CUDA_ATTN_GROUP), so
 # every decode and prefill path meets the tests.
 tests=(test_cuda_wgmma test_cuda_ops test_cuda_ops@group1 test_cuda_ops@norope test_cuda_ops@split test_cuda_ops@split4
@@ -39,7 +40,7 @@ tests=(test_cuda_wgmma test_cuda_ops test_cuda_ops@group1 test_cuda_ops@norope t
        test_cuda_model@t128 test_cuda_model@t256 test_cuda_model@levels1 test_cuda_model@group2 test_cuda_model@group4
        test_cuda_model@norope
        test_cuda_model@split test_cuda_model@splitall test_cuda_model@pfwhole test_cuda_model@gemmplan
-       test_cuda_model@pfsync test_cuda_model@pdl
+       test_cuda_model@pfsync test_cuda_model@pdl test_cuda_model@owngemm test_cuda_model@fused
        test_cuda_alloc test_cuda_alloc@persistent test_cuda_alloc@global
        test_cuda_smoke test_cuda_smoke@persistent test_cuda_smoke@cluster test_cuda_smoke@global)
 declare -a rows
@@ -73,6 +74,8 @@ for spec in "${tests[@]}"; do
     gemmplan) KILN_CUDA_GEMM_PLAN=time "$BIN/$t" ;;
     pfsync) KILN_CUDA_ATTN_PF_MMA=sync "$BIN/$t" ;;
     pdl) KILN_CUDA_PREFILL_PDL=1 "$BIN/$t" ;;
+    owngemm) KILN_CUDA_PREFILL_GEMM=own "$BIN/$t" ;;
+    fused) KILN_CUDA_PREFILL_GEMM=fused "$BIN/$t" ;;
     group1 | group2 | group4) KILN_CUDA_ATTN_GROUP=${mode#group} "$BIN/$t" ;;
     *) KILN_CUDA_DECODE=$mode "$BIN/$t" ;;
   esac
