@@ -16,9 +16,11 @@
  * pair is (gate, up) of one intermediate column (the gate/up weights interleave their rows; weights.c), and
  * neighbouring lanes swap halves so that each writes two adjacent bf16.
  *
- * Occupancy: one block an SM with as many stages as fit (up to 9), since a block's loads in flight are what
- * limits it; the "/2" tiles run two blocks an SM with fewer stages each (one block's epilogue then overlaps the
- * other's loads and products).
+ * Occupancy: one block an SM with as many stages as fit (up to 9); the "/2" tiles run two blocks an SM with fewer
+ * stages each (one block's epilogue then overlaps the other's loads and products). On an H100 the deep pipelines
+ * were no faster than 3 stages at two blocks: the products are bound by how fast L2 delivers operand tiles to the
+ * SMs (4.6-6 TB/s for every tile and for cuBLAS's kernel, which loads a third fewer bytes a product by sharing W's
+ * tile between the two blocks of a cluster; docs/benchmarks.md), and are 1.2-1.6x cuBLAS's time.
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -42,7 +44,7 @@ struct tc_cfg {
   static constexpr int A_BYTES = BM * TC_BK * 2, B_BYTES = BN * TC_BK * 2, STAGE = A_BYTES + B_BYTES;
   /* as many stages as fit the SM's 228 KB less 1 KB a block, with 1 KB to align the tiles and the barriers: a
    * consumer holds two stages (the one its products read, and the one before until they retire), so S - 2 are
-   * loading while it waits, and a load takes about 1 us (H100) */
+   * loading while it waits */
   static constexpr int STAGES_FIT = ((228 / BLOCKS - 1) * 1024 - 1024 - 256) / STAGE;
   static constexpr int STAGES = STAGES_FIT > 9 ? 9 : STAGES_FIT;
   static constexpr size_t SMEM = 1024 + (size_t)STAGES * STAGE + 2 * STAGES * 8;
