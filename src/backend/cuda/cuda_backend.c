@@ -347,7 +347,11 @@ static int read_switches_(kiln_backend *b) {
   const char *om = getenv("KILN_CUDA_GEMM_OWN_MIN");
   if (om && *om && env_int_(om, 1, KILN_CUDA_MAX_CHUNK, &own_min))
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMM_OWN_MIN=%s: expected 1-%d tokens", om, KILN_CUDA_MAX_CHUNK);
-  b->gemm_own_min = own && kiln_cuda_gemm_tc_available() ? (int)own_min : INT_MAX;
+  /* the own GEMM's shapes: every product's k a multiple of 8 (the TMA's 16-byte rows), gate/up's width of 4 */
+  const kiln_config *cf = &b->cfg;
+  const bool shapes_ok = cf->hidden_size % 8 == 0 && cf->intermediate_size % 8 == 0 &&
+                         ((int64_t)cf->n_heads * cf->head_dim) % 8 == 0;
+  b->gemm_own_min = own && shapes_ok && kiln_cuda_gemm_tc_available() ? (int)own_min : INT_MAX;
   if ((rc = env_on_("KILN_CUDA_GEMM_ROPE", &b->gemm_rope))) return rc;
   b->gemm_rope = b->gemm_rope && b->cfg.head_dim == 128;
   if ((b->gemm_tile = kiln_cuda_gemm_tc_tile_env(getenv("KILN_CUDA_GEMM_TILE"))) < 0)

@@ -23,7 +23,6 @@
  * tile between the two blocks of a cluster; docs/benchmarks.md), and are 1.2-1.6x cuBLAS's time.
  */
 #include <limits.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <cuda.h>
