@@ -93,12 +93,40 @@ static __device__ __forceinline__ void kiln_wg_fence_smem(void) {
 #endif
 }
 
-/* The accumulator operands of an m64nNk16: N/2 f32, d[0][0] .. d[N/8 - 1][3] */
+/* The accumulator operands of an m64nNk16: N/2 f32, d[0][0] .. d[N/8 - 1][3], in groups of 32 (KILN_WG_D32(q):
+ * d[8q] .. d[8q + 7]), and their places in the instruction's text (KILN_WG_R32_q: %32q .. %32q + 31) */
 #define KILN_WG_D8(i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
-#define KILN_WG_D64 KILN_WG_D8(0), KILN_WG_D8(1), KILN_WG_D8(2), KILN_WG_D8(3), KILN_WG_D8(4), KILN_WG_D8(5), \
-                    KILN_WG_D8(6), KILN_WG_D8(7)
-#define KILN_WG_D128_HI KILN_WG_D8(8), KILN_WG_D8(9), KILN_WG_D8(10), KILN_WG_D8(11), KILN_WG_D8(12), \
-                        KILN_WG_D8(13), KILN_WG_D8(14), KILN_WG_D8(15)
+#define KILN_WG_D32(q) \
+  KILN_WG_D8(8 * (q)), KILN_WG_D8(8 * (q) + 1), KILN_WG_D8(8 * (q) + 2), KILN_WG_D8(8 * (q) + 3), \
+      KILN_WG_D8(8 * (q) + 4), KILN_WG_D8(8 * (q) + 5), KILN_WG_D8(8 * (q) + 6), KILN_WG_D8(8 * (q) + 7)
+#define KILN_WG_R32_0 \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define KILN_WG_R32_1 \
+  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define KILN_WG_R32_2 \
+  "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, " \
+  "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
+#define KILN_WG_R32_3 \
+  "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, " \
+  "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+
+/* One wgmma.mma_async of shape m64n<NS>k16 with accumulators REGS (their operands: the ...), A in registers (RS:
+ * 4 .b32 at operands IA0 .. IA3) or in shared memory (SS: a descriptor at operand IA), B's descriptor at IB, B's
+ * transpose flag at IT (RS) and the accumulate flag at IP; operand numbers as strings, pasted into the text. */
+#define KILN_WG_MMA_RS(NS, REGS, IA0, IA1, IA2, IA3, IB, IT, IP, ...)                                             \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IP ", 0;\n"                                                  \
+               "wgmma.mma_async.sync.aligned.m64n" NS "k16.f32.bf16.bf16 {" REGS "}, "                            \
+               "{%" IA0 ", %" IA1 ", %" IA2 ", %" IA3 "}, %" IB ", p, 1, 1, %" IT ";\n}\n"                         \
+               : __VA_ARGS__                                                                                     \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TRANS_B), "r"(accumulate))
+#define KILN_WG_MMA_SS(NS, REGS, IA, IB, IP, ...)                                                                 \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IP ", 0;\n"                                                  \
+               "wgmma.mma_async.sync.aligned.m64n" NS "k16.f32.bf16.bf16 {" REGS "}, %" IA ", %" IB                 \
+               ", p, 1, 1, 0, 0;\n}\n"                                                                            \
+               : __VA_ARGS__                                                                                     \
+               : "l"(a), "l"(b), "r"(accumulate))
 
 /* d (64 x N f32, this thread's fragment) = (accumulate ? d : 0) + A (64 x 16 bf16, registers) B (16 x N, `b`);
  * TRANS_B: B is MN-major. N is 64 or 128. */
@@ -107,25 +135,11 @@ static __device__ __forceinline__ void kiln_wg_mma_rs(float (&d)[N / 8][4], cons
                                                       int accumulate) {
   static_assert(N == 64 || N == 128, "kiln_wg_mma_rs: N is 64 or 128");
 #if KILN_WG_OK
-  if constexpr (N == 64) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-                 "{%32, %33, %34, %35}, %36, p, 1, 1, %37;\n}\n"
-                 : KILN_WG_D64
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TRANS_B), "r"(accumulate));
-  } else {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %70, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-                 "{%64, %65, %66, %67}, %68, p, 1, 1, %69;\n}\n"
-                 : KILN_WG_D64, KILN_WG_D128_HI
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TRANS_B), "r"(accumulate));
-  }
+  if constexpr (N == 64)
+    KILN_WG_MMA_RS("64", KILN_WG_R32_0, "32", "33", "34", "35", "36", "37", "38", KILN_WG_D32(0));
+  else
+    KILN_WG_MMA_RS("128", KILN_WG_R32_0 ", " KILN_WG_R32_1, "64", "65", "66", "67", "68", "69", "70", KILN_WG_D32(0),
+                   KILN_WG_D32(1));
 #else
   (void)d, (void)a, (void)b, (void)accumulate;
   __trap();
@@ -138,70 +152,29 @@ template <int N>
 static __device__ __forceinline__ void kiln_wg_mma_ss(float (&d)[N / 8][4], uint64_t a, uint64_t b, int accumulate) {
   static_assert(N == 64 || N == 128 || N == 192 || N == 256, "kiln_wg_mma_ss: N is 64, 128, 192 or 256");
 #if KILN_WG_OK
-  if constexpr (N == 64) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
-                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-                 "%32, %33, p, 1, 1, 0, 0;\n}\n"
-                 : KILN_WG_D8(0), KILN_WG_D8(1), KILN_WG_D8(2), KILN_WG_D8(3), KILN_WG_D8(4), KILN_WG_D8(5),
-                   KILN_WG_D8(6), KILN_WG_D8(7)
-                 : "l"(a), "l"(b), "r"(accumulate));
-  } else if constexpr (N == 128) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
-                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-                 "%64, %65, p, 1, 1, 0, 0;\n}\n"
-                 : KILN_WG_D8(0), KILN_WG_D8(1), KILN_WG_D8(2), KILN_WG_D8(3), KILN_WG_D8(4), KILN_WG_D8(5),
-                   KILN_WG_D8(6), KILN_WG_D8(7), KILN_WG_D8(8), KILN_WG_D8(9), KILN_WG_D8(10), KILN_WG_D8(11),
-                   KILN_WG_D8(12), KILN_WG_D8(13), KILN_WG_D8(14), KILN_WG_D8(15)
-                 : "l"(a), "l"(b), "r"(accumulate));
-  } else if constexpr (N == 192) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {"
-                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-                 "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-                 "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}, "
-                 "%96, %97, p, 1, 1, 0, 0;\n}\n"
-                 : KILN_WG_D8(0), KILN_WG_D8(1), KILN_WG_D8(2), KILN_WG_D8(3), KILN_WG_D8(4), KILN_WG_D8(5),
-                   KILN_WG_D8(6), KILN_WG_D8(7), KILN_WG_D8(8), KILN_WG_D8(9), KILN_WG_D8(10), KILN_WG_D8(11),
-                   KILN_WG_D8(12), KILN_WG_D8(13), KILN_WG_D8(14), KILN_WG_D8(15), KILN_WG_D8(16), KILN_WG_D8(17),
-                   KILN_WG_D8(18), KILN_WG_D8(19), KILN_WG_D8(20), KILN_WG_D8(21), KILN_WG_D8(22), KILN_WG_D8(23)
-                 : "l"(a), "l"(b), "r"(accumulate));
-  } else if constexpr (N == 256) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
-                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-                 "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-                 "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
-                 "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
-                 "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
-                 "%128, %129, p, 1, 1, 0, 0;\n}\n"
-                 : KILN_WG_D8(0), KILN_WG_D8(1), KILN_WG_D8(2), KILN_WG_D8(3), KILN_WG_D8(4), KILN_WG_D8(5),
-                   KILN_WG_D8(6), KILN_WG_D8(7), KILN_WG_D8(8), KILN_WG_D8(9), KILN_WG_D8(10), KILN_WG_D8(11),
-                   KILN_WG_D8(12), KILN_WG_D8(13), KILN_WG_D8(14), KILN_WG_D8(15), KILN_WG_D8(16), KILN_WG_D8(17),
-                   KILN_WG_D8(18), KILN_WG_D8(19), KILN_WG_D8(20), KILN_WG_D8(21), KILN_WG_D8(22), KILN_WG_D8(23),
-                   KILN_WG_D8(24), KILN_WG_D8(25), KILN_WG_D8(26), KILN_WG_D8(27), KILN_WG_D8(28), KILN_WG_D8(29),
-                   KILN_WG_D8(30), KILN_WG_D8(31)
-                 : "l"(a), "l"(b), "r"(accumulate));
-  }
+  if constexpr (N == 64)
+    KILN_WG_MMA_SS("64", KILN_WG_R32_0, "32", "33", "34", KILN_WG_D32(0));
+  else if constexpr (N == 128)
+    KILN_WG_MMA_SS("128", KILN_WG_R32_0 ", " KILN_WG_R32_1, "64", "65", "66", KILN_WG_D32(0), KILN_WG_D32(1));
+  else if constexpr (N == 192)
+    KILN_WG_MMA_SS("192", KILN_WG_R32_0 ", " KILN_WG_R32_1 ", " KILN_WG_R32_2, "96", "97", "98", KILN_WG_D32(0),
+                   KILN_WG_D32(1), KILN_WG_D32(2));
+  else
+    KILN_WG_MMA_SS("256", KILN_WG_R32_0 ", " KILN_WG_R32_1 ", " KILN_WG_R32_2 ", " KILN_WG_R32_3, "128", "129", "130",
+                   KILN_WG_D32(0), KILN_WG_D32(1), KILN_WG_D32(2), KILN_WG_D32(3));
 #else
   (void)d, (void)a, (void)b, (void)accumulate;
   __trap();
 #endif
 }
 
+#undef KILN_WG_MMA_SS
+#undef KILN_WG_MMA_RS
+#undef KILN_WG_R32_3
+#undef KILN_WG_R32_2
+#undef KILN_WG_R32_1
+#undef KILN_WG_R32_0
+#undef KILN_WG_D32
 #undef KILN_WG_D8
-#undef KILN_WG_D64
-#undef KILN_WG_D128_HI
 
 #endif
