@@ -108,7 +108,7 @@ static __device__ __forceinline__ void tc_qkv_epilogue(float (&d)[16][4], const 
   }
 }
 
-template <int BM, int BN, int BLOCKS, int KIND>
+template <int BM, int BN, int BLOCKS, int CM, int KIND>
 static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS)
     gemm_tc_kernel(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw, void *y, int n,
                    int out, int k_steps, const kiln_tc_qkv qe) {
@@ -121,6 +121,8 @@ static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS
   const uint32_t bars = tiles + S * C::STAGE; /* full[s] at bars + 8 s, empty[s] at bars + 8 (S + s) */
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+  /* clusters of CM blocks along the rows share W's tile: rank r loads rows r BN/CM .. of it for all of them */
+  const unsigned rank = CM > 1 ? kiln_cluster_rank() : 0u;
   if (threadIdx.x == C::NC * 128) {
     kiln_tma_prefetch_map(&tx);
     kiln_tma_prefetch_map(&tw);
@@ -128,11 +130,12 @@ static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; s++) {
       kiln_mbar_init(bars + 8 * s, 1);
-      kiln_mbar_init(bars + 8 * (S + s), C::NC * 4); /* lane 0 of every consumer warp */
+      kiln_mbar_init(bars + 8 * (S + s), CM * C::NC * 4); /* lane 0 of every consumer warp of the cluster */
     }
     kiln_mbar_init_fence();
   }
-  __syncthreads();
+  if constexpr (CM > 1) kiln_cluster_sync();
+  else __syncthreads();
   kiln_pdl_trigger();
   kiln_pdl_wait();
 
@@ -141,11 +144,17 @@ static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS
       for (int it = 0; it < k_steps; it++) {
         const int s = it % S;
         const uint32_t a = tiles + s * C::STAGE;
+        /* with clusters: a stage is refilled in every block of the cluster, so all of them must have released it */
         if (it >= S) kiln_mbar_wait(bars + 8 * (S + s), (unsigned)(it / S - 1) & 1u);
         kiln_mbar_expect_tx(bars + 8 * s, C::STAGE);
         kiln_tma_load_2d(a, &tx, bars + 8 * s, it * TC_BK, m0);
-        kiln_tma_load_2d(a + C::A_BYTES, &tw, bars + 8 * s, it * TC_BK, n0);
+        if constexpr (CM > 1)
+          kiln_tma_load_2d_mc(a + C::A_BYTES + rank * (C::B_BYTES / CM), &tw, bars + 8 * s, it * TC_BK,
+                              n0 + (int)rank * (BN / CM), (uint16_t)((1u << CM) - 1u));
+        else
+          kiln_tma_load_2d(a + C::A_BYTES, &tw, bars + 8 * s, it * TC_BK, n0);
       }
+    if constexpr (CM > 1) kiln_cluster_sync(); /* the consumers' last arrivals on other blocks' barriers */
     return; /* no block-wide barrier after this point */
   }
 
@@ -162,7 +171,12 @@ static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS
     for (int kd = 0; kd < TC_BK / 16; kd++) kiln_wg_mma_ss<BN>(d, kiln_wg_desc_k(a, 64, kd), kiln_wg_desc_k(b, BN, kd), 1);
     kiln_wg_commit();
     kiln_wg_wait1(); /* step it - 1's products have read their stage */
-    if (it > 0 && lane == 0) kiln_mbar_arrive(bars + 8 * (S + (it - 1) % S));
+    if (it > 0 && lane == 0) {
+      if constexpr (CM > 1)
+        for (unsigned r = 0; r < CM; r++) kiln_mbar_arrive_cluster(bars + 8 * (S + (it - 1) % S), r);
+      else
+        kiln_mbar_arrive(bars + 8 * (S + (it - 1) % S));
+    }
   }
   kiln_wg_wait0();
 
@@ -203,6 +217,7 @@ static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS
       }
     }
   }
+  if constexpr (CM > 1) kiln_cluster_sync();
 #else
   (void)tx, (void)tw, (void)y, (void)n, (void)out, (void)k_steps, (void)qe;
   __trap();
@@ -212,12 +227,14 @@ static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS
 /* ---- host side ---- */
 
 static const struct {
-  int bm, bn, blocks;
+  int bm, bn, blocks, cm;
   const char *name;
 } tiles_[KILN_TC_TILES] = {
-    {0, 0, 0, "auto"},          {128, 128, 1, "128x128"},   {64, 128, 1, "64x128"},   {128, 64, 1, "128x64"},
-    {128, 192, 1, "128x192"},   {128, 256, 1, "128x256"},   {64, 256, 1, "64x256"},   {128, 128, 2, "128x128/2"},
-    {64, 128, 2, "64x128/2"},
+    {0, 0, 0, 1, "auto"},          {128, 128, 1, 1, "128x128"},     {64, 128, 1, 1, "64x128"},
+    {128, 64, 1, 1, "128x64"},     {128, 192, 1, 1, "128x192"},     {128, 256, 1, 1, "128x256"},
+    {64, 256, 1, 1, "64x256"},     {128, 128, 2, 1, "128x128/2"},   {64, 128, 2, 1, "64x128/2"},
+    {128, 128, 1, 2, "128x128c2"}, {128, 256, 1, 2, "128x256c2"},   {64, 128, 1, 2, "64x128c2"},
+    {64, 128, 1, 4, "64x128c4"},
 };
 
 extern "C" int kiln_cuda_gemm_tc_tile_env(const char *v) {
@@ -241,6 +258,13 @@ extern "C" kiln_tc_tile kiln_cuda_gemm_tc_auto(int64_t n, int64_t in, int64_t ou
     const double cost = (double)((count + n_sm - 1) / n_sm) * per;
     if (t == KILN_TC_128x128 || cost < best_cost * 0.999) best = (kiln_tc_tile)t, best_cost = cost;
   }
+  /* then its form in clusters that load W's tile once, where there are row tiles to share it: the products are
+   * bound by what L2 delivers to the SMs (H100: 0.6B's q/k/v moved 5.7 TB/s of tiles, cuBLAS's 1x2-cluster
+   * kernel about the same at two thirds of the bytes a product) */
+  const int64_t rows = (n + tiles_[best].bm - 1) / tiles_[best].bm;
+  if (best == KILN_TC_128x128 && rows >= 2) return KILN_TC_128x128c2;
+  if (best == KILN_TC_128x256 && rows >= 2) return KILN_TC_128x256c2;
+  if (best == KILN_TC_64x128 && rows >= 2) return rows >= 4 ? KILN_TC_64x128c4 : KILN_TC_64x128c2;
   return best;
 }
 
@@ -279,29 +303,32 @@ static int tensor_map_(CUtensorMap *m, const uint16_t *p, int64_t rows, int64_t 
   return 0;
 }
 
-template <int BM, int BN, int BLOCKS, int KIND>
+template <int BM, int BN, int BLOCKS, int CM, int KIND>
 static int launch_(void *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in, int64_t out,
                    cudaStream_t stream, const kiln_tc_qkv &qe = kiln_tc_qkv{}) {
   using C = tc_cfg<BM, BN, BLOCKS>;
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
-  int rc = kiln_cuda__allow_smem((const void *)gemm_tc_kernel<BM, BN, BLOCKS, KIND>, C::SMEM, smem_set, 1);
+  int rc = kiln_cuda__allow_smem((const void *)gemm_tc_kernel<BM, BN, BLOCKS, CM, KIND>, C::SMEM, smem_set, 1);
   if (rc) return rc;
   CUtensorMap tx, tw;
-  if ((rc = tensor_map_(&tx, x, n, in, BM)) || (rc = tensor_map_(&tw, w, out, in, BN))) return rc;
-  const dim3 grid((unsigned)((n + BM - 1) / BM), (unsigned)((out + BN - 1) / BN));
-  KILN_CUDA_CHECK(kiln_launch(gemm_tc_kernel<BM, BN, BLOCKS, KIND>, grid, dim3(C::THREADS), C::SMEM, stream, tx, tw, y,
-                              (int)n, (int)out, (int)((in + TC_BK - 1) / TC_BK), qe));
+  if ((rc = tensor_map_(&tx, x, n, in, BM)) || (rc = tensor_map_(&tw, w, out, in, BN / CM))) return rc;
+  /* row tiles rounded up to whole clusters: a block past the rows loads zeros and writes nothing */
+  const int64_t mt = (n + BM - 1) / BM;
+  const dim3 grid((unsigned)((mt + CM - 1) / CM * CM), (unsigned)((out + BN - 1) / BN));
+  KILN_CUDA_CHECK(kiln_launch_cluster(gemm_tc_kernel<BM, BN, BLOCKS, CM, KIND>, grid, dim3(C::THREADS), C::SMEM,
+                                      stream, CM > 1 ? (unsigned)CM : 0u, tx, tw, y, (int)n, (int)out,
+                                      (int)((in + TC_BK - 1) / TC_BK), qe));
   return 0;
 }
 
-template <int BM, int BN, int BLOCKS>
+template <int BM, int BN, int BLOCKS, int CM>
 static int launch_kind_(kiln_gemm_out kind, void *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in,
                         int64_t out, cudaStream_t stream) {
   switch (kind) {
-  case KILN_GEMM_BF16: return launch_<BM, BN, BLOCKS, KILN_GEMM_BF16>(y, x, w, n, in, out, stream);
-  case KILN_GEMM_F32: return launch_<BM, BN, BLOCKS, KILN_GEMM_F32>(y, x, w, n, in, out, stream);
-  case KILN_GEMM_ACC: return launch_<BM, BN, BLOCKS, KILN_GEMM_ACC>(y, x, w, n, in, out, stream);
-  case KILN_GEMM_SWIGLU: return launch_<BM, BN, BLOCKS, KILN_GEMM_SWIGLU>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_BF16: return launch_<BM, BN, BLOCKS, CM, KILN_GEMM_BF16>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_F32: return launch_<BM, BN, BLOCKS, CM, KILN_GEMM_F32>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_ACC: return launch_<BM, BN, BLOCKS, CM, KILN_GEMM_ACC>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_SWIGLU: return launch_<BM, BN, BLOCKS, CM, KILN_GEMM_SWIGLU>(y, x, w, n, in, out, stream);
   case KILN_GEMM_QKV: break; /* kiln_cuda_gemm_tc_qkv */
   }
   return kiln_error(KILN_EINVAL, "cuda gemm: unknown output kind %d", (int)kind);
@@ -319,14 +346,18 @@ extern "C" int kiln_cuda_gemm_tc(kiln_gemm_out kind, void *y, const uint16_t *x,
   if ((out + tiles_[tile].bn - 1) / tiles_[tile].bn > 65535)
     return kiln_error(KILN_EINVAL, "cuda gemm: %lld output columns", (long long)out);
   switch (tile) {
-  case KILN_TC_64x128: return launch_kind_<64, 128, 1>(kind, y, x, w, n, in, out, stream);
-  case KILN_TC_128x64: return launch_kind_<128, 64, 1>(kind, y, x, w, n, in, out, stream);
-  case KILN_TC_128x192: return launch_kind_<128, 192, 1>(kind, y, x, w, n, in, out, stream);
-  case KILN_TC_128x256: return launch_kind_<128, 256, 1>(kind, y, x, w, n, in, out, stream);
-  case KILN_TC_64x256: return launch_kind_<64, 256, 1>(kind, y, x, w, n, in, out, stream);
-  case KILN_TC_128x128_2: return launch_kind_<128, 128, 2>(kind, y, x, w, n, in, out, stream);
-  case KILN_TC_64x128_2: return launch_kind_<64, 128, 2>(kind, y, x, w, n, in, out, stream);
-  default: return launch_kind_<128, 128, 1>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_64x128: return launch_kind_<64, 128, 1, 1>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_128x64: return launch_kind_<128, 64, 1, 1>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_128x192: return launch_kind_<128, 192, 1, 1>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_128x256: return launch_kind_<128, 256, 1, 1>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_64x256: return launch_kind_<64, 256, 1, 1>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_128x128_2: return launch_kind_<128, 128, 2, 1>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_64x128_2: return launch_kind_<64, 128, 2, 1>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_128x128c2: return launch_kind_<128, 128, 1, 2>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_128x256c2: return launch_kind_<128, 256, 1, 2>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_64x128c2: return launch_kind_<64, 128, 1, 2>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_64x128c4: return launch_kind_<64, 128, 1, 4>(kind, y, x, w, n, in, out, stream);
+  default: return launch_kind_<128, 128, 1, 1>(kind, y, x, w, n, in, out, stream);
   }
 }
 
@@ -338,13 +369,19 @@ extern "C" int kiln_cuda_gemm_tc_qkv(const kiln_tc_qkv *e, const uint16_t *x, co
     return kiln_error(KILN_EINVAL, "cuda gemm q/k/v: unsupported shape %lld x %lld, %d + 2 x %d heads",
                       (long long)n, (long long)in, e->n_heads, e->n_kv_heads);
   if (((uintptr_t)x | (uintptr_t)w) & 15) return kiln_error(KILN_EINVAL, "cuda gemm q/k/v: misaligned operands");
-  if (tile != KILN_TC_128x128 && tile != KILN_TC_64x128 && tile != KILN_TC_128x128_2 && tile != KILN_TC_64x128_2)
-    tile = (n + 127) / 128 * heads >= n_sm ? KILN_TC_128x128 : KILN_TC_64x128; /* a wave of 128-row tiles */
+  if ((int)tile < 0 || (int)tile >= KILN_TC_TILES || tiles_[tile].bn != 128)
+    tile = (n + 127) / 128 * heads >= n_sm ? (n > 128 ? KILN_TC_128x128c2 : KILN_TC_128x128) /* a wave of them */
+           : n > 192                      ? KILN_TC_64x128c4
+           : n > 64                       ? KILN_TC_64x128c2
+                                          : KILN_TC_64x128;
   const int64_t out = heads * 128;
   switch (tile) {
-  case KILN_TC_64x128: return launch_<64, 128, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
-  case KILN_TC_128x128_2: return launch_<128, 128, 2, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
-  case KILN_TC_64x128_2: return launch_<64, 128, 2, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
-  default: return launch_<128, 128, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_64x128: return launch_<64, 128, 1, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_128x128_2: return launch_<128, 128, 2, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_64x128_2: return launch_<64, 128, 2, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_128x128c2: return launch_<128, 128, 1, 2, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_64x128c2: return launch_<64, 128, 1, 2, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_64x128c4: return launch_<64, 128, 1, 4, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  default: return launch_<128, 128, 1, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
   }
 }

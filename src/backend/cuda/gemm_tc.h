@@ -31,6 +31,10 @@ typedef enum kiln_tc_tile {
   KILN_TC_64x256,
   KILN_TC_128x128_2,
   KILN_TC_64x128_2,
+  KILN_TC_128x128c2, /* "c2", "c4": clusters of 2 or 4 row tiles that load W's tile once, by TMA multicast */
+  KILN_TC_128x256c2,
+  KILN_TC_64x128c2,
+  KILN_TC_64x128c4,
   KILN_TC_TILES
 } kiln_tc_tile;
 

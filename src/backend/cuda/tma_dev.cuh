@@ -70,4 +70,45 @@ static __device__ __forceinline__ void kiln_tma_load_2d(uint32_t dst, const void
 #endif
 }
 
+/* The same copy delivered to every block of the cluster in `mask` (bit r: rank r), at dst and signalling bar at
+ * the same offsets in each: blocks that share an operand tile read it from L2 once. */
+static __device__ __forceinline__ void kiln_tma_load_2d_mc(uint32_t dst, const void *map, uint32_t bar, int c0, int c1,
+                                                           uint16_t mask) {
+#if KILN_WG_OK
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
+               "[%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+               "l"(map), "r"(c0), "r"(c1), "r"(bar), "h"(mask)
+               : "memory");
+#else
+  (void)dst, (void)map, (void)bar, (void)c0, (void)c1, (void)mask;
+#endif
+}
+
+/* This block's rank in its cluster. */
+static __device__ __forceinline__ unsigned kiln_cluster_rank(void) {
+  unsigned r = 0;
+#if KILN_WG_OK
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+#endif
+  return r;
+}
+
+/* One arrival on the barrier at shared offset bar in the cluster's block `rank` (this block's own included). */
+static __device__ __forceinline__ void kiln_mbar_arrive_cluster(uint32_t bar, unsigned rank) {
+#if KILN_WG_OK
+  asm volatile("{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %0, %1;\n"
+               "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [ra];\n}\n" ::"r"(bar),
+               "r"(rank)
+               : "memory");
+#endif
+}
+
+/* Every thread of every block of the cluster arrives, then waits for all: the blocks' barriers are initialised
+ * before any copy signals them, and no block leaves while another may still arrive on its barriers. */
+static __device__ __forceinline__ void kiln_cluster_sync(void) {
+#if KILN_WG_OK
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
+#endif
+}
+
 #endif
