@@ -159,10 +159,10 @@ static __device__ __forceinline__ void kiln_cp_commit(void) { asm volatile("cp.a
 static __device__ __forceinline__ void kiln_cp_wait_all(void) { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
 /* Launches kern<<<grid, block, smem, stream>>>(args...), with the PDL attribute when the thread asked for it, as
- * thread-block clusters of `cluster_x` x 1 x 1 blocks when cluster_x > 0 (grid.x a multiple of it). */
+ * thread-block clusters of cluster.x x cluster.y x 1 blocks when cluster.x > 0 (the grid a multiple of it). */
 template <typename... K, typename... A>
-static cudaError_t kiln_launch_cluster(void (*kern)(K...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                                       unsigned cluster_x, A... args) {
+static cudaError_t kiln_launch_cluster2(void (*kern)(K...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                                        dim3 cluster, A... args) {
   cudaLaunchConfig_t cfg = {};
   cudaLaunchAttribute at[2];
   int n = 0;
@@ -170,10 +170,10 @@ static cudaError_t kiln_launch_cluster(void (*kern)(K...), dim3 grid, dim3 block
     at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[n++].val.programmaticStreamSerializationAllowed = 1;
   }
-  if (cluster_x > 0) {
+  if (cluster.x > 0) {
     at[n].id = cudaLaunchAttributeClusterDimension;
-    at[n].val.clusterDim.x = cluster_x;
-    at[n].val.clusterDim.y = 1;
+    at[n].val.clusterDim.x = cluster.x;
+    at[n].val.clusterDim.y = cluster.y;
     at[n++].val.clusterDim.z = 1;
   }
   cfg.gridDim = grid;
@@ -183,6 +183,12 @@ static cudaError_t kiln_launch_cluster(void (*kern)(K...), dim3 grid, dim3 block
   cfg.attrs = at;
   cfg.numAttrs = (unsigned)n;
   return cudaLaunchKernelEx(&cfg, kern, args...);
+}
+/* The same with clusters of cluster_x x 1 x 1 blocks (none when 0). */
+template <typename... K, typename... A>
+static cudaError_t kiln_launch_cluster(void (*kern)(K...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                                       unsigned cluster_x, A... args) {
+  return kiln_launch_cluster2(kern, grid, block, smem, stream, dim3(cluster_x, 1, 1), args...);
 }
 template <typename... K, typename... A>
 static cudaError_t kiln_launch(void (*kern)(K...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,

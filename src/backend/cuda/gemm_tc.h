@@ -35,6 +35,8 @@ typedef enum kiln_tc_tile {
   KILN_TC_128x256c2,
   KILN_TC_64x128c2,
   KILN_TC_64x128c4,
+  KILN_TC_128x128c2x2, /* clusters of 2 x 2 tiles: W's tile loaded once for 2 row tiles, x's once for 2 column tiles */
+  KILN_TC_128x256c2x2,
   KILN_TC_TILES
 } kiln_tc_tile;
 
