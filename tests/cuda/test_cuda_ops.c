@@ -761,6 +761,9 @@ static void test_gemm_tcs(void) {
   /* 5 heads: the last column of 2 x 2 clusters only rounds the grid up */
   test_gemm_tc_qkv(200, 520, 3, 1, 1, 1, KILN_TC_128x128c2x2);
   test_gemm_tc_qkv(130, 1024, 16, 8, 1, 0, KILN_TC_128x128c2x2);
+  /* k split over a cluster's pair: an odd count of k steps (520: 9, the second block 4) and 4 */
+  test_gemm_tc_qkv(200, 520, 3, 1, 1, 1, KILN_TC_128x128k2);
+  test_gemm_tc_qkv(37, 256, 2, 1, 1, 0, KILN_TC_128x128k2);
   /* the auto rule: 0.6B's o at 1,024 tokens takes a half-width tile, its q/k/v a full one */
   printf("gemm_tc auto tiles (n_sm %d): o %d, down %d, qkv %d, gate/up %d\n", n_sm,
          (int)kiln_cuda_gemm_tc_auto(1024, 2048, 1024, n_sm), (int)kiln_cuda_gemm_tc_auto(1024, 3072, 1024, n_sm),

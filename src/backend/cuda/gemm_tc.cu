@@ -108,7 +108,7 @@ static __device__ __forceinline__ void tc_qkv_epilogue(float (&d)[16][4], const 
   }
 }
 
-template <int BM, int BN, int BLOCKS, int CM, int CN, int KIND>
+template <int BM, int BN, int BLOCKS, int CM, int CN, int KS, int KIND>
 static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS)
     gemm_tc_kernel(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw, void *y, int n,
                    int out, int k_steps, const kiln_tc_qkv qe) {
@@ -120,11 +120,18 @@ static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS
   const uint32_t tiles = (kiln_smem_addr(tc_smem) + 1023u) & ~1023u;
   const uint32_t bars = tiles + S * C::STAGE; /* full[s] at bars + 8 s, empty[s] at bars + 8 (S + s) */
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+  static_assert(KS == 1 || (KS == 2 && BM == 128 && CM == 1 && CN == 1), "gemm_tc: k split in pairs of 128-row tiles");
+  /* KS 2: the two blocks of a cluster compute the same tile over the two halves of k, then each consumer
+   * warpgroup hands its partial sums to its counterpart in the other block or takes them: block ks finishes
+   * (and writes) rows 64 ks .. 64 ks + 63 */
+  const unsigned ks = KS > 1 ? blockIdx.x % KS : 0u;
+  const int m0 = (int)(blockIdx.x / KS) * BM, n0 = blockIdx.y * BN;
+  const int k_part = (k_steps + KS - 1) / KS, k_begin = (int)ks * k_part;
+  k_steps = k_steps - k_begin < k_part ? (k_steps > k_begin ? k_steps - k_begin : 0) : k_part;
   /* Clusters of CM x CN blocks (row tiles x column tiles). The CM blocks of a cluster's column share W's tile:
    * the one at cluster x-coordinate cx loads rows cx BN/CM .. of it into all of them; the CN blocks of a row share
    * x's tile the same way, by cy. A block's rank in the cluster is cx + CM cy. */
-  constexpr int CL = CM * CN;
+  constexpr int CS = CM * CN, CL = CS * KS; /* blocks that share stages; blocks of a cluster */
   const unsigned cx = blockIdx.x % CM, cy = blockIdx.y % CN;
   uint16_t mask_w = 0, mask_x = 0;
 #pragma unroll
@@ -138,7 +145,7 @@ static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; s++) {
       kiln_mbar_init(bars + 8 * s, 1);
-      kiln_mbar_init(bars + 8 * (S + s), CL * C::NC * 4); /* lane 0 of every consumer warp of the cluster */
+      kiln_mbar_init(bars + 8 * (S + s), CS * C::NC * 4); /* lane 0 of every consumer warp that reads it */
     }
     kiln_mbar_init_fence();
   }
@@ -156,15 +163,15 @@ static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS
         if (it >= S) kiln_mbar_wait(bars + 8 * (S + s), (unsigned)(it / S - 1) & 1u);
         kiln_mbar_expect_tx(bars + 8 * s, C::STAGE);
         if constexpr (CN > 1)
-          kiln_tma_load_2d_mc(a + cy * (C::A_BYTES / CN), &tx, bars + 8 * s, it * TC_BK, m0 + (int)cy * (BM / CN),
-                              mask_x);
+          kiln_tma_load_2d_mc(a + cy * (C::A_BYTES / CN), &tx, bars + 8 * s, (k_begin + it) * TC_BK,
+                              m0 + (int)cy * (BM / CN), mask_x);
         else
-          kiln_tma_load_2d(a, &tx, bars + 8 * s, it * TC_BK, m0);
+          kiln_tma_load_2d(a, &tx, bars + 8 * s, (k_begin + it) * TC_BK, m0);
         if constexpr (CM > 1)
-          kiln_tma_load_2d_mc(a + C::A_BYTES + cx * (C::B_BYTES / CM), &tw, bars + 8 * s, it * TC_BK,
+          kiln_tma_load_2d_mc(a + C::A_BYTES + cx * (C::B_BYTES / CM), &tw, bars + 8 * s, (k_begin + it) * TC_BK,
                               n0 + (int)cx * (BN / CM), mask_w);
         else
-          kiln_tma_load_2d(a + C::A_BYTES, &tw, bars + 8 * s, it * TC_BK, n0);
+          kiln_tma_load_2d(a + C::A_BYTES, &tw, bars + 8 * s, (k_begin + it) * TC_BK, n0);
       }
     if constexpr (CL > 1) kiln_cluster_sync(); /* the consumers' last arrivals on other blocks' barriers */
     return; /* no block-wide barrier after this point */
@@ -184,17 +191,43 @@ static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS
     kiln_wg_commit();
     kiln_wg_wait1(); /* step it - 1's products have read their stage */
     if (it > 0 && lane == 0) {
-      if constexpr (CL > 1)
-        for (unsigned r = 0; r < CL; r++) kiln_mbar_arrive_cluster(bars + 8 * (S + (it - 1) % S), r);
+      if constexpr (CS > 1)
+        for (unsigned r = 0; r < CS; r++) kiln_mbar_arrive_cluster(bars + 8 * (S + (it - 1) % S), r);
       else
         kiln_mbar_arrive(bars + 8 * (S + (it - 1) % S));
     }
   }
   kiln_wg_wait0();
 
+  bool live = true; /* this warpgroup writes its rows */
+  if constexpr (KS == 2) {
+    /* once both blocks' products have retired, their stages are free: the handing warpgroup stores its partial
+     * sums into the other block's stage memory, in fragment order, and the taking one adds them (its own first,
+     * so a + b either way: the same bits whichever block runs ahead) */
+    kiln_cluster_sync();
+    const uint32_t at = tiles + (uint32_t)(threadIdx.x & 127) * 16;
+    live = wg == (int)ks;
+    if (!live) {
+#pragma unroll
+      for (int i = 0; i < BN / 8; i++)
+        kiln_dsmem_st4(at + (uint32_t)i * 128 * 16, ks ^ 1u, make_float4(d[i][0], d[i][1], d[i][2], d[i][3]));
+    }
+    kiln_cluster_sync();
+    if (live) {
+#pragma unroll
+      for (int i = 0; i < BN / 8; i++) {
+        float4 v;
+        asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                     : "r"(at + (uint32_t)i * 128 * 16));
+        d[i][0] += v.x, d[i][1] += v.y, d[i][2] += v.z, d[i][3] += v.w;
+      }
+    }
+  }
+
   const int r0 = m0 + wg * 64 + (warp & 3) * 16 + (lane >> 2), cq = 2 * (lane & 3);
-  if (n0 >= out) {
-    /* a column tile that only rounds the grid up to whole clusters */
+  if (n0 >= out || !live) {
+    /* a column tile that only rounds the grid up to whole clusters, or partial sums handed on */
   } else if constexpr (KIND == KILN_GEMM_QKV) {
     tc_qkv_epilogue(d, qe, n0 / 128, r0, n, cq);
   } else {
@@ -241,24 +274,26 @@ static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS
 /* ---- host side ---- */
 
 static const struct {
-  int bm, bn, blocks, cm, cn;
+  int bm, bn, blocks, cm, cn, ks;
   const char *name;
 } tiles_[KILN_TC_TILES] = {
-    {0, 0, 0, 1, 1, "auto"},
-    {128, 128, 1, 1, 1, "128x128"},
-    {64, 128, 1, 1, 1, "64x128"},
-    {128, 64, 1, 1, 1, "128x64"},
-    {128, 192, 1, 1, 1, "128x192"},
-    {128, 256, 1, 1, 1, "128x256"},
-    {64, 256, 1, 1, 1, "64x256"},
-    {128, 128, 2, 1, 1, "128x128/2"},
-    {64, 128, 2, 1, 1, "64x128/2"},
-    {128, 128, 1, 2, 1, "128x128c2"},
-    {128, 256, 1, 2, 1, "128x256c2"},
-    {64, 128, 1, 2, 1, "64x128c2"},
-    {64, 128, 1, 4, 1, "64x128c4"},
-    {128, 128, 1, 2, 2, "128x128c2x2"},
-    {128, 256, 1, 2, 2, "128x256c2x2"},
+    {0, 0, 0, 1, 1, 1, "auto"},
+    {128, 128, 1, 1, 1, 1, "128x128"},
+    {64, 128, 1, 1, 1, 1, "64x128"},
+    {128, 64, 1, 1, 1, 1, "128x64"},
+    {128, 192, 1, 1, 1, 1, "128x192"},
+    {128, 256, 1, 1, 1, 1, "128x256"},
+    {64, 256, 1, 1, 1, 1, "64x256"},
+    {128, 128, 2, 1, 1, 1, "128x128/2"},
+    {64, 128, 2, 1, 1, 1, "64x128/2"},
+    {128, 128, 1, 2, 1, 1, "128x128c2"},
+    {128, 256, 1, 2, 1, 1, "128x256c2"},
+    {64, 128, 1, 2, 1, 1, "64x128c2"},
+    {64, 128, 1, 4, 1, 1, "64x128c4"},
+    {128, 128, 1, 2, 2, 1, "128x128c2x2"},
+    {128, 256, 1, 2, 2, 1, "128x256c2x2"},
+    {128, 128, 1, 1, 1, 2, "128x128k2"},
+    {128, 256, 1, 1, 1, 2, "128x256k2"},
 };
 
 extern "C" int kiln_cuda_gemm_tc_tile_env(const char *v) {
@@ -327,32 +362,32 @@ static int tensor_map_(CUtensorMap *m, const uint16_t *p, int64_t rows, int64_t 
   return 0;
 }
 
-template <int BM, int BN, int BLOCKS, int CM, int CN, int KIND>
+template <int BM, int BN, int BLOCKS, int CM, int CN, int KS, int KIND>
 static int launch_(void *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in, int64_t out,
                    cudaStream_t stream, const kiln_tc_qkv &qe = kiln_tc_qkv{}) {
   using C = tc_cfg<BM, BN, BLOCKS>;
   static size_t smem_set[KILN_CUDA_MAX_DEVICES];
-  int rc = kiln_cuda__allow_smem((const void *)gemm_tc_kernel<BM, BN, BLOCKS, CM, CN, KIND>, C::SMEM, smem_set, 1);
+  int rc = kiln_cuda__allow_smem((const void *)gemm_tc_kernel<BM, BN, BLOCKS, CM, CN, KS, KIND>, C::SMEM, smem_set, 1);
   if (rc) return rc;
   CUtensorMap tx, tw;
   if ((rc = tensor_map_(&tx, x, n, in, BM / CN)) || (rc = tensor_map_(&tw, w, out, in, BN / CM))) return rc;
   /* tiles rounded up to whole clusters: a block past the rows or columns loads zeros and writes nothing */
   const int64_t mt = (n + BM - 1) / BM, nt = (out + BN - 1) / BN;
-  const dim3 grid((unsigned)((mt + CM - 1) / CM * CM), (unsigned)((nt + CN - 1) / CN * CN));
-  KILN_CUDA_CHECK(kiln_launch_cluster2(gemm_tc_kernel<BM, BN, BLOCKS, CM, CN, KIND>, grid, dim3(C::THREADS), C::SMEM,
-                                       stream, dim3(CM * CN > 1 ? CM : 0, CN, 1), tx, tw, y, (int)n, (int)out,
+  const dim3 grid((unsigned)((mt + CM - 1) / CM * CM * KS), (unsigned)((nt + CN - 1) / CN * CN));
+  KILN_CUDA_CHECK(kiln_launch_cluster2(gemm_tc_kernel<BM, BN, BLOCKS, CM, CN, KS, KIND>, grid, dim3(C::THREADS), C::SMEM,
+                                       stream, dim3(CM * CN * KS > 1 ? CM * KS : 0, CN, 1), tx, tw, y, (int)n, (int)out,
                                        (int)((in + TC_BK - 1) / TC_BK), qe));
   return 0;
 }
 
-template <int BM, int BN, int BLOCKS, int CM, int CN = 1>
+template <int BM, int BN, int BLOCKS, int CM, int CN = 1, int KS = 1>
 static int launch_kind_(kiln_gemm_out kind, void *y, const uint16_t *x, const uint16_t *w, int64_t n, int64_t in,
                         int64_t out, cudaStream_t stream) {
   switch (kind) {
-  case KILN_GEMM_BF16: return launch_<BM, BN, BLOCKS, CM, CN, KILN_GEMM_BF16>(y, x, w, n, in, out, stream);
-  case KILN_GEMM_F32: return launch_<BM, BN, BLOCKS, CM, CN, KILN_GEMM_F32>(y, x, w, n, in, out, stream);
-  case KILN_GEMM_ACC: return launch_<BM, BN, BLOCKS, CM, CN, KILN_GEMM_ACC>(y, x, w, n, in, out, stream);
-  case KILN_GEMM_SWIGLU: return launch_<BM, BN, BLOCKS, CM, CN, KILN_GEMM_SWIGLU>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_BF16: return launch_<BM, BN, BLOCKS, CM, CN, KS, KILN_GEMM_BF16>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_F32: return launch_<BM, BN, BLOCKS, CM, CN, KS, KILN_GEMM_F32>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_ACC: return launch_<BM, BN, BLOCKS, CM, CN, KS, KILN_GEMM_ACC>(y, x, w, n, in, out, stream);
+  case KILN_GEMM_SWIGLU: return launch_<BM, BN, BLOCKS, CM, CN, KS, KILN_GEMM_SWIGLU>(y, x, w, n, in, out, stream);
   case KILN_GEMM_QKV: break; /* kiln_cuda_gemm_tc_qkv */
   }
   return kiln_error(KILN_EINVAL, "cuda gemm: unknown output kind %d", (int)kind);
@@ -383,6 +418,8 @@ extern "C" int kiln_cuda_gemm_tc(kiln_gemm_out kind, void *y, const uint16_t *x,
   case KILN_TC_64x128c4: return launch_kind_<64, 128, 1, 4>(kind, y, x, w, n, in, out, stream);
   case KILN_TC_128x128c2x2: return launch_kind_<128, 128, 1, 2, 2>(kind, y, x, w, n, in, out, stream);
   case KILN_TC_128x256c2x2: return launch_kind_<128, 256, 1, 2, 2>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_128x128k2: return launch_kind_<128, 128, 1, 1, 1, 2>(kind, y, x, w, n, in, out, stream);
+  case KILN_TC_128x256k2: return launch_kind_<128, 256, 1, 1, 1, 2>(kind, y, x, w, n, in, out, stream);
   default: return launch_kind_<128, 128, 1, 1>(kind, y, x, w, n, in, out, stream);
   }
 }
@@ -402,13 +439,14 @@ extern "C" int kiln_cuda_gemm_tc_qkv(const kiln_tc_qkv *e, const uint16_t *x, co
                                           : KILN_TC_64x128;
   const int64_t out = heads * 128;
   switch (tile) {
-  case KILN_TC_64x128: return launch_<64, 128, 1, 1, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
-  case KILN_TC_128x128_2: return launch_<128, 128, 2, 1, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
-  case KILN_TC_64x128_2: return launch_<64, 128, 2, 1, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
-  case KILN_TC_128x128c2: return launch_<128, 128, 1, 2, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
-  case KILN_TC_64x128c2: return launch_<64, 128, 1, 2, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
-  case KILN_TC_64x128c4: return launch_<64, 128, 1, 4, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
-  case KILN_TC_128x128c2x2: return launch_<128, 128, 1, 2, 2, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
-  default: return launch_<128, 128, 1, 1, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_64x128: return launch_<64, 128, 1, 1, 1, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_128x128_2: return launch_<128, 128, 2, 1, 1, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_64x128_2: return launch_<64, 128, 2, 1, 1, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_128x128c2: return launch_<128, 128, 1, 2, 1, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_64x128c2: return launch_<64, 128, 1, 2, 1, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_64x128c4: return launch_<64, 128, 1, 4, 1, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_128x128c2x2: return launch_<128, 128, 1, 2, 2, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  case KILN_TC_128x128k2: return launch_<128, 128, 1, 1, 1, 2, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
+  default: return launch_<128, 128, 1, 1, 1, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
   }
 }

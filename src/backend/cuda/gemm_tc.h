@@ -37,10 +37,12 @@ typedef enum kiln_tc_tile {
   KILN_TC_64x128c4,
   KILN_TC_128x128c2x2, /* clusters of 2 x 2 tiles: W's tile loaded once for 2 row tiles, x's once for 2 column tiles */
   KILN_TC_128x256c2x2,
+  KILN_TC_128x128k2, /* "k2": pairs of blocks (a cluster) that split k and add their partial sums on chip */
+  KILN_TC_128x256k2,
   KILN_TC_TILES
 } kiln_tc_tile;
 
-/* KILN_CUDA_GEMM_TILE's value: auto (or unset), or the name of one of the tiles (ROWSxCOLS, ROWSxCOLS/2); -1 for
+/* KILN_CUDA_GEMM_TILE's value: auto (or unset), or the name of one of the tiles (ROWSxCOLS with /2, c2, c4, c2x2 or k2); -1 for
  * anything else. */
 int kiln_cuda_gemm_tc_tile_env(const char *v);
 /* The tile AUTO picks for n x in x out on n_sm SMs. */

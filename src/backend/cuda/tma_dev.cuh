@@ -103,6 +103,18 @@ static __device__ __forceinline__ void kiln_mbar_arrive_cluster(uint32_t bar, un
 #endif
 }
 
+/* Stores v at shared offset addr in the cluster's block `rank` (distributed shared memory). */
+static __device__ __forceinline__ void kiln_dsmem_st4(uint32_t addr, unsigned rank, float4 v) {
+#if KILN_WG_OK
+  asm volatile("{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %0, %1;\n"
+               "st.shared::cluster.v4.f32 [ra], {%2, %3, %4, %5};\n}\n" ::"r"(addr),
+               "r"(rank), "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w)
+               : "memory");
+#else
+  (void)addr, (void)rank, (void)v;
+#endif
+}
+
 /* Every thread of every block of the cluster arrives, then waits for all: the blocks' barriers are initialised
  * before any copy signals them, and no block leaves while another may still arrive on its barriers. */
 static __device__ __forceinline__ void kiln_cluster_sync(void) {
