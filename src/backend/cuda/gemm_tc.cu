@@ -16,6 +16,16 @@
  * pair is (gate, up) of one intermediate column (the gate/up weights interleave their rows; weights.c), and
  * neighbouring lanes swap halves so that each writes two adjacent bf16.
  *
+ * Clusters (the tiles named c2, c4, c2x2, k2): blocks of one thread-block cluster either share operand tiles or
+ * split k. Sharing: the CM row tiles of a cluster's column need the same W tile, so each block's producer loads
+ * 1/CM of it and the TMA multicasts it into every one of them (and likewise x's tile across CN column tiles); a
+ * stage is then refilled in all of them at once, so each consumer warp releases it in every block of the cluster.
+ * That cuts the bytes L2 delivers a product (cuBLAS's own kernels share W's tile in pairs). Splitting: the two
+ * blocks of a k2 cluster compute one tile over the two halves of k, and each consumer warpgroup either hands its
+ * partial sums to its counterpart through distributed shared memory or adds the counterpart's to its own and
+ * writes: twice the blocks for products of few output tiles (the o and down products of a short prompt), with the
+ * same bits wherever it runs (a + b is b + a).
+ *
  * Occupancy: one block an SM with as many stages as fit (up to 9); the "/2" tiles run two blocks an SM with fewer
  * stages each (one block's epilogue then overlaps the other's loads and products). On an H100 the deep pipelines
  * were no faster than 3 stages at two blocks: the products are bound by how fast L2 delivers operand tiles to the
