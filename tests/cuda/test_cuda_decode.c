@@ -20,6 +20,7 @@
 #include "backend/cpu/ref_ops.h"
 #include "backend/cuda/attn_decode.h"
 #include "backend/cuda/cuda_impl.h"
+#include "backend/cuda/gemm_tc.h"
 #include "cuda/gpu_test.h"
 #include "kiln/half.h"
 #include "kiln/kiln.h"
@@ -349,6 +350,29 @@ out:
   if (gr2) kiln_backend_cuda.destroy(gr2);
 }
 
+/* KILN_CUDA_GEMM_TILE: one tile for all, a list by product, and what is refused */
+static void test_gemm_tile_env(const shape_case *s) {
+  const kiln_config cfg = config_of(s);
+  const kiln_engine_opts o = {.device = "cuda", .n_ctx = 256, .n_seqs = 1};
+  static const char *const bad[] = {"128x100", "qkv:", "qkv:128x128,", "up:128x128", "o=128x128", "qkv:128x128:o"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    kiln_backend *b = NULL;
+    setenv("KILN_CUDA_GEMM_TILE", bad[i], 1);
+    GT_CHECK(kiln_cuda_create_random(&b, &cfg, &o, 0, 11) != 0 && !b, "KILN_CUDA_GEMM_TILE=%s was taken", bad[i]);
+    if (b) kiln_backend_cuda.destroy(b);
+  }
+  kiln_backend *b = NULL;
+  setenv("KILN_CUDA_GEMM_TILE", "o:128x128k2,qkv:64x128c4", 1);
+  GT_OK(kiln_cuda_create_random(&b, &cfg, &o, 0, 11));
+  if (b)
+    GT_CHECK(b->gemm_tile[KILN_PF_QKV] == KILN_TC_64x128c4 && b->gemm_tile[KILN_PF_O] == KILN_TC_128x128k2 &&
+                 b->gemm_tile[KILN_PF_GATE_UP] == KILN_TC_AUTO && b->gemm_tile[KILN_PF_DOWN] == KILN_TC_AUTO,
+             "KILN_CUDA_GEMM_TILE list: tiles %d %d %d %d", b->gemm_tile[0], b->gemm_tile[1], b->gemm_tile[2],
+             b->gemm_tile[3]);
+  if (b) kiln_backend_cuda.destroy(b);
+  unsetenv("KILN_CUDA_GEMM_TILE");
+}
+
 int main(void) {
   gt_skip_without_gpu();
   static const shape_case cases[] = {
@@ -366,6 +390,7 @@ int main(void) {
       {"wide", 6152, 8192, 2, 32, 2, 256, 32001, false, true, false, 500, 20},
   };
   const char *only = getenv("KILN_TEST_CASE"); /* diagnosis: one case by name */
+  test_gemm_tile_env(&cases[0]);
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     if (!only || !*only || !strcmp(only, cases[i].name)) run_case(&cases[i]);
   return gt_finish("test_cuda_decode");

@@ -268,6 +268,39 @@ static int env_on_(const char *name, bool *on) {
   return 0;
 }
 
+/* KILN_CUDA_GEMM_TILE: the own GEMM's tile for every prefill product (auto, unset, or a tile name of gemm_tc.h),
+ * or one a product as a comma-separated list of PRODUCT:TILE (qkv, o, gate_up, down; those not named: auto). */
+static int gemm_tiles_(const char *v, int tile[KILN_PF_GEMMS]) {
+  static const char *const names[KILN_PF_GEMMS] = {"qkv", "o", "gate_up", "down"};
+  for (int k = 0; k < KILN_PF_GEMMS; k++) tile[k] = KILN_TC_AUTO;
+  if (!v || !*v) return 0;
+  if (!strchr(v, ':')) {
+    const int t = kiln_cuda_gemm_tc_tile_env(v);
+    if (t < 0) goto bad;
+    for (int k = 0; k < KILN_PF_GEMMS; k++) tile[k] = t;
+    return 0;
+  }
+  for (const char *p = v; *p;) {
+    const char *colon = strchr(p, ':'), *end = strchr(p, ',');
+    if (!end) end = p + strlen(p);
+    if (!colon || colon > end) goto bad;
+    int k = 0;
+    while (k < KILN_PF_GEMMS && !((size_t)(colon - p) == strlen(names[k]) && !strncmp(p, names[k], colon - p))) k++;
+    char name[32];
+    const size_t len = (size_t)(end - colon - 1);
+    if (k == KILN_PF_GEMMS || len >= sizeof name) goto bad;
+    memcpy(name, colon + 1, len);
+    name[len] = 0;
+    if ((tile[k] = kiln_cuda_gemm_tc_tile_env(name)) < 0) goto bad;
+    if (*end && !end[1]) goto bad; /* a trailing comma */
+    p = *end ? end + 1 : end;
+  }
+  return 0;
+bad:
+  return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMM_TILE=%s: expected auto, a tile of gemm_tc.h such as 128x128 "
+                    "or 64x128c4, or PRODUCT:TILE,... (qkv, o, gate_up, down)", v);
+}
+
 /* The switches the ops read themselves at their first use (each module's parser of the value): a bad value is
  * refused here, at create, with what the switch accepts. */
 static int check_op_switches_(void) {
@@ -335,7 +368,7 @@ static int read_switches_(kiln_backend *b) {
    * KILN_CUDA_GEMM_OWN_MIN tokens (default 1), where the device can run them (sm_90a), SwiGLU fused into gate/up
    * and (head_dim 128, unless KILN_CUDA_GEMM_ROPE=0) q/k norm, RoPE and the KV store into q/k/v; fused: only those
    * two products kiln's own, o and down cuBLAS's;
-   * KILN_CUDA_GEMM_TILE: their tiles (auto or a name) */
+   * KILN_CUDA_GEMM_TILE: their tiles (gemm_tiles_) */
   const char *og = getenv("KILN_CUDA_PREFILL_GEMM");
   bool own = false;
   b->gemm_own_all = false;
@@ -354,9 +387,7 @@ static int read_switches_(kiln_backend *b) {
   b->gemm_own_min = own && shapes_ok && kiln_cuda_gemm_tc_available() ? (int)own_min : INT_MAX;
   if ((rc = env_on_("KILN_CUDA_GEMM_ROPE", &b->gemm_rope))) return rc;
   b->gemm_rope = b->gemm_rope && b->cfg.head_dim == 128;
-  if ((b->gemm_tile = kiln_cuda_gemm_tc_tile_env(getenv("KILN_CUDA_GEMM_TILE"))) < 0)
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_GEMM_TILE=%s: expected auto or a tile of gemm_tc.cu such as "
-                      "128x128 or 64x128/2", getenv("KILN_CUDA_GEMM_TILE"));
+  if ((rc = gemm_tiles_(getenv("KILN_CUDA_GEMM_TILE"), b->gemm_tile))) return rc;
   /* the shared-memory carveout of the decode kernels: auto or unset (the driver's choice per kernel), max, or a
    * percent; one value for all keeps the SMs from reconfiguring between kernels of different needs */
   const char *co = getenv("KILN_CUDA_CARVEOUT");

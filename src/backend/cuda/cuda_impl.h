@@ -112,10 +112,11 @@ struct kiln_backend {
    * (gemm.h); gemm_planning false (the default): cublasGemmEx's default everywhere */
   bool gemm_planning;
   /* KILN_CUDA_PREFILL_GEMM: chunks of at least gemm_own_min tokens run kiln's own GEMMs (gemm_tc.h; SwiGLU fused
-   * into gate/up) instead of cuBLAS (INT_MAX: never), with tiles gemm_tile (KILN_CUDA_GEMM_TILE; auto) */
+   * into gate/up) instead of cuBLAS (INT_MAX: never), with tiles gemm_tile (KILN_CUDA_GEMM_TILE; auto), one a
+   * product (KILN_PF_*) */
   int gemm_own_min;
   bool gemm_own_all; /* o and down too (own), or only the fused q/k/v and gate/up products (fused) */
-  int gemm_tile;
+  int gemm_tile[KILN_PF_GEMMS];
   bool gemm_rope; /* and the q/k/v product with q/k norm, RoPE and the KV store (KILN_CUDA_GEMM_ROPE=0: not) */
   bool gemm_planned[KILN_CUDA_PREFILL_BUCKETS];
   kiln_cuda_gemm_algo gemm_plan[KILN_CUDA_PREFILL_BUCKETS][KILN_PF_GEMMS];

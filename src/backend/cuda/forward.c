@@ -198,7 +198,7 @@ static int prefill_enqueue_(kiln_backend *b, int n, bool last_logits) {
   const bool own = n >= b->gemm_own_min, own_all = own && b->gemm_own_all;
 #define GEMM(k, kind, y, x, w, in, out)                                                                             \
   ((own_all || (own && (k == KILN_PF_QKV || k == KILN_PF_GATE_UP)))                                               \
-       ? kiln_cuda_gemm_tc(kind, y, x, w, n, in, out, (kiln_tc_tile)b->gemm_tile, b->n_sm, st)                    \
+       ? kiln_cuda_gemm_tc(kind, y, x, w, n, in, out, (kiln_tc_tile)b->gemm_tile[k], b->n_sm, st)                 \
        : kiln_cuda_gemm_run(&ge, plan ? &plan[k] : NULL, kind, y, x, w, n, in, out))
   int rc;
   if ((rc = kiln_cuda_embed(b->x, b->embed, V, H, b->d_tokens, n, NULL, st))) return rc;
@@ -214,7 +214,8 @@ static int prefill_enqueue_(kiln_backend *b, int n, bool last_logits) {
       const kiln_tc_qkv e = {.q_out = b->q, .k_cache = L->k_cache, .v_cache = L->v_cache, .bias = L->bqkv,
                              .q_norm = L->q_norm, .k_norm = L->k_norm, .rope = b->rope, .step = b->d_step,
                              .eps = eps, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads, .n_ctx = b->n_ctx};
-      if ((rc = kiln_cuda_gemm_tc_qkv(&e, b->hbuf, L->wqkv, n, H, (kiln_tc_tile)b->gemm_tile, b->n_sm, st)))
+      if ((rc = kiln_cuda_gemm_tc_qkv(&e, b->hbuf, L->wqkv, n, H, (kiln_tc_tile)b->gemm_tile[KILN_PF_QKV], b->n_sm,
+                                       st)))
         return rc;
     } else if ((rc = GEMM(KILN_PF_QKV, KILN_GEMM_BF16, qkv16, b->hbuf, L->wqkv, H, b->qkv_dim)) ||
                (rc = kiln_cuda_qkv_rope(b->q, L->k_cache, L->v_cache, qkv16, L->bqkv, L->q_norm, L->k_norm, eps,
