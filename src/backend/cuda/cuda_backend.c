@@ -288,7 +288,7 @@ static int gemm_tiles_(const char *v, int tile[KILN_PF_GEMMS]) {
     while (k < KILN_PF_GEMMS && !((size_t)(colon - p) == strlen(names[k]) && !strncmp(p, names[k], colon - p))) k++;
     char name[32];
     const size_t len = (size_t)(end - colon - 1);
-    if (k == KILN_PF_GEMMS || len >= sizeof name) goto bad;
+    if (k == KILN_PF_GEMMS || len == 0 || len >= sizeof name) goto bad;
     memcpy(name, colon + 1, len);
     name[len] = 0;
     if ((tile[k] = kiln_cuda_gemm_tc_tile_env(name)) < 0) goto bad;

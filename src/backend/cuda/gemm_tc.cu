@@ -314,8 +314,9 @@ extern "C" int kiln_cuda_gemm_tc_tile_env(const char *v) {
 }
 
 /* The tile whose busiest SM has the least to do: tiles are spread evenly over the SMs, so that SM computes
- * ceil(tiles / n_sm) of them; a tile of 64 rows or columns costs 15% more a product than the wider ones (its
- * wgmmas read more shared memory per product, bench_gemm). Ties go to the earlier, wider tile. */
+ * ceil(tiles / n_sm) of them; a tile of 64 columns costs 15% more a product than the wider ones (its wgmmas read
+ * more shared memory per product), one of 64 rows 30% (one consumer warpgroup hides less; H100, 0.6B's o and down
+ * at 1,024 tokens: 64x128 16.0 and 18.7 us, 128x64 12.2 and 15.8). Ties go to the earlier, wider tile. */
 extern "C" kiln_tc_tile kiln_cuda_gemm_tc_auto(int64_t n, int64_t in, int64_t out, int n_sm) {
   (void)in;
   if (n_sm < 1) n_sm = 1;
@@ -323,17 +324,13 @@ extern "C" kiln_tc_tile kiln_cuda_gemm_tc_auto(int64_t n, int64_t in, int64_t ou
   double best_cost = 0;
   for (int t = KILN_TC_128x128; t <= KILN_TC_64x256; t++) { /* the one-block tiles */
     const int64_t count = (n + tiles_[t].bm - 1) / tiles_[t].bm * ((out + tiles_[t].bn - 1) / tiles_[t].bn);
-    const double per = (double)tiles_[t].bm * tiles_[t].bn * (tiles_[t].bm < 128 || tiles_[t].bn < 128 ? 1.15 : 1.0);
+    const double per =
+        (double)tiles_[t].bm * tiles_[t].bn * (tiles_[t].bm < 128 ? 1.3 : tiles_[t].bn < 128 ? 1.15 : 1.0);
     const double cost = (double)((count + n_sm - 1) / n_sm) * per;
     if (t == KILN_TC_128x128 || cost < best_cost * 0.999) best = (kiln_tc_tile)t, best_cost = cost;
   }
-  /* then its form in clusters that load W's tile once, where there are row tiles to share it: the products are
-   * bound by what L2 delivers to the SMs (H100: 0.6B's q/k/v moved 5.7 TB/s of tiles, cuBLAS's 1x2-cluster
-   * kernel about the same at two thirds of the bytes a product) */
-  const int64_t rows = (n + tiles_[best].bm - 1) / tiles_[best].bm;
-  if (best == KILN_TC_128x128 && rows >= 2) return KILN_TC_128x128c2;
-  if (best == KILN_TC_128x256 && rows >= 2) return KILN_TC_128x256c2;
-  if (best == KILN_TC_64x128 && rows >= 2) return rows >= 4 ? KILN_TC_64x128c4 : KILN_TC_64x128c2;
+  /* not the cluster forms: as first built (with a cluster-scope release on every stage) they ran 2.5-10x slower
+   * than their plain tiles on an H100 and have not been measured since (docs/benchmarks.md) */
   return best;
 }
 
@@ -443,10 +440,7 @@ extern "C" int kiln_cuda_gemm_tc_qkv(const kiln_tc_qkv *e, const uint16_t *x, co
                       (long long)n, (long long)in, e->n_heads, e->n_kv_heads);
   if (((uintptr_t)x | (uintptr_t)w) & 15) return kiln_error(KILN_EINVAL, "cuda gemm q/k/v: misaligned operands");
   if ((int)tile < 0 || (int)tile >= KILN_TC_TILES || tiles_[tile].bn != 128)
-    tile = (n + 127) / 128 * heads >= n_sm ? (n > 128 ? KILN_TC_128x128c2 : KILN_TC_128x128) /* a wave of them */
-           : n > 192                      ? KILN_TC_64x128c4
-           : n > 64                       ? KILN_TC_64x128c2
-                                          : KILN_TC_64x128;
+    tile = (n + 127) / 128 * heads >= n_sm ? KILN_TC_128x128 : KILN_TC_64x128; /* a wave of 128-row tiles */
   const int64_t out = heads * 128;
   switch (tile) {
   case KILN_TC_64x128: return launch_<64, 128, 1, 1, 1, 1, KILN_GEMM_QKV>(NULL, x, w, n, in, out, stream, *e);
