@@ -381,8 +381,9 @@ static int launch_(void *y, const uint16_t *x, const uint16_t *w, int64_t n, int
   /* tiles rounded up to whole clusters: a block past the rows or columns loads zeros and writes nothing */
   const int64_t mt = (n + BM - 1) / BM, nt = (out + BN - 1) / BN;
   const dim3 grid((unsigned)((mt + CM - 1) / CM * CM * KS), (unsigned)((nt + CN - 1) / CN * CN));
-  KILN_CUDA_CHECK(kiln_launch_cluster2(gemm_tc_kernel<BM, BN, BLOCKS, CM, CN, KS, KIND>, grid, dim3(C::THREADS), C::SMEM,
-                                       stream, dim3(CM * CN * KS > 1 ? CM * KS : 0, CN, 1), tx, tw, y, (int)n, (int)out,
+  const dim3 cluster(CM * CN * KS > 1 ? CM * KS : 0, CN, 1); /* x 0: no clusters */
+  KILN_CUDA_CHECK(kiln_launch_cluster2(gemm_tc_kernel<BM, BN, BLOCKS, CM, CN, KS, KIND>, grid, dim3(C::THREADS),
+                                       C::SMEM, stream, cluster, tx, tw, y, (int)n, (int)out,
                                        (int)((in + TC_BK - 1) / TC_BK), qe));
   return 0;
 }
