@@ -766,11 +766,11 @@ static void test_gemm_tcs(void) {
   test_gemm_tc_qkv(37, 256, 2, 1, 1, 0, KILN_TC_128x128k2);
   /* the auto rule: on an H100's 132 SMs 0.6B's o and down at 1,024 tokens take a half-width tile (a wave of 128),
    * its q/k/v a full one */
-  GT_CHECK(kiln_cuda_gemm_tc_auto(1024, 2048, 1024, 132) == KILN_TC_128x64 &&
-               kiln_cuda_gemm_tc_auto(1024, 3072, 1024, 132) == KILN_TC_128x64 &&
-               kiln_cuda_gemm_tc_auto(1024, 1024, 4096, 132) == KILN_TC_128x128,
-           "gemm_tc auto: o %d, down %d, qkv %d", (int)kiln_cuda_gemm_tc_auto(1024, 2048, 1024, 132),
-           (int)kiln_cuda_gemm_tc_auto(1024, 3072, 1024, 132), (int)kiln_cuda_gemm_tc_auto(1024, 1024, 4096, 132));
+  const kiln_tc_tile auto_o = kiln_cuda_gemm_tc_auto(1024, 2048, 1024, 132),
+                     auto_down = kiln_cuda_gemm_tc_auto(1024, 3072, 1024, 132),
+                     auto_qkv = kiln_cuda_gemm_tc_auto(1024, 1024, 4096, 132);
+  GT_CHECK(auto_o == KILN_TC_128x64 && auto_down == KILN_TC_128x64 && auto_qkv == KILN_TC_128x128,
+           "gemm_tc auto: o %d, down %d, qkv %d", (int)auto_o, (int)auto_down, (int)auto_qkv);
   printf("gemm_tc auto tiles (n_sm %d): o %d, down %d, qkv %d, gate/up %d\n", n_sm,
          (int)kiln_cuda_gemm_tc_auto(1024, 2048, 1024, n_sm), (int)kiln_cuda_gemm_tc_auto(1024, 3072, 1024, n_sm),
          (int)kiln_cuda_gemm_tc_auto(1024, 1024, 4096, n_sm), (int)kiln_cuda_gemm_tc_auto(1024, 1024, 6144, n_sm));

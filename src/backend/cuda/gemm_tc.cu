@@ -226,10 +226,7 @@ static __global__ void __launch_bounds__(tc_cfg<BM, BN, BLOCKS>::THREADS, BLOCKS
     if (live) {
 #pragma unroll
       for (int i = 0; i < BN / 8; i++) {
-        float4 v;
-        asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
-                     : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-                     : "r"(at + (uint32_t)i * 128 * 16));
+        const float4 v = kiln_smem_ld4(at + (uint32_t)i * 128 * 16);
         d[i][0] += v.x, d[i][1] += v.y, d[i][2] += v.z, d[i][3] += v.w;
       }
     }

@@ -42,8 +42,8 @@ typedef enum kiln_tc_tile {
   KILN_TC_TILES
 } kiln_tc_tile;
 
-/* KILN_CUDA_GEMM_TILE's value: auto (or unset), or the name of one of the tiles (ROWSxCOLS with /2, c2, c4, c2x2 or k2); -1 for
- * anything else. */
+/* A tile by name: auto (or unset), or the name of one of the tiles (ROWSxCOLS, with /2, c2, c4, c2x2 or k2);
+ * -1 for anything else. */
 int kiln_cuda_gemm_tc_tile_env(const char *v);
 /* The tile AUTO picks for n x in x out on n_sm SMs. */
 kiln_tc_tile kiln_cuda_gemm_tc_auto(int64_t n, int64_t in, int64_t out, int n_sm);

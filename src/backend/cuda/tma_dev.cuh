@@ -84,15 +84,6 @@ static __device__ __forceinline__ void kiln_tma_load_2d_mc(uint32_t dst, const v
 #endif
 }
 
-/* This block's rank in its cluster. */
-static __device__ __forceinline__ unsigned kiln_cluster_rank(void) {
-  unsigned r = 0;
-#if KILN_WG_OK
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-#endif
-  return r;
-}
-
 /* One arrival on the barrier at shared offset bar in the cluster's block `rank` (this block's own included), with
  * the default (CTA-scope) semantics: it announces that this warp's tensor-core reads of a stage have retired and
  * publishes no data, and a cluster-scope release costs a memory barrier each time (H100: 9.5 cycles of stall an
@@ -116,6 +107,17 @@ static __device__ __forceinline__ void kiln_dsmem_st4(uint32_t addr, unsigned ra
 #else
   (void)addr, (void)rank, (void)v;
 #endif
+}
+
+/* The 16 bytes at shared offset addr of this block (as kiln_dsmem_st4 leaves them). */
+static __device__ __forceinline__ float4 kiln_smem_ld4(uint32_t addr) {
+  float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+#if KILN_WG_OK
+  asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(addr));
+#else
+  (void)addr;
+#endif
+  return v;
 }
 
 /* Every thread of every block of the cluster arrives, then waits for all: the blocks' barriers are initialised
