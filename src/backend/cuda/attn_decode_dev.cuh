@@ -134,6 +134,14 @@ static __device__ __forceinline__ kiln_attn_pre kiln_attn_unit_pre(const kiln_at
   return p;
 }
 
+/* The scalar norm + RoPE, for head sizes the vector form does not take (or KILN_CUDA_ROPE_VEC=0): out of line, so
+ * that the vector form's code stays contiguous. A block runs the prologue once per token, its instructions fetched
+ * cold, and two inlined copies of this (600 instructions) sat between its hot blocks. */
+static __device__ __noinline__ void kiln_attn_norm_rotate_(float *buf, const float *src, int hd, const float *nw,
+                                                           float eps, const float *rope, int pos, float scale) {
+  kiln_norm_rotate(buf, src, (const float *)NULL, hd, nw, eps, rope, pos, scale);
+}
+
 /* Per-head RMSNorm and RoPE of the unit's query heads into s.qs (scaled by qscale; heads past the group are
  * zero); the unit whose keys include the new token also normalises and rotates its key and stores key and value
  * into the cache and, when they fall in the first tile, into s.kt / s.vt (a unit of another head group of the
@@ -172,7 +180,7 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
                                              t.eps, rope, t.qscale);
         if (lane < hd / 4) *(float4 *)(buf + 4 * lane) = o;
       } else {
-        kiln_norm_rotate(buf, q, NULL, hd, t.q_norm, t.eps, t.rope, pos, t.qscale);
+        kiln_attn_norm_rotate_(buf, q, hd, t.q_norm, t.eps, t.rope, pos, t.qscale);
       }
       continue;
     }
@@ -190,8 +198,7 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
       }
     } else if (job == GMAX) {
       float *buf = s.red; /* free until the first tile's values are summed */
-      kiln_norm_rotate(buf, t.qkv + (int64_t)(sh.n_heads + u.kh) * hd, NULL, hd, t.k_norm, t.eps, t.rope, pos,
-                       1.f);
+      kiln_attn_norm_rotate_(buf, t.qkv + (int64_t)(sh.n_heads + u.kh) * hd, hd, t.k_norm, t.eps, t.rope, pos, 1.f);
       uint16_t *row = in_tile ? (uint16_t *)(s.kt + jn * (hd / 8)) : NULL;
       for (int d = lane; d < hd; d += 32) {
         const uint16_t b = kiln_f32_to_bf16_dev(buf[d]);

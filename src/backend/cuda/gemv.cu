@@ -34,10 +34,11 @@ typedef struct gemv_pre {
 } gemv_pre;
 
 /* One row's output; pre: the row belongs to the warp's first pair, whose bias and old output are pb and py. */
+template <int MODE>
 static __device__ __forceinline__ void epilogue_(const kiln_cuda_gemv_args &a, int64_t row, float acc,
                                                  unsigned long long *best, bool pre, float pb, float py) {
   const float b = pre ? pb : a.bias ? a.bias[row] : 0.f;
-  switch (a.mode) {
+  switch (MODE) {
   case KILN_GEMV_STORE: a.y[row] = acc + b; break;
   case KILN_GEMV_ADD: a.y[row] = (pre ? py : a.y[row]) + (acc + b); break;
   case KILN_GEMV_ARGMAX: {
@@ -54,8 +55,13 @@ static __device__ __forceinline__ void bar_sync_(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
 
-/* split: warps per row pair (1, 2 or 4; divides the block's warps); pf: L2 prefetch distance (0 when split > 1) */
-static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gemv_args a, int pf, int split) {
+/* One kernel per input kind (XBF16: a.x_bf16 as it is; else a.x_f32, normalised when a.norm_w), output mode and
+ * whether the L2 prefetch runs (PF), so that each carries only its own code: the kernel runs once per GEMV, its
+ * instructions are fetched cold, and the one kernel for every case was 50 KB with the cases' code interleaved.
+ * split: warps per row pair (1, 2 or 4; divides the block's warps); pf: L2 prefetch distance (PF only, split 1) */
+template <bool XBF16, int MODE, bool PF>
+static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gemv_args a, int pf_arg, int split) {
+  const int pf = PF ? pf_arg : 0;
   extern __shared__ uint4 xs[]; /* [k / 8]: the input as bf16 */
   __shared__ float red[GEMV_WARPS];
   __shared__ unsigned long long best_w[GEMV_WARPS];
@@ -77,7 +83,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
    * first pair's biases) load before the wait too: read once per step, they have left L2 by then, and after the
    * wait each would be a memory latency on the kernel's path. */
   const float4 *x4 = (const float4 *)a.x_f32, *w4 = (const float4 *)a.norm_w;
-  const bool pre_w = !a.x_bf16 && w4;
+  const bool pre_w = !XBF16 && w4;
   float4 wpre[GEMV_XV];
 #pragma unroll
   for (int u = 0; u < GEMV_XV; u++)
@@ -90,14 +96,14 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
   }
   kiln_pdl_wait();
   /* ADD: the first pair's old outputs (another kernel's, complete now) requested under the prologue */
-  if (own && a.mode == KILN_GEMV_ADD) {
+  if (own && MODE == KILN_GEMV_ADD) {
     pre.y0 = __ldcg(a.y + 2 * p0);
     if (2 * p0 + 1 < a.n_rows) pre.y1 = __ldcg(a.y + 2 * p0 + 1);
   }
 
   /* ---- prologue: the input vector, once per block; a thread's loads go out GEMV_XV at a time, so the block
    * waits for one or two memory latencies, not one per element it reads ---- */
-  if (a.x_bf16) {
+  if (XBF16) {
     const uint4 *src = (const uint4 *)a.x_bf16;
     for (int64_t i0 = tid; i0 < K8; i0 += GEMV_XV_BF16 * nt) {
       uint4 v[GEMV_XV_BF16];
@@ -168,18 +174,18 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
     }
     if (lane) return;
     const int64_t r0 = 2 * p;
-    if (a.mode == KILN_GEMV_SWIGLU) {
+    if (MODE == KILN_GEMV_SWIGLU) {
       /* silu(g) u with g = row 2p, u = row 2p + 1 (n_rows is even in this mode) */
       a.y_bf16[p] = kiln_f32_to_bf16_dev(kiln_silu_mul(y0, y1));
     } else {
       const bool first = p == p0;
-      epilogue_(a, r0, y0, &best, first, pre.b0, pre.y0);
-      if (r0 + 1 < a.n_rows) epilogue_(a, r0 + 1, y1, &best, first, pre.b1, pre.y1);
+      epilogue_<MODE>(a, r0, y0, &best, first, pre.b0, pre.y0);
+      if (r0 + 1 < a.n_rows) epilogue_<MODE>(a, r0 + 1, y1, &best, first, pre.b1, pre.y1);
     }
   });
   kiln_l2_prefetch_share(a.l2_next, a.l2_next_bytes);
 
-  if (a.mode == KILN_GEMV_ARGMAX) {
+  if (MODE == KILN_GEMV_ARGMAX) {
     if (lane == 0) best_w[warp] = best;
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -190,14 +196,30 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
   }
 }
 
+typedef void (*gemv_kernel_fn)(kiln_cuda_gemv_args, int, int);
+template <bool XBF16, bool PF>
+static gemv_kernel_fn gemv_pick_mode_(int mode) {
+  switch (mode) {
+  case KILN_GEMV_ADD: return gemv_kernel<XBF16, KILN_GEMV_ADD, PF>;
+  case KILN_GEMV_SWIGLU: return gemv_kernel<XBF16, KILN_GEMV_SWIGLU, PF>;
+  case KILN_GEMV_ARGMAX: return gemv_kernel<XBF16, KILN_GEMV_ARGMAX, PF>;
+  default: return gemv_kernel<XBF16, KILN_GEMV_STORE, PF>;
+  }
+}
+/* The kernel for a call (and its index among the 16, for the per-kernel shared-memory setting). */
+static gemv_kernel_fn gemv_pick_(const kiln_cuda_gemv_args *a, bool pf, int *index) {
+  const bool xb = a->x_bf16 != NULL;
+  *index = (xb ? 8 : 0) + (pf ? 4 : 0) + (int)a->mode;
+  if (xb) return pf ? gemv_pick_mode_<true, true>(a->mode) : gemv_pick_mode_<true, false>(a->mode);
+  return pf ? gemv_pick_mode_<false, true>(a->mode) : gemv_pick_mode_<false, false>(a->mode);
+}
+
 static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
-  static size_t smem_set[KILN_CUDA_MAX_DEVICES];
+  static size_t smem_set[16][KILN_CUDA_MAX_DEVICES];
   int dev = 0, n_sm = 0, occ = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&dev));
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
   size_t smem = (size_t)a->k * sizeof(uint16_t);
-  int rc = kiln_cuda__allow_smem((const void *)gemv_kernel, smem, smem_set, 0);
-  if (rc) return rc;
   /* Split k only where the rows are long (at least two chunks a warp) and there are few pairs (about one a warp
    * of a full grid): many short pairs already keep every warp's chain short. */
   const int64_t pairs = (a->n_rows + 1) / 2, chunks = (a->k / 8 + 32 * KILN_GEMV_UNROLL - 1) / (32 * KILN_GEMV_UNROLL);
@@ -212,7 +234,6 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
    * warps; a block keeps at least split warps. */
   int threads = GEMV_THREADS;
   while (threads > 64 && threads / 64 >= split && pairs * split / (threads / 32) < 2 * (int64_t)n_sm) threads /= 2;
-  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel, threads, smem));
   /* At most GEMV_BLOCKS_PER_SM blocks an SM (4 measured a little faster than 2 on the 8B shapes). The registers
    * bind first: at 128 a thread the walk fits 16 warps an SM (2 blocks of 256 threads), 8 KiB of loads in flight
    * each, well over the bandwidth-latency product, and those fill the register file, so the next kernel of a PDL
@@ -230,6 +251,12 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
     const char *e = getenv("KILN_CUDA_GEMV_PF");
     pf = e && atoi(e) > 0 ? atoi(e) : 0;
   }
+  /* the prefetch runs only without a split */
+  int kid = 0;
+  const gemv_kernel_fn kern = gemv_pick_(a, split == 1 && pf > 0, &kid);
+  int rc = kiln_cuda__allow_smem((const void *)kern, smem, smem_set[kid], 0);
+  if (rc) return rc;
+  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, threads, smem));
   if (occ > cap) occ = cap;
   if (a->max_blocks_per_sm > 0 && occ > a->max_blocks_per_sm) occ = a->max_blocks_per_sm;
   if (occ < 1) occ = 1;
@@ -238,7 +265,7 @@ static int gemv_launch(const kiln_cuda_gemv_args *a, cudaStream_t stream) {
   int64_t fit = (int64_t)n_sm * occ;
   unsigned blocks = (unsigned)(need < fit ? need : fit);
   KILN_CUDA_CHECK(
-      kiln_launch(gemv_kernel, dim3(blocks), dim3(threads), smem, stream, *a, split > 1 ? 0 : pf, split));
+      kiln_launch(kern, dim3(blocks), dim3(threads), smem, stream, *a, split > 1 ? 0 : pf, split));
   return 0;
 }
 
