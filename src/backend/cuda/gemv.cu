@@ -73,8 +73,10 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
   kiln_pdl_trigger();
 
   /* The first chunk depends on nothing: it loads before the wait (and, with pf, the next pf chunks into L2). */
-  const int slots = nw / split, slot = warp / split, part = warp % split;
-  const int64_t nc = kiln_gemv_chunks(m), c0 = part * nc / split, c1 = (part + 1) * nc / split;
+  /* split is 1, 2 or 4: shifts, not divisions (a 64-bit division is a call to a subroutine, ahead of the first
+   * load) */
+  const int ls = __ffs(split) - 1, slots = nw >> ls, slot = warp >> ls, part = warp & (split - 1);
+  const int64_t nc = kiln_gemv_chunks(m), c0 = (part * nc) >> ls, c1 = ((part + 1) * nc) >> ls;
   const int64_t p0 = (int64_t)blockIdx.x * slots + slot, pstride = (int64_t)gridDim.x * slots;
   uint4 ca[KILN_GEMV_UNROLL], cb[KILN_GEMV_UNROLL];
   kiln_gemv_first(m, p0, lane, ca, cb, c0);
@@ -105,6 +107,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
    * waits for one or two memory latencies, not one per element it reads ---- */
   if (XBF16) {
     const uint4 *src = (const uint4 *)a.x_bf16;
+    #pragma unroll 1
     for (int64_t i0 = tid; i0 < K8; i0 += GEMV_XV_BF16 * nt) {
       uint4 v[GEMV_XV_BF16];
 #pragma unroll
@@ -118,6 +121,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
     float inv = 1.f;
     if (a.norm_w) {
       float ss = 0.f;
+      #pragma unroll 1
       for (int64_t i0 = tid; i0 < K4; i0 += GEMV_XV * nt) {
         float4 v[GEMV_XV];
 #pragma unroll
@@ -139,6 +143,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
       inv = rsqrtf(tot / (float)a.k + a.eps);
     }
     uint2 *xh = (uint2 *)xs; /* 4 bf16 per float4 */
+    #pragma unroll 1
     for (int64_t i0 = tid; i0 < K4; i0 += GEMV_XV * nt) {
       float4 v[GEMV_XV], w[GEMV_XV];
 #pragma unroll
