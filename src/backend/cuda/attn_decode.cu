@@ -36,15 +36,9 @@ static __device__ __noinline__ void attn_prof_store_(unsigned long long *prof, c
   w[7] = 1;
 }
 
-/* Out of line, tested inline: off by default, and four inlined copies of the loop would sit between the kernel's
- * hot blocks, whose instructions are fetched cold once per token. */
-static __device__ __noinline__ void l2_prefetch_run_(const void *p0, int64_t b0, const void *p1, int64_t b1) {
-  kiln_l2_prefetch_share(p0, b0);
-  kiln_l2_prefetch_share(p1, b1);
-}
 static __device__ __forceinline__ void l2_prefetch_(const kiln_cuda_attn_decode_args &a) {
-  if (a.l2_next_bytes[0] >= 16 || a.l2_next_bytes[1] >= 16)
-    l2_prefetch_run_(a.l2_next[0], a.l2_next_bytes[0], a.l2_next[1], a.l2_next_bytes[1]);
+  kiln_l2_prefetch_share(a.l2_next[0], a.l2_next_bytes[0]);
+  kiln_l2_prefetch_share(a.l2_next[1], a.l2_next_bytes[1]);
 }
 
 template <int GMAX, bool CLUSTER, int THREADS>

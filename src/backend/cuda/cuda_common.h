@@ -134,8 +134,7 @@ static __device__ __forceinline__ void kiln_pdl_wait(void) { asm volatile("gridd
  * blocks cut the range into equal runs of 16-byte units, and a block's threads issue one bulk prefetch of up to
  * 16 KB each. Fire and forget: for a latency-bound kernel to pull in the weights the next kernel streams, while
  * HBM would otherwise idle. */
-static __device__ __forceinline__ void kiln_l2_prefetch_share(const void *p, int64_t bytes) {
-  if (!p || bytes < 16) return;
+static __device__ __noinline__ void kiln_l2_prefetch_share_run_(const void *p, int64_t bytes) {
   const int64_t nb = (int64_t)gridDim.x * gridDim.y * gridDim.z;
   const int64_t b = blockIdx.x + (int64_t)gridDim.x * (blockIdx.y + (int64_t)gridDim.y * blockIdx.z);
   const int64_t units = bytes / 16, per = (units + nb - 1) / nb, piece = 1024;
@@ -145,6 +144,11 @@ static __device__ __forceinline__ void kiln_l2_prefetch_share(const void *p, int
     const char *at = (const char *)p + u * 16;
     asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(at), "r"((unsigned)(n * 16)) : "memory");
   }
+}
+/* Tested inline, run out of line: the prefetch is off in most launches, and callers run once per token with their
+ * instructions fetched cold, so the loop stays out of their path. */
+static __device__ __forceinline__ void kiln_l2_prefetch_share(const void *p, int64_t bytes) {
+  if (p && bytes >= 16) kiln_l2_prefetch_share_run_(p, bytes);
 }
 
 /* Asynchronous 16-byte copies global -> shared through L2 (cp.async.cg): src_bytes 0 reads nothing and writes
