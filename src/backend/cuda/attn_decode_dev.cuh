@@ -83,7 +83,7 @@ template <int THREADS>
 static __device__ __forceinline__ void kiln_attn_copy_(uint4 *dst, const uint16_t *src, int hd8, int t0, int jlo,
                                                        int jhi) {
   const uint4 *s = (const uint4 *)src + (int64_t)t0 * hd8;
-  #pragma unroll 1
+#pragma unroll 1
   for (int v = jlo * hd8 + threadIdx.x; v < jhi * hd8; v += THREADS) kiln_cp16(kiln_smem_addr(dst + v), s + v, 16);
 }
 
@@ -166,13 +166,13 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
   const int jobs = GMAX + (owner ? 2 : 0);
   const bool vec = t.vec && kiln_rope_vec_ok(hd);
   const kiln_rope4 rope = vec ? (pre ? pre->r : kiln_rope4_at(t.rope, hd, pos)) : kiln_rope4{};
-  #pragma unroll 1
+#pragma unroll 1
   for (int job = warp; job < jobs; job += WARPS) {
     const bool first = pre && job == warp; /* pre->w holds this job's norm weights */
     if (job < GMAX) {
       float *buf = s.qs + job * hd;
       if (job >= gn) {
-        #pragma unroll 1
+#pragma unroll 1
         for (int d = lane; d < hd; d += 32) buf[d] = 0.f;
         continue;
       }
@@ -203,7 +203,7 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
       float *buf = s.red; /* free until the first tile's values are summed */
       kiln_attn_norm_rotate_(buf, t.qkv + (int64_t)(sh.n_heads + u.kh) * hd, hd, t.k_norm, t.eps, t.rope, pos, 1.f);
       uint16_t *row = in_tile ? (uint16_t *)(s.kt + jn * (hd / 8)) : NULL;
-      #pragma unroll 1
+#pragma unroll 1
       for (int d = lane; d < hd; d += 32) {
         const uint16_t b = kiln_f32_to_bf16_dev(buf[d]);
         k_cache[at + d] = b;
@@ -221,7 +221,7 @@ static __device__ __forceinline__ void kiln_attn_unit_prologue(kiln_attn_smem<GM
         }
         continue;
       }
-      #pragma unroll 1
+#pragma unroll 1
       for (int d = lane; d < hd; d += 32) {
         const uint16_t b = kiln_f32_to_bf16_dev(__ldcg(vq + d));
         v_cache[at + d] = b;
@@ -308,7 +308,7 @@ static __device__ __forceinline__ void kiln_attn_unit_tiles(kiln_attn_smem<GMAX,
       kiln_cp_commit();
     }
     /* online softmax: one warp per head */
-    #pragma unroll 1
+#pragma unroll 1
     for (int i = warp; i < gn; i += WARPS) {
       float s0 = lane < tn ? sc[i * KILN_AD_TILE + lane] : -INFINITY;
       float s1 = lane + 32 < tn ? sc[i * KILN_AD_TILE + lane + 32] : -INFINITY;
@@ -368,7 +368,7 @@ static __device__ __forceinline__ void kiln_attn_unit_tiles(kiln_attn_smem<GMAX,
     }
   }
   __syncthreads();
-  #pragma unroll 1
+#pragma unroll 1
   for (int idx = tid; idx < gn * hd; idx += THREADS) {
     int i = idx / hd, d = idx % hd;
     float sm = 0.f;
@@ -383,18 +383,18 @@ static __device__ __forceinline__ void kiln_attn_unit_tiles(kiln_attn_smem<GMAX,
 template <int THREADS>
 static __device__ __forceinline__ void kiln_attn_weights_(float *wsm, const float *lsm, int gn, int n_act) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  #pragma unroll 1
+#pragma unroll 1
   for (int i = warp; i < gn; i += THREADS / 32) {
     float M = -INFINITY;
-    #pragma unroll 1
+#pragma unroll 1
     for (int sp = lane; sp < n_act; sp += 32) M = fmaxf(M, wsm[i * n_act + sp]);
     M = kiln_warp_max(M);
     float den = 0.f;
-    #pragma unroll 1
+#pragma unroll 1
     for (int sp = lane; sp < n_act; sp += 32) den += exp2f(wsm[i * n_act + sp] - M) * lsm[i * n_act + sp];
     den = kiln_warp_sum(den);
     __syncwarp(); /* all lanes have read wsm before it is overwritten with the weights */
-    #pragma unroll 1
+#pragma unroll 1
     for (int sp = lane; sp < n_act; sp += 32) wsm[i * n_act + sp] = exp2f(wsm[i * n_act + sp] - M) / den;
   }
 }
@@ -439,7 +439,7 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
   /* The combine, spread over the unit: the (max, sum) of every active split into shared memory (red is free
    * now), one warp per head turns them into normalised weights, then each thread sums its outputs over splits. */
   float *wsm = red, *lsm = red + GMAX * KILN_AD_MAX_SPLITS;
-  #pragma unroll 1
+#pragma unroll 1
   for (int idx = tid; idx < gn * n_act; idx += THREADS) {
     int i = idx / n_act, sp = idx % n_act;
     const float *ml = pml + ((int64_t)(h0 + i) * n_splits + sp) * 2;
@@ -452,7 +452,7 @@ static __device__ __forceinline__ void kiln_attn_unit_run(kiln_attn_smem<GMAX, T
   /* 4 dimensions per thread (16-byte loads), 8 splits' loads in flight at a time: the sum over splits costs a
    * few memory latencies, not one per split */
   const int hd4 = hd / 4;
-  #pragma unroll 1
+#pragma unroll 1
   for (int idx = tid; idx < gn * hd4; idx += THREADS) {
     const int i = idx / hd4, d = (idx % hd4) * 4;
     const float4 *ph = (const float4 *)(po + (int64_t)(h0 + i) * n_splits * hd + d);
@@ -493,7 +493,7 @@ static __device__ __forceinline__ void kiln_attn_cluster_combine(kiln_attn_smem<
   const int n_act = kiln_attn_active(u.L, u.n_splits);
   cl.sync(); /* every active unit's partial and (max, sum) are in its shared memory */
   float *wsm = s.red, *lsm = s.red + gn * n_act;
-  #pragma unroll 1
+#pragma unroll 1
   for (int idx = tid; idx < gn * n_act; idx += THREADS) {
     const int i = idx / n_act, sp = idx % n_act;
     const kiln_attn_smem<GMAX, THREADS> *r = cl.map_shared_rank(&s, (unsigned)sp);
@@ -504,7 +504,7 @@ static __device__ __forceinline__ void kiln_attn_cluster_combine(kiln_attn_smem<
   kiln_attn_weights_<THREADS>(wsm, lsm, gn, n_act);
   __syncthreads();
   const int hd4 = hd / 4;
-  #pragma unroll 1
+#pragma unroll 1
   for (int idx = u.split * THREADS + tid; idx < gn * hd4; idx += u.n_splits * THREADS) {
     const int i = idx / hd4, d = (idx % hd4) * 4;
     const float *w = wsm + i * n_act;

@@ -107,7 +107,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
    * waits for one or two memory latencies, not one per element it reads ---- */
   if (XBF16) {
     const uint4 *src = (const uint4 *)a.x_bf16;
-    #pragma unroll 1
+#pragma unroll 1
     for (int64_t i0 = tid; i0 < K8; i0 += GEMV_XV_BF16 * nt) {
       uint4 v[GEMV_XV_BF16];
 #pragma unroll
@@ -121,7 +121,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
     float inv = 1.f;
     if (a.norm_w) {
       float ss = 0.f;
-      #pragma unroll 1
+#pragma unroll 1
       for (int64_t i0 = tid; i0 < K4; i0 += GEMV_XV * nt) {
         float4 v[GEMV_XV];
 #pragma unroll
@@ -143,7 +143,7 @@ static __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(kiln_cuda_gem
       inv = rsqrtf(tot / (float)a.k + a.eps);
     }
     uint2 *xh = (uint2 *)xs; /* 4 bf16 per float4 */
-    #pragma unroll 1
+#pragma unroll 1
     for (int64_t i0 = tid; i0 < K4; i0 += GEMV_XV * nt) {
       float4 v[GEMV_XV], w[GEMV_XV];
 #pragma unroll
