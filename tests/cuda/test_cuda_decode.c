@@ -373,6 +373,71 @@ static void test_gemm_tile_env(const shape_case *s) {
   unsetenv("KILN_CUDA_GEMM_TILE");
 }
 
+/* Prefill n tokens into slot 0 from position 0, then `steps` decode steps; every step's logits into lg[steps][V]. */
+static void prefill_decode_(kiln_backend *b, int n, int steps, float *lg) {
+  const int V = b->cfg.vocab_size;
+  int32_t *ids = malloc(sizeof(int32_t) * (size_t)(n + steps));
+  for (int i = 0; i < n + steps; i++) ids[i] = (i * 977 + 5) % V;
+  GT_OK(kiln_backend_cuda.forward(b, 0, 0, ids, n, NULL, false));
+  for (int k = 0; k < steps; k++)
+    GT_OK(kiln_backend_cuda.forward(b, 0, n + k, ids + n + k, 1, lg + (int64_t)k * V, false));
+  free(ids);
+}
+
+/* KILN_CUDA_ATTN_L2PF=auto (the default): the choice the timing made is the one kept, the cache is left zeroed,
+ * and every choice gives the same bits as the tuned backend, at a short and a long position. */
+static void test_l2pf_tune(const shape_case *s) {
+  static const double pick_in[][3] = {{1.0, 0.995, 0.98}, {1.0, 0.995, 0.992}, {1.0, 0.98, 1.1}, {1.0, 0.0, 0.5},
+                                      {1.0, -1.0, 2.0}, {1.0, 0.97, 0.98}};
+  static const int pick_want[] = {2, 0, 1, 2, 0, 1};
+  for (size_t i = 0; i < sizeof pick_want / sizeof pick_want[0]; i++)
+    GT_CHECK(kiln_cuda__l2pf_pick(pick_in[i], 3) == pick_want[i], "l2pf pick case %zu: %d, wanted %d", i,
+             kiln_cuda__l2pf_pick(pick_in[i], 3), pick_want[i]);
+  const kiln_config cfg = config_of(s);
+  const kiln_engine_opts o = {.device = "cuda", .n_ctx = 2048, .n_seqs = 1};
+  static const char *const fixed[] = {"off", "o", "16"};
+  kiln_backend *a = NULL;
+  unsetenv("KILN_CUDA_ATTN_L2PF");
+  GT_OK(kiln_cuda_create_random(&a, &cfg, &o, 0, 11));
+  if (!a) return;
+  bool timed = true;
+  for (int c = 0; c < KILN_CUDA_L2PF_CHOICES; c++) timed = timed && a->l2pf_tune_ms[c] > 0;
+  GT_CHECK(timed, "l2pf tune: a choice was not timed (%g %g %g ms)", a->l2pf_tune_ms[0], a->l2pf_tune_ms[1],
+           a->l2pf_tune_ms[2]);
+  const int chosen = kiln_cuda__l2pf_pick(a->l2pf_tune_ms, KILN_CUDA_L2PF_CHOICES);
+  GT_CHECK(a->attn_l2pf == kiln_cuda__l2pf_choice[chosen], "l2pf tune: kept %lld, timing chose %lld",
+           (long long)a->attn_l2pf, (long long)kiln_cuda__l2pf_choice[chosen]);
+  fprintf(stderr, "l2pf tune (%s): off %.4f, o %.4f, o+16 MiB %.4f ms: kept %s\n", s->name, a->l2pf_tune_ms[0],
+          a->l2pf_tune_ms[1], a->l2pf_tune_ms[2], fixed[chosen]);
+  unsigned char *kv = malloc((size_t)a->kv_bytes);
+  GT_CUDA(cudaMemcpy(kv, a->layers[0].k_cache, (size_t)a->kv_bytes, cudaMemcpyDeviceToHost));
+  int64_t nz = 0;
+  for (int64_t i = 0; i < a->kv_bytes; i++) nz += kv[i] != 0;
+  GT_CHECK(nz == 0, "l2pf tune: %lld bytes of the KV cache not zero after create", (long long)nz);
+  free(kv);
+  const int V = cfg.vocab_size, steps = 3;
+  const int lens[2] = {100, 700}; /* under and past the short-context graphs' reach (512 keys with clusters of 16) */
+  const size_t bytes = sizeof(float) * (size_t)(2 * steps * V);
+  float *want = malloc(bytes), *got = malloc(bytes);
+  for (int i = 0; i < 2; i++) prefill_decode_(a, lens[i], steps, want + (int64_t)i * steps * V);
+  for (int c = 0; c < KILN_CUDA_L2PF_CHOICES; c++) {
+    kiln_backend *f = NULL;
+    setenv("KILN_CUDA_ATTN_L2PF", fixed[c], 1);
+    GT_OK(kiln_cuda_create_random(&f, &cfg, &o, 0, 11));
+    unsetenv("KILN_CUDA_ATTN_L2PF");
+    if (!f) continue;
+    GT_CHECK(f->l2pf_tune_ms[0] == 0 && f->attn_l2pf == kiln_cuda__l2pf_choice[c],
+             "KILN_CUDA_ATTN_L2PF=%s: tuned anyway, or kept %lld", fixed[c], (long long)f->attn_l2pf);
+    for (int i = 0; i < 2; i++) prefill_decode_(f, lens[i], steps, got + (int64_t)i * steps * V);
+    GT_CHECK(same_(want, got, 2 * steps * V), "KILN_CUDA_ATTN_L2PF=%s: logits differ from the tuned backend's",
+             fixed[c]);
+    kiln_backend_cuda.destroy(f);
+  }
+  free(want);
+  free(got);
+  kiln_backend_cuda.destroy(a);
+}
+
 int main(void) {
   gt_skip_without_gpu();
   static const shape_case cases[] = {
@@ -391,6 +456,7 @@ int main(void) {
   };
   const char *only = getenv("KILN_TEST_CASE"); /* diagnosis: one case by name */
   test_gemm_tile_env(&cases[0]);
+  test_l2pf_tune(&cases[0]);
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     if (!only || !*only || !strcmp(only, cases[i].name)) run_case(&cases[i]);
   return gt_finish("test_cuda_decode");

@@ -171,8 +171,7 @@ int kiln_cuda__capture_end(kiln_backend *b, int rc, cudaGraphExec_t *out) {
   return rc;
 }
 
-/* Captures the decode step into a graph (the stream must be idle). */
-static int capture_(kiln_backend *b, bool sample, int short_splits, cudaGraphExec_t *out) {
+int kiln_cuda__capture_decode(kiln_backend *b, bool sample, int short_splits, cudaGraphExec_t *out) {
   KILN_CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
   return kiln_cuda__capture_end(b, kiln_cuda__decode_enqueue(b, sample, short_splits), out);
 }
@@ -325,16 +324,18 @@ static int check_op_switches_(void) {
 }
 
 /* The switches that change how the graphs are built, read before they are captured (docs/cuda.md, Environment):
- * the L2 prefetch knobs (tuning, measured slower on an H100: off by default), the prefill graphs, the carveout,
+ * the L2 prefetch knobs (decode attention's chosen by timing unless set), the prefill graphs, the carveout,
  * the cluster barrier and the attention timeline. */
 static int read_switches_(kiln_backend *b) {
   int rc = check_op_switches_();
   if (rc) return rc;
-  /* off (the default): no prefetch; o: the o_proj weights; N: those and the first N MiB of gate/up */
+  /* auto or unset: chosen by timing the step at create (tune.c); off: no prefetch; o: the o_proj weights; N: those
+   * and the first N MiB of gate/up */
   const char *pf = getenv("KILN_CUDA_ATTN_L2PF");
-  b->attn_l2pf = !pf || !*pf || !strcmp(pf, "off") ? -1 : !strcmp(pf, "o") ? 0 : env_mib_(pf);
-  if (pf && *pf && strcmp(pf, "off") && b->attn_l2pf < 0)
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_L2PF=%s: expected off, o or a number of MiB", pf);
+  b->attn_l2pf_auto = !pf || !*pf || !strcmp(pf, "auto");
+  b->attn_l2pf = b->attn_l2pf_auto || !strcmp(pf, "off") ? -1 : !strcmp(pf, "o") ? 0 : env_mib_(pf);
+  if (!b->attn_l2pf_auto && strcmp(pf, "off") && b->attn_l2pf < 0)
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_L2PF=%s: expected auto, off, o or a number of MiB", pf);
   /* when attention's blocks issue that prefetch: start (or unset: at entry, where it was measured slower), prologue
    * (after the block's q/k/v read and first tile loads) or tiles (after all its cache loads) */
   const char *pa = getenv("KILN_CUDA_ATTN_L2PF_AT");
@@ -459,17 +460,17 @@ static int setup_decode_kernel_(kiln_backend *b) {
 /* Warm-up step and graph capture of the current decode path; with the kernel-per-op graph and the cluster
  * combine in mode SHORT (the default; KILN_CUDA_ATTN_CLUSTER unset or short), also the _short graphs, when the
  * device has clusters and the main graphs split the keys more finely than a cluster holds: below
- * kiln_cuda__short_keys (512 with clusters of 16) the attention then runs its splits as clusters, the same partition of the keys
- * combined on chip. With b->short_levels > 1, pairs with half and a quarter of the splits serve the shorter
- * contexts (256 and 128 keys with clusters of 16): each split still holds 32 keys there, so the partition is
- * the same, in smaller clusters (fewer idle blocks, fewer SMs of a GPC to wait for). */
+ * kiln_cuda__short_keys (512 with clusters of 16) the attention then runs its splits as clusters, the same
+ * partition of the keys combined on chip. With b->short_levels > 1, pairs with half and a quarter of the splits
+ * serve the shorter contexts (256 and 128 keys with clusters of 16): each split still holds 32 keys there, so the
+ * partition is the same, in smaller clusters (fewer idle blocks, fewer SMs of a GPC to wait for). */
 static int warm_and_capture_(kiln_backend *b) {
   int rc;
   memset(b->h_step, 0, sizeof *b->h_step);
   if ((rc = kiln_cuda__decode_enqueue(b, true, 0))) return rc;
   KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
-  if ((rc = capture_(b, false, 0, &b->g_logits))) return rc;
-  if ((rc = capture_(b, true, 0, &b->g_sample))) return rc;
+  if ((rc = kiln_cuda__capture_decode(b, false, 0, &b->g_logits))) return rc;
+  if ((rc = kiln_cuda__capture_decode(b, true, 0, &b->g_sample))) return rc;
   KILN_CUDA_CHECK(cudaGraphUpload(b->g_logits, b->stream));
   KILN_CUDA_CHECK(cudaGraphUpload(b->g_sample, b->stream));
   int cmax = 0;
@@ -485,8 +486,8 @@ static int warm_and_capture_(kiln_backend *b) {
       const int s = b->short_splits[i];
       if ((rc = kiln_cuda__decode_enqueue(b, true, s))) return rc; /* warm-up: the cluster kernel's attributes */
       KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
-      if ((rc = capture_(b, false, s, &b->g_logits_short[i]))) return rc;
-      if ((rc = capture_(b, true, s, &b->g_sample_short[i]))) return rc;
+      if ((rc = kiln_cuda__capture_decode(b, false, s, &b->g_logits_short[i]))) return rc;
+      if ((rc = kiln_cuda__capture_decode(b, true, s, &b->g_sample_short[i]))) return rc;
       KILN_CUDA_CHECK(cudaGraphUpload(b->g_logits_short[i], b->stream));
       KILN_CUDA_CHECK(cudaGraphUpload(b->g_sample_short[i], b->stream));
       b->short_keys_at[i] = kiln_cuda_attn_decode_short_keys(s);
@@ -516,6 +517,12 @@ static int finish_(kiln_backend *b) {
     if (e != cudaSuccess) return rc;
     b->ds_blocks = 0;
   }
+  if ((rc = warm_and_capture_(b)) || !b->attn_l2pf_auto) return rc;
+  /* the kernel-per-op step, captured without the L2 prefetch: time the choices, recapture if another wins */
+  int choice = 0;
+  if ((rc = kiln_cuda__tune_l2pf(b, &choice)) || choice == 0) return rc;
+  b->attn_l2pf = kiln_cuda__l2pf_choice[choice];
+  destroy_graphs_(b);
   return warm_and_capture_(b);
 }
 
