@@ -4,9 +4,10 @@
  *
  * At short contexts decode attention reads a few hundred KB of cache and spends its microseconds on latency while
  * HBM idles; its blocks can meanwhile prefetch into L2 the weights the o GEMV (and the start of gate/up) read next.
- * Whether that pays is a property of the device: on an H200 it made the 4B step 4.5% faster (7b733ed), on H100s
- * 2-11% slower (0bfc727, 61f7f2f; the prefetch's traffic delays attention's own loads and its exit). So the
- * backend does not guess from the device's name: it captures the step with each choice and keeps the fastest.
+ * Whether that pays is a property of the device: on H100s it made the step 2-11% slower (0bfc727, 61f7f2f: the
+ * prefetch's traffic delays attention's own loads and its exit), while a card with more bandwidth at the same
+ * latency (an H200) leaves more of attention's time to fill. So the backend does not guess from the device's
+ * name: it captures the step with each choice and keeps the fastest.
  * The choice changes where bytes are fetched from, never an arithmetic operation: every choice gives the same
  * bits, so a tuned backend is as reproducible as a fixed one.
  */
@@ -16,7 +17,7 @@
 #include "backend/cuda/cuda_impl.h"
 #include "kiln/status.h"
 
-/* MiB of gate/up the third choice prefetches besides the o weights (on the H200, 16-24 MiB helped a further 3%) */
+/* MiB of gate/up the third choice prefetches besides the o weights */
 #define TUNE_GU_MIB 16
 #define TUNE_ROUNDS 3
 #define TUNE_STEPS 8
