@@ -102,6 +102,7 @@ int main(void) {
   bad_env("KILN_CUDA_GEMV_GU_BLOCKS", "9");
   bad_env("KILN_CUDA_GEMV_SPLIT", "3");
   bad_env("KILN_CUDA_ATTN_L2PF_AT", "end");
+  bad_env("KILN_CUDA_L2PF_SIDE", "all");
   bad_env("KILN_CUDA_GEMM_PLAN", "fast");
   return gt_finish("test_cuda_smoke");
 }

@@ -150,6 +150,9 @@ static void destroy_(kiln_backend *b) {
   if (b->cublaslt) (void)cublasLtDestroy(b->cublaslt);
   if (b->cublas) (void)cublasDestroy(b->cublas);
   if (b->stream) (void)cudaStreamDestroy(b->stream);
+  if (b->side) (void)cudaStreamDestroy(b->side);
+  if (b->ev_fork) (void)cudaEventDestroy(b->ev_fork);
+  if (b->ev_join) (void)cudaEventDestroy(b->ev_join);
   kiln_cuda_arena_release(&b->arena);
   if (b->pinned) (void)cudaFreeHost(b->pinned);
   free(b->layers);
@@ -204,6 +207,9 @@ static int open_(kiln_backend **out, const kiln_config *cfg, const kiln_engine_o
   b->shape = (kiln_cuda_attn_shape){cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, b->n_ctx};
   if ((rc = kiln_cuda_attn_decode_splits(&b->shape, b->n_sm, &b->n_splits))) goto out;
   KILN_CUDA_TRY(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
+  KILN_CUDA_TRY(cudaStreamCreateWithFlags(&b->side, cudaStreamNonBlocking));
+  KILN_CUDA_TRY(cudaEventCreateWithFlags(&b->ev_fork, cudaEventDisableTiming));
+  KILN_CUDA_TRY(cudaEventCreateWithFlags(&b->ev_join, cudaEventDisableTiming));
   if ((rc = kiln_cublas__check(cublasCreate(&b->cublas), "cublasCreate(&b->cublas)", __FILE__, __LINE__))) goto out;
   if ((rc = kiln_cublas__check(cublasSetStream(b->cublas, b->stream), "cublasSetStream", __FILE__, __LINE__)))
     goto out;
@@ -336,6 +342,11 @@ static int read_switches_(kiln_backend *b) {
   b->attn_l2pf = b->attn_l2pf_auto || !strcmp(pf, "off") ? -1 : !strcmp(pf, "o") ? 0 : env_mib_(pf);
   if (!b->attn_l2pf_auto && strcmp(pf, "off") && b->attn_l2pf < 0)
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_L2PF=%s: expected auto, off, o or a number of MiB", pf);
+  /* off or unset: no side branch; o: the o_proj weights; N: those and the first N MiB of gate/up (tuning) */
+  const char *sd = getenv("KILN_CUDA_L2PF_SIDE");
+  b->side_l2pf = !sd || !*sd || !strcmp(sd, "off") ? -1 : !strcmp(sd, "o") ? 0 : env_mib_(sd);
+  if (sd && *sd && strcmp(sd, "off") && b->side_l2pf < 0)
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_L2PF_SIDE=%s: expected off, o or a number of MiB", sd);
   /* when attention's blocks issue that prefetch: start (or unset: at entry, where it was measured slower), prologue
    * (after the block's q/k/v read and first tile loads) or tiles (after all its cache loads) */
   const char *pa = getenv("KILN_CUDA_ATTN_L2PF_AT");

@@ -94,6 +94,12 @@ struct kiln_backend {
    * unset or auto), or fixed by KILN_CUDA_ATTN_L2PF=off|o|MiB. */
   int64_t attn_l2pf;
   bool attn_l2pf_auto;
+  /* KILN_CUDA_L2PF_SIDE (tuning): -1 off; else a side branch of the decode graph, forked after each layer's q/k/v
+   * GEMV, prefetches that layer's o_proj weights and this many bytes of gate/up into L2 (l2_prefetch.h) while
+   * attention runs, on the side stream; joined at the end of the step */
+  int64_t side_l2pf;
+  cudaStream_t side;
+  cudaEvent_t ev_fork, ev_join;
   /* the tuning's step times (ms, the sum over its positions) of each of kiln_cuda__l2pf_choice; 0 when not tuned */
   double l2pf_tune_ms[KILN_CUDA_L2PF_CHOICES];
   int attn_l2_at; /* kiln_cuda_attn_decode_args.l2_at (KILN_CUDA_ATTN_L2PF_AT: start, prologue, tiles) */

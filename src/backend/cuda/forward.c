@@ -24,6 +24,7 @@
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/gemm_tc.h"
 #include "backend/cuda/gemv.h"
+#include "backend/cuda/l2_prefetch.h"
 #include "backend/cuda/rmsnorm.h"
 #include "backend/cuda/rope.h"
 #include "backend/cuda/sample.h"
@@ -60,6 +61,15 @@ static int decode_enqueue_(kiln_backend *b, bool sample, int short_splits) {
     kiln_cuda_gemv_args a = {.w = L->wqkv, .n_rows = b->qkv_dim, .k = H, .x_f32 = b->x, .norm_w = L->attn_norm,
                              .eps = c->rms_norm_eps, .mode = KILN_GEMV_STORE, .y = b->qkv, .bias = L->bqkv};
     if ((rc = kiln_cuda_gemv(&a, st))) return rc;
+    if (b->side_l2pf >= 0) { /* the side branch: this layer's o (and first gate/up) weights into L2 */
+      KILN_CUDA_CHECK(cudaEventRecord(b->ev_fork, st));
+      KILN_CUDA_CHECK(cudaStreamWaitEvent(b->side, b->ev_fork, 0));
+      kiln_cuda__set_pdl(0);
+      rc = kiln_cuda_l2_prefetch(L->wo, nq * H * 2, L->wgu, b->side_l2pf < gu_bytes ? b->side_l2pf : gu_bytes,
+                                 b->n_sm, b->side);
+      kiln_cuda__set_pdl(1);
+      if (rc) return rc;
+    }
     kiln_cuda_attn_decode_args at = {.out = b->hbuf, .qkv = b->qkv, .q_norm = L->q_norm, .k_norm = L->k_norm,
                                      .rope = b->rope, .eps = c->rms_norm_eps, .k_cache = L->k_cache,
                                      .v_cache = L->v_cache, .step = b->d_step, .shape = b->shape,
@@ -92,8 +102,12 @@ static int decode_enqueue_(kiln_backend *b, bool sample, int short_splits) {
   kiln_cuda_gemv_args h = {.w = b->lm_head, .n_rows = c->vocab_size, .k = H, .x_f32 = b->x, .norm_w = b->final_norm,
                            .eps = c->rms_norm_eps, .mode = KILN_GEMV_ARGMAX, .y = b->logits, .argmax = b->d_argmax};
   if ((rc = kiln_cuda_gemv(&h, st))) return rc;
+  if (sample && (rc = kiln_cuda_sample(b->d_next, b->logits, c->vocab_size, b->d_argmax, b->d_step, st))) return rc;
+  if (b->side_l2pf >= 0) { /* join the side branch (long finished) before the step's last node */
+    KILN_CUDA_CHECK(cudaEventRecord(b->ev_join, b->side));
+    KILN_CUDA_CHECK(cudaStreamWaitEvent(st, b->ev_join, 0));
+  }
   if (sample) {
-    if ((rc = kiln_cuda_sample(b->d_next, b->logits, c->vocab_size, b->d_argmax, b->d_step, st))) return rc;
     kiln_cuda__set_pdl(0);
     KILN_CUDA_CHECK(cudaMemcpyAsync(b->h_next, b->d_next, sizeof *b->h_next, cudaMemcpyDeviceToHost, st));
   }
