@@ -321,9 +321,11 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
   json_object_set_new(res, "decode_path", json_string(b->ds_blocks > 0 ? "persistent" : "graph"));
   /* positions below this run the short-context graphs (attention combining inside thread-block clusters) */
   json_object_set_new(res, "short_keys", json_integer(kiln_cuda__short_keys(b)));
-  /* what decode attention prefetches into L2 (-1 nothing, 0 the o weights, N those and N bytes of gate/up), and
-   * the step times that chose it at create (KILN_CUDA_ATTN_L2PF=auto; zeros when the variable fixed it) */
+  /* what the step prefetches into L2 under attention, from attention's blocks and from the graph's side branch
+   * (-1 nothing, 0 the o weights, N those and N bytes of gate/up), and the step times of kiln_cuda__l2pf_choice
+   * that chose it at create (zeros when KILN_CUDA_ATTN_L2PF or KILN_CUDA_L2PF_SIDE fixed it) */
   json_object_set_new(res, "attn_l2pf", json_integer(b->attn_l2pf));
+  json_object_set_new(res, "side_l2pf", json_integer(b->side_l2pf));
   json_t *tune = json_array();
   for (int i = 0; i < KILN_CUDA_L2PF_CHOICES; i++) json_array_append_new(tune, json_real(b->l2pf_tune_ms[i]));
   json_object_set_new(res, "l2pf_tune_ms", tune);

@@ -384,8 +384,9 @@ static void prefill_decode_(kiln_backend *b, int n, int steps, float *lg) {
   free(ids);
 }
 
-/* KILN_CUDA_ATTN_L2PF=auto (the default): the choice the timing made is the one kept, the cache is left zeroed,
- * and every choice gives the same bits as the tuned backend, at a short and a long position. */
+/* The L2 prefetch chosen by timing (KILN_CUDA_ATTN_L2PF and KILN_CUDA_L2PF_SIDE unset, the default): the choice
+ * the timing made is the one kept, the cache is left zeroed, and every choice, fixed by the variables, gives the
+ * same bits as the tuned backend, at a short and a long position. */
 static void test_l2pf_tune(const shape_case *s) {
   static const double pick_in[][3] = {{1.0, 0.995, 0.98}, {1.0, 0.995, 0.992}, {1.0, 0.98, 1.1}, {1.0, 0.0, 0.5},
                                       {1.0, -1.0, 2.0}, {1.0, 0.97, 0.98}};
@@ -395,20 +396,26 @@ static void test_l2pf_tune(const shape_case *s) {
              kiln_cuda__l2pf_pick(pick_in[i], 3), pick_want[i]);
   const kiln_config cfg = config_of(s);
   const kiln_engine_opts o = {.device = "cuda", .n_ctx = 2048, .n_seqs = 1};
-  static const char *const fixed[] = {"off", "o", "16"};
+  /* each choice as the variables would fix it (in kiln_cuda__l2pf_choice's order) */
+  static const char *const fix[KILN_CUDA_L2PF_CHOICES][2] = {
+      {"off", "off"}, {"o", "off"}, {"16", "off"}, {"off", "o"}, {"off", "16"}};
   kiln_backend *a = NULL;
   unsetenv("KILN_CUDA_ATTN_L2PF");
+  unsetenv("KILN_CUDA_L2PF_SIDE");
   GT_OK(kiln_cuda_create_random(&a, &cfg, &o, 0, 11));
   if (!a) return;
   bool timed = true;
-  for (int c = 0; c < KILN_CUDA_L2PF_CHOICES; c++) timed = timed && a->l2pf_tune_ms[c] > 0;
-  GT_CHECK(timed, "l2pf tune: a choice was not timed (%g %g %g ms)", a->l2pf_tune_ms[0], a->l2pf_tune_ms[1],
-           a->l2pf_tune_ms[2]);
+  fprintf(stderr, "l2pf tune (%s), ms:", s->name);
+  for (int c = 0; c < KILN_CUDA_L2PF_CHOICES; c++) {
+    timed = timed && a->l2pf_tune_ms[c] > 0;
+    fprintf(stderr, " %s %.4f", kiln_cuda__l2pf_name[c], a->l2pf_tune_ms[c]);
+  }
   const int chosen = kiln_cuda__l2pf_pick(a->l2pf_tune_ms, KILN_CUDA_L2PF_CHOICES);
-  GT_CHECK(a->attn_l2pf == kiln_cuda__l2pf_choice[chosen], "l2pf tune: kept %lld, timing chose %lld",
-           (long long)a->attn_l2pf, (long long)kiln_cuda__l2pf_choice[chosen]);
-  fprintf(stderr, "l2pf tune (%s): off %.4f, o %.4f, o+16 MiB %.4f ms: kept %s\n", s->name, a->l2pf_tune_ms[0],
-          a->l2pf_tune_ms[1], a->l2pf_tune_ms[2], fixed[chosen]);
+  fprintf(stderr, "; kept %s\n", kiln_cuda__l2pf_name[chosen]);
+  GT_CHECK(timed, "l2pf tune: a choice was not timed");
+  GT_CHECK(a->attn_l2pf == kiln_cuda__l2pf_choice[chosen].attn && a->side_l2pf == kiln_cuda__l2pf_choice[chosen].side,
+           "l2pf tune: kept (%lld, %lld), the timing chose %s", (long long)a->attn_l2pf, (long long)a->side_l2pf,
+           kiln_cuda__l2pf_name[chosen]);
   unsigned char *kv = malloc((size_t)a->kv_bytes);
   GT_CUDA(cudaMemcpy(kv, a->layers[0].k_cache, (size_t)a->kv_bytes, cudaMemcpyDeviceToHost));
   int64_t nz = 0;
@@ -422,15 +429,19 @@ static void test_l2pf_tune(const shape_case *s) {
   for (int i = 0; i < 2; i++) prefill_decode_(a, lens[i], steps, want + (int64_t)i * steps * V);
   for (int c = 0; c < KILN_CUDA_L2PF_CHOICES; c++) {
     kiln_backend *f = NULL;
-    setenv("KILN_CUDA_ATTN_L2PF", fixed[c], 1);
+    setenv("KILN_CUDA_ATTN_L2PF", fix[c][0], 1);
+    setenv("KILN_CUDA_L2PF_SIDE", fix[c][1], 1);
     GT_OK(kiln_cuda_create_random(&f, &cfg, &o, 0, 11));
     unsetenv("KILN_CUDA_ATTN_L2PF");
+    unsetenv("KILN_CUDA_L2PF_SIDE");
     if (!f) continue;
-    GT_CHECK(f->l2pf_tune_ms[0] == 0 && f->attn_l2pf == kiln_cuda__l2pf_choice[c],
-             "KILN_CUDA_ATTN_L2PF=%s: tuned anyway, or kept %lld", fixed[c], (long long)f->attn_l2pf);
+    GT_CHECK(f->l2pf_tune_ms[0] == 0 && f->attn_l2pf == kiln_cuda__l2pf_choice[c].attn &&
+                 f->side_l2pf == kiln_cuda__l2pf_choice[c].side,
+             "l2pf %s: tuned anyway, or kept (%lld, %lld)", kiln_cuda__l2pf_name[c], (long long)f->attn_l2pf,
+             (long long)f->side_l2pf);
     for (int i = 0; i < 2; i++) prefill_decode_(f, lens[i], steps, got + (int64_t)i * steps * V);
-    GT_CHECK(same_(want, got, 2 * steps * V), "KILN_CUDA_ATTN_L2PF=%s: logits differ from the tuned backend's",
-             fixed[c]);
+    GT_CHECK(same_(want, got, 2 * steps * V), "l2pf %s: logits differ from the tuned backend's",
+             kiln_cuda__l2pf_name[c]);
     kiln_backend_cuda.destroy(f);
   }
   free(want);

@@ -337,16 +337,16 @@ static int read_switches_(kiln_backend *b) {
   if (rc) return rc;
   /* auto or unset: chosen by timing the step at create (tune.c); off: no prefetch; o: the o_proj weights; N: those
    * and the first N MiB of gate/up */
-  const char *pf = getenv("KILN_CUDA_ATTN_L2PF");
-  b->attn_l2pf_auto = !pf || !*pf || !strcmp(pf, "auto");
-  b->attn_l2pf = b->attn_l2pf_auto || !strcmp(pf, "off") ? -1 : !strcmp(pf, "o") ? 0 : env_mib_(pf);
-  if (!b->attn_l2pf_auto && strcmp(pf, "off") && b->attn_l2pf < 0)
+  const char *pf = getenv("KILN_CUDA_ATTN_L2PF"), *sd = getenv("KILN_CUDA_L2PF_SIDE");
+  const bool pf_auto = !pf || !*pf || !strcmp(pf, "auto"), sd_auto = !sd || !*sd || !strcmp(sd, "auto");
+  b->l2pf_auto = pf_auto && sd_auto;
+  b->attn_l2pf = pf_auto || !strcmp(pf, "off") ? -1 : !strcmp(pf, "o") ? 0 : env_mib_(pf);
+  if (!pf_auto && strcmp(pf, "off") && b->attn_l2pf < 0)
     return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_L2PF=%s: expected auto, off, o or a number of MiB", pf);
-  /* off or unset: no side branch; o: the o_proj weights; N: those and the first N MiB of gate/up (tuning) */
-  const char *sd = getenv("KILN_CUDA_L2PF_SIDE");
-  b->side_l2pf = !sd || !*sd || !strcmp(sd, "off") ? -1 : !strcmp(sd, "o") ? 0 : env_mib_(sd);
-  if (sd && *sd && strcmp(sd, "off") && b->side_l2pf < 0)
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_L2PF_SIDE=%s: expected off, o or a number of MiB", sd);
+  /* the same from a side branch of the graph (l2_prefetch.h); with either variable set, nothing is tuned */
+  b->side_l2pf = sd_auto || !strcmp(sd, "off") ? -1 : !strcmp(sd, "o") ? 0 : env_mib_(sd);
+  if (!sd_auto && strcmp(sd, "off") && b->side_l2pf < 0)
+    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_L2PF_SIDE=%s: expected auto, off, o or a number of MiB", sd);
   /* when attention's blocks issue that prefetch: start (or unset: at entry, where it was measured slower), prologue
    * (after the block's q/k/v read and first tile loads) or tiles (after all its cache loads) */
   const char *pa = getenv("KILN_CUDA_ATTN_L2PF_AT");
@@ -528,11 +528,11 @@ static int finish_(kiln_backend *b) {
     if (e != cudaSuccess) return rc;
     b->ds_blocks = 0;
   }
-  if ((rc = warm_and_capture_(b)) || !b->attn_l2pf_auto) return rc;
-  /* the kernel-per-op step, captured without the L2 prefetch: time the choices, recapture if another wins */
+  if ((rc = warm_and_capture_(b)) || !b->l2pf_auto) return rc;
+  /* the kernel-per-op step, captured without an L2 prefetch: time the choices, recapture if another wins */
   int choice = 0;
   if ((rc = kiln_cuda__tune_l2pf(b, &choice)) || choice == 0) return rc;
-  b->attn_l2pf = kiln_cuda__l2pf_choice[choice];
+  kiln_cuda__l2pf_set(b, choice);
   destroy_graphs_(b);
   return warm_and_capture_(b);
 }

@@ -23,7 +23,7 @@
 
 #define KILN_CUDA_MAX_CHUNK 1024 /* the most tokens a prefill chunk has */
 #define KILN_CUDA_SHORT_LEVELS 3 /* short-context decode graph pairs at most (cluster sizes cmax, cmax/2, cmax/4) */
-#define KILN_CUDA_L2PF_CHOICES 3 /* what decode attention may prefetch into L2 (tune.c) */
+#define KILN_CUDA_L2PF_CHOICES 5 /* what the decode step may prefetch into L2 under attention (tune.c) */
 /* Prefill graph buckets: chunk sizes padded to a multiple of KILN_CUDA_PREFILL_STEP up to KILN_CUDA_PREFILL_SHORT
  * tokens, of KILN_CUDA_PREFILL_LSTEP above it (a few % of padding, against 16 buckets more) */
 #define KILN_CUDA_PREFILL_STEP 16
@@ -89,17 +89,17 @@ struct kiln_backend {
   cudaGraphExec_t g_logits, g_sample;
   cudaGraphExec_t g_logits_short[KILN_CUDA_SHORT_LEVELS], g_sample_short[KILN_CUDA_SHORT_LEVELS];
   int short_splits[KILN_CUDA_SHORT_LEVELS], short_keys_at[KILN_CUDA_SHORT_LEVELS], n_short;
-  /* What decode attention prefetches into L2 for the GEMVs after it: -1 nothing, else the o_proj weights and this
-   * many bytes of the gate/up weights (forward.c). Chosen at create by timing the step (tune.c; KILN_CUDA_ATTN_L2PF
-   * unset or auto), or fixed by KILN_CUDA_ATTN_L2PF=off|o|MiB. */
+  /* What decode attention's blocks prefetch into L2 for the GEMVs after it: -1 nothing, else the o_proj weights
+   * and this many bytes of the gate/up weights (forward.c; KILN_CUDA_ATTN_L2PF=off|o|MiB) */
   int64_t attn_l2pf;
-  bool attn_l2pf_auto;
-  /* KILN_CUDA_L2PF_SIDE (tuning): -1 off; else a side branch of the decode graph, forked after each layer's q/k/v
-   * GEMV, prefetches that layer's o_proj weights and this many bytes of gate/up into L2 (l2_prefetch.h) while
-   * attention runs, on the side stream; joined at the end of the step */
+  /* The same from a side branch of the decode graph, forked after each layer's q/k/v GEMV: a kernel of its own
+   * (l2_prefetch.h) on the side stream while attention runs, joined at the end of the step
+   * (KILN_CUDA_L2PF_SIDE=off|o|MiB) */
   int64_t side_l2pf;
   cudaStream_t side;
   cudaEvent_t ev_fork, ev_join;
+  /* Both chosen at create by timing the step (tune.c) unless either variable is set */
+  bool l2pf_auto;
   /* the tuning's step times (ms, the sum over its positions) of each of kiln_cuda__l2pf_choice; 0 when not tuned */
   double l2pf_tune_ms[KILN_CUDA_L2PF_CHOICES];
   int attn_l2_at; /* kiln_cuda_attn_decode_args.l2_at (KILN_CUDA_ATTN_L2PF_AT: start, prologue, tiles) */
@@ -188,14 +188,20 @@ int kiln_cuda__upload(kiln_backend *b, const kiln_model *m);
 int kiln_cuda__capture_end(kiln_backend *b, int rc, cudaGraphExec_t *out);
 /* Captures the decode step (kiln_cuda__decode_enqueue) into a graph; the stream must be idle. */
 int kiln_cuda__capture_decode(kiln_backend *b, bool sample, int short_splits, cudaGraphExec_t *out);
-/* The attn_l2pf values the tuning chooses among: none, the o weights, those and the start of gate/up. */
-extern const int64_t kiln_cuda__l2pf_choice[KILN_CUDA_L2PF_CHOICES];
+/* The (attn_l2pf, side_l2pf) pairs the tuning chooses among (none first), their names, and choice i applied to b. */
+typedef struct kiln_cuda_l2pf {
+  int64_t attn, side;
+} kiln_cuda_l2pf;
+extern const kiln_cuda_l2pf kiln_cuda__l2pf_choice[KILN_CUDA_L2PF_CHOICES];
+extern const char *const kiln_cuda__l2pf_name[KILN_CUDA_L2PF_CHOICES];
+void kiln_cuda__l2pf_set(kiln_backend *b, int choice);
 /* The index of the choice to keep, given each choice's step time in ms (ms[0]: no prefetch): the fastest of those
  * faster than ms[0] by more than 1%, else 0. A time <= 0 is not a candidate. */
 int kiln_cuda__l2pf_pick(const double *ms, int n);
 /* Times the decode step with each of kiln_cuda__l2pf_choice (at a short and a long position of slot 0, the graphs
  * of the kernel-per-op path already captured to say which serves which), fills b->l2pf_tune_ms, zeroes the KV cache
- * again and returns the chosen index in *choice. b->attn_l2pf is left as it was: the caller recaptures. */
+ * again and returns the chosen index in *choice. b->attn_l2pf and side_l2pf are left as they were: the caller
+ * applies the choice and recaptures. */
 int kiln_cuda__tune_l2pf(kiln_backend *b, int *choice);
 /* Enqueues one decode step (d_step already holds seq, pos, token): embedding .. lm_head into b->logits, plus the
  * sampled token into b->h_next when `sample`; short_splits > 0: the attention of a _short graph pair (that many
