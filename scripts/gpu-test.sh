@@ -17,7 +17,8 @@ export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-
 # the short-context graphs, up to 512 keys), NAME@l2pf with the L2 prefetch knobs on (KILN_CUDA_ATTN_L2PF=8,
 # KILN_CUDA_GEMV_L2NEXT=4; off by default), NAME@l2late with attention's prefetch issued after its prologue
 # (KILN_CUDA_ATTN_L2PF_AT=prologue), NAME@side with the side branch's L2 prefetch (KILN_CUDA_L2PF_SIDE=16; by
-# default the prefetch is chosen by timing at create), NAME@nopgraph without the prefill graphs (KILN_CUDA_PREFILL_GRAPH=0),
+# default the prefetch is chosen by timing at create), NAME@nopgraph without the prefill graphs
+# (KILN_CUDA_PREFILL_GRAPH=0),
 # NAME@knobs with the other tuning knobs away from their defaults (KILN_CUDA_CARVEOUT=max, KILN_CUDA_ATTN_RELAXED=0,
 # KILN_CUDA_GEMV_GU_BLOCKS=3), NAME@levels1 with the short-context graphs in one cluster size only
 # (KILN_CUDA_ATTN_LEVELS=1; the default has three),
@@ -37,7 +38,8 @@ tests=(test_cuda_wgmma test_cuda_ops test_cuda_ops@group1 test_cuda_ops@norope t
        test_cuda_decode@levels1 test_cuda_decode@group2 test_cuda_decode@group4 test_cuda_decode@norope
        test_cuda_decode@split test_cuda_decode@splitall
        test_cuda_model test_cuda_model@persistent test_cuda_model@cluster test_cuda_model@global
-       test_cuda_model@l2pf test_cuda_model@l2late test_cuda_model@side test_cuda_model@nopgraph test_cuda_model@knobs
+       test_cuda_model@l2pf test_cuda_model@l2late test_cuda_model@side test_cuda_model@nopgraph
+       test_cuda_model@knobs
        test_cuda_model@t128 test_cuda_model@t256 test_cuda_model@levels1 test_cuda_model@group2 test_cuda_model@group4
        test_cuda_model@norope
        test_cuda_model@split test_cuda_model@splitall test_cuda_model@pfwhole test_cuda_model@gemmplan

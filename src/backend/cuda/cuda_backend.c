@@ -329,6 +329,16 @@ static int check_op_switches_(void) {
   return 0;
 }
 
+/* An L2 prefetch variable: auto or unset (*is_auto, *out -1), off (-1), o (0) or a number of MiB (bytes). */
+static int env_l2pf_(const char *name, int64_t *out, bool *is_auto) {
+  const char *v = getenv(name);
+  *is_auto = !v || !*v || !strcmp(v, "auto");
+  *out = *is_auto || !strcmp(v, "off") ? -1 : !strcmp(v, "o") ? 0 : env_mib_(v);
+  if (!*is_auto && strcmp(v, "off") && *out < 0)
+    return kiln_error(KILN_EINVAL, "cuda: %s=%s: expected auto, off, o or a number of MiB", name, v);
+  return 0;
+}
+
 /* The switches that change how the graphs are built, read before they are captured (docs/cuda.md, Environment):
  * the L2 prefetch knobs (decode attention's chosen by timing unless set), the prefill graphs, the carveout,
  * the cluster barrier and the attention timeline. */
@@ -336,17 +346,13 @@ static int read_switches_(kiln_backend *b) {
   int rc = check_op_switches_();
   if (rc) return rc;
   /* auto or unset: chosen by timing the step at create (tune.c); off: no prefetch; o: the o_proj weights; N: those
-   * and the first N MiB of gate/up */
-  const char *pf = getenv("KILN_CUDA_ATTN_L2PF"), *sd = getenv("KILN_CUDA_L2PF_SIDE");
-  const bool pf_auto = !pf || !*pf || !strcmp(pf, "auto"), sd_auto = !sd || !*sd || !strcmp(sd, "auto");
+   * and the first N MiB of gate/up. From attention's blocks, and from a side branch of the graph (l2_prefetch.h);
+   * with either variable set, nothing is tuned. */
+  bool pf_auto = false, sd_auto = false;
+  if ((rc = env_l2pf_("KILN_CUDA_ATTN_L2PF", &b->attn_l2pf, &pf_auto)) ||
+      (rc = env_l2pf_("KILN_CUDA_L2PF_SIDE", &b->side_l2pf, &sd_auto)))
+    return rc;
   b->l2pf_auto = pf_auto && sd_auto;
-  b->attn_l2pf = pf_auto || !strcmp(pf, "off") ? -1 : !strcmp(pf, "o") ? 0 : env_mib_(pf);
-  if (!pf_auto && strcmp(pf, "off") && b->attn_l2pf < 0)
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_ATTN_L2PF=%s: expected auto, off, o or a number of MiB", pf);
-  /* the same from a side branch of the graph (l2_prefetch.h); with either variable set, nothing is tuned */
-  b->side_l2pf = sd_auto || !strcmp(sd, "off") ? -1 : !strcmp(sd, "o") ? 0 : env_mib_(sd);
-  if (!sd_auto && strcmp(sd, "off") && b->side_l2pf < 0)
-    return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_L2PF_SIDE=%s: expected auto, off, o or a number of MiB", sd);
   /* when attention's blocks issue that prefetch: start (or unset: at entry, where it was measured slower), prologue
    * (after the block's q/k/v read and first tile loads) or tiles (after all its cache loads) */
   const char *pa = getenv("KILN_CUDA_ATTN_L2PF_AT");
