@@ -384,6 +384,21 @@ static void prefill_decode_(kiln_backend *b, int n, int steps, float *lg) {
   free(ids);
 }
 
+/* Create leaves the KV cache zeroed, whatever its warm-up and tuning steps stored (a masked key's row read by a
+ * tile must never hold NaN or Inf). */
+static void kv_zero_(const kiln_backend *b, const char *what) {
+  unsigned char *kv = malloc((size_t)b->kv_bytes);
+  if (!kv) { /* never a vacuous pass */
+    fprintf(stderr, "FATAL %s:%d: out of host memory\n", __FILE__, __LINE__);
+    exit(1);
+  }
+  GT_CUDA(cudaMemcpy(kv, b->layers[0].k_cache, (size_t)b->kv_bytes, cudaMemcpyDeviceToHost));
+  int64_t nz = 0;
+  for (int64_t i = 0; i < b->kv_bytes; i++) nz += kv[i] != 0;
+  GT_CHECK(nz == 0, "l2pf %s: %lld bytes of the KV cache not zero after create", what, (long long)nz);
+  free(kv);
+}
+
 /* The L2 prefetch chosen by timing (KILN_CUDA_ATTN_L2PF and KILN_CUDA_L2PF_SIDE unset, the default): the choice
  * the timing made is the one kept, the cache is left zeroed, and every choice, fixed by the variables, gives the
  * same bits as the tuned backend, at a short and a long position. */
@@ -416,12 +431,7 @@ static void test_l2pf_tune(const shape_case *s) {
   GT_CHECK(a->attn_l2pf == kiln_cuda__l2pf_choice[chosen].attn && a->side_l2pf == kiln_cuda__l2pf_choice[chosen].side,
            "l2pf tune: kept (%lld, %lld), the timing chose %s", (long long)a->attn_l2pf, (long long)a->side_l2pf,
            kiln_cuda__l2pf_name[chosen]);
-  unsigned char *kv = malloc((size_t)a->kv_bytes);
-  GT_CUDA(cudaMemcpy(kv, a->layers[0].k_cache, (size_t)a->kv_bytes, cudaMemcpyDeviceToHost));
-  int64_t nz = 0;
-  for (int64_t i = 0; i < a->kv_bytes; i++) nz += kv[i] != 0;
-  GT_CHECK(nz == 0, "l2pf tune: %lld bytes of the KV cache not zero after create", (long long)nz);
-  free(kv);
+  kv_zero_(a, "tuned");
   const int V = cfg.vocab_size, steps = 3;
   const int lens[2] = {100, 700}; /* under and past the short-context graphs' reach (512 keys with clusters of 16) */
   const size_t bytes = sizeof(float) * (size_t)(2 * steps * V);
@@ -435,6 +445,7 @@ static void test_l2pf_tune(const shape_case *s) {
     unsetenv("KILN_CUDA_ATTN_L2PF");
     unsetenv("KILN_CUDA_L2PF_SIDE");
     if (!f) continue;
+    kv_zero_(f, kiln_cuda__l2pf_name[c]);
     GT_CHECK(f->l2pf_tune_ms[0] == 0 && f->attn_l2pf == kiln_cuda__l2pf_choice[c].attn &&
                  f->side_l2pf == kiln_cuda__l2pf_choice[c].side,
              "l2pf %s: tuned anyway, or kept (%lld, %lld)", kiln_cuda__l2pf_name[c], (long long)f->attn_l2pf,

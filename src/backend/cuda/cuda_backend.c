@@ -511,6 +511,9 @@ static int warm_and_capture_(kiln_backend *b) {
       b->n_short = i + 1;
     }
   }
+  /* the warm-up steps stored their key and value rows at position 0 of slot 0: zero the cache again, as open_
+   * left it (after a recapture with the prefetch the tuning chose, nothing else would) */
+  KILN_CUDA_CHECK(cudaMemsetAsync(b->layers[0].k_cache, 0, (size_t)b->kv_bytes, b->stream));
   KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
   return 0;
 }
