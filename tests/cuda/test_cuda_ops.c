@@ -555,8 +555,9 @@ static void test_attn_prefill(int nh, int nkv, int hd, int pos0, int n, int n_ct
 }
 
 /* ---- SwiGLU ---- */
-/* From bf16 projections: the reference takes the same rounded gate and up values. Odd totals exercise the
- * kernel's last single element. */
+/* From bf16 projections: the reference takes the same rounded gate and up values. Totals of every remainder mod 4
+ * exercise the vector kernel's last elements; the same input 8 bytes off 16-byte alignment takes the 8-byte kernel,
+ * which must give the same bits. */
 static void test_swiglu(int64_t n, int64_t inter) {
   const int64_t total = n * inter;
   float *gu = rand_f32(total * 2, 0.f, 3.f);
@@ -579,8 +580,27 @@ static void test_swiglu(int64_t n, int64_t inter) {
   GT_CHECK(e <= TOL_BF16_OUT, "swiglu n=%lld inter=%lld: NMSE %.3g", (long long)n, (long long)inter, e);
   GT_CHECK(after[total] == 0xffff, "swiglu n=%lld inter=%lld: wrote past the end", (long long)n,
            (long long)inter);
-  free(gu), free(g), free(u), free(ref), free(gu16), free(a), free(af), free(after);
-  cudaFree(d_gu), cudaFree(d_a);
+  uint16_t *d_gu8 = gt_dev((size_t)total * 4 + 8), *d_a8 = gt_dev((size_t)total * 2 + 2);
+  gt_up(d_gu8 + 4, gu16, (size_t)total * 4);
+  GT_OK(kiln_cuda_swiglu(d_a8, d_gu8 + 4, n, inter, 0));
+  uint16_t *after8 = malloc((size_t)total * 2 + 2);
+  if (!after8) abort();
+  gt_down(after8, d_a8, (size_t)total * 2 + 2);
+  GT_CHECK(memcmp(after, after8, (size_t)total * 2 + 2) == 0,
+           "swiglu n=%lld inter=%lld: 8-byte and 16-byte forms differ", (long long)n, (long long)inter);
+  free(gu), free(g), free(u), free(ref), free(gu16), free(a), free(af), free(after), free(after8);
+  cudaFree(d_gu), cudaFree(d_a), cudaFree(d_gu8), cudaFree(d_a8);
+}
+
+static void test_swiglus(void) {
+  test_swiglu(3, 1000);
+  test_swiglu(1, 8);
+  test_swiglu(1, 7);
+  test_swiglu(64, 3072);
+  test_swiglu(1, 5);
+  test_swiglu(1, 6);
+  test_swiglu(5, 3);
+  test_swiglu(1024, 3072); /* the 0.6B prefill's 1,024-token chunk */
 }
 
 /* ---- cuBLAS GEMM ---- */
@@ -1076,6 +1096,11 @@ int main(void) {
     test_attn_decodes();
     return gt_finish("test_cuda_ops");
   }
+  /* KILN_TEST_OPS=swiglu: the SwiGLU cases only */
+  if (only && !strcmp(only, "swiglu")) {
+    test_swiglus();
+    return gt_finish("test_cuda_ops");
+  }
   if (only && !strcmp(only, "attn_prefill")) {
     test_attn_prefill(8, 4, 128, 512, 129, 1024);
     test_attn_prefill(2, 2, 64, 700, 100, 1024);
@@ -1133,10 +1158,7 @@ int main(void) {
     test_attn_prefill(64, 8, 64, 0, 448, 512);
   }
 
-  test_swiglu(3, 1000);
-  test_swiglu(1, 8);
-  test_swiglu(1, 7);
-  test_swiglu(64, 3072);
+  test_swiglus();
 
   if (test_gemms()) return 1;
 
