@@ -511,17 +511,14 @@ static int warm_and_capture_(kiln_backend *b) {
       b->n_short = i + 1;
     }
   }
-  /* the warm-up steps stored their key and value rows at position 0 of slot 0: zero the cache again, as open_
-   * left it (after a recapture with the prefetch the tuning chose, nothing else would) */
-  KILN_CUDA_CHECK(cudaMemsetAsync(b->layers[0].k_cache, 0, (size_t)b->kv_bytes, b->stream));
   KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
   return 0;
 }
 
-/* The last part of create(). A persistent kernel that cannot be launched or captured here (a cooperative launch
+/* The decode graphs of create(). A persistent kernel that cannot be launched or captured here (a cooperative launch
  * refused: another context holds SMs, a driver without cooperative nodes in graphs) leaves the kernel-per-op
  * graph in charge; any other error is returned. */
-static int finish_(kiln_backend *b) {
+static int build_graphs_(kiln_backend *b) {
   int rc = read_switches_(b);
   if (rc) return rc;
   rc = setup_decode_kernel_(b);
@@ -544,6 +541,17 @@ static int finish_(kiln_backend *b) {
   kiln_cuda__l2pf_set(b, choice);
   destroy_graphs_(b);
   return warm_and_capture_(b);
+}
+
+/* The last part of create(): the graphs, then the KV cache zeroed again, as open_ left it, since the warm-up and
+ * tuning steps stored their key and value rows in slot 0 (a masked key's row read by a tile must never hold NaN or
+ * Inf). */
+static int finish_(kiln_backend *b) {
+  int rc = build_graphs_(b);
+  if (rc) return rc;
+  KILN_CUDA_CHECK(cudaMemsetAsync(b->layers[0].k_cache, 0, (size_t)b->kv_bytes, b->stream));
+  KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
+  return 0;
 }
 
 static int cuda_create_(kiln_backend **out, const kiln_model *m, const kiln_engine_opts *opts, int device_index) {

@@ -199,9 +199,9 @@ void kiln_cuda__l2pf_set(kiln_backend *b, int choice);
  * faster than ms[0] by more than 1%, else 0. A time <= 0 is not a candidate. */
 int kiln_cuda__l2pf_pick(const double *ms, int n);
 /* Times the decode step with each of kiln_cuda__l2pf_choice (at a short and a long position of slot 0, the graphs
- * of the kernel-per-op path already captured to say which serves which), fills b->l2pf_tune_ms, zeroes the KV cache
- * again and returns the chosen index in *choice. b->attn_l2pf and side_l2pf are left as they were: the caller
- * applies the choice and recaptures. */
+ * of the kernel-per-op path already captured to say which serves which), fills b->l2pf_tune_ms and returns the
+ * chosen index in *choice. The steps leave their KV rows in slot 0 (create zeroes the cache after everything);
+ * b->attn_l2pf and side_l2pf are left as they were: the caller applies the choice and recaptures. */
 int kiln_cuda__tune_l2pf(kiln_backend *b, int *choice);
 /* Enqueues one decode step (d_step already holds seq, pos, token): embedding .. lm_head into b->logits, plus the
  * sampled token into b->h_next when `sample`; short_splits > 0: the attention of a _short graph pair (that many

@@ -129,10 +129,6 @@ int kiln_cuda__tune_l2pf(kiln_backend *b, int *choice) {
   b->attn_l2pf = was, b->side_l2pf = was_side;
   memset(b->h_step, 0, sizeof *b->h_step);
   if (rc) return rc;
-  /* the steps stored their key and value rows at pos in slot 0: zero the cache again, as create left it (a
-   * masked key's row read by a tile must never hold NaN or Inf) */
-  KILN_CUDA_CHECK(cudaMemsetAsync(b->layers[0].k_cache, 0, (size_t)b->kv_bytes, b->stream));
-  KILN_CUDA_CHECK(cudaStreamSynchronize(b->stream));
   *choice = kiln_cuda__l2pf_pick(b->l2pf_tune_ms, KILN_CUDA_L2PF_CHOICES);
   return 0;
 }
