@@ -4,11 +4,17 @@
 # then (where cuobjdump is installed) checks the SASS of the register-sourced wgmma kernels, then runs
 # compute-sanitizer memcheck and racecheck on one short generation (test_cuda_smoke), and prints a table.
 #   scripts/gpu-test.sh [BIN_DIR]        (default build/bin)
-# Environment: LIBS (extra shared-library folder, e.g. unpacked .deb runtimes), SANITIZE=0 to skip the sanitizer.
+# Environment: LIBS (extra shared-library folder, e.g. unpacked .deb runtimes), SANITIZE=0 to skip the sanitizer,
+# SANITIZE=only to run nothing but the sanitizer stage, SANITIZE_TOOLS (default "memcheck racecheck") for which
+# tools it runs. With the sanitizers the whole script takes longer than one 10-minute device call (racecheck on
+# test_cuda_smoke alone runs for minutes), so a call can take the tests (SANITIZE=0) and another the sanitizers.
 # Exit status: 0 when every test passed (or was skipped for want of a GPU), 1 otherwise.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-build/bin}
+for tool in ${SANITIZE_TOOLS:-memcheck racecheck}; do
+  case $tool in memcheck | racecheck) ;; *) echo "gpu-test.sh: SANITIZE_TOOLS: unknown tool $tool" >&2; exit 2 ;; esac
+done
 export KILN_SOURCE_DIR=$PWD
 export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 # NAME or NAME@MODE: NAME@persistent runs with KILN_CUDA_DECODE=persistent (the persistent decode kernel instead of
@@ -48,6 +54,10 @@ tests=(test_cuda_wgmma test_cuda_ops test_cuda_ops@group1 test_cuda_ops@norope t
        test_cuda_smoke test_cuda_smoke@side test_cuda_smoke@persistent test_cuda_smoke@cluster test_cuda_smoke@global)
 declare -a rows
 fail=0
+if [ "${SANITIZE:-1}" = only ]; then
+  tests=()
+  command -v compute-sanitizer >/dev/null 2>&1 || { echo "gpu-test.sh: SANITIZE=only: no compute-sanitizer" >&2; exit 1; }
+fi
 for spec in "${tests[@]}"; do
   t=${spec%@*}
   mode=
@@ -93,7 +103,7 @@ for spec in "${tests[@]}"; do
   rows+=("$spec|$st|$d")
 done
 # kiln bench on the GPU: the floor must come from the device's own copy bandwidth
-if [ -x "$BIN/kiln" ]; then
+if [ "${SANITIZE:-1}" != only ] && [ -x "$BIN/kiln" ]; then
   s=$(date +%s%N)
   json=$(mktemp)
   if "$BIN/kiln" bench --device cuda -m tests/data/tiny/qwen3-f32 --prompt-tokens 32 --gen-tokens 16 --repeats 1 \
@@ -106,7 +116,7 @@ fi
 # The machine code of the kernels that run wgmma with A in registers (prefill attention), checked for the register
 # fault CUDA 13.0's ptxas showed there (scripts/sass_wgmma_check.py, docs/cuda.md), where cuobjdump is installed.
 CUOBJ=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null | head -n 1 || true)
-if [ -n "$CUOBJ" ] && [ -x "$BIN/test_cuda_ops" ] && command -v python3 >/dev/null 2>&1; then
+if [ "${SANITIZE:-1}" != only ] && [ -n "$CUOBJ" ] && [ -x "$BIN/test_cuda_ops" ] && command -v python3 >/dev/null 2>&1; then
   s=$(date +%s%N)
   "$CUOBJ" -sass "$BIN/test_cuda_ops" > /tmp/kiln-sass.txt 2>/dev/null &&
     python3 scripts/sass_wgmma_check.py /tmp/kiln-sass.txt > /tmp/kiln-sass-check.log 2>&1
@@ -116,7 +126,7 @@ if [ -n "$CUOBJ" ] && [ -x "$BIN/test_cuda_ops" ] && command -v python3 >/dev/nu
   rows+=("sass wgmma check|$st|$(( ($(date +%s%N) - s) / 1000000 ))")
 fi
 if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1 && [ -x "$BIN/test_cuda_smoke" ]; then
-  for tool in memcheck racecheck; do
+  for tool in ${SANITIZE_TOOLS:-memcheck racecheck}; do
     s=$(date +%s%N)
     compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_smoke" > "/tmp/sanitizer-$tool.log" 2>&1 &&
       KILN_CUDA_DECODE=persistent compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_smoke" \
