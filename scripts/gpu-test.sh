@@ -54,9 +54,12 @@ tests=(test_cuda_wgmma test_cuda_ops test_cuda_ops@group1 test_cuda_ops@norope t
        test_cuda_smoke test_cuda_smoke@side test_cuda_smoke@persistent test_cuda_smoke@cluster test_cuda_smoke@global)
 declare -a rows
 fail=0
+# SANITIZE=only: no tests, no kiln bench, no SASS check; the sanitizer stage must be able to run
+only=0
 if [ "${SANITIZE:-1}" = only ]; then
-  tests=()
+  only=1 tests=()
   command -v compute-sanitizer >/dev/null 2>&1 || { echo "gpu-test.sh: SANITIZE=only: no compute-sanitizer" >&2; exit 1; }
+  [ -x "$BIN/test_cuda_smoke" ] || { echo "gpu-test.sh: SANITIZE=only: no $BIN/test_cuda_smoke" >&2; exit 1; }
 fi
 for spec in "${tests[@]}"; do
   t=${spec%@*}
@@ -103,7 +106,7 @@ for spec in "${tests[@]}"; do
   rows+=("$spec|$st|$d")
 done
 # kiln bench on the GPU: the floor must come from the device's own copy bandwidth
-if [ "${SANITIZE:-1}" != only ] && [ -x "$BIN/kiln" ]; then
+if [ $only = 0 ] && [ -x "$BIN/kiln" ]; then
   s=$(date +%s%N)
   json=$(mktemp)
   if "$BIN/kiln" bench --device cuda -m tests/data/tiny/qwen3-f32 --prompt-tokens 32 --gen-tokens 16 --repeats 1 \
@@ -116,7 +119,7 @@ fi
 # The machine code of the kernels that run wgmma with A in registers (prefill attention), checked for the register
 # fault CUDA 13.0's ptxas showed there (scripts/sass_wgmma_check.py, docs/cuda.md), where cuobjdump is installed.
 CUOBJ=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null | head -n 1 || true)
-if [ "${SANITIZE:-1}" != only ] && [ -n "$CUOBJ" ] && [ -x "$BIN/test_cuda_ops" ] && command -v python3 >/dev/null 2>&1; then
+if [ $only = 0 ] && [ -n "$CUOBJ" ] && [ -x "$BIN/test_cuda_ops" ] && command -v python3 >/dev/null 2>&1; then
   s=$(date +%s%N)
   "$CUOBJ" -sass "$BIN/test_cuda_ops" > /tmp/kiln-sass.txt 2>/dev/null &&
     python3 scripts/sass_wgmma_check.py /tmp/kiln-sass.txt > /tmp/kiln-sass-check.log 2>&1
