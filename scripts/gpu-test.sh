@@ -36,8 +36,9 @@ export LD_LIBRARY_PATH="${LIBS:+$LIBS:}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-
 # NAME@pfsync with prefill attention on mma.sync where it would use wgmma (KILN_CUDA_ATTN_PF_MMA=sync), NAME@pdl with
 # the prefill's own kernels launched as programmatic dependents (KILN_CUDA_PREFILL_PDL=1), NAME@owngemm and
 # NAME@fused with kiln's own prefill GEMMs (KILN_CUDA_PREFILL_GEMM=own, fused), NAME@group1,
-# NAME@group2 and NAME@group4 with decode attention units of at most 1, 2 or 4 query heads (KILN_CUDA_ATTN_GROUP), so
-# every decode and prefill path meets the tests.
+# NAME@group2 and NAME@group4 with decode attention units of at most 1, 2 or 4 query heads (KILN_CUDA_ATTN_GROUP),
+# NAME@msample with the multi-block sampler (KILN_CUDA_SAMPLE=multi), so every decode and prefill path meets the
+# tests.
 tests=(test_cuda_wgmma test_cuda_ops test_cuda_ops@group1 test_cuda_ops@norope test_cuda_ops@split test_cuda_ops@split4
        test_cuda_ops@splitall
        test_cuda_decode test_cuda_decode@global test_cuda_decode@knobs test_cuda_decode@t128 test_cuda_decode@t256
@@ -49,9 +50,10 @@ tests=(test_cuda_wgmma test_cuda_ops test_cuda_ops@group1 test_cuda_ops@norope t
        test_cuda_model@t128 test_cuda_model@t256 test_cuda_model@levels1 test_cuda_model@group2 test_cuda_model@group4
        test_cuda_model@norope
        test_cuda_model@split test_cuda_model@splitall test_cuda_model@pfwhole test_cuda_model@gemmplan
-       test_cuda_model@pfsync test_cuda_model@pdl test_cuda_model@owngemm test_cuda_model@fused
-       test_cuda_alloc test_cuda_alloc@persistent test_cuda_alloc@global
-       test_cuda_smoke test_cuda_smoke@side test_cuda_smoke@persistent test_cuda_smoke@cluster test_cuda_smoke@global)
+       test_cuda_model@pfsync test_cuda_model@pdl test_cuda_model@owngemm test_cuda_model@fused test_cuda_model@msample
+       test_cuda_alloc test_cuda_alloc@persistent test_cuda_alloc@global test_cuda_alloc@msample
+       test_cuda_smoke test_cuda_smoke@side test_cuda_smoke@persistent test_cuda_smoke@cluster test_cuda_smoke@global
+       test_cuda_smoke@msample)
 declare -a rows
 fail=0
 # SANITIZE=only: no tests, no kiln bench, no SASS check; the sanitizer stage must be able to run
@@ -94,6 +96,7 @@ for spec in "${tests[@]}"; do
     owngemm) KILN_CUDA_PREFILL_GEMM=own "$BIN/$t" ;;
     fused) KILN_CUDA_PREFILL_GEMM=fused "$BIN/$t" ;;
     group1 | group2 | group4) KILN_CUDA_ATTN_GROUP=${mode#group} "$BIN/$t" ;;
+    msample) KILN_CUDA_SAMPLE=multi "$BIN/$t" ;;
     *) KILN_CUDA_DECODE=$mode "$BIN/$t" ;;
   esac
   rc=$?
@@ -146,7 +149,8 @@ if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1 && 
     gemm=(env KILN_TEST_OPS=gemm compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_ops")
     [ "$tool" = racecheck ] && gemm=(true)
     # the GEMV cases of the ops test, whose long rows take the split-k path (auto, and 2 warps a pair forced), and
-    # its small prefill attention cases, whose tiles split their keys, and (memcheck) its GEMMs and their plans
+    # its small prefill attention cases, whose tiles split their keys, its sampling cases (both samplers, 2 draws a
+    # case, the small vocabulary) and (memcheck) its GEMMs and their plans
     [ $rc = 0 ] && [ -x "$BIN/test_cuda_ops" ] &&
       KILN_TEST_OPS=gemv compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_ops" \
         >> "/tmp/sanitizer-$tool.log" 2>&1 &&
@@ -154,6 +158,8 @@ if [ "${SANITIZE:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1 && 
         "$BIN/test_cuda_ops" >> "/tmp/sanitizer-$tool.log" 2>&1 &&
       KILN_TEST_OPS=attn_prefill compute-sanitizer --tool "$tool" --error-exitcode 9 "$BIN/test_cuda_ops" \
         >> "/tmp/sanitizer-$tool.log" 2>&1 &&
+      KILN_TEST_OPS=sample KILN_TEST_DRAWS=2 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+        "$BIN/test_cuda_ops" >> "/tmp/sanitizer-$tool.log" 2>&1 &&
       "${gemm[@]}" >> "/tmp/sanitizer-$tool.log" 2>&1
     rc=$?
     d=$(( ($(date +%s%N) - s) / 1000000 ))

@@ -14,9 +14,9 @@
  * Output: one JSON object per config on stdout (and appended to --json FILE).
  *
  * --ops adds each decode kernel of one layer timed alone (captured 50 times in a graph): microseconds, and GB/s
- * of weights for the GEMVs.
+ * of weights for the GEMVs. --sampler adds the device sampler alone, one block against many (bench_sampler).
  *
- *   bench_cuda [--ctx 128,2048] [--prompts 128,1024] [--ops] [--json FILE] CONFIG.json...
+ *   bench_cuda [--ctx 128,2048] [--prompts 128,1024] [--ops] [--sampler] [--json FILE] CONFIG.json...
  */
 #include <jansson.h>
 #include <math.h>
@@ -35,6 +35,7 @@
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/rope.h"
 #include "backend/cuda/random_fill.h"
+#include "backend/cuda/sample.h"
 #include "kiln/kiln.h"
 
 #define BENCH_NAME "bench_cuda"
@@ -283,8 +284,98 @@ static json_t *ds_profile(kiln_backend *b) {
   return o;
 }
 
+/* The sampler alone (--sampler): microseconds a launch (200 back to back, plain stream order) of the one-block and
+ * the multi-block sampler (sample.h) on the config's vocabulary, for logits peaked as a confident model's (weight ~
+ * rank^-2) or flat (normal, sd 2.5), in the common settings; and whether the two drew the same token at each of
+ * 64 steps (they must). */
+static json_t *bench_sampler(kiln_backend *b) {
+  const int64_t V = b->cfg.vocab_size;
+  float *h = malloc(sizeof(float) * (size_t)V), *d_l;
+  unsigned long long *d_cell;
+  int32_t *d_next;
+  kiln_cuda_step *d_st;
+  CK(cudaMalloc((void **)&d_l, sizeof(float) * (size_t)V));
+  CK(cudaMalloc((void **)&d_cell, 8));
+  CK(cudaMalloc((void **)&d_next, 4));
+  CK(cudaMalloc((void **)&d_st, sizeof *d_st));
+  static const struct {
+    float temp;
+    int top_k;
+    float top_p, min_p;
+  } modes[] = {{1.f, 0, 1.f, 0.f}, {0.7f, 0, 0.9f, 0.f}, {1.f, 0, 0.95f, 0.f}, {0.8f, 40, 0.95f, 0.f},
+               {1.f, 50, 1.f, 0.f}, {1.f, 0, 1.f, 0.05f}};
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  json_t *out = json_array();
+  uint64_t rng = 88172645463325252ull;
+  for (int dist = 0; dist < 2; dist++) {
+    int64_t top = 0;
+    for (int64_t i = 0; i < V; i++) {
+      rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+      const double u = (double)(rng >> 11) / 9007199254740992.0;
+      if (dist == 0) {
+        h[i] = 12.f - 2.f * logf(1.f + (float)(i * 7919 % V)) + 0.3f * (float)u;
+      } else { /* Box-Muller from two uniforms */
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        const double u2 = (double)(rng >> 11) / 9007199254740992.0;
+        h[i] = (float)(2.5 * sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * u2));
+      }
+      if (h[i] > h[top]) top = i;
+    }
+    /* the argmax cell the head GEMV would leave (gemv_dev.cuh: kiln_pack_argmax) */
+    uint32_t u;
+    memcpy(&u, &h[top], 4);
+    const uint32_t key = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    const unsigned long long cell = ((unsigned long long)key << 32) | (0xffffffffu - (uint32_t)top);
+    CK(cudaMemcpy(d_l, h, sizeof(float) * (size_t)V, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d_cell, &cell, 8, cudaMemcpyHostToDevice));
+    for (size_t k = 0; k < sizeof modes / sizeof modes[0]; k++) {
+      kiln_cuda_step st = {.temperature = modes[k].temp, .top_k = modes[k].top_k, .top_p = modes[k].top_p,
+                           .min_p = modes[k].min_p, .seed = 7};
+      double us[2];
+      int same = 1;
+      for (int v = 0; v < 2; v++) {
+        const kiln_cuda_sample_scratch *multi = v ? &b->sample_sc : NULL;
+        CK(cudaMemcpy(d_st, &st, sizeof st, cudaMemcpyHostToDevice));
+        for (int r = 0; r < 10; r++)
+          if (kiln_cuda_sample(d_next, d_l, V, d_cell, d_st, multi, 0)) exit(1);
+        CK(cudaEventRecord(e0, 0));
+        for (int r = 0; r < 200; r++)
+          if (kiln_cuda_sample(d_next, d_l, V, d_cell, d_st, multi, 0)) exit(1);
+        us[v] = span_ms(e0, e1, 0) * 1e3 / 200;
+      }
+      for (int step = 0; step < 64; step++) {
+        int32_t t[2];
+        st.step = (uint64_t)step;
+        CK(cudaMemcpy(d_st, &st, sizeof st, cudaMemcpyHostToDevice));
+        for (int v = 0; v < 2; v++) {
+          if (kiln_cuda_sample(d_next, d_l, V, d_cell, d_st, v ? &b->sample_sc : NULL, 0)) exit(1);
+          CK(cudaMemcpy(&t[v], d_next, 4, cudaMemcpyDeviceToHost));
+        }
+        if (t[0] != t[1] || t[0] < 0 || t[0] >= V) same = 0;
+      }
+      if (!same) fprintf(stderr, "bench_cuda: the two samplers drew different tokens (mode %zu)\n", k);
+      json_t *o = json_object();
+      json_object_set_new(o, "logits", json_string(dist == 0 ? "peaked" : "flat"));
+      json_object_set_new(o, "temperature", json_real(modes[k].temp));
+      json_object_set_new(o, "top_k", json_integer(modes[k].top_k));
+      json_object_set_new(o, "top_p", json_real(modes[k].top_p));
+      json_object_set_new(o, "min_p", json_real(modes[k].min_p));
+      json_object_set_new(o, "us_one_block", json_real(us[0]));
+      json_object_set_new(o, "us_multi_block", json_real(us[1]));
+      json_object_set_new(o, "same_tokens", json_boolean(same));
+      json_array_append_new(out, o);
+    }
+  }
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  cudaFree(d_l), cudaFree(d_cell), cudaFree(d_next), cudaFree(d_st);
+  free(h);
+  return out;
+}
+
 static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const int *prompts, int n_prompts,
-                            double bw, double tflops, int with_ops) {
+                            double bw, double tflops, int with_ops, int with_sampler) {
   size_t len;
   char *txt = slurp(path, &len);
   kiln_config cfg;
@@ -485,6 +576,7 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
     json_object_set_new(res, "ops_ctx128", bench_ops(b, 128));
     json_object_set_new(res, "ops_ctx2048", bench_ops(b, 2048 < b->n_ctx ? 2048 : b->n_ctx - 1));
   }
+  if (with_sampler) json_object_set_new(res, "sampler", bench_sampler(b));
   json_object_set_new(res, "decode", dec);
   json_object_set_new(res, "prefill", pre);
   cudaEventDestroy(e0), cudaEventDestroy(e1);
@@ -495,14 +587,16 @@ static json_t *bench_config(const char *path, const int *ctxs, int n_ctx, const 
 int main(int argc, char **argv) {
   int ctxs[8] = {128, 2048}, n_ctx = 2, prompts[8] = {128, 1024}, n_prompts = 2;
   const char *json_path = NULL;
-  int i = 1, with_ops = 0;
+  int i = 1, with_ops = 0, with_sampler = 0;
   for (; i < argc && argv[i][0] == '-'; i++) {
     if (!strcmp(argv[i], "--ctx") && i + 1 < argc) n_ctx = parse_list(argv[++i], ctxs, 8);
     else if (!strcmp(argv[i], "--prompts") && i + 1 < argc) n_prompts = parse_list(argv[++i], prompts, 8);
     else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     else if (!strcmp(argv[i], "--ops")) with_ops = 1;
+    else if (!strcmp(argv[i], "--sampler")) with_sampler = 1;
     else {
-      fprintf(stderr, "usage: bench_cuda [--ctx 128,2048] [--prompts 128,1024] [--ops] [--json FILE] CONFIG.json...\n");
+      fprintf(stderr, "usage: bench_cuda [--ctx 128,2048] [--prompts 128,1024] [--ops] [--sampler] [--json FILE] "
+                      "CONFIG.json...\n");
       return 2;
     }
   }
@@ -520,7 +614,7 @@ int main(int argc, char **argv) {
   int drv = 0;
   CK(cudaDriverGetVersion(&drv));
   for (; i < argc; i++) {
-    json_t *r = bench_config(argv[i], ctxs, n_ctx, prompts, n_prompts, bw, tf, with_ops);
+    json_t *r = bench_config(argv[i], ctxs, n_ctx, prompts, n_prompts, bw, tf, with_ops, with_sampler);
     json_object_set_new(r, "engine", json_string("kiln-cuda"));
     json_object_set_new(r, "device", json_string(prop.name));
     json_object_set_new(r, "cuda_driver_api", json_integer(drv));

@@ -939,12 +939,55 @@ static void host_dist(const float *l, int64_t V, float temp, int top_k, float to
   free(s);
 }
 
-static void test_sample(int64_t V) {
-  float *l = rand_f32(V, 0.f, 2.5f);
+/* Logits of four shapes: 0 normal (sd 2.5: flat at a temperature of 1); 1 peaked (Zipf-like, weight ~ rank^-2, as a
+ * confident model's); 2 a few tokens over a long flat tail of ~7e-6 of the top weight each (top-p's candidates can
+ * fall short of its target); 3 every other token masked (-inf), the rest small integers (ties, the top one too). */
+static float *sample_logits(int64_t V, int kind) {
+  if (kind == 0) return rand_f32(V, 0.f, 2.5f);
+  float *l = malloc((size_t)V * 4);
+  for (int64_t i = 0; i < V; i++) {
+    const int64_t r = i * 7919 % V; /* a rank: 7919 is prime to both vocabulary sizes tested */
+    const float u = (float)(gt_next() % 1000) / 1000.f;
+    if (kind == 1) l[i] = 12.f - 2.f * logf(1.f + (float)r) + 0.3f * u;
+    else if (kind == 2) l[i] = r < 20 ? 10.f - 0.2f * (float)r : -2.f + 0.01f * u;
+    else l[i] = i % 2 ? -INFINITY : (float)(int)(8.f * u);
+  }
+  return l;
+}
+
+static void test_sample(int64_t V, int kind);
+/* every shape at both vocabulary sizes; under KILN_TEST_DRAWS (compute-sanitizer) the small one only */
+static void test_samples(void) {
+  for (int kind = 0; kind < 4; kind++) {
+    test_sample(5000, kind);
+    if (!getenv("KILN_TEST_DRAWS")) test_sample(151936, kind);
+  }
+}
+
+static int32_t sample_once(int32_t *d_next, const float *d_l, int64_t V, const unsigned long long *d_cell,
+                           const kiln_cuda_step *d_st, const kiln_cuda_sample_scratch *multi) {
+  int32_t next;
+  gt_poison(d_next, 4);
+  GT_OK(kiln_cuda_sample(d_next, d_l, V, d_cell, d_st, multi, 0));
+  gt_down(&next, d_next, 4);
+  return next;
+}
+
+/* The one-block sampler against the distribution the host computes (kept set, frequencies, determinism), and the
+ * multi-block sampler (sample.h) against it draw for draw: the same token every time, at n_sm blocks and (every
+ * 8th draw) at 1 and 7 blocks, one scratch for all, so each launch must leave its ticket re-armed. */
+static void test_sample(int64_t V, int kind) {
+  float *l = sample_logits(V, kind);
   float *d_l = gt_dev((size_t)V * 4);
   unsigned long long cell = host_pack(l, V), *d_cell = gt_dev(8);
   int32_t *d_next = gt_dev(4), next;
   kiln_cuda_step *d_st = gt_dev(sizeof(kiln_cuda_step));
+  const int64_t scr_bytes = kiln_cuda_sample_scratch_bytes(V);
+  void *d_scr = gt_dev((size_t)scr_bytes);
+  GT_CUDA(cudaMemset(d_scr, 0, (size_t)scr_bytes));
+  kiln_cuda_sample_scratch sc[3];
+  const int blocks[3] = {n_sm, 1, 7};
+  for (int j = 0; j < 3; j++) kiln_cuda_sample_scratch_carve(&sc[j], d_scr, V, blocks[j]);
   gt_up(d_l, l, (size_t)V * 4);
   gt_up(d_cell, &cell, 8);
   int64_t am = kiln_ref_argmax(l, V);
@@ -952,9 +995,11 @@ static void test_sample(int64_t V) {
     float temp;
     int top_k;
     float top_p, min_p;
-  } cases[] = {{0.f, 0, 1.f, 0.f}, {1.f, 1, 1.f, 0.f}, {0.8f, 40, 1.f, 0.f}, {1.f, 0, 0.8f, 0.f},
-               {1.2f, 0, 1.f, 0.05f}, {0.7f, 50, 0.9f, 0.02f}, {1.f, 0, 1.f, 0.f}};
-  const int draws = 4000;
+  } cases[] = {{0.f, 0, 1.f, 0.f},     {1.f, 1, 1.f, 0.f},    {0.8f, 40, 1.f, 0.f},   {1.f, 0, 0.8f, 0.f},
+               {1.2f, 0, 1.f, 0.05f},  {0.7f, 50, 0.9f, 0.02f}, {1.f, 0, 1.f, 0.f},  {1.f, 10, 0.9f, 0.f},
+               {0.5f, 20, 1.f, 0.f},   {1.f, 0, 0.99f, 0.f},  {1.f, 0, 0.01f, 0.f}};
+  const char *nd = getenv("KILN_TEST_DRAWS");
+  const int draws = nd && atoi(nd) > 0 ? atoi(nd) : 4000;
   double *p = malloc((size_t)V * sizeof *p), hist[N_BUCKETS], mass[N_BUCKETS];
   int *bucket = malloc((size_t)V * sizeof *bucket);
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -962,21 +1007,25 @@ static void test_sample(int64_t V) {
                          .min_p = cases[c].min_p, .seed = 1234 + c};
     if (cases[c].temp <= 0.f || cases[c].top_k == 1) {
       gt_up(d_st, &st, sizeof st);
-      gt_poison(d_next, 4);
-      GT_OK(kiln_cuda_sample(d_next, d_l, V, d_cell, d_st, 0));
-      gt_down(&next, d_next, 4);
-      GT_CHECK(next == am, "sample case %zu: greedy gave %d, argmax is %lld", c, next, (long long)am);
+      next = sample_once(d_next, d_l, V, d_cell, d_st, NULL);
+      GT_CHECK(next == am, "sample %d case %zu: greedy gave %d, argmax is %lld", kind, c, next, (long long)am);
+      next = sample_once(d_next, d_l, V, d_cell, d_st, &sc[0]);
+      GT_CHECK(next == am, "sample %d case %zu: multi-block greedy gave %d, argmax is %lld", kind, c, next,
+               (long long)am);
       continue;
     }
     host_dist(l, V, cases[c].temp, cases[c].top_k, cases[c].top_p, cases[c].min_p, p);
     host_buckets(p, V, bucket, mass);
     memset(hist, 0, sizeof hist);
-    int outside = 0, first = -1, again = -1;
+    int outside = 0, first = -1, again = -1, differ = 0, first_differ = -1;
     for (int d = 0; d < draws; d++) {
       st.step = (uint64_t)d;
       gt_up(d_st, &st, sizeof st);
-      GT_OK(kiln_cuda_sample(d_next, d_l, V, d_cell, d_st, 0));
-      gt_down(&next, d_next, 4);
+      next = sample_once(d_next, d_l, V, d_cell, d_st, NULL);
+      for (int j = 0; j < (d % 8 ? 1 : 3); j++) {
+        const int32_t mb = sample_once(d_next, d_l, V, d_cell, d_st, &sc[j]);
+        if (mb != next && differ++ == 0) first_differ = d;
+      }
       if (next < 0 || next >= V || p[next] == 0) {
         outside++;
         continue;
@@ -986,17 +1035,18 @@ static void test_sample(int64_t V) {
     }
     st.step = 0; /* the same seed and step again: the same token */
     gt_up(d_st, &st, sizeof st);
-    GT_OK(kiln_cuda_sample(d_next, d_l, V, d_cell, d_st, 0));
-    gt_down(&again, d_next, 4);
+    again = sample_once(d_next, d_l, V, d_cell, d_st, NULL);
     /* a bucket's frequency has a standard deviation <= sqrt(0.25 / 4000) = 0.008: 0.04 is 5 of them */
     double worst = 0;
     for (int b = 0; b < N_BUCKETS; b++) worst = fmax(worst, fabs(hist[b] - mass[b]));
-    GT_CHECK(outside == 0, "sample case %zu: %d of %d draws outside the kept set", c, outside, draws);
-    GT_CHECK(worst < 0.04, "sample case %zu: a probability bucket is off by %.3f", c, worst);
-    GT_CHECK(first == again, "sample case %zu: same seed and step gave %d then %d", c, first, again);
+    GT_CHECK(outside == 0, "sample %d case %zu: %d of %d draws outside the kept set", kind, c, outside, draws);
+    GT_CHECK(draws < 4000 || worst < 0.04, "sample %d case %zu: a probability bucket is off by %.3f", kind, c, worst);
+    GT_CHECK(first == again, "sample %d case %zu: same seed and step gave %d then %d", kind, c, first, again);
+    GT_CHECK(differ == 0, "sample %d case %zu (V %lld): the multi-block sampler differed from one block %d times, "
+             "first at draw %d", kind, c, (long long)V, differ, first_differ);
   }
   free(l), free(p), free(bucket);
-  cudaFree(d_l), cudaFree(d_cell), cudaFree(d_next), cudaFree(d_st);
+  cudaFree(d_l), cudaFree(d_cell), cudaFree(d_next), cudaFree(d_st), cudaFree(d_scr);
 }
 
 /* ---- the cuBLAS products and their plans ---- */
@@ -1044,6 +1094,13 @@ int main(void) {
     kiln_cuda_attn_prefill_mma(KILN_CUDA_PF_MMA_AUTO);
     printf("prefill attention: mma.sync%s\n", wg ? " and wgmma" : " only (wgmma: no sm_90a code or not a 9.x device)");
   }
+  /* KILN_TEST_OPS=sample: the sampling cases only (KILN_TEST_DRAWS=N: N draws a case, for compute-sanitizer; the
+   * frequency check needs the default 4,000) */
+  const char *only = getenv("KILN_TEST_OPS");
+  if (only && !strcmp(only, "sample")) {
+    test_samples();
+    return gt_finish("test_cuda_ops");
+  }
 
   test_embed(777, 264);
   test_embed(50, 100);
@@ -1084,7 +1141,6 @@ int main(void) {
   test_gemv(1536, 2048, KILN_GEMV_SWIGLU, 0, 1, 0);
   test_gemv(300, 3072, KILN_GEMV_ARGMAX, 0, 1, 0);
   /* KILN_TEST_OPS=gemv: up to here only (gpu-test runs the GEMV cases under compute-sanitizer) */
-  const char *only = getenv("KILN_TEST_OPS");
   if (only && !strcmp(only, "gemv")) return gt_finish("test_cuda_ops");
   /* KILN_TEST_OPS=attn_prefill: small prefill attention cases whose long tiles split their keys (2-8 parts, both
    * head sizes), for compute-sanitizer */
@@ -1162,7 +1218,8 @@ int main(void) {
 
   if (test_gemms()) return 1;
 
-  test_sample(5000);
-  test_sample(151936);
+  /* the sampler reads none of the switches of the ops test's other runs (scripts/gpu-test.sh) */
+  if (!getenv("KILN_CUDA_GEMV_SPLIT") && !getenv("KILN_CUDA_ROPE_VEC") && !getenv("KILN_CUDA_ATTN_GROUP"))
+    test_samples();
   return gt_finish("test_cuda_ops");
 }

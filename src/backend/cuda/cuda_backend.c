@@ -97,6 +97,7 @@ static int take_all_(kiln_backend *b) {
   TAKE(b->d_tokens, P * 4);
   TAKE(b->d_next, 4);
   TAKE(b->d_argmax, 8);
+  TAKE(b->sample_mem, kiln_cuda_sample_scratch_bytes(V));
   TAKE(b->x, P * H * 4);
   TAKE(b->hbuf, P * max3_(H, nq, I) * 2);
   TAKE(b->qkv, P * b->qkv_dim * 4);
@@ -321,6 +322,7 @@ static int check_op_switches_(void) {
       {"KILN_CUDA_GEMV_SPLIT", "auto, all, 1, 2 or 4", kiln_cuda_gemv_split_env},
       {"KILN_CUDA_ATTN_PF_SPLIT", "auto or 1-8", kiln_cuda_attn_prefill_split_env},
       {"KILN_CUDA_ATTN_PF_MMA", "auto, wgmma or sync", kiln_cuda_attn_prefill_mma_env},
+      {"KILN_CUDA_SAMPLE", "one or multi", kiln_cuda_sample_env},
   };
   for (size_t i = 0; i < sizeof sw / sizeof sw[0]; i++) {
     const char *v = getenv(sw[i].name);
@@ -375,6 +377,9 @@ static int read_switches_(kiln_backend *b) {
   if (!pp || !*pp || !strcmp(pp, "0")) b->prefill_pdl = false;
   else if (!strcmp(pp, "1")) b->prefill_pdl = true;
   else return kiln_error(KILN_EINVAL, "cuda: KILN_CUDA_PREFILL_PDL=%s: expected 0 or 1", pp);
+  /* one or unset: the step's sampler in one block; multi: spread over the SMs, the same token (sample.h) */
+  kiln_cuda_sample_scratch_carve(&b->sample_sc, b->sample_mem, b->cfg.vocab_size, b->n_sm);
+  b->sample_multi = kiln_cuda_sample_env(getenv("KILN_CUDA_SAMPLE")) == 1 ? &b->sample_sc : NULL;
   /* default or unset: cublasGemmEx's default algorithm everywhere; time (tuning): each prefill graph's GEMMs run
    * the fastest algorithm, timed alone, that gives cublasGemmEx's bits (planned at the graph's capture). Measured on
    * an H100 the planned products were 2-25% faster alone but the prefills no faster (docs/cuda.md): off */

@@ -20,6 +20,7 @@
 #include "backend/cuda/decode_step.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/rope.h"
+#include "backend/cuda/sample.h"
 
 #define KILN_CUDA_MAX_CHUNK 1024 /* the most tokens a prefill chunk has */
 #define KILN_CUDA_SHORT_LEVELS 3 /* short-context decode graph pairs at most (cluster sizes cmax, cmax/2, cmax/4) */
@@ -72,6 +73,7 @@ struct kiln_backend {
   float *gu;                 /* [chunk][2 I] */
   float *logits;             /* [logit_rows][V] */
   float *attn_part;          /* decode attention partials */
+  void *sample_mem;          /* the multi-block sampler's scratch (sample_sc points into it) */
   void *pf_attn;             /* prefill attention's key-splitting scratch (NULL: none for this head_dim) */
   void *cublas_ws;
   int64_t cublas_ws_bytes;
@@ -110,6 +112,9 @@ struct kiln_backend {
    * (captured at the size's second use) instead of launching ~8 kernels a layer from the host. The most tokens a
    * graphed chunk has: KILN_CUDA_MAX_CHUNK (1 or unset), KILN_CUDA_PREFILL_SHORT (short), 0 (0: none) */
   int prefill_graph_max;
+  /* KILN_CUDA_SAMPLE=multi: the step's sampler spread over the SMs (sample_sc); NULL: one block */
+  const kiln_cuda_sample_scratch *sample_multi;
+  kiln_cuda_sample_scratch sample_sc;
   bool prefill_pdl; /* KILN_CUDA_PREFILL_PDL=1: the prefill's own kernels launched as programmatic dependents */
   int gu_blocks; /* KILN_CUDA_GEMV_GU_BLOCKS: the decode gate/up GEMV's blocks per SM (0: the usual cap) */
   bool attn_relaxed; /* kiln_cuda_attn_decode_args.relaxed_end (KILN_CUDA_ATTN_RELAXED=0: off) */

@@ -46,7 +46,8 @@ static int decode_enqueue_(kiln_backend *b, bool sample, int short_splits) {
   if (b->ds_blocks > 0) { /* the persistent kernel: the whole step up to the logits and their argmax */
     if ((rc = kiln_cuda_decode_step(&b->ds, b->ds_blocks, st))) return rc;
     if (sample) {
-      if ((rc = kiln_cuda_sample(b->d_next, b->logits, c->vocab_size, b->d_argmax, b->d_step, st))) return rc;
+      rc = kiln_cuda_sample(b->d_next, b->logits, c->vocab_size, b->d_argmax, b->d_step, b->sample_multi, st);
+      if (rc) return rc;
       KILN_CUDA_CHECK(cudaMemcpyAsync(b->h_next, b->d_next, sizeof *b->h_next, cudaMemcpyDeviceToHost, st));
     }
     return 0;
@@ -102,7 +103,9 @@ static int decode_enqueue_(kiln_backend *b, bool sample, int short_splits) {
   kiln_cuda_gemv_args h = {.w = b->lm_head, .n_rows = c->vocab_size, .k = H, .x_f32 = b->x, .norm_w = b->final_norm,
                            .eps = c->rms_norm_eps, .mode = KILN_GEMV_ARGMAX, .y = b->logits, .argmax = b->d_argmax};
   if ((rc = kiln_cuda_gemv(&h, st))) return rc;
-  if (sample && (rc = kiln_cuda_sample(b->d_next, b->logits, c->vocab_size, b->d_argmax, b->d_step, st))) return rc;
+  if (sample &&
+      (rc = kiln_cuda_sample(b->d_next, b->logits, c->vocab_size, b->d_argmax, b->d_step, b->sample_multi, st)))
+    return rc;
   if (b->side_l2pf >= 0) { /* join the side branch (long finished) before the step's last node */
     KILN_CUDA_CHECK(cudaEventRecord(b->ev_join, b->side));
     KILN_CUDA_CHECK(cudaStreamWaitEvent(st, b->ev_join, 0));
