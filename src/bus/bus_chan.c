@@ -10,15 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "base/cpu_relax.h"
 #include "bus/bus_impl.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#define cpu_relax_() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define cpu_relax_() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define cpu_relax_() ((void)0)
-#endif
 
 int bus__chan_attach(kiln_bus_chan *ch, void *seg, uint64_t seg_bytes, uint64_t cap, uint64_t off_tx,
                      uint64_t off_rx, const kiln_bus_opts *opts) {
@@ -131,7 +124,7 @@ static int spin_ready_(kiln_bus_chan *ch) {
   int64_t n = ch->spin < BUS_FAST_SPIN ? ch->spin : BUS_FAST_SPIN;
   for (int64_t i = 0; i < n; i++) {
     if (kiln_ring__ready(&ch->rx)) return 1;
-    cpu_relax_();
+    kiln_cpu_relax();
   }
   return 0;
 }

@@ -10,13 +10,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "bus/bus_impl.h"
 
-int64_t bus__now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+int64_t bus__now_ns(void) { return kiln_mono_ns(); }
 
 /* A few ns (no syscall), a few ms of resolution: enough to rate-limit liveness checks on non-waiting paths. */
 int64_t bus__coarse_ns(void) {

@@ -19,7 +19,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "base/clock.h"
 
 #include "engine/engine_impl.h"
 #include "engine/utf8_stream.h"
@@ -46,12 +47,6 @@ struct kiln_gen {
   bool done, device_sample;
   double t_start, t_first, t_last;
 };
-
-static double now_ms_(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 kiln_gen_params kiln_gen_params_default(void) {
   kiln_gen_params p;
@@ -117,7 +112,7 @@ int kiln_gen_start(kiln_gen **out, kiln_engine *e, const kiln_tokenizer *tok, in
   g->seq = seq;
   g->n_vocab = V;
   g->p = p;
-  g->t_start = now_ms_();
+  g->t_start = kiln_mono_ms();
   size_t stop_total = 0;
   for (int i = 0; i < p.n_stop; i++) stop_total += (p.stop[i] ? strlen(p.stop[i]) : 0) + 1;
   g->stop_buf = malloc(stop_total + 1);
@@ -242,7 +237,7 @@ int kiln_gen_step(kiln_gen *g, kiln_gen_event *ev) {
   }
   g->ids[g->n_ids++] = t;
   ev->token = t;
-  double now = now_ms_();
+  double now = kiln_mono_ms();
   if (g->n_ids == 1) g->t_first = now;
   g->t_last = now;
 

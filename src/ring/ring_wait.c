@@ -26,13 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#define cpu_relax_() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define cpu_relax_() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define cpu_relax_() ((void)0)
-#endif
+#include "base/clock.h"
+#include "base/cpu_relax.h"
 
 /* After spinning, a few sched_yield() rounds before sleeping: cheap when the peer is about to run on our CPU. */
 #define YIELDS_ 16
@@ -48,12 +43,6 @@ static uint32_t *low_word_(_Atomic uint64_t *word) {
 #else
   return (uint32_t *)(void *)word + 1;
 #endif
-}
-
-static int64_t now_ns_(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 void kiln_ring__wake(_Atomic uint64_t *word) {
@@ -86,11 +75,11 @@ int kiln_ring_wait_readable(kiln_ring_cons *c, int64_t spin, int64_t timeout_ns)
       if (kiln_ring__ready(c)) return KILN_OK;
       if ((i & YIELD_EVERY_) == YIELD_EVERY_) sched_yield();
     }
-    if (i >= QUIET_SPIN_) cpu_relax_();
+    if (i >= QUIET_SPIN_) kiln_cpu_relax();
   }
   /* The producer may be waiting for the bytes we released: publish them before we yield or sleep. */
   kiln_ring_cons_flush(c);
-  int64_t deadline = timeout_ns >= 0 ? now_ns_() + timeout_ns : INT64_MAX; /* counted from the end of the spin */
+  int64_t deadline = timeout_ns >= 0 ? kiln_mono_ns() + timeout_ns : INT64_MAX; /* counted from the end of the spin */
   for (int i = 0;; i++) {
     if (kiln_ring__refresh_tail(c) != KILN_OK) return c->err;
     if (kiln_ring__ready(c)) return KILN_OK;
@@ -98,7 +87,7 @@ int kiln_ring_wait_readable(kiln_ring_cons *c, int64_t spin, int64_t timeout_ns)
       sched_yield(); /* on an oversubscribed machine the producer may be waiting for our CPU */
       continue;
     }
-    int64_t left = deadline - now_ns_();
+    int64_t left = deadline - kiln_mono_ns();
     if (left <= 0) return KILN_ETIMEDOUT;
     if (!c->wake) {
       backoff_(left);
@@ -129,10 +118,10 @@ int kiln_ring_wait_writable(kiln_ring_prod *p, uint64_t size, int64_t spin, int6
     if (kiln_ring__refresh_head(p) != KILN_OK) return p->err;
     if (kiln_ring__room(p) >= need) return KILN_OK;
     if ((i & YIELD_EVERY_) == YIELD_EVERY_) sched_yield();
-    if (i >= QUIET_SPIN_) cpu_relax_();
+    if (i >= QUIET_SPIN_) kiln_cpu_relax();
   }
   kiln_ring_flush(p); /* the consumer may be waiting for these records: publish before we yield or sleep */
-  int64_t deadline = timeout_ns >= 0 ? now_ns_() + timeout_ns : INT64_MAX;
+  int64_t deadline = timeout_ns >= 0 ? kiln_mono_ns() + timeout_ns : INT64_MAX;
   for (int i = 0;; i++) {
     if (kiln_ring__refresh_head(p) != KILN_OK) return p->err;
     if (kiln_ring__room(p) >= need) return KILN_OK;
@@ -140,7 +129,7 @@ int kiln_ring_wait_writable(kiln_ring_prod *p, uint64_t size, int64_t spin, int6
       sched_yield();
       continue;
     }
-    int64_t left = deadline - now_ns_();
+    int64_t left = deadline - kiln_mono_ns();
     if (left <= 0) return KILN_ETIMEDOUT;
     if (!p->wake) {
       backoff_(left);

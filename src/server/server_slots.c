@@ -20,14 +20,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "kiln/status.h"
 #include "server/server_impl.h"
 
-double srv_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+double srv_now(void) { return (double)kiln_mono_ns() * 1e-9; }
 
 static kiln_ring *ring_new(uint64_t cap, uint32_t flags) {
   void *mem = NULL;

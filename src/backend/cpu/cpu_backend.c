@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "backend/backend.h"
@@ -26,6 +25,7 @@
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/cpu_pool.h"
 #include "backend/cpu/ref_ops.h"
+#include "base/clock.h"
 #include "kiln/status.h"
 
 /* Tokens per prefill chunk: the scratch size, and the tile over which each weight row is reused. */
@@ -34,18 +34,12 @@
 enum { KILN_PROF_QKV, KILN_PROF_ATTN, KILN_PROF_O, KILN_PROF_GATE_UP, KILN_PROF_DOWN, KILN_PROF_HEAD, KILN_PROF_N };
 static const char *const prof_names_[KILN_PROF_N] = {"qkv", "attention", "o_proj", "gate_up", "down", "lm_head"};
 
-static double now_ms_(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* Times `stmt` into part `i` when profiling is on. */
 #define PROF(b, i, stmt)                                                                                          \
   do {                                                                                                            \
-    double t0_ = (b)->prof ? now_ms_() : 0;                                                                       \
+    double t0_ = (b)->prof ? kiln_mono_ms() : 0;                                                                       \
     stmt;                                                                                                         \
-    if ((b)->prof) (b)->prof_ms[i] += now_ms_() - t0_;                                                            \
+    if ((b)->prof) (b)->prof_ms[i] += kiln_mono_ms() - t0_;                                                            \
   } while (0)
 
 struct kiln_backend {
@@ -283,7 +277,7 @@ static void forward_chunk_(kiln_backend *b, int seq, int64_t pos, const int32_t 
 
 static int cpu_forward_(kiln_backend *b, int seq, int pos, const int32_t *tokens, int n, float *logits,
                         bool all_logits) {
-  const double t0 = b->prof ? now_ms_() : 0;
+  const double t0 = b->prof ? kiln_mono_ms() : 0;
   for (int c0 = 0; c0 < n; c0 += KILN_CPU_MAX_BATCH) {
     const int cn = n - c0 < KILN_CPU_MAX_BATCH ? n - c0 : KILN_CPU_MAX_BATCH;
     const bool last = c0 + cn == n;
@@ -299,7 +293,7 @@ static int cpu_forward_(kiln_backend *b, int seq, int pos, const int32_t *tokens
     forward_chunk_(b, seq, (int64_t)pos + c0, tokens + c0, cn, lg, l0);
   }
   if (b->prof) {
-    b->prof_total_ms += now_ms_() - t0;
+    b->prof_total_ms += kiln_mono_ms() - t0;
     b->prof_tokens += n;
     b->prof_calls++;
   }

@@ -21,8 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "base/clock.h"
+#include "base/cpu_relax.h"
 
 #include "kiln/status.h"
 
@@ -59,20 +61,6 @@ static void futex_wake_(_Atomic uint32_t *addr) {
   syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
 }
 
-static inline void cpu_relax_(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
-static uint64_t now_ns_(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Spins, then sleeps, until *word != val; returns the new value (acquire). */
 static uint32_t wait_change_(_Atomic uint32_t *word, uint32_t val, _Atomic uint32_t *sleep_count) {
   uint32_t cur;
@@ -80,9 +68,9 @@ static uint32_t wait_change_(_Atomic uint32_t *word, uint32_t val, _Atomic uint3
   for (uint32_t i = 0;; i++) {
     cur = atomic_load_explicit(word, memory_order_acquire);
     if (cur != val) return cur;
-    cpu_relax_();
+    kiln_cpu_relax();
     if ((i & 255) == 255) {
-      uint64_t t = now_ns_();
+      uint64_t t = (uint64_t)kiln_mono_ns();
       if (t0 == 0) t0 = t;
       else if (t - t0 > KILN_POOL_SPIN_NS) break;
     }
@@ -180,10 +168,10 @@ void kiln_cpu_pool_run(kiln_cpu_pool *p, kiln_cpu_job_fn fn, void *arg) {
   uint32_t left = atomic_load_explicit(&p->pending, memory_order_acquire);
   uint64_t t0 = 0;
   for (uint32_t i = 0; left != 0; i++) {
-    cpu_relax_();
+    kiln_cpu_relax();
     left = atomic_load_explicit(&p->pending, memory_order_acquire);
     if (left != 0 && (i & 255) == 255) {
-      uint64_t t = now_ns_();
+      uint64_t t = (uint64_t)kiln_mono_ns();
       if (t0 == 0) t0 = t;
       else if (t - t0 > KILN_POOL_SPIN_NS) {
         atomic_store_explicit(&p->caller_sleeping, 1, memory_order_seq_cst); /* announce, then re-check */
