@@ -323,11 +323,7 @@ static json_t *bench_sampler(kiln_backend *b) {
       }
       if (h[i] > h[top]) top = i;
     }
-    /* the argmax cell the head GEMV would leave (gemv_dev.cuh: kiln_pack_argmax) */
-    uint32_t u;
-    memcpy(&u, &h[top], 4);
-    const uint32_t key = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-    const unsigned long long cell = ((unsigned long long)key << 32) | (0xffffffffu - (uint32_t)top);
+    const unsigned long long cell = kiln_cuda_argmax_pack(h[top], top); /* as the head GEMV would leave it */
     CK(cudaMemcpy(d_l, h, sizeof(float) * (size_t)V, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d_cell, &cell, 8, cudaMemcpyHostToDevice));
     for (size_t k = 0; k < sizeof modes / sizeof modes[0]; k++) {

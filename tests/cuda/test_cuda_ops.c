@@ -870,11 +870,8 @@ static void test_gemm_plan(cublasHandle_t h, cublasLtHandle_t lt, void *ws, size
 
 /* ---- sampling ---- */
 static unsigned long long host_pack(const float *l, int64_t V) {
-  int64_t i = kiln_ref_argmax(l, V);
-  uint32_t u;
-  memcpy(&u, &l[i], 4);
-  uint32_t key = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return ((unsigned long long)key << 32) | (0xffffffffu - (uint32_t)i);
+  const int64_t i = kiln_ref_argmax(l, V);
+  return kiln_cuda_argmax_pack(l[i], i);
 }
 
 static int cmp_desc(const void *a, const void *b) {

@@ -11,6 +11,7 @@
 #define KILN_CUDA_GEMV_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include <cuda_runtime_api.h>
 
@@ -60,6 +61,15 @@ int kiln_cuda_gemv_split_env(const char *value);
 /* The index an ARGMAX cell holds (-1 when nothing was folded in). */
 static inline int64_t kiln_cuda_argmax_index(unsigned long long cell) {
   return cell == 0 ? -1 : (int64_t)(0xffffffffu - (uint32_t)(cell & 0xffffffffu));
+}
+
+/* The cell the ARGMAX GEMV leaves for value v at row (gemv_dev.cuh's kiln_pack_argmax, on the host: tests and
+ * benchmarks that hand the sampler logits of their own). */
+static inline unsigned long long kiln_cuda_argmax_pack(float v, int64_t row) {
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  const uint32_t key = (v != v) ? 0u : ((u & 0x80000000u) ? ~u : (u | 0x80000000u));
+  return ((unsigned long long)key << 32) | (unsigned long long)(0xffffffffu - (uint32_t)row);
 }
 
 #ifdef __cplusplus
