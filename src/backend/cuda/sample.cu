@@ -97,6 +97,9 @@ struct set_src {
 static __device__ __forceinline__ float weight_of(float v, float m, float inv_t) { return expf((v - m) * inv_t); }
 static __device__ __forceinline__ u64 fixed_of(float w) { return (u64)((double)w * SM_ONE); }
 
+/* Whether min-p keeps a token of weight w (p >= min_p * p_max). */
+static __device__ __forceinline__ bool min_p_keeps(float w, float min_p) { return !(min_p > 0.f && w < min_p); }
+
 /* The draw's uniform in [0, total): splitmix64 of (seed, step). */
 static __device__ __forceinline__ u64 draw_target(u64 seed, u64 step, u64 total) {
   u64 z = seed + (step + 1) * 0x9e3779b97f4a7c15ull;
@@ -114,7 +117,7 @@ static __device__ __forceinline__ u64 seg_mass(Src s, int64_t i0, int64_t i1, ui
   for (int64_t i = i0; i < i1; i++) {
     float v = s.v(i);
     float w = weight_of(v, m, inv_t);
-    if (key_of(v) >= thr && !(min_p > 0.f && w < min_p)) mine += fixed_of(w);
+    if (key_of(v) >= thr && min_p_keeps(w, min_p)) mine += fixed_of(w);
   }
   return mine;
 }
@@ -130,7 +133,7 @@ static __device__ __forceinline__ void seg_pick(Src s, int64_t i0, int64_t i1, u
     for (int64_t i = i0; i < i1; i++) {
       float v = s.v(i);
       float w = weight_of(v, m, inv_t);
-      if (key_of(v) >= thr && !(min_p > 0.f && w < min_p)) {
+      if (key_of(v) >= thr && min_p_keeps(w, min_p)) {
         pick = s.id(i);
         cum += fixed_of(w);
         if (cum > target) break;
@@ -311,7 +314,7 @@ static __global__ void __launch_bounds__(SM_THREADS)
       const float w = weight_of(v, m, inv_t);
       const u64 f = fixed_of(w);
       zall += f;
-      if (!(min_p > 0.f && w < min_p)) zkept += f;
+      if (min_p_keeps(w, min_p)) zkept += f;
       if (key_of(v) >= ktau) ztau += f, in = true;
     }
     const u64 pos = block_excl_scan(in ? 1ull : 0ull, wsum, &tot); /* in index order */
@@ -393,16 +396,20 @@ static __global__ void __launch_bounds__(SM_THREADS)
   sample_block(set_src{set_v, set_i}, (int64_t)N, next, am, m, inv_t, top_k, st, topk ? 0ull : Zall, sh);
 }
 
+/* Bytes of the candidates' values and indices, rounded so that the block sums after them stay aligned. */
+static int64_t cand_bytes_(int64_t vocab) {
+  return kiln_cuda__round_up(vocab * (int64_t)(sizeof(float) + sizeof(int32_t)), 256);
+}
+
 extern "C" int64_t kiln_cuda_sample_scratch_bytes(int64_t vocab) {
-  return kiln_cuda__round_up(vocab * (int64_t)(sizeof(float) + sizeof(int32_t)), 256) +
-         KILN_SAMPLE_MAX_BLOCKS * 4 * (int64_t)sizeof(u64) + 256;
+  return cand_bytes_(vocab) + KILN_SAMPLE_MAX_BLOCKS * 4 * (int64_t)sizeof(u64) + 256;
 }
 
 extern "C" void kiln_cuda_sample_scratch_carve(kiln_cuda_sample_scratch *sc, void *mem, int64_t vocab, int n_sm) {
   char *p = (char *)mem;
   sc->val = (float *)p;
   sc->idx = (int32_t *)(p + vocab * (int64_t)sizeof(float));
-  p += kiln_cuda__round_up(vocab * (int64_t)(sizeof(float) + sizeof(int32_t)), 256);
+  p += cand_bytes_(vocab);
   sc->part = (unsigned long long *)p;
   sc->ticket = (unsigned *)(p + KILN_SAMPLE_MAX_BLOCKS * 4 * sizeof(u64));
   int64_t g = n_sm < KILN_SAMPLE_MAX_BLOCKS ? n_sm : KILN_SAMPLE_MAX_BLOCKS;
